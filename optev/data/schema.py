@@ -1,0 +1,267 @@
+"""Table schemas: one documented definition per column, used to conform and validate.
+
+Every optev table is a :class:`pandas.DataFrame` whose columns are described by a
+:class:`TableSchema`. A schema lists, for each field, its dtype, unit, default and a
+description; :meth:`TableSchema.conform` turns user data into the canonical form
+(required columns present, defaults filled, dtypes cast) and keeps any extra user
+columns untouched (R5.3), so that they survive a write/read round-trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from optev.errors import DataError
+
+REQUIRED = object()
+"""Sentinel default: the column must be given by the user."""
+
+_DTYPES = {"str", "float", "int", "bool"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column of a table.
+
+    Parameters
+    ----------
+    name : str
+        Column name (units are part of the name where ambiguous: ``p_kw``).
+    dtype : {"str", "float", "int", "bool"}
+        Logical dtype; strings are stored as ``object`` columns of ``str``.
+    unit : str
+        Physical unit, ``"-"`` for dimensionless or identifiers.
+    description : str
+        What the column means.
+    default : Any
+        Value filled in when the column is absent; :data:`REQUIRED` if it must be given.
+    minimum, maximum : float, optional
+        Inclusive bounds checked by :meth:`TableSchema.conform`.
+    choices : tuple of str, optional
+        Allowed values of a string column.
+    """
+
+    name: str
+    dtype: str
+    unit: str
+    description: str
+    default: Any = REQUIRED
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"field {self.name}: dtype must be one of {sorted(_DTYPES)}")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The schema of one table.
+
+    Parameters
+    ----------
+    name : str
+        Table name used in error messages and as file stem in instance folders.
+    fields : tuple of Field
+        Columns in canonical order.
+    key : str, optional
+        Column whose values must be unique and non-empty (the row id).
+    description : str
+        What one row is.
+    """
+
+    name: str
+    fields: tuple[Field, ...]
+    key: str | None = None
+    description: str = ""
+    _by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
+
+    def __getitem__(self, name: str) -> Field:
+        return self._by_name[name]
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def empty(self) -> pd.DataFrame:
+        """An empty, conformed table."""
+        return self.conform(pd.DataFrame({f.name: [] for f in self.fields if f.required}))
+
+    def conform(self, df: pd.DataFrame | Iterable[dict[str, Any]] | None) -> pd.DataFrame:
+        """Return ``df`` in canonical form or raise :class:`DataError`.
+
+        Required columns must be present, absent optional columns are filled with their
+        default, values are cast to the field dtype and checked against bounds and
+        choices, and the key column must be unique. Extra columns are kept after the
+        schema's columns, in their original order.
+        """
+        if df is None:
+            df = pd.DataFrame()
+        if not isinstance(df, pd.DataFrame):
+            df = pd.DataFrame(list(df))
+        df = df.reset_index(drop=True)
+        missing = [f.name for f in self.fields if f.required and f.name not in df.columns]
+        if missing:
+            raise DataError(f"missing required column(s) {missing}; "
+                            f"required: {[f.name for f in self.fields if f.required]}",
+                            table=self.name)
+        out = {}
+        n = len(df)
+        for f in self.fields:
+            if f.name in df.columns:
+                col = df[f.name]
+            else:
+                col = pd.Series([f.default] * n, dtype=object)
+            out[f.name] = _cast(col, f, self.name, df, self.key)
+        extra = [c for c in df.columns if c not in self._by_name]
+        for c in extra:
+            out[c] = df[c].to_numpy()
+        result = pd.DataFrame(out, index=pd.RangeIndex(n))
+        if self.key is not None and n:
+            keys = result[self.key]
+            dup = keys[keys.duplicated()]
+            if len(dup):
+                pos = int(dup.index[0])
+                raise DataError(f"duplicate id {dup.iloc[0]!r}", table=self.name,
+                                row=_row_label(df, pos, self.key), column=self.key)
+        return result
+
+    def describe(self) -> pd.DataFrame:
+        """The schema as a table: name, dtype, unit, default, description."""
+        return pd.DataFrame({
+            "name": [f.name for f in self.fields],
+            "dtype": [f.dtype for f in self.fields],
+            "unit": [f.unit for f in self.fields],
+            "default": ["(required)" if f.required else repr(f.default) for f in self.fields],
+            "description": [f.description for f in self.fields],
+        })
+
+    def markdown(self) -> str:
+        """The schema as a Markdown table, for documentation."""
+        lines = [f"### `{self.name}`", "", self.description, "",
+                 "| name | dtype | unit | default | description |", "|---|---|---|---|---|"]
+        for f in self.fields:
+            default = "*required*" if f.required else f"`{f.default!r}`"
+            desc = f.description
+            if f.choices:
+                desc += f" One of {', '.join(f'`{c}`' for c in f.choices)}."
+            lines.append(f"| `{f.name}` | {f.dtype} | {f.unit} | {default} | {desc} |")
+        return "\n".join(lines) + "\n"
+
+
+def _row_label(df: pd.DataFrame, pos: int, key: str | None = None) -> object:
+    """Row position, with the row's id when the table has a key column."""
+    if key is not None and key in df.columns and 0 <= pos < len(df):
+        return f"{pos} ({key}={df[key].iloc[pos]!r})"
+    return pos
+
+
+def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
+          key: str | None) -> np.ndarray:
+    values = col.to_numpy()
+    if f.dtype == "str":
+        isnull = pd.isna(values) if values.dtype == object else np.zeros(len(values), bool)
+        if f.required and isnull.any():
+            pos = int(np.flatnonzero(isnull)[0])
+            raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
+        arr = np.array([None if (v is None or (isinstance(v, float) and np.isnan(v)))
+                        else _to_str(v) for v in values], dtype=object)
+        if f.choices is not None:
+            bad = [i for i, v in enumerate(arr) if v is not None and v not in f.choices]
+            if bad:
+                raise DataError(f"value {arr[bad[0]]!r} is not one of {list(f.choices)}",
+                                table=table, row=_row_label(df, bad[0], key), column=f.name)
+        if f.required or f.default is not None:
+            fill = f.default if not f.required else None
+            arr = np.array([fill if v is None else v for v in arr], dtype=object)
+        return arr
+    if f.dtype == "bool":
+        try:
+            arr = np.array([_to_bool(v, f.default) for v in values], dtype=bool)
+        except ValueError as exc:
+            raise DataError(str(exc), table=table, column=f.name) from None
+        return arr
+    try:
+        arr = pd.to_numeric(pd.Series(values, dtype=object), errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError):
+        bad = next(i for i, v in enumerate(values) if not _is_number(v))
+        raise DataError(f"value {values[bad]!r} is not a number", table=table,
+                        row=_row_label(df, bad, key), column=f.name) from None
+    nan = np.isnan(arr)
+    if nan.any():
+        if f.required or f.default is None or (isinstance(f.default, float) and np.isnan(f.default)):
+            if f.required:
+                pos = int(np.flatnonzero(nan)[0])
+                raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
+        else:
+            arr[nan] = f.default
+    finite = ~np.isnan(arr)
+    if f.minimum is not None:
+        bad = np.flatnonzero(finite & (arr < f.minimum))
+        if bad.size:
+            raise DataError(f"value {arr[bad[0]]!r} is below the minimum {f.minimum} {f.unit}",
+                            table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
+    if f.maximum is not None:
+        bad = np.flatnonzero(finite & (arr > f.maximum))
+        if bad.size:
+            raise DataError(f"value {arr[bad[0]]!r} is above the maximum {f.maximum} {f.unit}",
+                            table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
+    if f.dtype == "int":
+        if np.isnan(arr).any():
+            pos = int(np.flatnonzero(np.isnan(arr))[0])
+            raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
+        if (arr != np.round(arr)).any():
+            pos = int(np.flatnonzero(arr != np.round(arr))[0])
+            raise DataError(f"value {arr[pos]!r} is not a whole number", table=table,
+                            row=_row_label(df, pos, key), column=f.name)
+        return arr.astype(np.int64)
+    return arr
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+def _to_bool(v: Any, default: Any) -> bool:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        if default is REQUIRED or default is None:
+            raise ValueError("empty value in a boolean column")
+        return bool(default)
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer, float, np.floating)):
+        if v in (0, 1):
+            return bool(v)
+        raise ValueError(f"value {v!r} is not a boolean")
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(f"value {v!r} is not a boolean")

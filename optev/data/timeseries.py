@@ -1,0 +1,113 @@
+"""Time series of an instance: prices, bus loads, renewable availability (R5.2.2, R7.2.1).
+
+All series share one time index: a timezone-aware :class:`pandas.DatetimeIndex` with a
+fixed step (the instance step). Each value holds for the interval that starts at its
+timestamp.
+
+``price``
+    Columns ``buy_per_kwh`` and ``sell_per_kwh`` (currency/kWh): price of grid import at
+    the substation and price paid for export.
+``load_p_kw``, ``load_q_kvar``
+    Conventional (non-EV) load, one column per bus id, kW and kvar. A bus without a
+    column keeps its nominal load from the ``buses`` table.
+``availability``
+    Renewable availability in p.u. of rated power (0..1), one column per PV or wind
+    profile name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from optev.errors import DataError
+
+PRICE_COLUMNS = ("buy_per_kwh", "sell_per_kwh")
+
+
+def _empty(index: pd.DatetimeIndex) -> pd.DataFrame:
+    return pd.DataFrame(index=index)
+
+
+@dataclass
+class TimeSeries:
+    """Time series sharing one index (see module docstring)."""
+
+    index: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([], tz="UTC"))
+    price: pd.DataFrame | None = None
+    load_p_kw: pd.DataFrame | None = None
+    load_q_kvar: pd.DataFrame | None = None
+    availability: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, pd.DatetimeIndex):
+            raise DataError("time index must be a pandas DatetimeIndex", table="timeseries")
+        if self.index.tz is None:
+            raise DataError("time index must be timezone-aware", table="timeseries")
+        for name in ("price", "load_p_kw", "load_q_kvar", "availability"):
+            df = getattr(self, name)
+            if df is None:
+                df = _empty(self.index)
+            if len(df) != len(self.index):
+                raise DataError(f"has {len(df)} rows but the time index has {len(self.index)}", table=name)
+            df = df.copy()
+            df.index = self.index
+            df.columns = [str(c) for c in df.columns]
+            try:
+                df = df.astype(float)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"non-numeric value ({exc})", table=name) from None
+            setattr(self, name, df)
+        missing = [c for c in PRICE_COLUMNS if c not in self.price.columns]
+        if len(self.price.columns) and missing:
+            raise DataError(f"missing column(s) {missing}", table="price")
+
+    @property
+    def steps(self) -> int:
+        return len(self.index)
+
+    @property
+    def step(self) -> pd.Timedelta | None:
+        """The fixed step, or None for fewer than two timestamps."""
+        if len(self.index) < 2:
+            return None
+        return self.index[1] - self.index[0]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"price": self.price, "load_p_kw": self.load_p_kw, "load_q_kvar": self.load_q_kvar,
+                "availability": self.availability}
+
+
+def sample_step_profile(times_s: np.ndarray, values: np.ndarray, index: pd.DatetimeIndex,
+                        period_s: float = 86400.0) -> np.ndarray:
+    """Sample a piecewise-constant daily profile at the timestamps of ``index``.
+
+    Parameters
+    ----------
+    times_s : array
+        Breakpoints in seconds since the start of the period, ascending.
+    values : array
+        Value from each breakpoint until the next one; the last one runs to the end of
+        the period, and the first one also covers time before the first breakpoint.
+    index : DatetimeIndex
+        Timestamps to sample at; the period starts at midnight of the index's local day.
+    period_s : float
+        Length of the repeating period (one day by default).
+
+    Returns
+    -------
+    ndarray
+        One value per timestamp.
+    """
+    times_s = np.asarray(times_s, float)
+    values = np.asarray(values, float)
+    if times_s.size == 0:
+        return np.zeros(len(index))
+    order = np.argsort(times_s, kind="stable")
+    times_s, values = times_s[order], values[order]
+    midnight = index.normalize()
+    t = ((index - midnight).total_seconds().to_numpy()) % period_s
+    pos = np.searchsorted(times_s, t, side="right") - 1
+    return values[np.clip(pos, 0, None)]
