@@ -23,7 +23,7 @@ class DataError(OptevError, ValueError):
         if table is not None:
             where.append(f"table '{table}'")
         if row is not None:
-            where.append(f"row {row!r}")
+            where.append(f"row {row}")
         if column is not None:
             where.append(f"column '{column}'")
         prefix = (", ".join(where) + ": ") if where else ""

@@ -97,7 +97,7 @@ class TableSchema:
 
     def empty(self) -> pd.DataFrame:
         """An empty, conformed table."""
-        return self.conform(pd.DataFrame({f.name: [] for f in self.fields if f.required}))
+        return self.conform(None)
 
     def conform(self, df: pd.DataFrame | Iterable[dict[str, Any]] | None) -> pd.DataFrame:
         """Return ``df`` in canonical form or raise :class:`DataError`.
@@ -111,6 +111,8 @@ class TableSchema:
             df = pd.DataFrame()
         if not isinstance(df, pd.DataFrame):
             df = pd.DataFrame(list(df))
+        if len(df) == 0 and len(df.columns) == 0:  # "no rows" given without columns
+            df = pd.DataFrame({f.name: [] for f in self.fields if f.required})
         df = df.reset_index(drop=True)
         missing = [f.name for f in self.fields if f.required and f.name not in df.columns]
         if missing:
@@ -157,6 +159,12 @@ class TableSchema:
             desc = f.description
             if f.choices:
                 desc += f" One of {', '.join(f'`{c}`' for c in f.choices)}."
+            if f.minimum is not None and f.maximum is not None:
+                desc += f" Range {f.minimum:g} to {f.maximum:g}."
+            elif f.minimum is not None:
+                desc += f" At least {f.minimum:g}."
+            elif f.maximum is not None:
+                desc += f" At most {f.maximum:g}."
             lines.append(f"| `{f.name}` | {f.dtype} | {f.unit} | {default} | {desc} |")
         return "\n".join(lines) + "\n"
 
@@ -164,7 +172,9 @@ class TableSchema:
 def _row_label(df: pd.DataFrame, pos: int, key: str | None = None) -> object:
     """Row position, with the row's id when the table has a key column."""
     if key is not None and key in df.columns and 0 <= pos < len(df):
-        return f"{pos} ({key}={df[key].iloc[pos]!r})"
+        value = df[key].iloc[pos]
+        if not _is_missing(value):
+            return f"{pos} ({key}={value.item() if isinstance(value, np.generic) else value!r})"
     return pos
 
 
@@ -172,12 +182,11 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
           key: str | None) -> np.ndarray:
     values = col.to_numpy()
     if f.dtype == "str":
-        isnull = pd.isna(values) if values.dtype == object else np.zeros(len(values), bool)
+        isnull = np.array([_is_missing(v) for v in values], dtype=bool)
         if f.required and isnull.any():
             pos = int(np.flatnonzero(isnull)[0])
             raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
-        arr = np.array([None if (v is None or (isinstance(v, float) and np.isnan(v)))
-                        else _to_str(v) for v in values], dtype=object)
+        arr = np.array([None if m else _to_str(v) for v, m in zip(values, isnull)], dtype=object)
         if f.choices is not None:
             bad = [i for i, v in enumerate(arr) if v is not None and v not in f.choices]
             if bad:
@@ -188,10 +197,12 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
             arr = np.array([fill if v is None else v for v in arr], dtype=object)
         return arr
     if f.dtype == "bool":
-        try:
-            arr = np.array([_to_bool(v, f.default) for v in values], dtype=bool)
-        except ValueError as exc:
-            raise DataError(str(exc), table=table, column=f.name) from None
+        arr = np.zeros(len(values), dtype=bool)
+        for i, v in enumerate(values):
+            try:
+                arr[i] = _to_bool(v, f.default)
+            except ValueError as exc:
+                raise DataError(str(exc), table=table, row=_row_label(df, i, key), column=f.name) from None
         return arr
     try:
         arr = pd.to_numeric(pd.Series(values, dtype=object), errors="raise").to_numpy(dtype=float)
@@ -211,12 +222,12 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
     if f.minimum is not None:
         bad = np.flatnonzero(finite & (arr < f.minimum))
         if bad.size:
-            raise DataError(f"value {arr[bad[0]]!r} is below the minimum {f.minimum} {f.unit}",
+            raise DataError(f"value {float(arr[bad[0]])!r} is below the minimum {f.minimum} {f.unit}",
                             table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
     if f.maximum is not None:
         bad = np.flatnonzero(finite & (arr > f.maximum))
         if bad.size:
-            raise DataError(f"value {arr[bad[0]]!r} is above the maximum {f.maximum} {f.unit}",
+            raise DataError(f"value {float(arr[bad[0]])!r} is above the maximum {f.maximum} {f.unit}",
                             table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
     if f.dtype == "int":
         if np.isnan(arr).any():
@@ -224,7 +235,7 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
             raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
         if (arr != np.round(arr)).any():
             pos = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise DataError(f"value {arr[pos]!r} is not a whole number", table=table,
+            raise DataError(f"value {float(arr[pos])!r} is not a whole number", table=table,
                             row=_row_label(df, pos, key), column=f.name)
         return arr.astype(np.int64)
     return arr
@@ -237,19 +248,29 @@ def _to_str(v: Any) -> str:
 
 
 def _is_number(v: Any) -> bool:
+    """Whether ``pd.to_numeric`` accepts ``v`` (the same test as the column cast)."""
     try:
-        float(v)
+        pd.to_numeric(pd.Series([v], dtype=object), errors="raise")
     except (TypeError, ValueError):
         return False
     return True
 
 
+def _is_missing(v: Any) -> bool:
+    """None, NaN, ``pd.NA``/``NaT`` or a blank string: an empty cell."""
+    if isinstance(v, str):
+        return not v.strip()
+    return v is None or (pd.api.types.is_scalar(v) and bool(pd.isna(v)))
+
+
 _TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
+_FALSE = {"false", "0", "no", "n", "f"}
 
 
 def _to_bool(v: Any, default: Any) -> bool:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if _is_missing(v):
         if default is REQUIRED or default is None:
             raise ValueError("empty value in a boolean column")
         return bool(default)

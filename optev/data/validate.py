@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 
 from optev.data.feeder import Feeder
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW
+from optev.data.stations import FAST_CHARGER_MIN_KW, PRIVATE_KINDS, PUBLIC_KINDS
 from optev.data.vehicles import SOC_FLOOR_V2G
 from optev.errors import DataError
 
@@ -44,7 +44,7 @@ def _check_le(df: pd.DataFrame, low: str, high: str, table: str, key: str | None
     bad = np.flatnonzero((df[low] > df[high]).to_numpy())
     if bad.size:
         pos = int(bad[0])
-        raise DataError(f"{low}={df[low].iloc[pos]!r} exceeds {high}={df[high].iloc[pos]!r}",
+        raise DataError(f"{low}={float(df[low].iloc[pos])!r} exceeds {high}={float(df[high].iloc[pos])!r}",
                         table=table, row=_label(df, pos, key), column=low)
 
 
@@ -53,9 +53,9 @@ def validate_feeder(feeder: Feeder, *, require_radial: bool = True) -> Feeder:
 
     Rules: at least one bus; positive base voltages; v_min ≤ v_max; every line,
     transformer, substation, generator, PV, wind and storage bus exists; no branch from
-    a bus to itself; storage e_min ≤ e_init ≤ e_max; generator p_min ≤ p_max; and, when
-    ``require_radial``, every connected component of in-service branches is a tree
-    (no loop, no parallel branch) with exactly one substation.
+    a bus to itself; storage e_min ≤ e_init ≤ e_max; generator p_min ≤ p_max and
+    q_min ≤ q_max; and, when ``require_radial``, every connected component of in-service
+    branches is a tree (no loop, no parallel branch) with exactly one substation.
     """
     buses = feeder.buses
     if not len(buses):
@@ -89,6 +89,7 @@ def validate_feeder(feeder: Feeder, *, require_radial: bool = True) -> Feeder:
         raise DataError("two substations on one bus", table="substations",
                         row=_label(feeder.substations, pos, "substation_id"), column="bus_id")
     _check_le(feeder.generators, "p_min_kw", "p_max_kw", "generators", "gen_id")
+    _check_le(feeder.generators, "q_min_kvar", "q_max_kvar", "generators", "gen_id")
     _check_le(feeder.storage, "e_min_kwh", "e_init_kwh", "storage", "storage_id")
     _check_le(feeder.storage, "e_init_kwh", "e_max_kwh", "storage", "storage_id")
     if require_radial:
@@ -119,8 +120,8 @@ def check_radial(feeder: Feeder) -> None:
     """Raise :class:`DataError` unless every feeder component is a tree with one substation.
 
     A component with ``n`` buses must have exactly ``n − 1`` in-service branches; the
-    message names a branch that closes a loop, or the component's buses without a
-    substation, or the extra substations.
+    message names a branch that closes a loop, or the buses without a substation, or the
+    extra substations.
     """
     n = len(feeder.buses)
     f, t, names = branch_arrays(feeder)
@@ -133,13 +134,13 @@ def check_radial(feeder: Feeder) -> None:
     if looped.size:
         table, branch = _loop_branch(f, t, names, n)
         raise DataError("closes a loop, but a radial feeder is required (open a tie switch with "
-                        "in_service=false)", table=table, row=branch)
+                        "in_service=false)", table=table, row=repr(branch))
     index = feeder.bus_index()
     sub_comp = np.array([label[index[b]] for b in feeder.substations["bus_id"]], dtype=np.int64)
     subs_per = np.bincount(sub_comp, minlength=n_comp) if sub_comp.size else np.zeros(n_comp, int)
     orphan = np.flatnonzero(subs_per == 0)
     if orphan.size:
-        members = bus_ids[label == orphan[0]]
+        members = bus_ids[np.isin(label, orphan)]
         raise DataError(f"bus(es) {list(members[:5])}{' ...' if members.size > 5 else ''} are not connected "
                         "to any substation", table="buses", column="bus_id")
     multi = np.flatnonzero(subs_per > 1)
@@ -176,7 +177,7 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
       ``power_class_override``; a model with ``p_dis_max_kw > 0`` must have ``v2g``.
     - station tariffs: station exists.
     - road links: both nodes exist.
-    - EVs: vehicle type exists; private stations exist and are private; an EV that can
+    - EVs: vehicle type exists; home/work stations exist and are private; an EV that can
       discharge (opted in and a type with ``p_dis_max_kw > 0``) has ``soc_min ≥ 0.20``
       unless ``soc_floor_override`` (R6.1.5); ``soc_min ≤ soc_init`` is not required
       (an EV may arrive below its floor) but ``soc_min < 1``.
@@ -221,9 +222,16 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     evs = instance.evs
     vt = instance.vehicle_types
     _check_refs(evs, "vtype_id", pd.Index(vt["vtype_id"]), "evs", "ev_id", "vehicle type")
-    private = pd.Index(st.loc[st["kind"].isin(["home", "workplace", "campus"]), "station_id"])
+    kind_of = st.set_index("station_id")["kind"]
     for col in ("home_station", "work_station"):
-        _check_refs(evs, col, private, "evs", "ev_id", "private station", allow_empty=True)
+        _check_refs(evs, col, pd.Index(st["station_id"]), "evs", "ev_id", "station", allow_empty=True)
+        public = np.flatnonzero(evs[col].map(kind_of).isin(PUBLIC_KINDS).to_numpy())
+        if public.size:
+            pos = int(public[0])
+            sid = evs[col].iloc[pos]
+            raise DataError(f"station {sid!r} is a public {kind_of[sid]!r} station, but {col} must name a "
+                            f"private one ({', '.join(PRIVATE_KINDS)})", table="evs",
+                            row=_label(evs, pos, "ev_id"), column=col)
     if len(evs):
         p_dis = evs["vtype_id"].map(vt.set_index("vtype_id")["p_dis_max_kw"]).to_numpy()
         can_discharge = evs["v2g_opt_in"].to_numpy() & (p_dis > 0)
@@ -254,10 +262,11 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     for table, key in (("pv", "pv_id"), ("wind", "wind_id")):
         df = getattr(feeder, table)
         profiles = df["profile"].where(df["profile"].notna(), df[key])
-        missing = [p for p in profiles if ts.steps and p not in ts.availability.columns]
-        if missing:
-            raise DataError(f"availability profile {missing[0]!r} is not in the time series",
-                            table=table, column="profile")
+        missing = np.flatnonzero(~profiles.isin(ts.availability.columns).to_numpy()) if ts.steps else []
+        if len(missing):
+            pos = int(missing[0])
+            raise DataError(f"availability profile {profiles.iloc[pos]!r} is not in the time series",
+                            table=table, row=_label(df, pos, key), column="profile")
     step = ts.step
     if step is not None:
         diffs = np.diff(ts.index.asi8)
