@@ -83,6 +83,7 @@ _EXTENSIONS = {".csv": "csv", ".parquet": "parquet"}
 _MANIFEST_KEYS = {"format", "format_version", "metadata", "extra", "feeder", "tables", "columns", "timeseries"}
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _ISO_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_TIME_UNITS = ("s", "ms", "us", "ns")
 _MANIFEST_HEADER = "# optev instance folder; format described in optev/io/INSTANCE_FORMAT.md\n"
 
 
@@ -123,8 +124,9 @@ def write_instance(instance: Instance, path: str | os.PathLike[str], *, table_fo
         ``path`` exists and is a file, or is a non-empty folder and ``overwrite`` is false
         (or it is not an instance folder).
     DataError
-        A value cannot be stored (metadata not representable in TOML, a non-string or
-        duplicate column name, a time-series column named ``time``).
+        A table breaks its schema (tables are conformed before writing), or a value cannot
+        be stored (metadata not representable in TOML, a non-string or duplicate column
+        name, a time-series column named ``time``).
 
     Notes
     -----
@@ -169,11 +171,13 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 
 def _instance_tables(instance: Instance) -> dict[str, pd.DataFrame]:
-    """Every non-empty table of ``instance`` by table name, time series with a time column."""
+    """Every non-empty table of ``instance``, conformed, by table name; time series with a time column."""
     frames: dict[str, pd.DataFrame] = {name: getattr(instance.feeder, name) for name in FEEDER_TABLES}
     frames["road_nodes"] = instance.road.nodes
     frames["road_links"] = instance.road.links
     frames.update({name: getattr(instance, name) for name in INSTANCE_TABLES})
+    # tables may have been replaced after construction: store them in canonical form
+    frames = {name: ALL_SCHEMAS[name].conform(df) for name, df in frames.items()}
     ts = instance.timeseries
     for name, df in ts.tables().items():
         frames[name] = _with_time_column(df, ts.index, name)
@@ -463,10 +467,12 @@ def read_instance(path: str | os.PathLike[str], *, validate: bool = True,
     kinds = _column_kinds(manifest, manifest_path)
     tables = {name: _read_table(name, file, kinds.get(name, {})) for name, file in files.items()
               if name not in TIMESERIES_TABLES}
+    metadata = _metadata(manifest, manifest_path)
+    feeder_info = _feeder_info(manifest, manifest_path)
     timeseries = _read_timeseries(files, manifest, manifest_path)
-    instance = _with_file(lambda: _assemble(manifest, manifest_path, tables, timeseries), manifest_path)
+    instance = _naming_file(lambda: _assemble(metadata, feeder_info, tables, timeseries), files, manifest_path)
     if validate:
-        _validate(instance, files, manifest_path, require_radial)
+        _naming_file(lambda: validate_instance(instance, require_radial=require_radial), files, manifest_path)
     return instance
 
 
@@ -581,12 +587,11 @@ def _check_header(file: Path) -> None:
 
 
 def _read_table(name: str, file: Path, extra_kinds: dict[str, str]) -> pd.DataFrame:
-    """Read and conform one schema table."""
-    schema = ALL_SCHEMAS[name]
+    """Read one schema table, ready for :meth:`TableSchema.conform`."""
     raw = _read_raw(file)
     if file.suffix == ".csv":
-        raw = _typed_from_text(raw, schema, extra_kinds, file)
-    return _with_file(lambda: schema.conform(raw), file)
+        raw = _typed_from_text(raw, ALL_SCHEMAS[name], extra_kinds, file)
+    return raw
 
 
 def _typed_from_text(raw: pd.DataFrame, schema: TableSchema, extra_kinds: dict[str, str],
@@ -619,16 +624,38 @@ def _blank_to_none(text: np.ndarray) -> np.ndarray:
 def _parse_float_or_keep(text: np.ndarray) -> np.ndarray:
     """Floats parsed exactly, or the text (for conform to report the bad value) if one is not a number."""
     try:
-        return _parse_floats(text, np.float64)
+        return _parse_floats(text)
     except ValueError:
         return _blank_to_none(text)
 
 
-def _parse_floats(text: np.ndarray, dtype: Any) -> np.ndarray:
+def _parse_floats(text: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """Float text (shortest round-trip form, ``inf``, ``nan``) → floats; an empty field is NaN."""
     if not len(text):
         return np.empty(0, dtype=dtype)
-    filled = np.where(text == "", "nan", text).astype(str)
-    return filled.astype(dtype)
+    return np.where(text == "", "nan", text).astype(str).astype(dtype)
+
+
+def _parse_ints(text: np.ndarray, dtype: Any) -> np.ndarray:
+    """Integer text → integers; an empty field is an error (integer columns have no missing value)."""
+    if not len(text):
+        return np.empty(0, dtype=dtype)
+    return text.astype(str).astype(dtype)
+
+
+def _parse_datetimes(text: np.ndarray, dtype: Any) -> np.ndarray:
+    """ISO 8601 date-times without offset → ``datetime64``; an empty field is NaT."""
+    if not len(text):
+        return np.empty(0, dtype=dtype)
+    return np.where(text == "", "NaT", text).astype(str).astype(dtype)
+
+
+_PARSERS: dict[str, tuple[Callable[[np.ndarray, Any], np.ndarray], str]] = {
+    "f": (_parse_floats, "is not a number"),
+    "i": (_parse_ints, "is not a whole number"),
+    "u": (_parse_ints, "is not a non-negative whole number"),
+    "M": (_parse_datetimes, "is not an ISO 8601 date-time"),
+}
 
 
 def _parse_text(text: np.ndarray, kind: str, table: str, column: str, file: Path) -> np.ndarray:
@@ -638,22 +665,24 @@ def _parse_text(text: np.ndarray, kind: str, table: str, column: str, file: Path
     dtype = np.dtype({"int": "int64", "float": "float64"}.get(kind, kind))
     if dtype.kind == "b":
         return _parse_bools(text, table, column, file)
-    if dtype.kind == "f":
-        try:
-            return _parse_floats(text, dtype)
-        except ValueError:
-            _raise_first_bad(text, float, f"is not a number", table, column, file)
-    if dtype.kind == "M":
-        try:
-            return np.where(text == "", "NaT", text).astype(str).astype(dtype)
-        except ValueError:
-            _raise_first_bad(text, np.datetime64, "is not an ISO 8601 date-time", table, column, file)
+    parse, problem = _PARSERS[dtype.kind]
+    return _parse_or_raise(text, lambda t: parse(t, dtype), f"{problem} ({dtype.name})", table, column, file)
+
+
+def _parse_or_raise(text: np.ndarray, parse: Callable[[np.ndarray], np.ndarray], problem: str, table: str,
+                    column: str, file: Path) -> np.ndarray:
+    """``parse(text)``, or a :class:`DataError` naming the first value it rejects."""
     try:
-        return text.astype(str).astype(dtype) if len(text) else np.empty(0, dtype)
+        return parse(text)
     except (ValueError, OverflowError):
-        _raise_first_bad(text, lambda s: np.array([s]).astype(dtype), f"is not a whole number ({dtype.name})",
-                         table, column, file)
-    raise AssertionError("unreachable")
+        pass
+    for pos, value in enumerate(text):
+        try:
+            parse(np.array([value], dtype=object))
+        except (ValueError, OverflowError):
+            message = "empty value" if value == "" else f"value {value!r} {problem}"
+            raise _file_error(file, message, table=table, row=pos, column=column) from None
+    raise AssertionError("a value failed to parse in the column but not alone")
 
 
 def _parse_bools(text: np.ndarray, table: str, column: str, file: Path) -> np.ndarray:
@@ -666,27 +695,10 @@ def _parse_bools(text: np.ndarray, table: str, column: str, file: Path) -> np.nd
     return true
 
 
-def _raise_first_bad(text: np.ndarray, parse: Callable[[str], Any], problem: str, table: str, column: str,
-                     file: Path) -> None:
-    for pos, s in enumerate(text):
-        if s == "":
-            continue
-        try:
-            parse(s)
-        except (ValueError, OverflowError):
-            raise _file_error(file, f"value {s!r} {problem}", table=table, row=pos, column=column) from None
-    raise _file_error(file, "empty value", table=table, column=column)
-
-
 def _read_timeseries(files: dict[str, Path], manifest: dict[str, Any], manifest_path: Path) -> TimeSeries:
     """The time series; every file must carry the same timestamps."""
     section = manifest.get("timeseries", {})
-    tz_name = section.get("timezone", manifest.get("metadata", {}).get("timezone", "UTC"))
-    try:
-        tz = _tz_from_name(str(tz_name))
-    except Exception:
-        raise FormatError(f"{manifest_path}: [timeseries] timezone {tz_name!r} is not a time zone") from None
-    unit = str(section.get("unit", "ns"))
+    tz, unit = _timeseries_settings(manifest, manifest_path)
     frames: dict[str, pd.DataFrame] = {}
     index: pd.DatetimeIndex | None = None
     first: Path | None = None
@@ -704,7 +716,24 @@ def _read_timeseries(files: dict[str, Path], manifest: dict[str, Any], manifest_
         frames[name] = values
     if index is None:
         index = _time_index(pd.Series([], dtype=object), tz, unit, section, manifest_path)
-    return _with_file(lambda: TimeSeries(index=index, **frames), manifest_path)
+    return _naming_file(lambda: TimeSeries(index=index, **frames), files, manifest_path)
+
+
+def _timeseries_settings(manifest: dict[str, Any], manifest_path: Path) -> tuple[dt.tzinfo, str]:
+    """Time zone and unit of the time index from ``[timeseries]`` (time zone default: metadata's)."""
+    section = manifest.get("timeseries", {})
+    unknown = sorted(set(section) - {"timezone", "unit", "freq", "index_name"})
+    if unknown:
+        raise FormatError(f"{manifest_path}: unknown [timeseries] key(s) {unknown}")
+    tz_name = section.get("timezone", manifest.get("metadata", {}).get("timezone", "UTC"))
+    try:
+        tz = _tz_from_name(str(tz_name))
+    except Exception:  # pytz, zoneinfo and dateutil raise different types for unknown zones
+        raise FormatError(f"{manifest_path}: [timeseries] timezone {tz_name!r} is not a time zone") from None
+    unit = section.get("unit", "ns")
+    if unit not in _TIME_UNITS:
+        raise FormatError(f"{manifest_path}: [timeseries] unit {unit!r} is not one of {list(_TIME_UNITS)}")
+    return tz, unit
 
 
 def _read_wide(file: Path, name: str) -> tuple[pd.Series, pd.DataFrame]:
@@ -717,10 +746,7 @@ def _read_wide(file: Path, name: str) -> tuple[pd.Series, pd.DataFrame]:
     for c in columns:
         column = raw[c].to_numpy()
         if column.dtype == object:
-            try:
-                column = _parse_floats(column, np.float64)
-            except ValueError:
-                _raise_first_bad(column, float, "is not a number", name, c, file)
+            column = _parse_or_raise(column, _parse_floats, "is not a number", name, c, file)
         values[c] = column
     frame = pd.DataFrame(values, index=pd.RangeIndex(len(raw)), columns=columns)
     return raw[TIME_COLUMN], frame
@@ -757,19 +783,28 @@ def _parse_iso_times(text: pd.Series, file: Path) -> pd.DatetimeIndex:
         raise _file_error(file, f"cannot parse the timestamps ({exc})", column=TIME_COLUMN) from None
 
 
-def _assemble(manifest: dict[str, Any], manifest_path: Path, tables: dict[str, pd.DataFrame],
+def _assemble(metadata: Metadata, feeder_info: dict[str, Any], tables: dict[str, pd.DataFrame],
               timeseries: TimeSeries) -> Instance:
-    """Build the :class:`Instance` from conformed tables and the manifest sections."""
+    """Build the :class:`Instance`; the constructors conform every table to its schema."""
     def table(name: str) -> pd.DataFrame:
         return tables[name] if name in tables else ALL_SCHEMAS[name].empty()
 
-    feeder_section = manifest.get("feeder", {})
-    feeder = Feeder(base_mva=_number(feeder_section.get("base_mva", 1.0), "feeder.base_mva", manifest_path),
-                    name=str(feeder_section.get("name", "")),
-                    **{name: table(name) for name in FEEDER_TABLES})
+    feeder = Feeder(**feeder_info, **{name: table(name) for name in FEEDER_TABLES})
     road = RoadNetwork(nodes=table("road_nodes"), links=table("road_links"))
-    return Instance(metadata=_metadata(manifest, manifest_path), feeder=feeder, road=road,
-                    timeseries=timeseries, **{name: table(name) for name in INSTANCE_TABLES})
+    return Instance(metadata=metadata, feeder=feeder, road=road, timeseries=timeseries,
+                    **{name: table(name) for name in INSTANCE_TABLES})
+
+
+def _feeder_info(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
+    """The ``[feeder]`` section: ``base_mva`` and ``name``."""
+    section = manifest.get("feeder", {})
+    unknown = sorted(set(section) - {"base_mva", "name"})
+    if unknown:
+        raise FormatError(f"{manifest_path}: unknown [feeder] key(s) {unknown}")
+    name = section.get("name", "")
+    if not isinstance(name, str):
+        raise FormatError(f"{manifest_path}: [feeder] name must be a string, not {name!r}")
+    return {"base_mva": _number(section.get("base_mva", 1.0), "feeder.base_mva", manifest_path), "name": name}
 
 
 def _metadata(manifest: dict[str, Any], manifest_path: Path) -> Metadata:
@@ -797,12 +832,12 @@ def _number(value: Any, where: str, manifest_path: Path) -> float:
     return float(value)
 
 
-def _with_file(build: Callable[[], Any], file: Path) -> Any:
-    """Run ``build``; a :class:`DataError` it raises is re-raised with ``file`` in front."""
+def _naming_file(build: Callable[[], Any], files: dict[str, Path], default: Path) -> Any:
+    """Run ``build``; a :class:`DataError` it raises is re-raised with the file of its table in front."""
     try:
         return build()
     except DataError as exc:
-        raise _prefixed(exc, file) from None
+        raise _prefixed(exc, files.get(exc.table or "", default)) from None
 
 
 def _file_error(file: Path, message: str, *, table: str | None = None, row: object = None,
@@ -816,12 +851,3 @@ def _prefixed(exc: DataError, file: Path) -> DataError:
     new = type(exc)(f"{file}: {exc}")
     new.table, new.row, new.column = exc.table, exc.row, exc.column
     return new
-
-
-def _validate(instance: Instance, files: dict[str, Path], manifest_path: Path, require_radial: bool) -> None:
-    """Cross-table validation; the error names the file of the table it is about."""
-    try:
-        validate_instance(instance, require_radial=require_radial)
-    except DataError as exc:
-        file = files.get(exc.table or "", manifest_path)
-        raise _prefixed(exc, file) from None
