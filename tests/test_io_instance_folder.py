@@ -234,6 +234,26 @@ def test_time_index_round_trips(small_instance: Instance, tmp_path: Path, table_
     assert_instances_equal(instance, back)
 
 
+def test_zoneinfo_index_comes_back_as_the_same_zone(small_instance: Instance, tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    index = pd.date_range("2026-01-01", periods=4, freq="15min", tz=ZoneInfo("Asia/Shanghai"))
+    back = round_trip(with_index(small_instance, index), tmp_path / "case")
+    assert str(back.timeseries.index.tz) == "Asia/Shanghai"
+    assert (back.timeseries.index.asi8 == index.asi8).all()
+
+
+def test_tables_are_conformed_before_writing(small_instance: Instance, tmp_path: Path) -> None:
+    raw = small_instance.feeder.buses.assign(bus_id=[1.0, 2.0, 3.0])  # replaced after construction
+    small_instance.feeder.buses = raw
+    back = round_trip(small_instance, tmp_path / "case")
+    assert list(back.feeder.buses["bus_id"]) == ["1", "2", "3"]
+    small_instance.feeder.buses = raw.drop(columns="base_kv")
+    with pytest.raises(DataError, match=r"table 'buses': missing required column"):
+        write_instance(small_instance, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 def test_time_series_with_rows_but_no_columns(small_instance: Instance, tmp_path: Path) -> None:
     ts = small_instance.timeseries
     small_instance.timeseries = TimeSeries(index=ts.index)
@@ -351,6 +371,23 @@ def test_failed_overwrite_keeps_the_old_folder(written: Path, small_instance: In
     assert siblings(written) == []
 
 
+def test_failed_rename_puts_the_old_folder_back(written: Path, small_instance: Instance,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {p.name: p.read_bytes() for p in written.iterdir()}
+    real = instance_folder.os.rename
+
+    def rename(src: Path, dst: Path) -> None:
+        if Path(src).name.startswith(f".{written.name}.optev-tmp-"):
+            raise OSError("rename failed (simulated)")
+        real(src, dst)
+
+    monkeypatch.setattr(instance_folder.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        write_instance(small_instance, written, overwrite=True)
+    assert {p.name: p.read_bytes() for p in written.iterdir()} == before
+    assert siblings(written) == []
+
+
 def test_unstorable_metadata_is_an_error_before_anything_is_written(small_instance: Instance,
                                                                    tmp_path: Path) -> None:
     small_instance.metadata.extra = {"nested": {"missing": None}}
@@ -398,6 +435,9 @@ def test_invalid_toml(written: Path) -> None:
     ("step_minutes = 15.0", 'step_minutes = "15"', "must be a number"),
     ('timezone = "Asia/Shanghai"\nunit', 'timezone = "Mars/Olympus"\nunit', "is not a time zone"),
     ("[feeder]", "[feder]", "unknown key"),
+    ('unit = "ns"', 'unit = "ns"\nstep = 15', r"unknown \[timeseries\] key"),
+    ('unit = "ns"', 'unit = "minutes"', "is not one of"),
+    ('base_mva = 1.0', 'base_mva = "1"', "must be a number"),
 ])
 def test_bad_manifest(written: Path, old: str, new: str, message: str) -> None:
     edit(written / MANIFEST_NAME, old, new)
@@ -463,6 +503,13 @@ def test_bad_extra_column_value_names_file_row_and_column(small_instance: Instan
     folder = write_instance(add_extras(small_instance), tmp_path / "case", table_format="csv")
     edit(folder / "buses.csv", ",630.0,1", ",lots,1")
     with pytest.raises(DataError, match=r"buses\.csv: table 'buses', row 0, column 'rating_kva': value 'lots'"):
+        read_instance(folder)
+
+
+def test_bad_extra_integer_names_file_row_and_column(small_instance: Instance, tmp_path: Path) -> None:
+    folder = write_instance(add_extras(small_instance), tmp_path / "case", table_format="csv")
+    edit(folder / "buses.csv", ",630.0,1", ",630.0,")
+    with pytest.raises(DataError, match=r"buses\.csv: table 'buses', row 0, column 'section': empty value"):
         read_instance(folder)
 
 

@@ -387,14 +387,19 @@ def _column_text(values: np.ndarray, is_time: bool) -> np.ndarray:
 
 
 def _fsync(path: Path) -> None:
-    """Flush a file (or, on POSIX, a folder) to disk."""
-    if path.is_dir() and os.name != "posix":
+    """Flush a file to disk; for a folder (its entries), best effort on POSIX only."""
+    is_dir = path.is_dir()
+    if is_dir and os.name != "posix":
         return
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not is_dir:  # some file systems cannot fsync folders; files must be flushed
+            raise
 
 
 def _unique_sibling(target: Path, tag: str) -> Path:
