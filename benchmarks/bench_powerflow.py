@@ -74,7 +74,7 @@ FULL = {
     "cases": ["case33bw", "case69", "case141"],
     "steps": [96, 10_000],
     "pp_subset": 200,          # pandapower solves at most this many snapshots per run
-    "optev_repeats": {96: 21, 10_000: 5},
+    "optev_repeats": {96: 21, 10_000: 9},
     "synthetic_buses": 10_000,
     "synthetic_repeats": 11,
     "v2sim_case": "ux_Nanjing",
@@ -155,6 +155,20 @@ def make_snapshots(feeder: Any, n_steps: int, seed: int = SEED) -> tuple[np.ndar
     p = factor * feeder.buses["p_load_kw"].to_numpy(float)
     q = factor * feeder.buses["q_load_kvar"].to_numpy(float)
     return p, q
+
+
+def _with_numba_threads(n: int, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` with numba limited to ``n`` threads (None if numba is missing)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return fn()
+    finally:
+        numba.set_num_threads(before)
 
 
 # -- pandapower ------------------------------------------------------------------------------
@@ -249,15 +263,20 @@ def check_conversion(feeder: Any, net: Any) -> float:
 def bench_case(case: str, n_steps: int, *, pp_subset: int, repeats: int, seed: int = SEED) -> dict[str, Any]:
     """optev (all ``n_steps`` snapshots, batched) vs pandapower (first ``pp_subset``) on one feeder."""
     from optev.io import read_matpower
-    from optev.powerflow import run_powerflow
+    from optev.powerflow import compile_network, run_powerflow
 
     feeder = read_matpower(SHARED / "reference_feeders" / f"{case}.m")
     p, q = make_snapshots(feeder, n_steps, seed)
 
-    run_powerflow(feeder, p[:2], q[:2])  # warm-up: numba compilation / cache load
+    # warm-up at full size: numba compilation (or cache load), and the memory allocator, whose
+    # first large allocations in a fresh process are page-faulted in (2–4× slower calls)
+    run_powerflow(feeder, p, q)
     times, res = _timeit(lambda: run_powerflow(feeder, p, q), repeats)
     v_optev = _optev_voltage(res)
     optev_step = statistics.median(times) / n_steps
+    network = compile_network(feeder)
+    pre_times, _ = _timeit(lambda: run_powerflow(feeder, p, q, network=network), repeats)
+    one_thread = _with_numba_threads(1, lambda: _timeit(lambda: run_powerflow(feeder, p, q), repeats)[0])
 
     net = feeder_to_pandapower(feeder)
     nominal_dv = check_conversion(feeder, net)  # also the pandapower warm-up (numba compilation)
@@ -273,10 +292,15 @@ def bench_case(case: str, n_steps: int, *, pp_subset: int, repeats: int, seed: i
         "optev_converged": int(res.converged.sum()), "optev_iterations_max": int(res.iterations.max()),
         "optev_batch_s": {"median": statistics.median(times), "best": min(times), "all": times},
         "optev_per_step_s": optev_step,
+        "optev_precompiled_batch_s": pre_times, "optev_1thread_batch_s": one_thread,
+        "optev_precompiled_per_step_s": statistics.median(pre_times) / n_steps,
+        "optev_1thread_per_step_s": statistics.median(one_thread) / n_steps if one_thread else None,
         "pp_steps": n_pp, "pp_converged": int(np.isfinite(v_pp).all(axis=1).sum()),
         "pp_per_step_s": pp_step, "pp_per_step_mean_s": statistics.fmean(pp_times),
         "pp_per_step_best_s": min(pp_times),
         "speedup": pp_step / optev_step,
+        "speedup_precompiled": pp_step * n_steps / statistics.median(pre_times),
+        "speedup_1thread": pp_step * n_steps / statistics.median(one_thread) if one_thread else None,
         "compared_steps": int(both.sum()),
         "max_dv_pu": dv, "max_dvm_pu": dvm, "nominal_dv_pu": nominal_dv,
         "dv_ok": bool(both.all() and dv <= DV_LIMIT_PU and nominal_dv <= DV_LIMIT_PU),
@@ -363,8 +387,11 @@ def goals_met(results: dict[str, Any]) -> dict[str, bool | None]:
     syn = results.get("synthetic", {})
     v2 = results.get("v2sim", {})
     full_size = syn.get("n_bus") == 10_000
+    timed = bool(cases) and results.get("mode") == "full"  # speed goals are judged on full runs only
     return {
-        "speedup": all(c["speedup"] >= GOALS["speedup_min"] for c in cases) if cases else None,
+        "speedup": all(c["speedup"] >= GOALS["speedup_min"] for c in cases) if timed else None,
+        "speedup_precompiled": (all(c["speedup_precompiled"] >= GOALS["speedup_min"] for c in cases)
+                                if timed else None),
         "dv": all(c["dv_ok"] for c in cases) if cases else None,
         "synthetic_snapshot": (syn["with_compile_s"] < GOALS["synthetic_snapshot_s"]) if full_size else None,
         "v2sim_read": (v2["read_s"] < GOALS["v2sim_read_s"]) if v2.get("status") == "ok" else None,
@@ -386,14 +413,16 @@ def _mark(ok: bool | None) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """The results as Markdown tables (per-snapshot times, synthetic feeder, V2Sim read)."""
     lines = [
-        "| case | buses | snapshots | optev / snapshot | pandapower / snapshot (snapshots) | speed-up "
-        "| max abs(ΔV) p.u. |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | buses | snapshots | optev / snapshot | pandapower / snapshot (snapshots solved) | speed-up "
+        "| speed-up, precompiled network | speed-up, 1 numba thread | max abs(ΔV) p.u. |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in results["cases"]:
+        one = f"{c['speedup_1thread']:,.0f}×" if c.get("speedup_1thread") else "–"
         lines.append(
             f"| {c['case']} | {c['n_bus']} | {c['steps']:,} | {_fmt_time(c['optev_per_step_s'])} "
-            f"| {_fmt_time(c['pp_per_step_s'])} ({c['pp_steps']}) | {c['speedup']:,.0f}× | {c['max_dv_pu']:.1e} |")
+            f"| {_fmt_time(c['pp_per_step_s'])} ({c['pp_steps']}) | {c['speedup']:,.0f}× "
+            f"| {c['speedup_precompiled']:,.0f}× | {one} | {c['max_dv_pu']:.1e} |")
     syn = results["synthetic"]
     lines += [
         "",
@@ -413,7 +442,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         "",
         "| goal | result |",
         "|---|---|",
-        f"| ≥ {GOALS['speedup_min']:.0f}× faster per snapshot than pandapower | {_mark(g['speedup'])} |",
+        f"| ≥ {GOALS['speedup_min']:.0f}× faster per snapshot than pandapower (every row, one call "
+        f"including compilation) | {_mark(g['speedup'])} |",
+        f"| ≥ {GOALS['speedup_min']:.0f}× faster per snapshot than pandapower (every row, precompiled network) "
+        f"| {_mark(g['speedup_precompiled'])} |",
         f"| voltages equal within {GOALS['dv_max_pu']:g} p.u. | {_mark(g['dv'])} |",
         f"| 10,000-bus snapshot < {GOALS['synthetic_snapshot_s'] * 1e3:.0f} ms (with compilation) "
         f"| {_mark(g['synthetic_snapshot'])} |",

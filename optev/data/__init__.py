@@ -13,7 +13,7 @@ from optev.data.stations import (CHARGER_MODELS, FAST_CHARGER_MIN_KW, STATION_KI
                                  STATIONS)
 from optev.data.timeseries import TimeSeries, sample_step_profile
 from optev.data.validate import check_radial, validate, validate_feeder
-from optev.data.vehicles import EVS, SOC_FLOOR_V2G, TRIPS, VEHICLE_CLASSES, VEHICLE_TYPES
+from optev.data.vehicles import EVS, SESSIONS, SOC_FLOOR_V2G, TRIPS, VEHICLE_CLASSES, VEHICLE_TYPES
 
 ALL_SCHEMAS: dict[str, TableSchema] = {
     **FEEDER_TABLES, "road_nodes": ROAD_NODES, "road_links": ROAD_LINKS, **INSTANCE_TABLES,
@@ -23,7 +23,7 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
 __all__ = [
     "ALL_SCHEMAS", "BUSES", "CHARGER_MODELS", "EVS", "FAST_CHARGER_MIN_KW", "FEEDER_TABLES", "GENERATORS",
     "INSTANCE_TABLES", "LINES", "PV", "REQUIRED", "ROAD_LINKS", "ROAD_NODES", "SOC_FLOOR_V2G",
-    "STATION_KINDS", "STATION_TARIFFS", "STATIONS", "STORAGE", "SUBSTATIONS", "TRANSFORMERS", "TRIPS",
+    "SESSIONS", "STATION_KINDS", "STATION_TARIFFS", "STATIONS", "STORAGE", "SUBSTATIONS", "TRANSFORMERS", "TRIPS",
     "VEHICLE_CLASSES", "VEHICLE_TYPES", "WIND", "Feeder", "Field", "Instance", "Metadata", "RoadNetwork",
     "TableSchema", "TimeSeries", "check_radial", "sample_step_profile", "validate", "validate_feeder",
 ]

@@ -12,10 +12,10 @@ from optev.data.road import RoadNetwork
 from optev.data.schema import TableSchema
 from optev.data.stations import CHARGER_MODELS, STATION_TARIFFS, STATIONS
 from optev.data.timeseries import TimeSeries
-from optev.data.vehicles import EVS, TRIPS, VEHICLE_TYPES
+from optev.data.vehicles import EVS, SESSIONS, TRIPS, VEHICLE_TYPES
 
 INSTANCE_TABLES: dict[str, TableSchema] = {
-    s.name: s for s in (CHARGER_MODELS, STATIONS, STATION_TARIFFS, VEHICLE_TYPES, EVS, TRIPS)
+    s.name: s for s in (CHARGER_MODELS, STATIONS, STATION_TARIFFS, VEHICLE_TYPES, EVS, TRIPS, SESSIONS)
 }
 """Tables held directly by an :class:`Instance` (feeder and road tables live in their objects)."""
 
@@ -64,6 +64,7 @@ class Instance:
     vehicle_types: pd.DataFrame = field(default_factory=VEHICLE_TYPES.empty)
     evs: pd.DataFrame = field(default_factory=EVS.empty)
     trips: pd.DataFrame = field(default_factory=TRIPS.empty)
+    sessions: pd.DataFrame = field(default_factory=SESSIONS.empty)
     timeseries: TimeSeries = field(default_factory=TimeSeries)
 
     def __post_init__(self) -> None:

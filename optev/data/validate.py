@@ -182,6 +182,7 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
       unless ``soc_floor_override`` (R6.1.5); ``soc_min ≤ soc_init`` is not required
       (an EV may arrive below its floor) but ``soc_min < 1``.
     - trips: EV and road nodes exist.
+    - sessions: EV and station exist; departure after arrival.
     - time series: load columns name known buses; PV/wind profiles exist; the step
       equals the metadata step.
     """
@@ -251,6 +252,14 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     if len(road.nodes):
         for col in ("origin_node", "destination_node"):
             _check_refs(trips, col, pd.Index(road.nodes["node_id"]), "trips", None, "road node")
+
+    ses = instance.sessions
+    _check_refs(ses, "ev_id", pd.Index(evs["ev_id"]), "sessions", "session_id", "EV")
+    _check_refs(ses, "station_id", pd.Index(st["station_id"]), "sessions", "session_id", "station")
+    bad = np.flatnonzero((ses["departure_s"] <= ses["arrival_s"]).to_numpy())
+    if bad.size:
+        raise DataError("departure_s must be after arrival_s", table="sessions",
+                        row=_label(ses, int(bad[0]), "session_id"), column="departure_s")
 
     ts = instance.timeseries
     if has_feeder:

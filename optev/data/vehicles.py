@@ -76,3 +76,20 @@ TRIPS = TableSchema(
     ),
     description="One row per trip (R5.1.3).",
 )
+
+SESSIONS = TableSchema(
+    "sessions",
+    (
+        Field("session_id", "str", "-", "Charging session identifier."),
+        Field("ev_id", "str", "-", "EV of the session (row of `evs`)."),
+        Field("station_id", "str", "-", "Station where the EV is plugged in (row of `stations`)."),
+        Field("arrival_s", "float", "s", "Plug-in time, seconds after the instance start.", minimum=0.0),
+        Field("departure_s", "float", "s", "Expected departure (unplug) time, seconds after the instance start.",
+              minimum=0.0),
+        Field("soc_arrival", "float", "-", "State of charge at plug-in.", minimum=0.0, maximum=1.0),
+        Field("soc_target", "float", "-", "State of charge the user needs at departure (R6.2.2.3).", 1.0,
+              minimum=0.0, maximum=1.0),
+    ),
+    key="session_id",
+    description="One row per charging session: when and where an EV is plugged in and what it needs.",
+)

@@ -203,3 +203,23 @@ def group_sum(expr: LinExpr | VarArray, groups: np.ndarray, n_groups: int) -> Li
     coeffs = np.moveaxis(coeffs, 1, -2).reshape((n_groups,) + rest + (width * k,))
     ids = np.moveaxis(ids, 1, -2).reshape((n_groups,) + rest + (width * k,))
     return LinExpr(coeffs, ids, const.sum(axis=1))
+
+
+def stack(exprs: list[Any], axis: int = 0) -> LinExpr:
+    """Stack expressions of one shape along a new axis (terms padded to the longest)."""
+    es = [as_expr(e) for e in exprs]
+    shape = np.broadcast_shapes(*(e.shape for e in es))
+    es = [e._broadcast(shape) for e in es]
+    k = max(e.n_terms for e in es)
+
+    def pad(e: LinExpr) -> tuple[np.ndarray, np.ndarray]:
+        extra = k - e.n_terms
+        if not extra:
+            return e.coeffs, e.ids
+        return (np.concatenate([e.coeffs, np.zeros(shape + (extra,))], axis=-1),
+                np.concatenate([e.ids, np.full(shape + (extra,), -1, dtype=np.int64)], axis=-1))
+
+    padded = [pad(e) for e in es]
+    axis = axis % (len(shape) + 1)
+    return LinExpr(np.stack([c for c, _ in padded], axis=axis), np.stack([i for _, i in padded], axis=axis),
+                   np.stack([e.const for e in es], axis=axis))

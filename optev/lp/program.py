@@ -34,6 +34,7 @@ class VarFamily:
     lower: np.ndarray
     upper: np.ndarray
     description: str = ""
+    integer: bool = False
 
     @property
     def size(self) -> int:
@@ -76,6 +77,8 @@ class LPArrays:
     row_lower: np.ndarray
     row_upper: np.ndarray
     matrix: sp.csc_matrix
+    integer: np.ndarray | None = None
+    """Boolean mask of integer columns, None for a pure LP."""
 
     @property
     def n_cols(self) -> int:
@@ -102,15 +105,16 @@ class LinearProgram:
         return block if block is not None else name.split("_", 1)[0]
 
     def add_variables(self, name: str, shape: tuple[int, ...] | int, lower: Any = 0.0, upper: Any = INF, *,
-                      block: str | None = None, description: str = "") -> VarArray:
-        """Declare a family of variables with element-wise bounds (broadcast to ``shape``)."""
+                      block: str | None = None, description: str = "", integer: bool = False) -> VarArray:
+        """Declare a family of variables with element-wise bounds (broadcast to ``shape``);
+        ``integer=True`` makes them integer (binary with bounds 0 and 1)."""
         if name in self.variables:
             raise ValueError(f"variable family {name!r} declared twice")
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         size = int(np.prod(shape, dtype=np.int64))
         lo = np.broadcast_to(np.asarray(lower, float), shape).copy()
         hi = np.broadcast_to(np.asarray(upper, float), shape).copy()
-        fam = VarFamily(name, self._block(name, block), shape, self.n_cols, lo, hi, description)
+        fam = VarFamily(name, self._block(name, block), shape, self.n_cols, lo, hi, description, integer)
         self.variables[name] = fam
         ids = np.arange(self.n_cols, self.n_cols + size, dtype=np.int64).reshape(shape)
         self.n_cols += size
@@ -195,7 +199,10 @@ class LinearProgram:
         else:
             matrix = sp.csc_matrix((self.n_rows, self.n_cols))
             row_lo = row_hi = np.zeros(0)
-        return LPArrays(cost, offset, col_lo, col_hi, row_lo, row_hi, matrix)
+        integer = None
+        if any(f.integer for f in self.variables.values()):
+            integer = np.concatenate([np.full(f.size, f.integer) for f in self.variables.values()])
+        return LPArrays(cost, offset, col_lo, col_hi, row_lo, row_hi, matrix, integer)
 
     # -- results ----------------------------------------------------------------------------
     def values(self, name: str, x: np.ndarray) -> np.ndarray:

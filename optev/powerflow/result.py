@@ -91,20 +91,16 @@ class PowerFlowResult:
         loss *= s_base_kw
 
         is_line = net.kind == "line"
-        line_s = np.zeros((n_steps, len(feeder.lines)), dtype=complex)
-        line_i = np.zeros((n_steps, len(feeder.lines)))
-        line_s[:, net.source_pos[is_line]] = s_from[:, is_line]
-        line_i[:, net.source_pos[is_line]] = i_amp[:, is_line]
+        line_branch = _branch_of_row(len(feeder.lines), net.source_pos, is_line)
+        line_s = _table_columns(s_from, line_branch)
+        line_i = _table_columns(i_amp, line_branch)
         amp = feeder.lines["ampacity_a"].to_numpy(float)
         limited = np.isfinite(amp) & (amp > 0)
-        line_loading = np.zeros_like(line_i)
-        line_loading[:, limited] = line_i[:, limited] / amp[limited]
-        trafo_s = np.zeros((n_steps, len(feeder.transformers)), dtype=complex)
-        trafo_s[:, net.source_pos[~is_line]] = s_from[:, ~is_line]
+        line_loading = np.divide(line_i, amp, out=np.zeros(line_i.shape), where=limited)
+        trafo_s = _table_columns(s_from, _branch_of_row(len(feeder.transformers), net.source_pos, ~is_line))
         sn = feeder.transformers["sn_kva"].to_numpy(float)
         rated = np.isfinite(sn) & (sn > 0)
-        trafo_loading = np.zeros(trafo_s.shape)
-        trafo_loading[:, rated] = np.abs(trafo_s[:, rated]) / sn[rated]
+        trafo_loading = np.divide(np.abs(trafo_s), sn, out=np.zeros(trafo_s.shape), where=rated)
 
         # substation import: load and shunt of the substation bus plus every branch leaving it
         vr = v[:, net.root]
@@ -159,3 +155,25 @@ class PowerFlowResult:
             "vmin_bus": np.asarray(self.bus_ids, dtype=object)[pos],
             "converged": self.converged, "iterations": self.iterations,
         })
+
+
+def _branch_of_row(n_rows: int, source_pos: np.ndarray, of_table: np.ndarray) -> np.ndarray:
+    """For each row of a source table (lines or transformers), its branch number; -1 if none."""
+    out = np.full(n_rows, -1, dtype=np.int64)
+    branches = np.flatnonzero(of_table)
+    out[source_pos[branches]] = branches
+    return out
+
+
+def _table_columns(values: np.ndarray, branch_of_row: np.ndarray) -> np.ndarray:
+    """``values`` (steps × branches) gathered into source-table column order, zero for rows
+    without a branch (out of service). A gather (``take`` along columns) rather than a
+    masked scatter into a zero array: the same numbers, several times faster for many steps."""
+    live = branch_of_row >= 0
+    if live.all():
+        return np.take(values, branch_of_row, axis=1)
+    if values.shape[1] == 0:
+        return np.zeros((values.shape[0], branch_of_row.size), dtype=values.dtype)
+    out = np.take(values, np.where(live, branch_of_row, 0), axis=1)
+    out[:, ~live] = 0
+    return out

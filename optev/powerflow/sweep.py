@@ -113,7 +113,11 @@ def run_powerflow(feeder: Feeder, p_kw: Any = None, q_kvar: Any = None, *, load_
     if not np.isfinite(load_scale):
         raise DataError(f"load_scale must be finite, got {load_scale!r}")
     net = network if network is not None else compile_network(feeder)
-    s_load = (p + 1j * q) * (load_scale / (1e3 * net.base_mva))  # steps × buses, p.u.
+    # steps × buses, p.u.; the same numbers as (p + 1j*q) * factor without complex temporaries
+    factor = load_scale / (1e3 * net.base_mva)
+    s_load = np.empty(p.shape, dtype=complex)
+    np.multiply(p, factor, out=s_load.real)
+    np.multiply(q, factor, out=s_load.imag)
     if method == "auto":
         method = "numba" if _numba_available() else "scipy"
     if method == "numba":

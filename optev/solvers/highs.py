@@ -92,6 +92,9 @@ class HighsSession:
         lp.a_matrix_.start_ = m.indptr.astype(np.int32)
         lp.a_matrix_.index_ = m.indices.astype(np.int32)
         lp.a_matrix_.value_ = m.data.astype(float)
+        if arrays.integer is not None:
+            lp.integrality_ = [self._hs.HighsVarType.kInteger if i else self._hs.HighsVarType.kContinuous
+                               for i in arrays.integer]
         status = self.h.passModel(lp)
         if status == self._hs.HighsStatus.kError:
             raise SolverError("HiGHS rejected the model (passModel returned an error)")
@@ -132,7 +135,8 @@ class HighsSession:
         x = np.asarray(sol.col_value, float) if sol.value_valid else np.full(self._loaded.n_cols, np.nan)
         act = np.asarray(sol.row_value, float) if sol.value_valid else np.full(self._loaded.n_rows, np.nan)
         dual = np.asarray(sol.row_dual, float) if sol.dual_valid else np.full(self._loaded.n_rows, np.nan)
-        iterations = int(max(info.simplex_iteration_count, 0) + max(info.ipm_iteration_count, 0))
+        iterations = int(max(info.simplex_iteration_count, 0) + max(info.ipm_iteration_count, 0)
+                         + max(getattr(info, "mip_node_count", 0), 0))
         objective = float(info.objective_function_value) if optimal else float("nan")
         return SolveOutcome(status, optimal, objective, x, act, dual, solve_s, iterations, self._warm)
 
@@ -146,5 +150,7 @@ class HighsSession:
 
 def _same_structure(a: LPArrays, b: LPArrays) -> bool:
     ma, mb = a.matrix, b.matrix
-    return (ma.shape == mb.shape and ma.nnz == mb.nnz and np.array_equal(ma.indptr, mb.indptr)
+    same_int = (a.integer is None and b.integer is None) or (
+        a.integer is not None and b.integer is not None and np.array_equal(a.integer, b.integer))
+    return (same_int and ma.shape == mb.shape and ma.nnz == mb.nnz and np.array_equal(ma.indptr, mb.indptr)
             and np.array_equal(ma.indices, mb.indices) and np.array_equal(ma.data, mb.data))

@@ -1,0 +1,126 @@
+r"""EV flexibility, one set of variables per charging session (R6.1.5, R6.2.2.3, R6.2.3.1).
+
+Sets
+    :math:`e \in \mathcal{E}` EV sessions of the window, :math:`t \in \{0..T-1\}` steps of
+    length :math:`\Delta t` h.
+
+Parameters (from :class:`~optev.blocks.window.EVArrays`)
+    :math:`a_{e,t}` fraction of step plugged in; :math:`\bar P^{ch}_e, \bar P^{dis}_e` kW
+    (:math:`\bar P^{dis}_e = 0` unless the user opted in to V2G); :math:`\eta^{ch}_e,
+    \eta^{dis}_e`; :math:`E^0_e` kWh at window start; :math:`\underline E_e` kWh floor
+    (:math:`\ge 0.2\,C_e` for V2G EVs, R6.1.5); :math:`C_e` capacity; :math:`E^{req}_e`
+    energy required at the EV's last step in the window (departure need or terminal
+    condition, see the window module).
+
+Variables
+    ``ev_p_ch[e,t]`` :math:`p^{ch}_{e,t}\in[0, a_{e,t}\bar P^{ch}_e]` kW (grid side),
+    ``ev_p_dis[e,t]`` :math:`p^{dis}_{e,t}\in[0, a_{e,t}\bar P^{dis}_e]` kW (grid side),
+    ``ev_e[e,t]`` :math:`E_{e,t}\in[\underline E_e, C_e]` kWh at the end of step t,
+    ``ev_shortfall[e]`` :math:`s_e \ge 0` kWh (soft departure only),
+    ``ev_mode[e,t]`` binary (variant ``exclusive`` only).
+
+Constraints
+    ``ev_energy_balance``:
+    :math:`E_{e,t} = E_{e,t-1} + \Delta t\,(\eta^{ch}_e p^{ch}_{e,t} - p^{dis}_{e,t}/\eta^{dis}_e)`,
+    :math:`E_{e,-1} = E^0_e`.
+
+    ``ev_departure``: :math:`E_{e,\tau_e} + s_e \ge E^{req}_e` at the last plugged step
+    :math:`\tau_e` (hard: :math:`s_e = 0`).
+
+    ``ev_charge_mode``/``ev_discharge_mode`` (``exclusive``):
+    :math:`p^{ch} \le a\bar P^{ch} m`, :math:`p^{dis} \le a\bar P^{dis}(1-m)`.
+
+Objective contributions
+    ``ev_shortfall_penalty`` :math:`\pi^{short}\sum_e s_e`;
+    ``ev_v2g_reservation`` :math:`\sum_{e,t} r_e\,p^{dis}_{e,t}\Delta t` — V2G happens only
+    when it earns more than the user's reservation price (R6.2.3.1).
+
+Variants
+    ``per_ev`` (LP, default) and ``exclusive`` (MIP without simultaneous charge and
+    discharge). The LP may charge and discharge in the same step only when that is
+    profitable (for example at negative prices); :func:`simultaneous_use` reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from optev.blocks.context import ModelContext
+
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "departure": ("hard", "`hard`: departure energy is a constraint; `soft`: shortfall priced by the penalty"),
+    "shortfall_penalty_per_kwh": (10.0, "price of each kWh missing at departure (soft departure), currency/kWh"),
+    "v2g": (True, "allow discharging for EVs that opted in (false: charging only)"),
+}
+
+
+def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -> None:
+    """Declare the EV block (see module docstring)."""
+    w = ctx.window
+    ev = w.evs
+    lp = ctx.lp
+    n, T = ev.n, w.steps
+    dt = w.dt_h
+    if options["departure"] not in ("hard", "soft"):
+        from optev.errors import DataError
+
+        raise DataError(f"ev option departure must be 'hard' or 'soft', got {options['departure']!r}")
+    if not options["v2g"]:
+        ev = replace(ev, p_dis_max_kw=np.zeros(n), v2g=np.zeros(n, dtype=bool),
+                     e_min_kwh=np.minimum(ev.e_init_kwh, ev.capacity_kwh))
+    p_dis_max = ev.p_dis_max_kw
+    ctx.handles["ev_arrays"] = ev
+    ub_ch = ev.plugged * ev.p_ch_max_kw[:, None]
+    ub_dis = ev.plugged * p_dis_max[:, None]
+    p_ch = lp.add_variables("ev_p_ch", (n, T), 0.0, ub_ch, description="charging power, grid side, kW")
+    p_dis = lp.add_variables("ev_p_dis", (n, T), 0.0, ub_dis, description="discharging power, grid side, kW")
+    e = lp.add_variables("ev_e", (n, T), ev.e_min_kwh[:, None], ev.capacity_kwh[:, None],
+                         description="battery energy at the end of each step, kWh")
+    delta = dt * (p_ch * ev.eff_ch[:, None] - p_dis * (1.0 / ev.eff_dis)[:, None])
+    lp.add_constraints("ev_energy_balance_first", e[:, 0] - delta[:, 0], "==", ev.e_init_kwh)
+    if T > 1:
+        lp.add_constraints("ev_energy_balance", e[:, 1:] - e[:, :-1] - delta[:, 1:], "==", 0.0)
+    last = e[np.arange(n), ev.departure_step]
+    if options["departure"] == "soft":
+        short = lp.add_variables("ev_shortfall", n, 0.0, ev.e_req_kwh, description="energy missing at departure")
+        lp.add_constraints("ev_departure", last + short, ">=", ev.e_req_kwh)
+        lp.add_objective("ev_shortfall_penalty", short, float(options["shortfall_penalty_per_kwh"]))
+        ctx.handles["ev_shortfall"] = short
+    else:
+        slack = ctx.slack("ev_departure", (n,))
+        lp.add_constraints("ev_departure", last if slack is None else last + slack, ">=", ev.e_req_kwh)
+    if variant == "exclusive":
+        mode = lp.add_variables("ev_mode", (n, T), 0.0, 1.0, integer=True, description="1 = charging mode")
+        lp.add_constraints("ev_charge_mode", p_ch - mode * ub_ch, "<=", 0.0)
+        lp.add_constraints("ev_discharge_mode", p_dis + mode * ub_dis, "<=", ub_dis)
+    elif variant != "per_ev":
+        raise ValueError(f"unknown ev variant {variant!r}")
+    if (p_dis_max > 0).any():
+        lp.add_objective("ev_v2g_reservation", p_dis * (dt * ev.reservation_price)[:, None])
+    ctx.handles.update(ev_p_ch=p_ch, ev_p_dis=p_dis, ev_e=e)
+    ctx.diagnostics.append(diagnose)
+
+
+def diagnose(ctx: ModelContext) -> list[str]:
+    """Likely causes of infeasibility in the EV block, most specific first."""
+    w = ctx.window
+    ev = w.evs
+    reachable = ev.e_init_kwh + w.dt_h * ev.eff_ch * ev.p_ch_max_kw * ev.plugged.sum(axis=1)
+    reachable = np.minimum(reachable, ev.capacity_kwh)
+    short = np.flatnonzero(reachable < ev.e_req_kwh - 1e-6)
+    out = []
+    for k in short[:5]:
+        out.append(f"EV session {ev.session_id[k]} (ev {ev.ev_id[k]}) cannot reach its departure energy "
+                   f"{ev.e_req_kwh[k]:.1f} kWh even charging at full power ({ev.p_ch_max_kw[k]:g} kW) from "
+                   f"arrival: at most {reachable[k]:.1f} kWh")
+    if short.size > 5:
+        out.append(f"... and {short.size - 5} more EV sessions")
+    return out
+
+
+def simultaneous_use(p_ch: np.ndarray, p_dis: np.ndarray, tol_kw: float = 1e-6) -> int:
+    """Number of (EV, step) pairs that charge and discharge at once."""
+    return int(((p_ch > tol_kw) & (p_dis > tol_kw)).sum())

@@ -1,0 +1,63 @@
+r"""Copper-plate network and the substation (grid connection) shared by all network variants.
+
+Variables
+    ``grid_p_buy[t]`` :math:`\ge 0` kW imported, ``grid_p_sell[t]`` :math:`\ge 0` kW exported,
+    bounded by the sum of the substations' import/export limits.
+
+Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
+    :math:`p^{buy}_t - p^{sell}_t + \sum_{u} p^{inj}_{u,t} = \sum_{b} P^{load}_{b,t}`
+    over every injection registered by other blocks (EV stations, PV, wind, storage,
+    generators) and every bus load. No losses, no voltages: the network is one node.
+
+Handles
+    ``grid_import_kw`` :math:`p^{buy}_t - p^{sell}_t`, ``grid_p_buy``, ``grid_p_sell``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optev.blocks.context import ModelContext
+from optev.lp.expr import LinExpr, as_expr
+
+OPTIONS: dict[str, tuple[Any, str]] = {}
+
+
+def declare_grid(ctx: ModelContext) -> tuple[Any, Any]:
+    """Import/export variables of the grid connection (per substation: shape (n_sub, T))."""
+    w = ctx.window
+    subs = w.instance.feeder.substations
+    n_sub = max(len(subs), 1)
+    imp = subs["p_import_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
+    exp = subs["p_export_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
+    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp[:, None], block="grid",
+                               description="power imported at each substation, kW")
+    sell = ctx.lp.add_variables("grid_p_sell", (n_sub, w.steps), 0.0, exp[:, None], block="grid",
+                                description="power exported at each substation, kW")
+    ctx.handles.update(grid_p_buy=buy, grid_p_sell=sell, grid_import_kw=(buy - sell).sum(axis=0))
+    return buy, sell
+
+
+def total_injection(ctx: ModelContext) -> LinExpr:
+    """Σ over all registered units of their active injection, shape (T,)."""
+    total = LinExpr.constant(np.zeros(ctx.window.steps))
+    for inj in ctx.injections:
+        total = total + inj.p_kw.sum(axis=0)
+    return total
+
+
+def build(ctx: ModelContext, options: dict[str, Any], variant: str = "copperplate") -> None:
+    """Declare the copper-plate balance (see module docstring)."""
+    if variant == "lindistflow":
+        from optev.blocks import lindistflow
+
+        lindistflow.build(ctx, options)
+        return
+    if variant != "copperplate":
+        raise ValueError(f"unknown network variant {variant!r}")
+    buy, sell = declare_grid(ctx)
+    load = ctx.window.load_p_kw.sum(axis=1)
+    lhs = as_expr(ctx.handles["grid_import_kw"]) + total_injection(ctx)
+    ctx.lp.add_constraints("grid_balance", lhs, "==", load, block="grid")

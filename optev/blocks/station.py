@@ -1,0 +1,101 @@
+r"""Charging station, the smallest V2G control unit (R6.2.3.3, R7.2.2, R6.5.1.2).
+
+Sets
+    :math:`s \in \mathcal{S}` stations, :math:`\mathcal{E}_s` EV sessions at station s.
+
+Expressions (variant ``per_ev``)
+    :math:`P^{ch}_{s,t} = \sum_{e\in\mathcal{E}_s} p^{ch}_{e,t}`,
+    :math:`P^{dis}_{s,t} = \sum_{e\in\mathcal{E}_s} p^{dis}_{e,t}` (kW).
+
+Variables
+    ``station_q[s,t]`` :math:`Q_{s,t}` kvar injected by the station's V2G inverters
+    (option ``reactive``; 0 otherwise).
+
+Constraints
+    ``station_site_cap``: :math:`P^{ch}_{s,t} - P^{dis}_{s,t} \le \bar P^{site}_s`, the site
+    cap from transformer or cable limits, never above
+    :math:`n^{chargers}_s \bar P^{charger}_s` (R7.2.2);
+    ``station_discharge_cap``: :math:`P^{dis}_{s,t} \le \bar P^{site,dis}_s`;
+    ``station_apparent_power`` (reactive only): for :math:`k=0..K-1`,
+    :math:`\cos\theta_k (P^{ch}-P^{dis}) + \sin\theta_k Q \le S_s`,
+    :math:`\theta_k = 2\pi k/K` — a regular K-gon inscribed in the circle
+    :math:`P^2+Q^2 \le S_s^2` (inner approximation: feasible points respect the rating),
+    :math:`S_s = n^{chargers}_s \bar S^{charger}_s`.
+
+Injection at the station's bus
+    :math:`-(P^{ch}_{s,t} - P^{dis}_{s,t})` kW and :math:`Q_{s,t}` kvar.
+
+Variant ``aggregate`` (flexibility envelope instead of per-EV variables) is declared in
+:mod:`optev.blocks.envelope`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optev.blocks.context import ModelContext
+from optev.lp.expr import group_sum, stack
+
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "reactive": (False, "stations with V2G chargers may inject or absorb reactive power (R6.5.1.2)"),
+    "polygon_sides": (12, "sides K of the polygon that linearises P² + Q² ≤ S²"),
+}
+
+
+def polygon_rows(p: Any, q: Any, s_max: np.ndarray, sides: int) -> tuple[list[Any], np.ndarray]:
+    """Left-hand sides ``cos θ_k p + sin θ_k q`` of the inscribed K-gon and the matching bound.
+
+    The polygon's edges lie at distance ``S·cos(π/K)`` from the origin, so every vertex is
+    on the circle of radius ``S`` and the polygon lies inside it.
+    """
+    theta = 2.0 * np.pi * np.arange(sides) / sides
+    bound = s_max * np.cos(np.pi / sides)
+    return [p * np.cos(th) + q * np.sin(th) for th in theta], bound
+
+
+def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -> None:
+    """Declare the station block on top of the EV block (see module docstring)."""
+    if variant == "aggregate":
+        from optev.blocks import envelope
+
+        envelope.build(ctx, options)
+        return
+    if variant != "per_ev":
+        raise ValueError(f"unknown station variant {variant!r}")
+    w = ctx.window
+    st = w.stations
+    lp = ctx.lp
+    p_ch = group_sum(ctx.require("ev_p_ch", "station block"), w.evs.station, st.n)
+    p_dis = group_sum(ctx.require("ev_p_dis", "station block"), w.evs.station, st.n)
+    declare_station_limits(ctx, p_ch, p_dis, options)
+
+
+def declare_station_limits(ctx: ModelContext, p_ch: Any, p_dis: Any, options: dict[str, Any]) -> None:
+    """Site caps, optional reactive power and the bus injection of stations with the given powers."""
+    w = ctx.window
+    st = w.stations
+    lp = ctx.lp
+    T = w.steps
+    net = p_ch - p_dis
+    finite = np.isfinite(st.p_site_max_kw)
+    if finite.any():
+        idx = np.flatnonzero(finite)
+        slack = ctx.slack("station_site_cap", (idx.size, T))
+        lhs = net[idx] if slack is None else net[idx] - slack
+        lp.add_constraints("station_site_cap", lhs, "<=", st.p_site_max_kw[idx, None])
+    finite = np.isfinite(st.p_site_dis_max_kw) & (st.p_site_dis_max_kw < st.n_chargers * st.p_dis_max_kw)
+    if finite.any():
+        idx = np.flatnonzero(finite)
+        lp.add_constraints("station_discharge_cap", p_dis[idx], "<=", st.p_site_dis_max_kw[idx, None])
+    q = None
+    if options.get("reactive"):
+        s_max = np.where(st.p_dis_max_kw > 0, st.n_chargers * st.s_max_kva, 0.0)
+        q = lp.add_variables("station_q", (st.n, T), -s_max[:, None], s_max[:, None],
+                             description="reactive power injected by V2G inverters, kvar")
+        rows, bound = polygon_rows(net, q, s_max, int(options["polygon_sides"]))
+        lp.add_constraints("station_apparent_power", stack(rows), "<=", bound[None, :, None])
+        ctx.handles["station_q"] = q
+    ctx.handles.update(station_p_ch=p_ch, station_p_dis=p_dis)
+    ctx.inject("stations", st.bus, -net, q)

@@ -1,0 +1,351 @@
+"""A control window: an instance's data for ``T`` steps compiled into arrays.
+
+Everything a block needs is here, in consistent units (kW, kWh, hours, currency/kWh)
+and index orders (EVs in session order, stations in station-table order, buses in
+feeder order). The window is the only place where engineering tables become arrays.
+
+Sessions and time
+-----------------
+Step ``t`` covers ``[t0 + t·Δt, t0 + (t+1)·Δt)``. ``plugged[e, t]`` is 1 when EV session
+``e`` is plugged in for the whole step and 0 otherwise: a controller only commands EVs
+that are present for the whole interval (an EV that arrives mid-step is picked up at the
+next step, one that leaves mid-step is not counted on in its last partial step). This is
+conservative: the model never relies on energy from partial steps.
+
+Setpoint grid (R6.5.2)
+----------------------
+Setpoints are multiples of ``quantum_kw`` (1 kW by default), so the usable power limits
+are rounded down to that grid: a 6.6 kW charger is commanded at most 6 kW with a 1 kW
+quantum. ``quantum_kw=None`` keeps the limits continuous.
+
+Departure requirement and terminal condition
+--------------------------------------------
+An EV needs ``e_req = soc_target · capacity`` at departure (R6.2.2.3). If it departs
+after the window ends, the window asks only for what can no longer be made up later::
+
+    e_end_req = e_req − η_ch · p_ch_max · (t_departure − t_window_end)
+
+(never below the energy at window start minus what V2G may take), so that a rolling
+horizon never leaves an EV unable to reach its need. With a setpoint grid, the window
+plans one quantum-step of energy (``η·quantum·Δt``) above the need where the battery
+and charger allow it, so that rounding the plan to the grid does not leave it short.
+
+V2G eligibility (R6.1.5, R6.2.3.1)
+----------------------------------
+An EV may discharge only if its user opted in, its vehicle type and the station's
+charger can discharge, and it is at or above its SOC floor when the window starts;
+otherwise its discharge limit is 0. The floor is ``soc_min · capacity`` (≥ 20 % unless
+overridden and validated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from optev.data.instance import Instance
+from optev.data.stations import FAST_CHARGER_MIN_KW
+from optev.errors import DataError
+from optev.powerflow.network import RadialNetwork, compile_network
+
+
+@dataclass
+class EVArrays:
+    """Per-session arrays (``n`` sessions active in the window)."""
+
+    session_id: np.ndarray
+    ev_id: np.ndarray
+    station: np.ndarray          # station index
+    capacity_kwh: np.ndarray
+    e_init_kwh: np.ndarray       # energy at the start of the window (or at arrival if later)
+    e_req_kwh: np.ndarray        # energy planned at the last plugged step (need + rounding margin)
+    e_need_kwh: np.ndarray       # energy needed at the last plugged step (terminal condition applied)
+    e_target_kwh: np.ndarray     # energy required at departure
+    e_min_kwh: np.ndarray        # lower energy bound (SOC floor for V2G EVs)
+    p_ch_max_kw: np.ndarray
+    p_dis_max_kw: np.ndarray
+    eff_ch: np.ndarray
+    eff_dis: np.ndarray
+    v2g: np.ndarray              # may discharge in this window
+    reservation_price: np.ndarray
+    plugged: np.ndarray          # (n, T) fraction of each step plugged in
+    arrival_step: np.ndarray     # first step with plugged > 0
+    departure_step: np.ndarray   # last step with plugged > 0
+    departs_in_window: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.session_id.size)
+
+
+@dataclass
+class StationArrays:
+    station_id: np.ndarray
+    kind: np.ndarray
+    bus: np.ndarray              # bus index (−1 when the instance has no feeder)
+    n_chargers: np.ndarray
+    p_ch_max_kw: np.ndarray      # per charger
+    p_dis_max_kw: np.ndarray     # per charger
+    s_max_kva: np.ndarray        # per charger inverter rating
+    p_site_max_kw: np.ndarray    # min(site cap, n_chargers · p_ch_max)
+    p_site_dis_max_kw: np.ndarray
+    price_buy: np.ndarray        # (n_st, T) currency/kWh paid by users
+    price_sell: np.ndarray       # (n_st, T) currency/kWh paid to users for V2G
+
+    @property
+    def n(self) -> int:
+        return int(self.station_id.size)
+
+
+@dataclass
+class Window:
+    """Arrays of one control window (see module docstring)."""
+
+    instance: Instance
+    times: pd.DatetimeIndex
+    dt_h: float
+    price_buy: np.ndarray          # (T,) grid import price
+    price_sell: np.ndarray         # (T,) grid export price
+    load_p_kw: np.ndarray          # (T, n_bus)
+    load_q_kvar: np.ndarray        # (T, n_bus)
+    evs: EVArrays
+    stations: StationArrays
+    network: RadialNetwork | None
+    pv_avail_kw: np.ndarray        # (n_pv, T)
+    wind_avail_kw: np.ndarray      # (n_wind, T)
+    quantum_kw: float | None = 1.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return int(self.times.size)
+
+    @property
+    def n_bus(self) -> int:
+        return int(self.load_p_kw.shape[1])
+
+
+def _align(frame: pd.DataFrame, times: pd.DatetimeIndex, name: str) -> pd.DataFrame:
+    """Piecewise-constant values of ``frame`` at ``times``; wraps by time of day when the
+    series is a whole number of days and the window lies outside it."""
+    if frame.empty or not len(frame.columns):
+        return pd.DataFrame(index=times)
+    idx = frame.index
+    step = idx[1] - idx[0] if len(idx) > 1 else pd.Timedelta(days=1)
+    end = idx[-1] + step
+    if times[0] >= idx[0] and times[-1] < end:
+        pos = np.searchsorted(idx.asi8, times.asi8, side="right") - 1
+        return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
+    span = end - idx[0]
+    if span % pd.Timedelta(days=1) == pd.Timedelta(0):
+        offset = (times - idx[0]) % span
+        pos = np.searchsorted((idx - idx[0]).asi8, offset.asi8, side="right") - 1
+        return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
+    raise DataError(f"window {times[0]} – {times[-1]} lies outside the time series "
+                    f"({idx[0]} – {idx[-1]}) and the series is not a whole number of days", table=name)
+
+
+def window_times(instance: Instance, start: str | pd.Timestamp | None, steps: int, step: str | pd.Timedelta
+                 ) -> pd.DatetimeIndex:
+    meta = instance.metadata
+    step_td = pd.Timedelta(step)
+    if step_td <= pd.Timedelta(0):
+        raise DataError(f"step must be positive, got {step!r}")
+    if steps < 1:
+        raise DataError(f"steps must be at least 1, got {steps}")
+    if start is None:
+        t0 = pd.Timestamp(meta.start)
+    elif isinstance(start, str) and start.count(":") == 1 and "T" not in start and "-" not in start:
+        t0 = pd.Timestamp(meta.start).normalize() + pd.Timedelta(hours=int(start[:2]), minutes=int(start[3:]))
+    else:
+        t0 = pd.Timestamp(start)
+    if t0.tzinfo is None:
+        t0 = t0.tz_localize(meta.timezone)
+    return pd.date_range(t0, periods=steps, freq=step_td)
+
+
+def instance_origin(instance: Instance) -> pd.Timestamp:
+    """The instant that session times (``arrival_s``) count from: the metadata start."""
+    t = pd.Timestamp(instance.metadata.start)
+    return t.tz_localize(instance.metadata.timezone) if t.tzinfo is None else t
+
+
+def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None, steps: int = 96,
+                 step: str | pd.Timedelta = "15min", ev_energy_kwh: dict[str, float] | None = None,
+                 with_network: bool = True, quantum_kw: float | None = 1.0) -> Window:
+    """Compile ``instance`` into the arrays of one window.
+
+    Parameters
+    ----------
+    instance : Instance
+    start : str or Timestamp, optional
+        First step: an ISO timestamp, ``"HH:MM"`` on the instance's start day, or None
+        for the instance start.
+    steps : int
+        Number of steps ``T``.
+    step : str or Timedelta
+        Step length (1 to 15 minutes for control, R6.2.2.2; any length is accepted).
+    ev_energy_kwh : dict, optional
+        Measured battery energy by session id at the window start (MPC state); sessions
+        not listed start from ``soc_arrival · capacity``.
+    with_network : bool
+        Compile the feeder for network blocks (needs a radial feeder with a substation).
+    quantum_kw : float or None
+        Setpoint resolution; EV power limits are rounded down to it (None: continuous).
+    """
+    times = window_times(instance, start, steps, step)
+    dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if steps > 1 else pd.Timedelta(step).total_seconds() / 3600
+    ts = instance.timeseries
+    feeder = instance.feeder
+    bus_ids = feeder.bus_ids
+    n_bus = len(bus_ids)
+
+    price = _align(ts.price, times, "price") if len(ts.price.columns) else pd.DataFrame(index=times)
+    sub = feeder.substations
+    flat_buy = float(sub["price_buy_per_kwh"].mean()) if len(sub) else 0.0
+    flat_sell = float(sub["price_sell_per_kwh"].mean()) if len(sub) else 0.0
+    price_buy = price["buy_per_kwh"].to_numpy(float) if "buy_per_kwh" in price else np.full(steps, flat_buy)
+    price_sell = price["sell_per_kwh"].to_numpy(float) if "sell_per_kwh" in price else np.full(steps, flat_sell)
+
+    load_p = np.broadcast_to(feeder.buses["p_load_kw"].to_numpy(float), (steps, n_bus)).copy()
+    load_q = np.broadcast_to(feeder.buses["q_load_kvar"].to_numpy(float), (steps, n_bus)).copy()
+    pos = {b: i for i, b in enumerate(bus_ids)}
+    for table, target in (("load_p_kw", load_p), ("load_q_kvar", load_q)):
+        frame = getattr(ts, table)
+        if len(frame.columns):
+            aligned = _align(frame, times, table)
+            cols = [pos[c] for c in aligned.columns]
+            target[:, cols] = aligned.to_numpy(float)
+
+    stations = _station_arrays(instance, times, pos, price_buy, price_sell)
+    evs = _ev_arrays(instance, times, dt_h, stations, ev_energy_kwh or {}, quantum_kw)
+
+    avail = _align(ts.availability, times, "availability") if len(ts.availability.columns) else None
+    pv_avail = _der_avail(feeder.pv, "pv_id", avail, steps)
+    wind_avail = _der_avail(feeder.wind, "wind_id", avail, steps)
+    network = compile_network(feeder) if (with_network and n_bus) else None
+    return Window(instance, times, dt_h, price_buy, price_sell, load_p, load_q, evs, stations, network,
+                  pv_avail, wind_avail, quantum_kw)
+
+
+def _der_avail(units: pd.DataFrame, key: str, avail: pd.DataFrame | None, steps: int) -> np.ndarray:
+    if not len(units):
+        return np.zeros((0, steps))
+    profiles = units["profile"].where(units["profile"].notna(), units[key])
+    rated = units["p_rated_kw"].to_numpy(float)
+    if avail is None:
+        return np.broadcast_to(rated[:, None], (len(units), steps)).copy()
+    missing = [p for p in profiles if p not in avail.columns]
+    if missing:
+        raise DataError(f"availability profile {missing[0]!r} not in the time series", table="availability")
+    return avail[list(profiles)].to_numpy(float).T * rated[:, None]
+
+
+def _station_arrays(instance: Instance, times: pd.DatetimeIndex, bus_pos: dict[str, int], price_buy: np.ndarray,
+                    price_sell: np.ndarray) -> StationArrays:
+    st = instance.station_power()
+    n = len(st)
+    steps = times.size
+    p_ch = st["p_ch_max_kw"].to_numpy(float)
+    p_dis = np.where(st["v2g"].fillna(False).to_numpy(bool), st["p_dis_max_kw"].to_numpy(float), 0.0)
+    s_max = st["s_max_kva"].to_numpy(float)
+    s_max = np.where(np.isnan(s_max), np.maximum(p_ch, p_dis), s_max)
+    n_ch = st["n_chargers"].to_numpy(np.int64)
+    site = np.minimum(st["p_site_max_kw"].to_numpy(float), n_ch * p_ch)
+    site_dis = np.minimum(st["p_site_dis_max_kw"].to_numpy(float), n_ch * p_dis)
+    bus = np.array([bus_pos.get(b, -1) for b in st["bus_id"]], dtype=np.int64) if bus_pos else np.full(n, -1)
+    buy = np.broadcast_to(price_buy, (n, steps)).copy()
+    sell = np.broadcast_to(price_sell, (n, steps)).copy()
+    tariffs = instance.station_tariffs
+    if len(tariffs) and n:
+        index = {s: i for i, s in enumerate(st["station_id"])}
+        seconds = (times - times.normalize()).total_seconds().to_numpy()
+        for (station, direction), items in tariffs.groupby(["station_id", "direction"], sort=False):
+            items = items.sort_values("start_s")
+            k = np.searchsorted(items["start_s"].to_numpy(), seconds, side="right") - 1
+            values = items["price_per_kwh"].to_numpy()[np.clip(k, 0, None)]
+            (buy if direction == "buy" else sell)[index[station]] = values
+    return StationArrays(st["station_id"].to_numpy(object), st["kind"].to_numpy(object), bus, n_ch, p_ch, p_dis,
+                         s_max, site, site_dis, buy, sell)
+
+
+def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, stations: StationArrays,
+               energy: dict[str, float], quantum_kw: float | None) -> EVArrays:
+    ses = instance.sessions
+    steps = times.size
+    origin = instance_origin(instance)
+    t_start = (times[0] - origin).total_seconds()
+    step_s = dt_h * 3600.0
+    t_end = t_start + steps * step_s
+    arr = ses["arrival_s"].to_numpy(float)
+    dep = ses["departure_s"].to_numpy(float)
+    active = (dep > t_start) & (arr < t_end)
+    ses = ses[active].reset_index(drop=True)
+    arr, dep = arr[active], dep[active]
+    n = len(ses)
+    evs = instance.evs.set_index("ev_id")
+    vt = instance.vehicle_types.set_index("vtype_id")
+    ev_rows = evs.reindex(ses["ev_id"])
+    vt_rows = vt.reindex(ev_rows["vtype_id"])
+    st_index = {s: i for i, s in enumerate(stations.station_id)}
+    station = np.array([st_index[s] for s in ses["station_id"]], dtype=np.int64)
+    cap = vt_rows["battery_kwh"].to_numpy(float)
+    fast = np.isin(stations.kind[station], ["fcs"]) | (stations.p_ch_max_kw[station] >= FAST_CHARGER_MIN_KW)
+    p_vehicle = np.where(fast, vt_rows["p_ch_max_kw"].to_numpy(float),
+                         np.where(np.isnan(vt_rows["p_ch_ac_max_kw"].to_numpy(float)),
+                                  vt_rows["p_ch_max_kw"].to_numpy(float), vt_rows["p_ch_ac_max_kw"].to_numpy(float)))
+    p_ch = np.minimum(p_vehicle, stations.p_ch_max_kw[station])
+    if quantum_kw:
+        p_ch = np.floor(p_ch / quantum_kw + 1e-9) * quantum_kw
+    charger_models = instance.station_power().set_index("station_id")
+    eff_ch = vt_rows["eff_ch"].to_numpy(float) * charger_models["eff_ch"].reindex(ses["station_id"]).to_numpy(float)
+    eff_dis = vt_rows["eff_dis"].to_numpy(float) * charger_models["eff_dis"].reindex(ses["station_id"]).to_numpy(float)
+    soc_min = ev_rows["soc_min"].to_numpy(float)
+    e_init = ses["soc_arrival"].to_numpy(float) * cap
+    if energy:
+        override = ses["session_id"].map(energy).to_numpy(float)
+        e_init = np.where(np.isnan(override), e_init, override)
+    e_floor = soc_min * cap
+    v2g = (ev_rows["v2g_opt_in"].to_numpy(bool) & (vt_rows["p_dis_max_kw"].to_numpy(float) > 0)
+           & (stations.p_dis_max_kw[station] > 0) & (e_init >= e_floor - 1e-9))
+    p_dis = np.where(v2g, np.minimum(vt_rows["p_dis_max_kw"].to_numpy(float), stations.p_dis_max_kw[station]), 0.0)
+    if quantum_kw:
+        p_dis = np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw
+    e_min = np.where(v2g, e_floor, np.minimum(e_init, cap))
+    e_target = np.maximum(ses["soc_target"].to_numpy(float) * cap, 0.0)
+    # terminal condition for EVs leaving after the window: what cannot be made up afterwards
+    after_s = np.clip(np.floor((dep - t_end) / step_s + 1e-9) * step_s, 0.0, None)
+    e_need = np.minimum(np.maximum(e_target - eff_ch * p_ch * after_s / 3600.0, e_min), cap)
+    e_req = e_need.copy()
+    if quantum_kw:
+        # rounding margin: setpoints on the quantum grid may fall up to one quantum-step of
+        # energy short of a plan that meets the need exactly, so plan for that much more
+        # where the battery and the charger allow it
+        steps_plugged = np.floor((np.minimum(dep, t_end) - np.maximum(arr, t_start)) / step_s + 1e-9)
+        reachable = e_init + eff_ch * p_ch * dt_h * np.clip(steps_plugged, 0, None)
+        e_req = np.minimum(np.maximum(e_need, np.minimum(e_need + eff_ch * quantum_kw * dt_h, reachable)), cap)
+    starts = t_start + np.arange(steps) * step_s
+    plugged = ((arr[:, None] <= starts[None, :] + 1e-6) & (dep[:, None] >= starts[None, :] + step_s - 1e-6)
+               ).astype(float)
+    controllable = plugged.any(axis=1)  # sessions without a whole step in the window cannot be commanded
+    if not controllable.all():
+        keep = np.flatnonzero(controllable)
+        ses = ses.iloc[keep].reset_index(drop=True)
+        ev_rows, vt_rows = ev_rows.iloc[keep], vt_rows.iloc[keep]
+        plugged, arr, dep = plugged[keep], arr[keep], dep[keep]
+        station, cap, p_ch, p_dis = station[keep], cap[keep], p_ch[keep], p_dis[keep]
+        eff_ch, eff_dis, e_init, e_min, v2g = eff_ch[keep], eff_dis[keep], e_init[keep], e_min[keep], v2g[keep]
+        e_target, e_req, e_need = e_target[keep], e_req[keep], e_need[keep]
+    any_step = plugged > 0
+    first = np.where(any_step.any(axis=1), any_step.argmax(axis=1), 0)
+    last = np.where(any_step.any(axis=1), steps - 1 - any_step[:, ::-1].argmax(axis=1), 0)
+    return EVArrays(
+        session_id=ses["session_id"].to_numpy(object), ev_id=ses["ev_id"].to_numpy(object), station=station,
+        capacity_kwh=cap, e_init_kwh=np.minimum(e_init, cap), e_req_kwh=e_req, e_need_kwh=e_need,
+        e_target_kwh=e_target,
+        e_min_kwh=e_min, p_ch_max_kw=p_ch, p_dis_max_kw=p_dis, eff_ch=eff_ch, eff_dis=eff_dis, v2g=v2g,
+        reservation_price=ev_rows["v2g_reservation_price_per_kwh"].to_numpy(float), plugged=plugged,
+        arrival_step=first, departure_step=last, departs_in_window=dep <= t_end,
+    )

@@ -1,0 +1,106 @@
+"""Tidy result tables of a solved window.
+
+=========  ====================================================================================
+table      columns
+=========  ====================================================================================
+``ev``       ev_id, session_id, station_id, time, p_kw (charge +, discharge −, 1 kW grid), soc
+``station``  station_id, time, p_ch_kw, p_dis_kw, q_kvar (sums of the EV setpoints)
+``bus``      bus_id, time, vm_pu_lindistflow (NaN without LinDistFlow), vm_pu_ac
+``line``     line_id, time, p_kw, q_kvar, current_a, loading (AC power flow)
+=========  ====================================================================================
+
+The ``ev`` table lists only the steps in which a session is plugged in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.context import ModelContext
+from optev.blocks.disaggregate import disaggregate
+from optev.blocks.ev import simultaneous_use
+from optev.lp.expr import as_expr
+from optev.powerflow import PowerFlowResult
+
+
+def station_setpoints(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Station charge and discharge power (n_st × T, kW) of a solution."""
+    lp = ctx.lp
+    p_ch = lp.evaluate(as_expr(ctx.handles["station_p_ch"]), x)
+    p_dis = lp.evaluate(as_expr(ctx.handles["station_p_dis"]), x)
+    return p_ch, p_dis
+
+
+def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
+                  ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Build the ``ev``, ``station``, ``bus`` and ``line`` tables and summary figures."""
+    w = ctx.window
+    lp = ctx.lp
+    evs = ctx.handles.get("ev_arrays", w.evs)
+    st = w.stations
+    times = w.times
+    T = w.steps
+    extra: dict[str, Any] = {}
+    p_ch, p_dis = station_setpoints(ctx, x)
+    guide = None
+    if "ev_p_ch" in ctx.handles:
+        ev_ch = lp.values("ev_p_ch", x)
+        ev_dis = lp.values("ev_p_dis", x)
+        guide = ev_ch - ev_dis
+        extra["simultaneous_charge_discharge"] = simultaneous_use(ev_ch, ev_dis)
+    plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide)
+    extra["energy_delivered_kwh"] = float(np.maximum(plan.ev_p_kw, 0).sum() * w.dt_h)
+    extra["energy_discharged_kwh"] = float(np.maximum(-plan.ev_p_kw, 0).sum() * w.dt_h)
+    extra["shortfall_kwh"] = float(plan.shortfall_kwh.sum())
+    extra["evs_with_shortfall"] = int((plan.shortfall_kwh > 0).sum())
+    extra["max_station_setpoint_gap_kw"] = float(np.abs(plan.station_p_kw - (p_ch - p_dis)).max()) if st.n else 0.0
+
+    plugged = evs.plugged > 0
+    ei, ti = np.nonzero(plugged)
+    ev_table = pd.DataFrame({
+        "ev_id": evs.ev_id[ei], "session_id": evs.session_id[ei], "station_id": st.station_id[evs.station[ei]],
+        "time": times[ti], "p_kw": plan.ev_p_kw[ei, ti], "soc": plan.ev_e_kwh[ei, ti] / evs.capacity_kwh[ei],
+    })
+    ev_p = plan.ev_p_kw
+    st_ch = np.zeros((st.n, T))
+    st_dis = np.zeros((st.n, T))
+    np.add.at(st_ch, evs.station, np.maximum(ev_p, 0.0))
+    np.add.at(st_dis, evs.station, np.maximum(-ev_p, 0.0))
+    q = lp.evaluate(as_expr(ctx.handles["station_q"]), x) if "station_q" in ctx.handles else np.zeros((st.n, T))
+    station_table = pd.DataFrame({
+        "station_id": np.repeat(st.station_id, T), "time": np.tile(times, st.n),
+        "p_ch_kw": st_ch.ravel(), "p_dis_kw": st_dis.ravel(), "q_kvar": q.ravel(),
+    })
+    tables = {"ev": ev_table, "station": station_table}
+    bus_ids = np.asarray(w.instance.feeder.bus_ids, dtype=object)
+    if w.n_bus:
+        vm_lin = np.full((T, w.n_bus), np.nan)
+        if "bus_v2" in ctx.handles:
+            vm_lin = np.sqrt(np.maximum(lp.evaluate(as_expr(ctx.handles["bus_v2"]), x), 0.0)).T
+        vm_ac = ac.vm_pu if ac is not None else np.full((T, w.n_bus), np.nan)
+        tables["bus"] = pd.DataFrame({
+            "bus_id": np.tile(bus_ids, T), "time": np.repeat(times, w.n_bus),
+            "vm_pu_lindistflow": vm_lin.ravel(), "vm_pu_ac": vm_ac.ravel(),
+        })
+        if "bus_v2" in ctx.handles and ac is not None:
+            extra["max_abs_dv_pu"] = float(np.nanmax(np.abs(vm_lin - vm_ac)))
+        if ac is not None:
+            frame = ac.line_frame()
+            frame["time"] = np.repeat(times, len(ac.line_ids))
+            tables["line"] = frame[["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"]]
+            extra["ac_converged_steps"] = int(ac.converged.sum())
+            extra["loss_kw_max"] = float(np.nanmax(ac.loss_kw))
+            extra["peak_import_kw"] = float(np.nanmax(ac.substation_p_kw.sum(axis=1)))
+    if "bus" not in tables:
+        tables["bus"] = pd.DataFrame(columns=["bus_id", "time", "vm_pu_lindistflow", "vm_pu_ac"])
+    if "line" not in tables:
+        tables["line"] = pd.DataFrame(columns=["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"])
+    if "grid_import_kw" in ctx.handles:
+        imp = lp.evaluate(as_expr(ctx.handles["grid_import_kw"]), x)
+        extra.setdefault("peak_import_kw", float(imp.max()))
+        extra["peak_import_lp_kw"] = float(imp.max())
+    extra["plan"] = plan
+    return tables, {k: v for k, v in extra.items()}

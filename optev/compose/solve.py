@@ -1,0 +1,205 @@
+"""Compose a formulation over a window, solve it with HiGHS, check it with AC power flow.
+
+``solve_window`` is the one-window pipeline behind ``optev solve`` and each MPC step:
+
+1. build the window arrays and declare every block of the formulation into one LP;
+2. compile and solve with HiGHS (warm, in place, when only data changed);
+3. on infeasibility, raise :class:`~optev.errors.InfeasibleError` naming the likely cause
+   (each block contributes diagnostics), unless ``soft_limits`` turns hard limits into
+   penalised slacks, whose use is reported;
+4. disaggregate station setpoints to EVs on the 1 kW grid (R6.5.2, R6.2.3.3);
+5. run the AC power flow on the resulting bus injections, compare LinDistFlow and AC
+   voltages and list violations; for LinDistFlow with ``loss_correction`` re-linearise
+   around the AC solution and re-solve until the voltages agree within the tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.context import ModelContext
+from optev.blocks.window import Window, build_window
+from optev.compose.formulation import BLOCKS, Formulation
+from optev.data.instance import Instance
+from optev.errors import InfeasibleError, SolverError
+from optev.lp.program import LPArrays
+from optev.powerflow import PowerFlowResult, run_powerflow, violations
+from optev.powerflow.checks import count_by_kind
+from optev.solvers.highs import HighsSession, SolveOutcome
+
+
+def build_model(formulation: Formulation, window: Window, *, soft_limits: bool | None = None) -> ModelContext:
+    """Declare every block of ``formulation`` and its objective into one LP for ``window``."""
+    from optev.blocks.objectives import add_terms
+
+    soft = formulation.solver["soft_limits"] if soft_limits is None else soft_limits
+    ctx = ModelContext(window, soft_limits=bool(soft), slack_penalty=float(formulation.solver["slack_penalty"]))
+    ctx.lp.name = formulation.name
+    for name, (variant, options) in formulation.blocks.items():
+        ctx.options[name] = options
+        BLOCKS[name].load().build(ctx, options, variant)
+    add_terms(ctx, formulation.objective)
+    return ctx
+
+
+@dataclass
+class WindowResult:
+    """Result of one solved window.
+
+    Attributes
+    ----------
+    termination : str
+        HiGHS model status of the final solve.
+    objective : float
+        Objective value (currency or weighted units).
+    objective_terms : dict
+        Weighted value of each objective term.
+    build_s, solve_s, check_s : float
+        Time to build/compile the model, in HiGHS (all solves), and in disaggregation
+        plus AC checks.
+    tables : dict of DataFrame
+        ``ev``, ``station``, ``bus``, ``line`` (schemas in the CLI docs).
+    violations : DataFrame
+        AC-check violations of every step.
+    summary : dict
+        Plain, JSON-serialisable summary (see :meth:`summary_dict`).
+    """
+
+    termination: str
+    objective: float
+    objective_terms: dict[str, float]
+    build_s: float
+    solve_s: float
+    check_s: float
+    tables: dict[str, pd.DataFrame]
+    violations: pd.DataFrame
+    summary: dict[str, Any]
+    context: ModelContext = field(repr=False)
+    x: np.ndarray = field(repr=False)
+    ac: PowerFlowResult | None = field(repr=False, default=None)
+    plan: Any = field(repr=False, default=None)
+    """The :class:`~optev.blocks.disaggregate.Disaggregation` behind the ``ev`` table."""
+
+
+class WindowSolver:
+    """Builds a formulation's model once per window shape and re-solves it as data changes.
+
+    Parameters
+    ----------
+    formulation : Formulation
+    log : bool
+        Show HiGHS output.
+    """
+
+    def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
+        self.formulation = formulation
+        self.session = HighsSession(time_limit_s=formulation.solver.get("time_limit_s"),
+                                    threads=formulation.solver.get("threads"), log=log)
+
+    def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
+        t0 = time.perf_counter()
+        ctx = build_model(self.formulation, window, soft_limits=soft_limits)
+        arrays = ctx.lp.compile()
+        build_s = time.perf_counter() - t0
+        outcome = self._solve(ctx, arrays)
+        solve_s = outcome.solve_s
+        t1 = time.perf_counter()
+        refine = ctx.handles.get("refine")
+        ac = None
+        x = outcome.x
+        history: list[float] = []
+        while True:
+            p_bus, q_bus = bus_injections(ctx, x)
+            if ac_check and window.network is not None:
+                ac = run_powerflow(window.instance.feeder, window.load_p_kw - p_bus, window.load_q_kvar - q_bus,
+                                   network=window.network, raise_on_failure=False)
+            if refine is None or ac is None:
+                break
+            changed, err = refine(ctx, x, ac)
+            history.append(err)
+            if not changed:
+                break
+            t_build = time.perf_counter()
+            arrays = ctx.lp.compile()
+            build_s += time.perf_counter() - t_build
+            outcome = self._solve(ctx, arrays)
+            solve_s += outcome.solve_s
+            x = outcome.x
+        result = _assemble(self.formulation, ctx, x, outcome, ac, build_s, solve_s, t1, history)
+        return result
+
+    def _solve(self, ctx: ModelContext, arrays: LPArrays) -> SolveOutcome:
+        self.session.load(arrays)
+        outcome = self.session.solve()
+        if outcome.optimal:
+            return outcome
+        if outcome.status.lower().startswith("infeasible") or "infeasible" in outcome.status.lower():
+            causes: list[str] = []
+            for diagnose in ctx.diagnostics:
+                causes.extend(diagnose(ctx))
+            hint = "; ".join(causes) if causes else "no single cause found; try soft_limits = true to see which " \
+                                                    "limits need slack"
+            raise InfeasibleError(f"formulation {self.formulation.name!r} is infeasible on this window: {hint}")
+        raise SolverError(f"HiGHS stopped with status {outcome.status!r}")
+
+
+def solve_window(formulation: Formulation, instance: Instance, *, start: Any = None, steps: int | None = None,
+                 step: str | None = None, soft_limits: bool | None = None, ac_check: bool = True,
+                 ev_energy_kwh: dict[str, float] | None = None) -> WindowResult:
+    """Solve one window of ``instance`` with ``formulation`` (window defaults from the file)."""
+    window = build_window(instance, start=start, steps=int(steps or formulation.window["steps"]),
+                          step=step or formulation.window["step"], ev_energy_kwh=ev_energy_kwh)
+    return WindowSolver(formulation).solve(window, soft_limits=soft_limits, ac_check=ac_check)
+
+
+def bus_injections(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Net active and reactive injection at each bus, (T × n_bus) kW and kvar, from a solution."""
+    w = ctx.window
+    p = np.zeros((w.steps, w.n_bus))
+    q = np.zeros((w.steps, w.n_bus))
+    for inj in ctx.injections:
+        ok = inj.bus >= 0
+        if not ok.any():
+            continue
+        vp = ctx.lp.evaluate(inj.p_kw, x)[ok]
+        np.add.at(p.T, inj.bus[ok], vp)
+        if inj.q_kvar is not None:
+            vq = ctx.lp.evaluate(inj.q_kvar, x)[ok]
+            np.add.at(q.T, inj.bus[ok], vq)
+    return p, q
+
+
+def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcome: SolveOutcome,
+              ac: PowerFlowResult | None, build_s: float, solve_s: float, t_check: float,
+              history: list[float]) -> WindowResult:
+    from optev.compose.results import result_tables
+
+    w = ctx.window
+    tables, extra = result_tables(ctx, x, ac)
+    plan = extra.pop("plan")
+    viol = violations(ac, w.instance.feeder) if ac is not None else pd.DataFrame(
+        columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
+    check_s = time.perf_counter() - t_check
+    terms = ctx.lp.objective_values(x)
+    slack_use = {name: float(ctx.lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
+    summary: dict[str, Any] = {
+        "formulation": formulation.name,
+        "termination": outcome.status,
+        "objective": float(outcome.objective),
+        "objective_terms": terms,
+        "build_s": build_s, "solve_s": solve_s, "check_s": check_s,
+        "steps": w.steps, "step_minutes": w.dt_h * 60.0, "start": str(w.times[0]),
+        "evs": w.evs.n, "stations": w.stations.n, "variables": ctx.lp.n_cols, "constraints": ctx.lp.n_rows,
+        "max_abs_dv_pu": extra.get("max_abs_dv_pu", float("nan")),
+        "loss_correction_dv_pu": history,
+        "violations": count_by_kind(viol) if len(viol) else {},
+        "slack_used": slack_use,
+        **{k: v for k, v in extra.items() if k != "max_abs_dv_pu"},
+    }
+    return WindowResult(outcome.status, float(outcome.objective), terms, build_s, solve_s, check_s, tables, viol,
+                        summary, ctx, x, ac, plan)
