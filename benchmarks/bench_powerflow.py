@@ -5,6 +5,8 @@ Run from the repository root::
     python benchmarks/bench_powerflow.py              # full run (a few minutes)
     python benchmarks/bench_powerflow.py --smoke      # tiny version, a few seconds
     python benchmarks/bench_powerflow.py --out results.json
+    python benchmarks/bench_powerflow.py --only powerflow --cases case69 --steps 96
+    python benchmarks/bench_powerflow.py --only synthetic --only v2sim
 
 What is measured (see ``benchmarks/README.md`` for the method and the figures):
 
@@ -353,28 +355,48 @@ def bench_v2sim(case: str | None, *, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_benchmarks(smoke: bool = False, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the whole benchmark (or its smoke version) and return the results as a dict."""
-    cfg = SMOKE if smoke else FULL
+BENCHMARKS = ("powerflow", "synthetic", "v2sim")
+"""Names of the three benchmarks (``--only``)."""
+
+
+def run_benchmarks(smoke: bool = False, *, only: tuple[str, ...] = BENCHMARKS, cases: list[str] | None = None,
+                   steps: list[int] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark (or its smoke version) and return the results as a dict.
+
+    ``only`` selects among :data:`BENCHMARKS`; ``cases`` and ``steps`` override the
+    feeders and snapshot counts of the power-flow comparison.
+    """
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; valid: {BENCHMARKS}")
+    cfg = dict(SMOKE if smoke else FULL)
+    cfg["cases"] = cases or cfg["cases"]
+    cfg["steps"] = steps or cfg["steps"]
+    repeats = cfg["optev_repeats"]
+    cfg["optev_repeats"] = {n: repeats.get(n, 21 if n <= 1000 else 9) for n in cfg["steps"]}
     say = log or (lambda _msg: None)
     out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(), "config": {
-        "seed": SEED, "scale_range": SCALE_RANGE, "noise_range": NOISE_RANGE, "pp_subset": cfg["pp_subset"],
-        "pp_tolerance_mva": PP_TOLERANCE_MVA, "pp_options": {"algorithm": "nr", "init": "results", "numba": True},
-        "dv_limit_pu": DV_LIMIT_PU, "optev_repeats": {str(k): v for k, v in cfg["optev_repeats"].items()},
-        "statistic": "median"}, "goals": GOALS, "cases": []}
+        "benchmarks": list(only), "seed": SEED, "scale_range": SCALE_RANGE, "noise_range": NOISE_RANGE,
+        "pp_subset": cfg["pp_subset"], "pp_tolerance_mva": PP_TOLERANCE_MVA,
+        "pp_options": {"algorithm": "nr", "init": "results", "numba": True}, "dv_limit_pu": DV_LIMIT_PU,
+        "optev_repeats": {str(k): v for k, v in cfg["optev_repeats"].items()}, "statistic": "median"},
+        "goals": GOALS, "cases": [], "synthetic": None, "v2sim": None}
     t_start = time.perf_counter()
-    for case in cfg["cases"]:
-        for n_steps in cfg["steps"]:
-            say(f"{case}: {n_steps} snapshots ...")
-            row = bench_case(case, n_steps, pp_subset=cfg["pp_subset"], repeats=cfg["optev_repeats"][n_steps])
-            out["cases"].append(row)
-            say(f"  optev {row['optev_per_step_s'] * 1e6:.2f} µs/snapshot, pandapower "
-                f"{row['pp_per_step_s'] * 1e3:.2f} ms/snapshot, speed-up {row['speedup']:.0f}×, "
-                f"max|ΔV| {row['max_dv_pu']:.1e}")
-    say(f"synthetic {cfg['synthetic_buses']}-bus feeder ...")
-    out["synthetic"] = bench_synthetic(cfg["synthetic_buses"], repeats=cfg["synthetic_repeats"])
-    say(f"V2Sim {cfg['v2sim_case']} ...")
-    out["v2sim"] = bench_v2sim(cfg["v2sim_case"], repeats=cfg["v2sim_repeats"])
+    if "powerflow" in only:
+        for case in cfg["cases"]:
+            for n_steps in cfg["steps"]:
+                say(f"{case}: {n_steps} snapshots ...")
+                row = bench_case(case, n_steps, pp_subset=cfg["pp_subset"], repeats=cfg["optev_repeats"][n_steps])
+                out["cases"].append(row)
+                say(f"  optev {row['optev_per_step_s'] * 1e6:.2f} µs/snapshot, pandapower "
+                    f"{row['pp_per_step_s'] * 1e3:.2f} ms/snapshot, speed-up {row['speedup']:.0f}×, "
+                    f"max|ΔV| {row['max_dv_pu']:.1e}")
+    if "synthetic" in only:
+        say(f"synthetic {cfg['synthetic_buses']}-bus feeder ...")
+        out["synthetic"] = bench_synthetic(cfg["synthetic_buses"], repeats=cfg["synthetic_repeats"])
+    if "v2sim" in only:
+        say(f"V2Sim {cfg['v2sim_case']} ...")
+        out["v2sim"] = bench_v2sim(cfg["v2sim_case"], repeats=cfg["v2sim_repeats"])
     out["elapsed_s"] = time.perf_counter() - t_start
     out["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out["goals_met"] = goals_met(out)
@@ -384,8 +406,8 @@ def run_benchmarks(smoke: bool = False, *, log: Callable[[str], None] | None = N
 def goals_met(results: dict[str, Any]) -> dict[str, bool | None]:
     """Which goals the results meet (None: not measured)."""
     cases = results["cases"]
-    syn = results.get("synthetic", {})
-    v2 = results.get("v2sim", {})
+    syn = results.get("synthetic") or {}
+    v2 = results.get("v2sim") or {}
     full_size = syn.get("n_bus") == 10_000
     timed = bool(cases) and results.get("mode") == "full"  # speed goals are judged on full runs only
     return {
@@ -411,35 +433,40 @@ def _mark(ok: bool | None) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """The results as Markdown tables (per-snapshot times, synthetic feeder, V2Sim read)."""
-    lines = [
-        "| case | buses | snapshots | optev / snapshot | pandapower / snapshot (snapshots solved) | speed-up "
-        "| speed-up, precompiled network | speed-up, 1 numba thread | max abs(ΔV) p.u. |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in results["cases"]:
-        one = f"{c['speedup_1thread']:,.0f}×" if c.get("speedup_1thread") else "–"
-        lines.append(
-            f"| {c['case']} | {c['n_bus']} | {c['steps']:,} | {_fmt_time(c['optev_per_step_s'])} "
-            f"| {_fmt_time(c['pp_per_step_s'])} ({c['pp_steps']}) | {c['speedup']:,.0f}× "
-            f"| {c['speedup_precompiled']:,.0f}× | {one} | {c['max_dv_pu']:.1e} |")
-    syn = results["synthetic"]
-    lines += [
-        "",
-        "| single snapshot | buses | with compilation | without compilation | compilation alone |",
-        "|---|---:|---:|---:|---:|",
-        f"| synthetic radial feeder | {syn['n_bus']:,} | {_fmt_time(syn['with_compile_s'])} "
-        f"| {_fmt_time(syn['without_compile_s'])} | {_fmt_time(syn['compile_s'])} |",
-    ]
-    v2 = results["v2sim"]
-    lines += ["", "| V2Sim case | status | read time (median) | first read |", "|---|---|---:|---:|"]
-    if v2.get("status") == "ok":
-        lines.append(f"| {v2['case']} | ok | {_fmt_time(v2['read_s'])} | {_fmt_time(v2['first_s'])} |")
-    else:
-        lines.append(f"| {v2.get('case')} | {v2['status']} | – | – |")
+    """The results as Markdown tables (per-snapshot times, synthetic feeder, V2Sim read, goals)."""
+    lines: list[str] = []
+    if results["cases"]:
+        lines += [
+            "| case | buses | snapshots | optev / snapshot | pandapower / snapshot (snapshots solved) | speed-up "
+            "| speed-up, precompiled network | speed-up, 1 numba thread | max abs(ΔV) p.u. |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in results["cases"]:
+            one = f"{c['speedup_1thread']:,.0f}×" if c.get("speedup_1thread") else "–"
+            lines.append(
+                f"| {c['case']} | {c['n_bus']} | {c['steps']:,} | {_fmt_time(c['optev_per_step_s'])} "
+                f"| {_fmt_time(c['pp_per_step_s'])} ({c['pp_steps']}) | {c['speedup']:,.0f}× "
+                f"| {c['speedup_precompiled']:,.0f}× | {one} | {c['max_dv_pu']:.1e} |")
+        lines.append("")
+    syn = results.get("synthetic")
+    if syn:
+        lines += [
+            "| single snapshot | buses | with compilation | without compilation | compilation alone |",
+            "|---|---:|---:|---:|---:|",
+            f"| synthetic radial feeder | {syn['n_bus']:,} | {_fmt_time(syn['with_compile_s'])} "
+            f"| {_fmt_time(syn['without_compile_s'])} | {_fmt_time(syn['compile_s'])} |",
+            "",
+        ]
+    v2 = results.get("v2sim")
+    if v2:
+        lines += ["| V2Sim case | status | read time (median) | first read |", "|---|---|---:|---:|"]
+        if v2.get("status") == "ok":
+            lines.append(f"| {v2['case']} | ok | {_fmt_time(v2['read_s'])} | {_fmt_time(v2['first_s'])} |")
+        else:
+            lines.append(f"| {v2.get('case')} | {v2['status']} | – | – |")
+        lines.append("")
     g = results["goals_met"]
     lines += [
-        "",
         "| goal | result |",
         "|---|---|",
         f"| ≥ {GOALS['speedup_min']:.0f}× faster per snapshot than pandapower (every row, one call "
@@ -458,8 +485,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny version (a few seconds)")
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--only", action="append", choices=BENCHMARKS,
+                        help="run only this benchmark (repeatable; default: all three)")
+    parser.add_argument("--cases", help="comma-separated MATPOWER cases of the power-flow comparison "
+                        "(default: case33bw,case69,case141)")
+    parser.add_argument("--steps", help="comma-separated snapshot counts (default: 96,10000)")
     args = parser.parse_args(argv)
-    results = run_benchmarks(args.smoke, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = run_benchmarks(
+        args.smoke, only=tuple(args.only or BENCHMARKS),
+        cases=args.cases.split(",") if args.cases else None,
+        steps=[int(x) for x in args.steps.split(",")] if args.steps else None,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(markdown_table(results))
     m = results["machine"]
     print(f"\n{m['cpu_model']}, {m['nproc']} cores, {m['ram_gb']} GB RAM; load average "

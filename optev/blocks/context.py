@@ -47,6 +47,9 @@ class ModelContext:
     slacks: dict[str, VarArray] = field(default_factory=dict)
     diagnostics: list[Callable[["ModelContext"], list[str]]] = field(default_factory=list)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)
+    """Variant of every block of the formulation, known before the first block is built
+    (the EV block declares no per-EV variables when the station variant is ``aggregate``)."""
 
     def inject(self, name: str, bus: np.ndarray, p_kw: Any, q_kvar: Any = None) -> None:
         """Register injections of ``len(bus)`` units; ``p_kw``/``q_kvar`` have shape (units, T)."""

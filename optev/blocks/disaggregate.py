@@ -113,7 +113,10 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         hi = np.minimum(a * evs.p_ch_max_kw, np.maximum(evs.capacity_kwh - e, 0.0) / (eta_c * dt_h))
         lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
         later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
-        must = np.minimum(np.maximum((evs.e_need_kwh - e - later) / (eta_c * dt_h), lo), hi)
+        # least power that still reaches the need: battery-side energy → grid-side power
+        # (charging stores η_ch·p·Δt, discharging removes p·Δt/η_dis)
+        gap = evs.e_need_kwh - e - later
+        must = np.minimum(np.maximum(np.where(gap > 0, gap / (eta_c * dt_h), gap * eta_d / dt_h), lo), hi)
         if enforce:
             lo = must
         hi_q = np.floor(hi / q + tiny)
@@ -123,8 +126,11 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         sum_hi = np.bincount(st, weights=hi_q, minlength=n_st)
         # station-level sigma-delta: carry the rounding error so the station's energy tracks the request
         wanted = station_p_kw[:, t] / q + carry
-        target = np.clip(np.round(wanted), sum_lo, sum_hi)
-        carry = np.clip(wanted - target, -1.0, 1.0)
+        rounded = np.round(wanted)
+        target = np.clip(rounded, sum_lo, sum_hi)
+        # only the rounding error is carried (at most half a quantum), so each setpoint lies within
+        # one quantum of its request; what the EVs could not deliver in a clipped step is dropped
+        carry = np.where(target == rounded, wanted - target, 0.0)
         if guide_kw is not None:
             # follow the guide's energy trajectory: catch up what rounding left behind
             wish = (guide_kw[:, t] + (e_guide - e) / (eta_c * dt_h)) / q

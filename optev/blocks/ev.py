@@ -39,6 +39,14 @@ Variants
     ``per_ev`` (LP, default) and ``exclusive`` (MIP without simultaneous charge and
     discharge). The LP may charge and discharge in the same step only when that is
     profitable (for example at negative prices); :func:`simultaneous_use` reports it.
+
+Station variant ``aggregate``
+    When the formulation's station block uses the ``aggregate`` variant
+    (``ctx.variants["station"]``), this block declares no variables, constraints or
+    objective terms: it only publishes the window's per-EV data (``ev_arrays``, with the
+    ``v2g`` option applied) and its diagnostics, and :mod:`optev.blocks.envelope` models
+    the EVs through each station's flexibility envelope. The ``departure`` and
+    ``shortfall_penalty_per_kwh`` options then apply to the envelope's energy floor.
 """
 
 from __future__ import annotations
@@ -73,6 +81,16 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
                      e_min_kwh=np.minimum(ev.e_init_kwh, ev.capacity_kwh))
     p_dis_max = ev.p_dis_max_kw
     ctx.handles["ev_arrays"] = ev
+    if ctx.variants.get("station") == "aggregate":
+        # the station's flexibility envelope (optev.blocks.envelope) replaces per-EV variables;
+        # this block still provides the per-EV data (ev_arrays) and its diagnostics
+        if variant != "per_ev":
+            from optev.errors import DataError
+
+            raise DataError(f"ev variant {variant!r} needs per-EV variables, which the station variant "
+                            "'aggregate' does not declare; use ev variant 'per_ev'")
+        ctx.diagnostics.append(diagnose)
+        return
     ub_ch = ev.plugged * ev.p_ch_max_kw[:, None]
     ub_dis = ev.plugged * p_dis_max[:, None]
     p_ch = lp.add_variables("ev_p_ch", (n, T), 0.0, ub_ch, description="charging power, grid side, kW")

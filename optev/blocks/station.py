@@ -16,11 +16,10 @@ Constraints
     cap from transformer or cable limits, never above
     :math:`n^{chargers}_s \bar P^{charger}_s` (R7.2.2);
     ``station_discharge_cap``: :math:`P^{dis}_{s,t} \le \bar P^{site,dis}_s`;
-    ``station_apparent_power`` (reactive only): for :math:`k=0..K-1`,
-    :math:`\cos\theta_k (P^{ch}-P^{dis}) + \sin\theta_k Q \le S_s`,
-    :math:`\theta_k = 2\pi k/K` — a regular K-gon inscribed in the circle
-    :math:`P^2+Q^2 \le S_s^2` (inner approximation: feasible points respect the rating),
-    :math:`S_s = n^{chargers}_s \bar S^{charger}_s`.
+    ``station_apparent_power`` (reactive only, stations with V2G chargers):
+    :math:`(P^{ch}-P^{dis})^2 + Q^2 \le S_s^2` as the inscribed K-gon of
+    :mod:`optev.blocks.polygon`, :math:`S_s = n^{chargers}_s \bar S^{charger}_s`;
+    stations without V2G chargers have :math:`Q_s = 0`.
 
 Injection at the station's bus
     :math:`-(P^{ch}_{s,t} - P^{dis}_{s,t})` kW and :math:`Q_{s,t}` kvar.
@@ -36,23 +35,13 @@ from typing import Any
 import numpy as np
 
 from optev.blocks.context import ModelContext
-from optev.lp.expr import group_sum, stack
+from optev.blocks.polygon import apparent_power_rows
+from optev.lp.expr import group_sum
 
 OPTIONS: dict[str, tuple[Any, str]] = {
     "reactive": (False, "stations with V2G chargers may inject or absorb reactive power (R6.5.1.2)"),
     "polygon_sides": (12, "sides K of the polygon that linearises P² + Q² ≤ S²"),
 }
-
-
-def polygon_rows(p: Any, q: Any, s_max: np.ndarray, sides: int) -> tuple[list[Any], np.ndarray]:
-    """Left-hand sides ``cos θ_k p + sin θ_k q`` of the inscribed K-gon and the matching bound.
-
-    The polygon's edges lie at distance ``S·cos(π/K)`` from the origin, so every vertex is
-    on the circle of radius ``S`` and the polygon lies inside it.
-    """
-    theta = 2.0 * np.pi * np.arange(sides) / sides
-    bound = s_max * np.cos(np.pi / sides)
-    return [p * np.cos(th) + q * np.sin(th) for th in theta], bound
 
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -> None:
@@ -94,8 +83,10 @@ def declare_station_limits(ctx: ModelContext, p_ch: Any, p_dis: Any, options: di
         s_max = np.where(st.p_dis_max_kw > 0, st.n_chargers * st.s_max_kva, 0.0)
         q = lp.add_variables("station_q", (st.n, T), -s_max[:, None], s_max[:, None],
                              description="reactive power injected by V2G inverters, kvar")
-        rows, bound = polygon_rows(net, q, s_max, int(options["polygon_sides"]))
-        lp.add_constraints("station_apparent_power", stack(rows), "<=", bound[None, :, None])
+        idx = np.flatnonzero(s_max > 0)  # stations without V2G inverters keep Q = 0 and plain caps
+        if idx.size:
+            rows, bound = apparent_power_rows(net[idx], q[idx], s_max[idx, None], int(options["polygon_sides"]))
+            lp.add_constraints("station_apparent_power", rows, "<=", bound[None])
         ctx.handles["station_q"] = q
     ctx.handles.update(station_p_ch=p_ch, station_p_dis=p_dis)
     ctx.inject("stations", st.bus, -net, q)

@@ -84,6 +84,7 @@ def objective_terms() -> dict[str, str]:
 
     for spec in BLOCKS.values():
         spec.load()  # blocks register their own terms on import
+    import optev.blocks.lindistflow  # noqa: F401  (network variant module: network_losses, voltage_deviation)
     return {name: desc for name, (_, desc) in TERMS.items()}
 
 

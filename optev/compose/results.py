@@ -46,12 +46,23 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
     extra: dict[str, Any] = {}
     p_ch, p_dis = station_setpoints(ctx, x)
     guide = None
+    enforce = None
     if "ev_p_ch" in ctx.handles:
         ev_ch = lp.values("ev_p_ch", x)
         ev_dis = lp.values("ev_p_dis", x)
         guide = ev_ch - ev_dis
         extra["simultaneous_charge_discharge"] = simultaneous_use(ev_ch, ev_dis)
-    plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide)
+    else:
+        # no per-EV variables (station variant "aggregate"): departure needs are a hard floor
+        # unless departures are soft, and the station's envelope trajectory, split in
+        # proportion to each EV's own envelope, guides the allocation when it exists
+        enforce = ctx.options.get("ev", {}).get("departure", "hard") == "hard"
+        if "station_e" in ctx.handles:
+            from optev.blocks.envelope import disaggregation_guide
+
+            guide = disaggregation_guide(evs, w.dt_h, lp.values(ctx.handles["station_e"].name, x),
+                                         departed_at_need=ctx.handles["station_envelope"].departed_at_need)
+    plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide, enforce_departure=enforce)
     extra["energy_delivered_kwh"] = float(np.maximum(plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["energy_discharged_kwh"] = float(np.maximum(-plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["shortfall_kwh"] = float(plan.shortfall_kwh.sum())

@@ -40,6 +40,7 @@ def build_model(formulation: Formulation, window: Window, *, soft_limits: bool |
     soft = formulation.solver["soft_limits"] if soft_limits is None else soft_limits
     ctx = ModelContext(window, soft_limits=bool(soft), slack_penalty=float(formulation.solver["slack_penalty"]))
     ctx.lp.name = formulation.name
+    ctx.variants = {name: variant for name, (variant, _) in formulation.blocks.items()}
     for name, (variant, options) in formulation.blocks.items():
         ctx.options[name] = options
         BLOCKS[name].load().build(ctx, options, variant)

@@ -183,8 +183,9 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
       (an EV may arrive below its floor) but ``soc_min < 1``.
     - trips: EV and road nodes exist.
     - sessions: EV and station exist; departure after arrival.
-    - time series: load columns name known buses; PV/wind profiles exist; the step
-      equals the metadata step.
+    - time series: load columns name known buses; PV/wind profiles exist when an
+      availability series is given (without one, PV and wind are available at their rated
+      power); the step equals the metadata step.
     """
     feeder = instance.feeder
     has_feeder = len(feeder.buses) > 0
@@ -271,7 +272,9 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     for table, key in (("pv", "pv_id"), ("wind", "wind_id")):
         df = getattr(feeder, table)
         profiles = df["profile"].where(df["profile"].notna(), df[key])
-        missing = np.flatnonzero(~profiles.isin(ts.availability.columns).to_numpy()) if ts.steps else []
+        # no availability series at all: PV and wind produce their rated power (see optev.blocks.der)
+        given = ts.steps and len(ts.availability.columns)
+        missing = np.flatnonzero(~profiles.isin(ts.availability.columns).to_numpy()) if given else []
         if len(missing):
             pos = int(missing[0])
             raise DataError(f"availability profile {profiles.iloc[pos]!r} is not in the time series",

@@ -149,6 +149,8 @@ class LinExpr:
 
     def compact(self) -> "LinExpr":
         """Drop term slots that are empty in every row (id −1 or coefficient 0)."""
+        if self.n_terms == 0:  # nothing to drop (also avoids reshaping an empty array to (-1, 0))
+            return self
         used = ((self.ids >= 0) & (self.coeffs != 0)).reshape(-1, self.n_terms).any(axis=0)
         if used.all():
             return self

@@ -181,8 +181,8 @@ class LinearProgram:
         rows, cols, vals, lo, hi = [], [], [], [], []
         for fam in self.constraints.values():
             k = fam.expr.n_terms
-            ids = np.broadcast_to(fam.expr.ids, fam.shape + (k,)).reshape(-1, k)
-            co = np.broadcast_to(fam.expr.coeffs, fam.shape + (k,)).reshape(-1, k)
+            ids = np.broadcast_to(fam.expr.ids, fam.shape + (k,)).reshape(fam.size, k)
+            co = np.broadcast_to(fam.expr.coeffs, fam.shape + (k,)).reshape(fam.size, k)
             r = np.broadcast_to(np.arange(fam.start, fam.start + fam.size)[:, None], ids.shape)
             ok = (ids >= 0) & (co != 0)
             rows.append(r[ok])

@@ -1,0 +1,191 @@
+"""Results folder of a solved window: tidy tables plus ``summary.json``.
+
+Layout written by :func:`write_results` (``optev solve --out DIR``)::
+
+    DIR/
+        ev.csv          ev_id, session_id, station_id, time, p_kw (charge +, discharge −), soc
+        station.csv     station_id, time, p_ch_kw, p_dis_kw, q_kvar
+        bus.csv         bus_id, time, vm_pu_lindistflow, vm_pu_ac
+        line.csv        line_id, time, p_kw, q_kvar, current_a, loading
+        summary.json    termination, objective, build_s, solve_s, check_s, max_abs_dv_pu,
+                        violations (count by kind), slack_used, ... and a ``tables`` map
+
+The table schemas are those of :mod:`optev.compose.results`. Tables are CSV or Parquet
+(``table_format``). In CSV, times are ISO 8601 with their UTC offset and missing values
+(for example ``vm_pu_lindistflow`` without LinDistFlow) are empty; in Parquet, times are
+timezone-aware timestamps and missing values are nulls. In ``summary.json`` every NaN or
+infinite number is ``null``.
+
+Everything is written into a temporary folder next to ``DIR`` that is renamed into
+place only when every file is complete, so a failure never leaves a half-written
+results folder. An existing ``DIR`` is replaced only if it is empty or is itself a
+results folder (holds ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+import pandas as pd
+
+from optev.errors import OptevError
+from optev.io.instance_folder import _fsync, _move_into_place, _unique_sibling, _write_csv
+
+__all__ = ["RESULT_FORMATS", "RESULT_TABLES", "SUMMARY_NAME", "ResultsFolderExistsError", "SolvedWindow",
+           "check_results_target", "jsonable", "summary_json", "write_results"]
+
+RESULT_TABLES = ("ev", "station", "bus", "line")
+"""Tables of a results folder, in the order they are written."""
+
+RESULT_FORMATS = ("csv", "parquet")
+"""Accepted values of ``table_format``."""
+
+SUMMARY_NAME = "summary.json"
+"""File name of the summary in a results folder (also what marks a folder as one)."""
+
+
+class ResultsFolderExistsError(OptevError, FileExistsError):
+    """The target of :func:`write_results` exists and is not a results folder."""
+
+
+class SolvedWindow(Protocol):
+    """What :func:`write_results` needs of a result (``optev.compose.solve.WindowResult``)."""
+
+    @property
+    def tables(self) -> Mapping[str, pd.DataFrame]: ...
+
+    @property
+    def summary(self) -> Mapping[str, Any]: ...
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: NaN and ±inf become None, numpy scalars and arrays
+    plain numbers and lists, timestamps ISO 8601 strings, mapping keys strings."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray, pd.Index, pd.Series)):
+        return [jsonable(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (pd.Timedelta, dt.timedelta)):
+        return pd.Timedelta(value).isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} in JSON")
+
+
+def summary_json(summary: Mapping[str, Any]) -> str:
+    """The summary as strict JSON text (NaN → null), indented, ending in a newline."""
+    return json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n"
+
+
+def _iso_times(column: pd.Series) -> np.ndarray:
+    """ISO 8601 text of a datetime column (formatted once per distinct time)."""
+    codes, uniques = pd.factorize(column)
+    text = np.array([t.isoformat() for t in uniques] + [""], dtype=object)
+    return text[codes]  # code −1 (missing) picks the trailing ""
+
+
+def _storable(df: pd.DataFrame, table_format: str) -> pd.DataFrame:
+    """``df`` with ids as text (or None) and, for CSV, times as ISO 8601 text."""
+    out = df.reset_index(drop=True).copy()
+    for c in out.columns:
+        col = out[c]
+        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+            if table_format == "csv":
+                out[c] = _iso_times(col)
+        elif col.dtype == object:
+            out[c] = np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                               for v in col.to_numpy()], dtype=object)
+    return out
+
+
+def check_results_target(out_dir: str | os.PathLike[str]) -> Path:
+    """Raise :class:`ResultsFolderExistsError` unless ``out_dir`` may be written by
+    :func:`write_results` (absent, empty, or a results folder); return it as an absolute path."""
+    target = Path(os.path.abspath(out_dir))
+    if target.is_symlink():
+        raise ResultsFolderExistsError(f"{target}: is a symbolic link; give the folder itself")
+    if target.exists() and not target.is_dir():
+        raise ResultsFolderExistsError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / SUMMARY_NAME).is_file():
+        raise ResultsFolderExistsError(f"{target}: refusing to replace a non-empty folder that is not an optev "
+                                       f"results folder (no {SUMMARY_NAME}); choose another --out")
+    return target
+
+
+def write_results(result: SolvedWindow, out_dir: str | os.PathLike[str], table_format: str = "csv", *,
+                  extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the tables and the summary of a solved window into ``out_dir``.
+
+    Parameters
+    ----------
+    result : WindowResult
+        A solved window (anything with ``tables`` and ``summary``).
+    out_dir : path-like
+        Folder to create or replace (see module docstring). Missing parents are created.
+    table_format : {"csv", "parquet"}
+    extra : mapping, optional
+        More entries for ``summary.json`` (for example the inputs of the run).
+
+    Returns
+    -------
+    Path
+        The folder written, as an absolute path.
+
+    Raises
+    ------
+    ResultsFolderExistsError
+        ``out_dir`` is a file, or a non-empty folder that is not a results folder.
+    DataError
+        A required table is missing from the result.
+    """
+    from optev.errors import DataError
+
+    if table_format not in RESULT_FORMATS:
+        raise DataError(f"table format must be one of {', '.join(RESULT_FORMATS)}, not {table_format!r}")
+    missing = [name for name in RESULT_TABLES if name not in result.tables]
+    if missing:
+        raise DataError(f"the result has no {', '.join(missing)} table(s)")
+    target = check_results_target(out_dir)
+    files = {name: f"{name}.{table_format}" for name in RESULT_TABLES}
+    summary = {**dict(result.summary), **dict(extra or {}),
+               "tables": {name: {"file": files[name], "rows": int(len(result.tables[name]))}
+                          for name in RESULT_TABLES}}
+    text = summary_json(summary)  # fails before anything is written if the summary cannot be stored
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _unique_sibling(target, "tmp")
+    tmp.mkdir()
+    try:
+        for name in RESULT_TABLES:
+            path = tmp / files[name]
+            df = _storable(result.tables[name], table_format)
+            if table_format == "parquet":
+                df.to_parquet(path, index=False, engine="pyarrow")
+            else:
+                _write_csv(df, path, name)
+            _fsync(path)
+        summary_path = tmp / SUMMARY_NAME
+        summary_path.write_text(text, encoding="utf-8")
+        _fsync(summary_path)
+        _fsync(tmp)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
