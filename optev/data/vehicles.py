@@ -57,6 +57,7 @@ EVS = TableSchema(
               minimum=0.0, maximum=1.0),
         Field("price_weight", "float", "-", "Weight of price against distance in station choice (0..1).", 0.5,
               minimum=0.0, maximum=1.0),
+        Field("home_node", "str", "-", "Road node of the EV's home or depot, if known.", None),
         Field("home_station", "str", "-", "Private home charger station id, if any.", None),
         Field("work_station", "str", "-", "Private workplace/campus charger station id, if any.", None),
     ),
@@ -73,6 +74,10 @@ TRIPS = TableSchema(
         Field("origin_node", "str", "-", "Road node of origin."),
         Field("destination_node", "str", "-", "Road node of destination."),
         Field("purpose", "str", "-", "Activity at the destination (home, work, relax, other, depot, ...).", "other"),
+        Field("distance_m", "float", "m", "Route length on the road network; NaN until routed.", float("nan"),
+              minimum=0.0),
+        Field("travel_time_s", "float", "s", "Free-flow travel time of the route; NaN until routed.", float("nan"),
+              minimum=0.0),
     ),
     description="One row per trip (R5.1.3).",
 )
