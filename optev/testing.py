@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from optev.compose.solve import WindowResult
 
@@ -78,13 +80,12 @@ SETPOINT_TRACKING_QUANTA = 1.0
 step where the EVs can realise that power (R6.2.3.3: "within one quantum")."""
 
 
-def _first(mask: "np.ndarray", limit: int = 3) -> list[tuple[int, ...]]:
-    import numpy as np
-
+def _first(mask: np.ndarray, limit: int = 3) -> list[tuple[int, ...]]:
+    """Indices of the first ``limit`` True entries of ``mask``."""
     return [tuple(int(i) for i in idx) for idx in np.argwhere(mask)[:limit]]
 
 
-def check_invariants(result: "WindowResult") -> None:
+def check_invariants(result: WindowResult) -> None:
     """Assert the invariants every solved window must satisfy (design.md, "Testing").
 
     Checks the ``ev`` and ``station`` tables and the plan of ``result`` against the
@@ -116,7 +117,6 @@ def check_invariants(result: "WindowResult") -> None:
         Naming the invariant, how many items violate it, and the first few (session or
         station id, time, value, limit).
     """
-    import numpy as np
     import pandas as pd
 
     from optev.blocks.disaggregate import QUANTUM_KW

@@ -69,9 +69,10 @@ Interval bounds (option ``intervals``)
 Option ``departed``
     ``free`` (default) keeps the above. ``need`` pins a session that leaves in the window to
     its required energy from its last plugged step on (:math:`\bar x = \underline x` there),
-    the assumption of Zhang et al.'s aggregate model that EVs leave with their required
-    energy: tighter and more often realisable, but no longer a relaxation (it excludes
-    schedules that leave an EV fuller than it needs).
+    the usual assumption of aggregate EV models that EVs leave with their required energy:
+    tighter, but no longer a relaxation (it excludes schedules that leave an EV fuller than
+    it needs). Without the interval bounds it removes much of the looseness; with them it
+    adds little.
 
 Constraints
     ``station_energy_balance``: :math:`X_{g,t} = X_{g,t-1} + \Delta t\,(\bar\eta^{ch}_g
@@ -128,18 +129,19 @@ from optev.blocks.window import EVArrays
 
 OPTIONS: dict[str, tuple[Any, str]] = {
     "departed": ("free", "energy of EVs that left in the window: `free` (anywhere in their bounds: the envelope is a "
-                         "relaxation) or `need` (exactly their required energy, as in Zhang et al.'s aggregate PEV "
-                         "model: tighter, far more often realisable, but no longer a relaxation)"),
+                         "relaxation) or `need` (exactly their required energy, the usual assumption of aggregate EV "
+                         "models: tighter, but no longer a relaxation)"),
     "intervals": ("auto", "lags k of the interval constraints on X[t] − X[t−k] (sums of what each session can gain "
                           "or lose over k steps): `auto` (1, 2, 3, 4, 6, 8, 12, 16, … below T), a list of lags, or "
                           "`none`"),
-    "reservation": ("mean", "V2G reservation price of a station's discharge: `mean` (weighted by the plugged "
-                            "discharge capacity, as the proportional disaggregation spreads discharge) or `min` "
-                            "(cheapest plugged V2G session: a lower bound of the per-EV cost)"),
+    "reservation": ("mean", "V2G reservation price of a station's discharge: `mean` (of the plugged V2G sessions, "
+                            "weighted by their discharge limits) or `min` (cheapest plugged V2G session: the "
+                            "aggregate cost is then a lower bound of the per-EV cost)"),
 }
 
 ENERGY_ATOL_KWH = 1e-6
-"""Slack accepted when diagnosing an envelope whose floor exceeds what can be reached, kWh."""
+"""Energy below which an envelope's width, or its floor's excess over what can be reached
+(diagnostics), counts as zero, kWh."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,209 @@
+"""Plain, JSON-serialisable records exchanged with the charging plant.
+
+A controller drives :class:`optev.mobility.plant.Plant` with :class:`Setpoints` for the
+next interval and gets a :class:`StepReport` back. Every record here holds only ``str``,
+``int``, ``float``, ``bool``, ``None``, lists and dicts of them, so that
+``json.dumps(report.to_dict())`` works (and ``StepReport.from_dict`` reverses it); no
+numpy scalars, no NaN or infinity (an unknown time is ``None``).
+
+Units: times in seconds after the instance start, powers in kW at the grid side of the
+charger (charging positive, discharging negative), energies in kWh, SOC as a fraction of
+the usable battery capacity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _num(value: float | None) -> float | None:
+    """A Python float, or None for NaN/None (JSON has no NaN)."""
+    if value is None:
+        return None
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+@dataclass
+class Setpoints:
+    """Power setpoints for one plant interval.
+
+    Attributes
+    ----------
+    ev_kw : dict of str to float
+        Grid-side power per EV id, kW; positive charges, negative discharges (V2G). Applies
+        to an EV plugged in at the start of the interval, for the whole interval; a
+        setpoint for an EV that is not plugged in then is ignored and reported in
+        :attr:`StepReport.ignored_ev_setpoints`.
+    station_kw : dict of str to float
+        Net grid-side power per station id, kW, shared by the station's EVs that have no
+        EV setpoint (including EVs that arrive during the interval), in proportion to their
+        power limits (see :mod:`optev.mobility.core`, "Setpoints").
+    """
+
+    ev_kw: dict[str, float] = field(default_factory=dict)
+    station_kw: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ev_kw": {str(k): float(v) for k, v in self.ev_kw.items()},
+                "station_kw": {str(k): float(v) for k, v in self.station_kw.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Setpoints":
+        return cls(ev_kw={str(k): float(v) for k, v in (data.get("ev_kw") or {}).items()},
+                   station_kw={str(k): float(v) for k, v in (data.get("station_kw") or {}).items()})
+
+
+@dataclass
+class PluggedEV:
+    """State of one plugged-in EV at the end of an interval.
+
+    Attributes
+    ----------
+    ev_id, station_id, session_id : str
+        The EV, the station it is plugged in at and its charging session.
+    soc : float
+        State of charge at the end of the interval.
+    p_kw : float
+        Grid-side power at the end of the interval, kW (charge positive).
+    energy_kwh : float
+        Net grid-side energy of this EV during the interval, kWh (charge positive).
+    soc_target : float
+        SOC the user wants at departure.
+    soc_min : float
+        SOC floor of discharging (R6.1.5).
+    departure_s : float or None
+        Expected departure (the EV's next trip); None when unknown (at an FCS the EV leaves
+        when charged, so the time depends on the power it gets).
+    p_ch_max_kw, p_dis_max_kw : float
+        Grid-side power limits of this EV at this charger (vehicle and charger); the
+        discharge limit is 0 unless the EV, its user and the charger can do V2G.
+    """
+
+    ev_id: str
+    station_id: str
+    session_id: str
+    soc: float
+    p_kw: float
+    energy_kwh: float
+    soc_target: float
+    soc_min: float
+    departure_s: float | None
+    p_ch_max_kw: float
+    p_dis_max_kw: float
+
+
+@dataclass
+class PlantEvent:
+    """Something that happened at a station or on the road during an interval.
+
+    ``kind`` is one of ``arrival`` (an EV reached a station; at a full FCS it joins the
+    queue), ``plug_in``, ``departure`` (unplugged and left), ``rejection`` (turned away from
+    a full SCS or private charger) and ``stranded`` (ran out of energy on the road;
+    ``station_id`` is then None).
+    """
+
+    kind: str
+    time_s: float
+    ev_id: str
+    station_id: str | None
+    session_id: str | None
+    soc: float
+
+
+@dataclass
+class StationState:
+    """A station at the end of an interval (only stations with any activity are reported).
+
+    Attributes
+    ----------
+    station_id : str
+    plugged : int
+        EVs plugged in at the end of the interval.
+    queue : int
+        EVs waiting (FCS only) at the end of the interval.
+    energy_kwh : float
+        Net grid-side energy during the interval, kWh.
+    mean_kw : float
+        ``energy_kwh`` divided by the interval length, kW.
+    p_kw : float
+        Grid-side power at the end of the interval, kW.
+    """
+
+    station_id: str
+    plugged: int
+    queue: int
+    energy_kwh: float
+    mean_kw: float
+    p_kw: float
+
+
+@dataclass
+class StepReport:
+    """What the plant realised during one interval ``[t_start_s, t_end_s)``.
+
+    Attributes
+    ----------
+    t_start_s, t_end_s : float
+        The interval, seconds after the instance start.
+    plugged : list of PluggedEV
+        Every EV plugged in at ``t_end_s`` with its SOC (empty when the step was run with
+        ``report=False``).
+    arrivals, plug_ins, departures, rejections, stranded : list of PlantEvent
+        Events of the interval in time order.
+    queues : dict of str to int
+        Queue length of every FCS at ``t_end_s``.
+    stations : list of StationState
+        Stations with plugged EVs, a queue or energy in the interval.
+    ignored_ev_setpoints : list of str
+        EV ids whose setpoint was ignored because the EV was not plugged in at ``t_start_s``.
+    clipped_ev_setpoints : dict of str to float
+        EV setpoints that could not be honoured at the start of the interval, with the power
+        applied instead (kW): outside the EV's or charger's limits, discharge without V2G
+        ability or at the SOC floor, or charge of a full battery.
+    counts : dict of str to int
+        Numbers of arrivals, plug-ins, departures, rejections, stranded EVs in the interval
+        and of EVs plugged in / queued at the end; filled also when ``report=False``.
+    """
+
+    t_start_s: float
+    t_end_s: float
+    plugged: list[PluggedEV] = field(default_factory=list)
+    arrivals: list[PlantEvent] = field(default_factory=list)
+    plug_ins: list[PlantEvent] = field(default_factory=list)
+    departures: list[PlantEvent] = field(default_factory=list)
+    rejections: list[PlantEvent] = field(default_factory=list)
+    stranded: list[PlantEvent] = field(default_factory=list)
+    queues: dict[str, int] = field(default_factory=dict)
+    stations: list[StationState] = field(default_factory=list)
+    ignored_ev_setpoints: list[str] = field(default_factory=list)
+    clipped_ev_setpoints: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def soc(self) -> dict[str, float]:
+        """SOC per plugged EV id at the end of the interval."""
+        return {p.ev_id: p.soc for p in self.plugged}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict of plain Python values (``json.dumps`` works on it)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """The report as a JSON string (no NaN/infinity)."""
+        return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StepReport":
+        """Inverse of :meth:`to_dict`."""
+        events = {k: [PlantEvent(**e) for e in data.get(k, [])]
+                  for k in ("arrivals", "plug_ins", "departures", "rejections", "stranded")}
+        return cls(t_start_s=float(data["t_start_s"]), t_end_s=float(data["t_end_s"]),
+                   plugged=[PluggedEV(**p) for p in data.get("plugged", [])],
+                   queues={str(k): int(v) for k, v in data.get("queues", {}).items()},
+                   stations=[StationState(**s) for s in data.get("stations", [])],
+                   ignored_ev_setpoints=list(data.get("ignored_ev_setpoints", [])),
+                   clipped_ev_setpoints={str(k): float(v) for k, v in data.get("clipped_ev_setpoints", {}).items()},
+                   counts={str(k): int(v) for k, v in data.get("counts", {}).items()}, **events)
