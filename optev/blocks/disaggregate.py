@@ -9,6 +9,8 @@ For each step, in time order, every EV session at a station gets a setpoint
 - it first protects departure needs: an EV that could otherwise no longer reach its
   required energy by charging at full power afterwards gets quanta first (and, without
   a guide, at least that charge even beyond the station setpoint);
+- the station's net power stays within its site caps (physical limits win over
+  departure protection; a need that the cap prevents is reported as shortfall);
 - the EV setpoints of a station sum to the station setpoint rounded to the quantum
   (clipped to what the EVs can physically do), so they differ from the requested
   station setpoint by less than one quantum whenever the request is feasible.
@@ -73,7 +75,9 @@ def _fill(group: np.ndarray, priority: np.ndarray, room: np.ndarray, need: np.nd
 
 
 def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_kw: np.ndarray | None = None,
-                 quantum_kw: float = QUANTUM_KW, enforce_departure: bool | None = None) -> Disaggregation:
+                 quantum_kw: float = QUANTUM_KW, enforce_departure: bool | None = None,
+                 site_max_kw: np.ndarray | None = None, site_dis_max_kw: np.ndarray | None = None
+                 ) -> Disaggregation:
     """Share each station's net setpoint (n_st × T, charge positive) among its EVs.
 
     Parameters
@@ -94,6 +98,10 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         aggregate model may under-provide), False with one (the guide already meets every
         need, so protection only sets priorities and any rounding shortfall, at most about
         one quantum-step of energy, is reported).
+    site_max_kw, site_dis_max_kw : ndarray (n_st,), optional
+        Station caps on net charging and on net discharging (R7.2.2). They are physical
+        limits and win over departure protection: at a station whose protected needs
+        exceed its cap, protection only sets priorities and the shortfall is reported.
     """
     enforce = guide_kw is None if enforce_departure is None else enforce_departure
     n, T = evs.plugged.shape
@@ -108,10 +116,13 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     eta_c, eta_d = evs.eff_ch, evs.eff_dis
     tiny = 1e-9
     carry = np.zeros(n_st)
+    cap_q = None if site_max_kw is None else np.floor(np.asarray(site_max_kw, float) / q + tiny)
+    dis_cap_q = None if site_dis_max_kw is None else np.floor(np.asarray(site_dis_max_kw, float) / q + tiny)
     for t in range(T):
         a = evs.plugged[:, t]
         hi = np.minimum(a * evs.p_ch_max_kw, np.maximum(evs.capacity_kwh - e, 0.0) / (eta_c * dt_h))
         lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
+        lo_physical = lo
         later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
         # least power that still reaches the need: battery-side energy → grid-side power
         # (charging stores η_ch·p·Δt, discharging removes p·Δt/η_dis)
@@ -119,6 +130,12 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         must = np.minimum(np.maximum(np.where(gap > 0, gap / (eta_c * dt_h), gap * eta_d / dt_h), lo), hi)
         if enforce:
             lo = must
+            if cap_q is not None:
+                # a cap is physical: where protected needs exceed it, protection only sets priorities
+                need_q = np.bincount(st, weights=np.maximum(np.ceil(must / q - tiny), 0.0), minlength=n_st)
+                over = need_q > cap_q
+                if over.any():
+                    lo = np.where(over[st], lo_physical, must)
         hi_q = np.floor(hi / q + tiny)
         lo_q = np.minimum(np.ceil(lo / q - tiny), hi_q)
         must_q = np.minimum(np.ceil(must / q - tiny), hi_q)
@@ -128,6 +145,10 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         wanted = station_p_kw[:, t] / q + carry
         rounded = np.round(wanted)
         target = np.clip(rounded, sum_lo, sum_hi)
+        if cap_q is not None:
+            target = np.minimum(target, np.maximum(cap_q, sum_lo))
+        if dis_cap_q is not None:
+            target = np.maximum(target, np.minimum(-dis_cap_q, sum_hi))
         # only the rounding error is carried (at most half a quantum), so each setpoint lies within
         # one quantum of its request; what the EVs could not deliver in a clipped step is dropped
         carry = np.where(target == rounded, wanted - target, 0.0)

@@ -7,6 +7,8 @@ table      columns
 ``station``  station_id, time, p_ch_kw, p_dis_kw, q_kvar (sums of the EV setpoints)
 ``bus``      bus_id, time, vm_pu_lindistflow (NaN without LinDistFlow), vm_pu_ac
 ``line``     line_id, time, p_kw, q_kvar, current_a, loading (AC power flow)
+``der``      unit_id, kind, bus_id, time, p_kw, q_kvar, p_avail_kw, p_curtailed_kw (with a der block)
+``storage``  storage_id, bus_id, time, p_ch_kw, p_dis_kw, q_kvar, e_kwh (with a storage block)
 =========  ====================================================================================
 
 The ``ev`` table lists only the steps in which a session is plugged in.
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
+from optev.compose.formulation import BLOCKS
 from optev.blocks.disaggregate import disaggregate
 from optev.blocks.ev import simultaneous_use
 from optev.lp.expr import as_expr
@@ -62,7 +65,8 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
 
             guide = disaggregation_guide(evs, w.dt_h, lp.values(ctx.handles["station_e"].name, x),
                                          departed_at_need=ctx.handles["station_envelope"].departed_at_need)
-    plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide, enforce_departure=enforce)
+    plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide, enforce_departure=enforce,
+                        site_max_kw=st.p_site_max_kw, site_dis_max_kw=st.p_site_dis_max_kw)
     extra["energy_delivered_kwh"] = float(np.maximum(plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["energy_discharged_kwh"] = float(np.maximum(-plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["shortfall_kwh"] = float(plan.shortfall_kwh.sum())
@@ -113,5 +117,11 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
         imp = lp.evaluate(as_expr(ctx.handles["grid_import_kw"]), x)
         extra.setdefault("peak_import_kw", float(imp.max()))
         extra["peak_import_lp_kw"] = float(imp.max())
+    for block in ("der", "storage"):
+        if block in ctx.options:
+            module = BLOCKS[block].load()
+            block_tables, figures = module.report(ctx, x)
+            tables.update(block_tables)
+            extra.update(figures)
     extra["plan"] = plan
     return tables, {k: v for k, v in extra.items()}
