@@ -156,5 +156,9 @@ def solve_micro(formulation: Formulation, instance: Instance, *, soft_limits: bo
 
 
 def lp_values(result: WindowResult, name: str) -> np.ndarray:
-    """Values of the LP variable family ``name`` in ``result``'s solution."""
-    return result.context.lp.values(name, result.x)
+    """Values of ``name`` in ``result``'s solution: the block's dense handle (e.g. ``ev_p_ch`` as
+    EV × step) when there is one, else the LP variable family."""
+    ctx = result.context
+    if name in ctx.handles:
+        return ctx.lp.evaluate(ctx.handles[name], result.x)
+    return ctx.lp.values(name, result.x)

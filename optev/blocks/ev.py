@@ -12,9 +12,12 @@ Parameters (from :class:`~optev.blocks.window.EVArrays`)
     energy required at the EV's last step in the window (departure need or terminal
     condition, see the window module).
 
-Variables
-    ``ev_p_ch[e,t]`` :math:`p^{ch}_{e,t}\in[0, a_{e,t}\bar P^{ch}_e]` kW (grid side),
-    ``ev_p_dis[e,t]`` :math:`p^{dis}_{e,t}\in[0, a_{e,t}\bar P^{dis}_e]` kW (grid side),
+Variables (declared only for the steps :math:`t` in which EV :math:`e` is plugged in,
+:math:`a_{e,t} = 1`, and discharge only for V2G EVs — a day of 5-minute steps has about
+four times fewer variables than a dense EV × step array; the block exposes dense
+EV × step expressions to other blocks, zero where no variable exists)
+    ``ev_p_ch[e,t]`` :math:`p^{ch}_{e,t}\in[0, \bar P^{ch}_e]` kW (grid side),
+    ``ev_p_dis[e,t]`` :math:`p^{dis}_{e,t}\in[0, \bar P^{dis}_e]` kW (grid side),
     ``ev_e[e,t]`` :math:`E_{e,t}\in[\underline E_e, C_e]` kWh at the end of step t,
     ``ev_shortfall[e]`` :math:`s_e \ge 0` kWh (soft departure only),
     ``ev_mode[e,t]`` binary (variant ``exclusive`` only).
@@ -57,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from optev.blocks.context import ModelContext
+from optev.lp.expr import scatter
 
 OPTIONS: dict[str, tuple[Any, str]] = {
     "departure": ("hard", "`hard`: departure energy is a constraint; `soft`: shortfall priced by the penalty"),
@@ -91,33 +95,61 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
                             "'aggregate' does not declare; use ev variant 'per_ev'")
         ctx.diagnostics.append(diagnose)
         return
-    ub_ch = ev.plugged * ev.p_ch_max_kw[:, None]
-    ub_dis = ev.plugged * p_dis_max[:, None]
-    p_ch = lp.add_variables("ev_p_ch", (n, T), 0.0, ub_ch, description="charging power, grid side, kW")
-    p_dis = lp.add_variables("ev_p_dis", (n, T), 0.0, ub_dis, description="discharging power, grid side, kW")
-    e = lp.add_variables("ev_e", (n, T), ev.e_min_kwh[:, None], ev.capacity_kwh[:, None],
-                         description="battery energy at the end of each step, kWh")
-    delta = dt * (p_ch * ev.eff_ch[:, None] - p_dis * (1.0 / ev.eff_dis)[:, None])
-    lp.add_constraints("ev_energy_balance_first", e[:, 0] - delta[:, 0], "==", ev.e_init_kwh)
-    if T > 1:
-        lp.add_constraints("ev_energy_balance", e[:, 1:] - e[:, :-1] - delta[:, 1:], "==", 0.0)
-    last = e[np.arange(n), ev.departure_step]
+    # variables exist only in plugged steps: entry k is (EV e_idx[k], step t_idx[k]), sorted by EV then
+    # step; a session is one contiguous run of steps, so consecutive entries of an EV are consecutive steps
+    e_idx, t_idx = np.nonzero(ev.plugged > 0)
+    K = e_idx.size
+    first = np.r_[True, e_idx[1:] != e_idx[:-1]] if K else np.zeros(0, bool)
+    last_k = np.flatnonzero(np.r_[e_idx[1:] != e_idx[:-1], True]) if K else np.zeros(0, np.int64)
+    can_dis = np.flatnonzero(p_dis_max[e_idx] > 0)
+    p_ch_k = lp.add_variables("ev_p_ch", K, 0.0, ev.p_ch_max_kw[e_idx],
+                              description="charging power, grid side, kW (plugged steps only)")
+    p_dis_k = lp.add_variables("ev_p_dis", can_dis.size, 0.0, p_dis_max[e_idx[can_dis]],
+                               description="discharging power, grid side, kW (plugged steps of V2G EVs only)")
+    e_k = lp.add_variables("ev_e", K, ev.e_min_kwh[e_idx], ev.capacity_kwh[e_idx],
+                           description="battery energy at the end of each plugged step, kWh")
+    p_dis_all = scatter(p_dis_k, (can_dis,), (K,))
+    delta = p_ch_k * (dt * ev.eff_ch[e_idx]) - p_dis_all * (dt / ev.eff_dis[e_idx])
+    k1 = np.flatnonzero(first)
+    kn = np.flatnonzero(~first)
+    lp.add_constraints("ev_energy_balance_first", e_k[k1] - delta[k1], "==", ev.e_init_kwh[e_idx[k1]])
+    if kn.size:
+        lp.add_constraints("ev_energy_balance", e_k[kn] - e_k[kn - 1] - delta[kn], "==", 0.0)
+    has = np.zeros(n, bool)
+    has[e_idx] = True
+    owner = e_idx[last_k]  # EVs with at least one plugged step (all, after the window's filter)
+    last = e_k[last_k]
+    req = ev.e_req_kwh[owner]
     if options["departure"] == "soft":
         short = lp.add_variables("ev_shortfall", n, 0.0, ev.e_req_kwh, description="energy missing at departure")
-        lp.add_constraints("ev_departure", last + short, ">=", ev.e_req_kwh)
+        lp.add_constraints("ev_departure", last + short[owner], ">=", req)
         lp.add_objective("ev_shortfall_penalty", short, float(options["shortfall_penalty_per_kwh"]))
         ctx.handles["ev_shortfall"] = short
     else:
-        slack = ctx.slack("ev_departure", (n,))
-        lp.add_constraints("ev_departure", last if slack is None else last + slack, ">=", ev.e_req_kwh)
+        slack = ctx.slack("ev_departure", (owner.size,))
+        lp.add_constraints("ev_departure", last if slack is None else last + slack, ">=", req)
     if variant == "exclusive":
-        mode = lp.add_variables("ev_mode", (n, T), 0.0, 1.0, integer=True, description="1 = charging mode")
-        lp.add_constraints("ev_charge_mode", p_ch - mode * ub_ch, "<=", 0.0)
-        lp.add_constraints("ev_discharge_mode", p_dis + mode * ub_dis, "<=", ub_dis)
+        ub_ch = ev.p_ch_max_kw[e_idx[can_dis]]
+        ub_dis = p_dis_max[e_idx[can_dis]]
+        mode = lp.add_variables("ev_mode", can_dis.size, 0.0, 1.0, integer=True, description="1 = charging mode")
+        lp.add_constraints("ev_charge_mode", p_ch_k[can_dis] - mode * ub_ch, "<=", 0.0)
+        lp.add_constraints("ev_discharge_mode", p_dis_k + mode * ub_dis, "<=", ub_dis)
     elif variant != "per_ev":
         raise ValueError(f"unknown ev variant {variant!r}")
-    if (p_dis_max > 0).any():
-        lp.add_objective("ev_v2g_reservation", p_dis * (dt * ev.reservation_price)[:, None])
+    if can_dis.size:
+        lp.add_objective("ev_v2g_reservation", p_dis_k * (dt * ev.reservation_price[e_idx[can_dis]]))
+    # dense (EV × step) views for other blocks and results: power 0 when unplugged; energy e_init
+    # before arrival and the last plugged value after departure
+    p_ch = scatter(p_ch_k, (e_idx, t_idx), (n, T))
+    p_dis = scatter(p_dis_k, (e_idx[can_dis], t_idx[can_dis]), (n, T))
+    steps = np.arange(T)
+    arrival = np.where(has, ev.arrival_step, T)
+    pos = np.full((n, T), -1, dtype=np.int64)
+    pos[e_idx, t_idx] = np.arange(K)
+    pos = np.maximum.accumulate(np.where(pos >= 0, pos, -1), axis=1)  # carry the last entry forward
+    before = steps[None, :] < arrival[:, None]
+    e = scatter(e_k[np.where(pos >= 0, pos, 0)[~before]], (~before).nonzero(), (n, T),
+                fill=ev.e_init_kwh[:, None])
     ctx.handles.update(ev_p_ch=p_ch, ev_p_dis=p_dis, ev_e=e)
     ctx.diagnostics.append(diagnose)
 

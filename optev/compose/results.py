@@ -51,8 +51,8 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
     guide = None
     enforce = None
     if "ev_p_ch" in ctx.handles:
-        ev_ch = lp.values("ev_p_ch", x)
-        ev_dis = lp.values("ev_p_dis", x)
+        ev_ch = lp.evaluate(ctx.handles["ev_p_ch"], x)
+        ev_dis = lp.evaluate(ctx.handles["ev_p_dis"], x)
         guide = ev_ch - ev_dis
         extra["simultaneous_charge_discharge"] = simultaneous_use(ev_ch, ev_dis)
     else:

@@ -163,16 +163,17 @@ def write_results(result: SolvedWindow, out_dir: str | os.PathLike[str], table_f
     if missing:
         raise DataError(f"the result has no {', '.join(missing)} table(s)")
     target = check_results_target(out_dir)
-    files = {name: f"{name}.{table_format}" for name in RESULT_TABLES}
+    names = [*RESULT_TABLES, *(n for n in result.tables if n not in RESULT_TABLES)]  # plus der, storage, ...
+    files = {name: f"{name}.{table_format}" for name in names}
     summary = {**dict(result.summary), **dict(extra or {}),
                "tables": {name: {"file": files[name], "rows": int(len(result.tables[name]))}
-                          for name in RESULT_TABLES}}
+                          for name in names}}
     text = summary_json(summary)  # fails before anything is written if the summary cannot be stored
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _unique_sibling(target, "tmp")
     tmp.mkdir()
     try:
-        for name in RESULT_TABLES:
+        for name in names:
             path = tmp / files[name]
             df = _storable(result.tables[name], table_format)
             if table_format == "parquet":

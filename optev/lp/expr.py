@@ -225,3 +225,22 @@ def stack(exprs: list[Any], axis: int = 0) -> LinExpr:
     axis = axis % (len(shape) + 1)
     return LinExpr(np.stack([c for c, _ in padded], axis=axis), np.stack([i for _, i in padded], axis=axis),
                    np.stack([e.const for e in es], axis=axis))
+
+
+def scatter(values: VarArray | LinExpr, index: tuple[np.ndarray, ...], shape: tuple[int, ...],
+            fill: Any = 0.0) -> LinExpr:
+    """A dense expression array of ``shape`` holding ``values`` (1-D) at ``index`` and the
+    constant ``fill`` (broadcastable to ``shape``) elsewhere.
+
+    Lets a block keep variables only where they exist (for example the steps in which an
+    EV is plugged in) while exposing the usual (EV × step) arrays to other blocks.
+    """
+    e = as_expr(values)
+    k = e.n_terms
+    coeffs = np.zeros(shape + (k,))
+    ids = np.full(shape + (k,), -1, dtype=np.int64)
+    const = np.broadcast_to(np.asarray(fill, float), shape).copy()
+    coeffs[index] = e.coeffs
+    ids[index] = e.ids
+    const[index] = e.const
+    return LinExpr(coeffs, ids, const)

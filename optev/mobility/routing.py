@@ -81,6 +81,81 @@ _PATH_CACHE_ROWS = 64
 NodeArg = Sequence[str] | np.ndarray | pd.Series | Iterable[str]
 
 
+def _tree_length_numpy(pred: np.ndarray, key: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Root-to-node lengths of predecessor trees (one per row) by pointer jumping (numpy).
+
+    ``anc`` points to an ancestor (the node itself at a root or where there is no
+    predecessor) and ``length`` holds the length up to it; each pass doubles the span
+    until every pointer reaches its root: O(log depth) passes. ``key``/``lengths``: the
+    links' ``from * n + to`` (sorted) and lengths.
+    """
+    s, n = pred.shape
+    cols = np.arange(n, dtype=np.int64)
+    has = pred >= 0
+    length = np.zeros((s, n))
+    k = np.searchsorted(key, pred[has].astype(np.int64) * n + np.broadcast_to(cols, (s, n))[has])
+    length[has] = lengths[k]
+    anc = np.where(has, pred, cols[None, :]).astype(np.int64)
+    anc += (np.arange(s, dtype=np.int64) * n)[:, None]
+    anc = anc.ravel()
+    flat = length.ravel()
+    while True:
+        nxt = anc.take(anc)
+        if np.array_equal(nxt, anc):
+            break
+        flat += flat.take(anc)
+        anc = nxt
+    return flat.reshape(s, n)
+
+
+def _tree_length_loops(pred: np.ndarray, indptr: np.ndarray, heads: np.ndarray, lengths: np.ndarray,
+                       out: np.ndarray) -> None:  # pragma: no cover - compiled by numba
+    """Root-to-node lengths of predecessor trees, one row per parallel task, into ``out``.
+
+    Each node walks up its predecessors to the first node already done, then the
+    lengths are filled in on the way back: O(nodes × out-degree) per row. The length of
+    link ``p → w`` is found in CSR row ``p`` (``indptr``, ``heads``, ``lengths``).
+    """
+    s, n = pred.shape
+    for r in prange(s):
+        row = pred[r]
+        res = out[r]
+        done = np.zeros(n, dtype=np.bool_)
+        stack = np.empty(n, dtype=np.int64)
+        for v in range(n):
+            top = 0
+            u = v
+            while not done[u]:
+                p = row[u]
+                if p < 0:
+                    res[u] = 0.0
+                    done[u] = True
+                    break
+                stack[top] = u
+                top += 1
+                u = p
+            while top > 0:
+                top -= 1
+                w = stack[top]
+                p = row[w]
+                link = np.inf
+                for e in range(indptr[p], indptr[p + 1]):
+                    if heads[e] == w:
+                        link = lengths[e]
+                        break
+                res[w] = res[p] + link
+                done[w] = True
+
+
+try:
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - numba is optional
+    _tree_length_numba = None
+    prange = range
+else:
+    _tree_length_numba = njit(cache=True, parallel=True)(_tree_length_loops)
+
+
 class Router:
     """Shortest-time router on a road network.
 
@@ -136,6 +211,8 @@ class Router:
         self._u = u[first]
         self._v = v[first]
         self.graph: sp.csr_matrix = sp.csr_matrix((self._time, (self._u, self._v)), shape=(n, n))
+        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(self._u, minlength=n))]).astype(np.int64)
+        self.use_numba = _tree_length_numba is not None
         self._chunk_rows = max(1, int(chunk_bytes) // (_BYTES_PER_CELL * n))
         self._cap = min(n, int(cache_bytes) // (16 * n))
         self._slot = np.full(n, -1, dtype=np.int64)
@@ -195,20 +272,11 @@ class Router:
 
     def _tree_length(self, pred: np.ndarray, time: np.ndarray) -> np.ndarray:
         """Length from the root to every node along each row's predecessor tree, m."""
-        s, n = pred.shape
-        cols = np.broadcast_to(np.arange(n, dtype=np.int64), (s, n))
-        has = pred >= 0
-        anc = np.where(has, pred, cols).astype(np.int64)
-        length = np.zeros((s, n))
-        if has.any():
-            k = np.searchsorted(self._key, pred[has].astype(np.int64) * n + cols[has])
-            length[has] = self._len[k]
-        while True:
-            nxt = np.take_along_axis(anc, anc, axis=1)
-            if np.array_equal(nxt, anc):
-                break
-            length += np.take_along_axis(length, anc, axis=1)
-            anc = nxt
+        if self.use_numba:
+            length = np.empty(pred.shape)
+            _tree_length_numba(np.ascontiguousarray(pred, dtype=np.int32), self._indptr, self._v, self._len, length)
+        else:
+            length = _tree_length_numpy(pred, self._key, self._len)
         length[~np.isfinite(time)] = np.inf
         return length
 
