@@ -278,3 +278,38 @@ def check_invariants(result: WindowResult) -> None:
 LDF_AC_VM_ATOL_PU = 1e-4
 """Agreement of LinDistFlow and AC power-flow voltage magnitudes after the loss
 correction (issue 3 acceptance: 1e-4 p.u.)."""
+
+# -- city fleet (issue 4): routing and trip generation ----------------------------------------
+
+ROUTE_TIME_RTOL = 1e-9
+"""Relative tolerance on a route's travel time computed two ways (SciPy's Dijkstra vs
+networkx): sums of the same link times in a different order, so only rounding error."""
+
+ROUTE_LENGTH_ATOL_M = 1e-6
+"""Absolute tolerance on a route's length computed two ways (predecessor-tree sum vs the
+sum of its links), m: only rounding error."""
+
+SAMPLE_SHARE_ATOL = 0.01
+"""Absolute tolerance on a share or mean of a [0, 1] quantity estimated from at least
+100,000 seeded draws against its exact value: more than 6 binomial standard deviations
+(sd ≤ 0.0016), so a correct sampler passes and a wrong distribution fails."""
+
+# -- city fleet (issue 4): charging event simulation and plant ------------------------------
+
+SIM_TIME_ATOL_S = 1e-6
+"""Absolute tolerance on an event time of the charging simulation (arrival, plug-in, departure,
+limit reached) against its hand-computed value, s: a few float operations on times up to a
+day and on energies/powers, so only rounding error (≪ 1 µs)."""
+
+SIM_ENERGY_ATOL_KWH = 1e-8
+"""Absolute tolerance on an energy or SOC·capacity of a hand-made simulation against its
+hand-computed value, kWh: rounding plus the 1e-9 kWh snap of a battery to its target/floor
+(``optev.mobility.core.SNAP_KWH``)."""
+
+DAY_ENERGY_ATOL_KWH = 1e-6
+"""Energy conservation of one EV across a simulated day, kWh (issue 4 acceptance:
+driving + charging − V2G = ΔSOC × capacity within 1e-6 kWh)."""
+
+SERIES_ENERGY_RTOL = 1e-9
+"""Relative agreement of a station time series' energy (mean load × bin length, summed)
+with the sessions' metered energy: the same power steps integrated two ways."""

@@ -61,7 +61,8 @@ class RoadNetwork:
     @property
     def graph(self) -> nx.DiGraph:
         """The network as a DiGraph; edges carry every link column plus ``time_s``
-        (free-flow travel time = length / speed + signal delay), built once."""
+        (free-flow travel time = length / speed + signal delay), built once. Of parallel
+        links between the same two nodes the graph keeps the fastest."""
         if self._graph is None:
             g = nx.DiGraph()
             g.add_nodes_from((n, {"x": x, "y": y}) for n, x, y in
@@ -71,6 +72,10 @@ class RoadNetwork:
             time_s = np.where(speed > 0, links["length_m"].to_numpy() / np.where(speed > 0, speed, 1.0),
                               np.inf) + links["signal_delay_s"].to_numpy()
             cols = list(links.columns)
+            # parallel links between the same two nodes: the graph keeps the fastest (added last)
+            order = np.argsort(-time_s, kind="stable")
+            links = links.iloc[order]
+            time_s = time_s[order]
             for row, t in zip(links.itertuples(index=False, name=None), time_s):
                 attrs = dict(zip(cols, row))
                 attrs["time_s"] = float(t)

@@ -181,6 +181,10 @@ def _row_label(df: pd.DataFrame, pos: int, key: str | None = None) -> object:
 def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
           key: str | None) -> np.ndarray:
     values = col.to_numpy()
+    if f.dtype == "str" and f.choices is None and _plain_strings(values):
+        return values.copy()  # fast path: every value already a non-blank str (same result)
+    if f.dtype == "bool" and values.dtype == bool:
+        return values.copy()
     if f.dtype == "str":
         isnull = np.array([_is_missing(v) for v in values], dtype=bool)
         if f.required and isnull.any():
@@ -239,6 +243,17 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
                             row=_row_label(df, pos, key), column=f.name)
         return arr.astype(np.int64)
     return arr
+
+
+def _plain_strings(values: np.ndarray) -> bool:
+    """Whether every value is a non-blank ``str``: then the column is already canonical.
+
+    Checked on the distinct values only (hashing), so that large tables with repeated
+    ids conform fast.
+    """
+    if values.dtype != object or len(values) == 0:
+        return False
+    return all(type(v) is str and v.strip() for v in pd.unique(values))
 
 
 def _to_str(v: Any) -> str:

@@ -1,11 +1,14 @@
-"""Synthetic radial feeders for tests and benchmarks (seeded, reproducible)."""
+"""Synthetic radial feeders, fleets and charging sessions for tests and benchmarks (seeded, reproducible)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from optev.data.feeder import Feeder
+from optev.data.stations import FAST_CHARGER_MIN_KW
 
 
 def synthetic_radial_feeder(n_bus: int, *, seed: int = 0, base_kv: float = 12.66, base_mva: float = 10.0,
@@ -61,6 +64,230 @@ TOU_PRICES = ((0, 0.35), (8 * 3600, 1.10), (11 * 3600, 0.70), (18 * 3600, 1.10),
 """A three-level time-of-use tariff (valley / peak / flat, currency/kWh by second of day),
 the shape used by Chinese provincial tariffs and V2Sim's example grid."""
 
+SYNTHETIC_VEHICLE_TYPES = pd.DataFrame({
+    "vtype_id": ["car_50kwh", "car_60kwh", "car_75kwh"], "vehicle_class": "car",
+    "battery_kwh": [50.0, 60.0, 75.0], "p_ch_max_kw": [60.0, 90.0, 120.0], "p_ch_ac_max_kw": [7.0, 11.0, 11.0],
+    "p_dis_max_kw": [7.0, 7.0, 11.0], "kwh_per_km": [0.14, 0.15, 0.17]})
+"""The three passenger-car types of the synthetic fleets (battery, DC and AC charging,
+V2G discharge limits); each synthetic EV draws one with equal probability."""
+
+CHARGER_MODES = ("sessions", "peak", "keep")
+"""How :func:`synthetic_sessions` treats the stations' charger counts."""
+
+
+def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.random.Generator" = 0,
+                       fast_share: float = 0.2, v2g_share: float = 0.5, hours: float | None = None,
+                       step_minutes: float | None = None, chargers: str = "peak",
+                       slow_stay_h: tuple[float, float] = (2.0, 10.0),
+                       fast_stay_h: tuple[float, float] = (0.25, 1.0)) -> "Instance":
+    """A copy of ``instance`` with a seeded synthetic fleet charging at its existing stations.
+
+    One EV and one charging session per draw. Each session picks a station by kind
+    (R5.1.4):
+
+    - *slow* (every station whose kind is not ``fcs``): arrives around 08:00 or 18:00
+      (normal, σ = 1.5 h, at the latest 3 h before the horizon ends), stays
+      ``slow_stay_h`` hours (uniform, within the horizon);
+    - *fast* (``fcs``; a share ``fast_share`` of the sessions when the instance has both
+      kinds, all of them when it has only fast stations): arrives around 13:00 (normal,
+      σ = 4 h, at the latest 1 h before the horizon ends), stays ``fast_stay_h`` hours,
+      arrives with 15–40 % SOC.
+
+    Times are rounded to whole control steps (arrival up, departure down, at least one
+    step plugged), as a plant reports them. Slow sessions arrive with 20–60 % SOC. The
+    target SOC is drawn in 70–100 % and capped at 95 % of what the session can reach
+    charging at full power: ``floor(min(charger, vehicle limit))`` kW (the vehicle's DC
+    limit at a fast charger, its AC limit at a slow one; 1 kW setpoint grid, R6.5.2) times
+    the vehicle and charger efficiencies over the stay; never below the arrival SOC.
+    Vehicle types are :data:`SYNTHETIC_VEHICLE_TYPES` (added if the instance lacks them);
+    a share ``v2g_share`` of the EVs opt in to V2G with reservation prices of
+    0.05–0.30 currency/kWh; ``soc_min`` is 0.20 (R6.1.5).
+
+    Parameters
+    ----------
+    instance : Instance
+        Provides the stations (with their charger models), the time zone, the start and
+        the step. Its own EVs and sessions are kept; the new ones are appended with ids
+        ``ev{k:06d}`` and ``s{k:06d}`` (k counting on from the existing sessions).
+    n_evs : int
+        Number of EVs (and sessions) drawn.
+    seed : int or numpy.random.Generator
+        Seed, or a generator to continue (the draws then follow the caller's).
+    fast_share : float
+        Share of sessions at fast stations when both kinds exist.
+    v2g_share : float
+        Share of EVs that opt in to V2G.
+    hours : float, optional
+        Horizon, h (default: the span of the instance's time series, else 24 h).
+    step_minutes : float, optional
+        Control step of the rounding (default: ``instance.metadata.step_minutes``).
+    chargers : {"peak", "sessions", "keep"}
+        ``peak``: raise each station's ``n_chargers`` to its highest number of sessions
+        plugged at once (never lowered); ``sessions``: raise it to the number of sessions
+        at the station (one charger each); ``keep``: keep the charger counts — a session
+        that finds every charger busy is turned away at a slow station and waits (first in,
+        first out, keeping its stay) at a fast station; sessions that no longer fit in the
+        horizon are dropped, so fewer than ``n_evs`` EVs may remain.
+    slow_stay_h, fast_stay_h : (float, float)
+        Range of the stay at slow and fast stations, hours.
+
+    Returns
+    -------
+    Instance
+        A new instance (the input is not modified).
+
+    Raises
+    ------
+    DataError
+        No station, an unknown ``chargers`` mode, or new ids that collide with existing ones.
+    """
+    from optev.data.instance import Instance
+    from optev.errors import DataError
+
+    if chargers not in CHARGER_MODES:
+        raise DataError(f"chargers must be one of {', '.join(CHARGER_MODES)}, got {chargers!r}")
+    if n_evs < 0:
+        raise DataError(f"n_evs must be non-negative, got {n_evs}")
+    st = instance.station_power()
+    if n_evs and not len(st):
+        raise DataError("synthetic_sessions needs at least one station", table="stations")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    fast_station = (st["kind"] == "fcs").to_numpy(bool)
+    slow_idx = np.flatnonzero(~fast_station)
+    fast_idx = np.flatnonzero(fast_station)
+    if hours is None:
+        ts = instance.timeseries
+        span = (ts.index[-1] - ts.index[0] + (ts.index[1] - ts.index[0])) if len(ts.index) > 1 else None
+        hours = span.total_seconds() / 3600.0 if span is not None else 24.0
+    step_s = float(step_minutes if step_minutes is not None else instance.metadata.step_minutes) * 60.0
+    horizon_s = hours * 3600.0
+
+    # slow-session draws (the order of the draws is part of the seeded output)
+    slot = rng.integers(0, max(slow_idx.size, 1), size=n_evs)
+    morning = rng.random(n_evs) < 0.5
+    arrival = np.where(morning, rng.normal(8.0, 1.5, n_evs), rng.normal(18.0, 1.5, n_evs)) * 3600.0
+    arrival = np.clip(arrival, 0.0, horizon_s - 3 * 3600.0)
+    duration = rng.uniform(*slow_stay_h, n_evs) * 3600.0
+    capacity = rng.choice([50.0, 60.0, 75.0], size=n_evs)
+    soc_arr = rng.uniform(0.2, 0.6, n_evs)
+    target_draw = rng.uniform(0.7, 1.0, n_evs)
+    v2g_opt_in = rng.random(n_evs) < v2g_share
+    reservation = rng.uniform(0.05, 0.3, n_evs).round(3)
+    station = slow_idx[slot] if slow_idx.size else np.zeros(n_evs, np.int64)
+    fast = np.zeros(n_evs, bool)
+    if fast_idx.size:
+        # fast sessions: drawn after the slow ones, so instances without fast stations keep their draws
+        fast = rng.random(n_evs) < fast_share if slow_idx.size else np.ones(n_evs, bool)
+        k = int(fast.sum())
+        station[fast] = fast_idx[rng.integers(0, fast_idx.size, size=k)]
+        arrival[fast] = np.clip(rng.normal(13.0, 4.0, k) * 3600.0, 0.0, horizon_s - 3600.0)
+        duration[fast] = rng.uniform(*fast_stay_h, k) * 3600.0
+        soc_arr[fast] = rng.uniform(0.15, 0.4, k)
+    departure = np.minimum(arrival + duration, horizon_s)
+    arrival = np.ceil(arrival / step_s) * step_s  # whole control steps, as a plant reports them
+    departure = np.maximum(np.floor(departure / step_s) * step_s, arrival + step_s)
+
+    keep = np.ones(n_evs, bool)
+    n_ch = st["n_chargers"].to_numpy(np.int64).copy()
+    if chargers == "keep":
+        arrival, departure, keep = _admit(station, arrival, departure, fast_station, n_ch, horizon_s, step_s)
+    elif chargers == "sessions":
+        n_ch = np.maximum(n_ch, np.bincount(station, minlength=len(st)))
+    else:
+        n_ch = np.maximum(n_ch, _peak_plugged(station, arrival, departure, len(st)))
+
+    # what each session can reach: floor(min(charger, vehicle limit)) kW through both efficiencies
+    vt = SYNTHETIC_VEHICLE_TYPES.set_index("battery_kwh")
+    ac = vt["p_ch_ac_max_kw"].reindex(capacity).to_numpy(float)
+    dc = vt["p_ch_max_kw"].reindex(capacity).to_numpy(float)
+    charger_kw = st["p_ch_max_kw"].to_numpy(float)[station]
+    dc_charger = fast_station[station] | (charger_kw >= FAST_CHARGER_MIN_KW)
+    p_kw = np.floor(np.minimum(charger_kw, np.where(dc_charger, dc, ac)) + 1e-9)
+    eff = 0.95 * st["eff_ch"].to_numpy(float)[station]  # vehicle (0.95, the types' default) × charger
+    reachable = soc_arr + eff * p_kw * (departure - arrival) / 3600.0 / capacity
+    soc_target = np.minimum(target_draw, np.floor(reachable * 0.95 * 100) / 100)
+    soc_target = np.maximum(soc_target, soc_arr)
+
+    first = len(instance.sessions)
+    ids = np.arange(first, first + n_evs)
+    ev_ids = np.array([f"ev{k:06d}" for k in ids], dtype=object)
+    session_ids = np.array([f"s{k:06d}" for k in ids], dtype=object)
+    for label, new, old in (("ev_id", ev_ids, instance.evs["ev_id"]),
+                            ("session_id", session_ids, instance.sessions["session_id"])):
+        clash = np.intersect1d(new.astype(str), old.to_numpy(str))
+        if clash.size:
+            raise DataError(f"synthetic {label} {clash[0]!r} already exists in the instance", table=label[:-3] + "s")
+    evs = pd.DataFrame({"ev_id": ev_ids, "vtype_id": [f"car_{int(c)}kwh" for c in capacity],
+                        "soc_init": soc_arr, "soc_min": 0.2, "v2g_opt_in": v2g_opt_in,
+                        "v2g_reservation_price_per_kwh": reservation})
+    sessions = pd.DataFrame({"session_id": session_ids, "ev_id": ev_ids,
+                             "station_id": st["station_id"].to_numpy()[station], "arrival_s": arrival,
+                             "departure_s": departure, "soc_arrival": soc_arr, "soc_target": soc_target})
+    evs, sessions = evs[keep], sessions[keep]
+    known = set(instance.vehicle_types["vtype_id"])
+    vtypes = SYNTHETIC_VEHICLE_TYPES[~SYNTHETIC_VEHICLE_TYPES["vtype_id"].isin(known)]
+    stations = instance.stations.copy()
+    stations["n_chargers"] = n_ch
+    return Instance(metadata=replace(instance.metadata, extra=dict(instance.metadata.extra)), feeder=instance.feeder,
+                    road=instance.road, charger_models=instance.charger_models, stations=stations,
+                    station_tariffs=instance.station_tariffs,
+                    vehicle_types=_concat(instance.vehicle_types, vtypes), evs=_concat(instance.evs, evs),
+                    trips=instance.trips, sessions=_concat(instance.sessions, sessions),
+                    timeseries=instance.timeseries)
+
+
+def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``old`` then ``new`` (``new`` alone when ``old`` is empty, keeping its dtypes)."""
+    if not len(old):
+        return new.reset_index(drop=True)
+    return pd.concat([old, new], ignore_index=True)
+
+
+def _peak_plugged(station: np.ndarray, arrival: np.ndarray, departure: np.ndarray, n_stations: int) -> np.ndarray:
+    """Highest number of sessions plugged at once at each station (a departure frees its
+    charger for an arrival at the same instant)."""
+    n = station.size
+    if not n:
+        return np.zeros(n_stations, np.int64)
+    st = np.r_[station, station]
+    t = np.r_[arrival, departure]
+    delta = np.r_[np.ones(n, np.int64), -np.ones(n, np.int64)]
+    order = np.lexsort((delta, t, st))                  # by station, then time, departures first
+    level = np.cumsum(delta[order])                     # each station's events sum to 0: no reset needed
+    peak = np.zeros(n_stations, np.int64)
+    np.maximum.at(peak, st[order], level)
+    return peak
+
+
+def _admit(station: np.ndarray, arrival: np.ndarray, departure: np.ndarray, fast_station: np.ndarray,
+           n_chargers: np.ndarray, horizon_s: float, step_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First-come first-served admission at stations with fixed charger counts (R5.1.4):
+    a slow station turns a session away when all its chargers are busy, a fast station
+    queues it until a charger frees (the stay keeps its length). Returns the new arrival
+    and departure times and which sessions were admitted within the horizon."""
+    import heapq
+
+    arrival, departure = arrival.copy(), departure.copy()
+    keep = np.ones(station.size, bool)
+    busy: list[list[float]] = [[] for _ in range(n_chargers.size)]  # departure times of occupied chargers
+    for k in np.lexsort((np.arange(station.size), arrival)):
+        s = int(station[k])
+        heap = busy[s]
+        while heap and heap[0] <= arrival[k]:
+            heapq.heappop(heap)
+        if len(heap) >= n_chargers[s]:
+            if not fast_station[s] or not n_chargers[s]:
+                keep[k] = False
+                continue
+            wait = heapq.heappop(heap) - arrival[k]
+            arrival[k] += wait
+            departure[k] = min(departure[k] + wait, np.floor(horizon_s / step_s) * step_s)
+            if departure[k] < arrival[k] + step_s:
+                keep[k] = False
+                continue
+        heapq.heappush(heap, float(departure[k]))
+    return arrival, departure, keep
+
 
 def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_stations: int = 4,
                                 seed: int = 0, v2g_share: float = 0.5, hours: float = 24.0,
@@ -69,11 +296,12 @@ def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_s
     """A seeded instance of EV charging sessions at slow stations on a feeder.
 
     Stations (slow, ``charger_kw`` AC chargers, V2G-capable) sit on random load buses
-    of ``feeder`` (a 33-bus-like synthetic feeder when None), each with enough chargers
-    for its sessions. Sessions arrive around 08:00 or 18:00 and stay 2–10 h (within the
-    horizon), arrive with 20–60 % SOC and need 70–100 % at departure, capped at what the
-    charger can deliver; a share ``v2g_share`` of EVs opt in to V2G. Prices follow
-    :data:`TOU_PRICES` (sell price = 80 % of buy price).
+    of ``feeder`` (a 33-bus-like synthetic feeder when None), each with one charger per
+    session. The sessions are those of :func:`synthetic_sessions` at slow stations
+    (arrivals around 08:00 or 18:00, stays of 2–10 h within the horizon, 20–60 % SOC at
+    arrival, 70–100 % needed at departure, capped at what the charger can deliver); a
+    share ``v2g_share`` of EVs opt in to V2G. Prices follow :data:`TOU_PRICES` (sell
+    price = 80 % of buy price).
     """
     from optev.data.instance import Instance, Metadata
     from optev.data.timeseries import TimeSeries
@@ -82,40 +310,12 @@ def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_s
     fd = feeder if feeder is not None else synthetic_radial_feeder(33, seed=seed)
     load_buses = fd.buses.loc[fd.buses["p_load_kw"] > 0, "bus_id"].to_numpy()
     st_bus = rng.choice(load_buses, size=n_stations, replace=n_stations > load_buses.size)
-    station_of = rng.integers(0, n_stations, size=n_evs)
-    horizon_s = hours * 3600.0
-    morning = rng.random(n_evs) < 0.5
-    arrival = np.where(morning, rng.normal(8.0, 1.5, n_evs), rng.normal(18.0, 1.5, n_evs)) * 3600.0
-    arrival = np.clip(arrival, 0.0, horizon_s - 3 * 3600.0)
-    duration = rng.uniform(2.0, 10.0, n_evs) * 3600.0
-    departure = np.minimum(arrival + duration, horizon_s)
-    step_s = step_minutes * 60.0
-    arrival = np.ceil(arrival / step_s) * step_s  # whole control steps, as a plant reports them
-    departure = np.maximum(np.floor(departure / step_s) * step_s, arrival + step_s)
-    capacity = rng.choice([50.0, 60.0, 75.0], size=n_evs)
-    eff = 0.95 * 0.95
-    soc_arr = rng.uniform(0.2, 0.6, n_evs)
-    reachable = soc_arr + eff * np.floor(charger_kw) * (departure - arrival) / 3600.0 / capacity
-    soc_target = np.minimum(rng.uniform(0.7, 1.0, n_evs), np.floor(reachable * 0.95 * 100) / 100)
-    soc_target = np.maximum(soc_target, soc_arr)
-    vtypes = pd.DataFrame({"vtype_id": [f"car_{int(c)}kwh" for c in (50, 60, 75)], "vehicle_class": "car",
-                           "battery_kwh": [50.0, 60.0, 75.0], "p_ch_max_kw": [60.0, 90.0, 120.0],
-                           "p_ch_ac_max_kw": [7.0, 11.0, 11.0], "p_dis_max_kw": [7.0, 7.0, 11.0],
-                           "kwh_per_km": [0.14, 0.15, 0.17]})
-    ev_ids = np.array([f"ev{k:06d}" for k in range(n_evs)], dtype=object)
-    evs = pd.DataFrame({"ev_id": ev_ids, "vtype_id": [f"car_{int(c)}kwh" for c in capacity],
-                        "soc_init": soc_arr, "soc_min": 0.2, "v2g_opt_in": rng.random(n_evs) < v2g_share,
-                        "v2g_reservation_price_per_kwh": rng.uniform(0.05, 0.3, n_evs).round(3)})
-    counts = np.bincount(station_of, minlength=n_stations)
     stations = pd.DataFrame({"station_id": [f"scs{k:03d}" for k in range(n_stations)], "kind": "scs",
-                             "model_id": "ac_v2g", "n_chargers": np.maximum(counts, 1), "bus_id": st_bus,
+                             "model_id": "ac_v2g", "n_chargers": 1, "bus_id": st_bus,
                              "p_site_max_kw": site_limit_kw if site_limit_kw is not None else np.inf})
     models = pd.DataFrame({"model_id": ["ac_v2g"], "technology": ["ac"], "p_ch_max_kw": [charger_kw],
                            "p_dis_max_kw": [charger_kw], "v2g": [True]})
-    sessions = pd.DataFrame({"session_id": [f"s{k:06d}" for k in range(n_evs)], "ev_id": ev_ids,
-                             "station_id": stations["station_id"].to_numpy()[station_of], "arrival_s": arrival,
-                             "departure_s": departure, "soc_arrival": soc_arr, "soc_target": soc_target})
-    steps = int(round(horizon_s / (step_minutes * 60.0)))
+    steps = int(round(horizon_s / (step_minutes * 60.0))) if (horizon_s := hours * 3600.0) else 0
     index = pd.date_range("2026-01-01T00:00", periods=steps, freq=f"{step_minutes:g}min", tz=timezone)
     seconds = (index - index.normalize()).total_seconds().to_numpy()
     starts = np.array([s for s, _ in TOU_PRICES], float)
@@ -124,5 +324,6 @@ def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_s
                                                     index=index))
     meta = Metadata(name=f"synthetic_{n_evs}ev", source=f"optev.data.synthetic seed={seed}", licence="BSD-3-Clause",
                     timezone=timezone, step_minutes=step_minutes, start="2026-01-01T00:00:00")
-    return Instance(metadata=meta, feeder=fd, charger_models=models, stations=stations, vehicle_types=vtypes,
-                    evs=evs, sessions=sessions, timeseries=ts)
+    fleetless = Instance(metadata=meta, feeder=fd, charger_models=models, stations=stations, timeseries=ts)
+    return synthetic_sessions(fleetless, n_evs, seed=rng, v2g_share=v2g_share, hours=hours,
+                              step_minutes=step_minutes, chargers="sessions")

@@ -100,8 +100,7 @@ import pandas as pd
 from optev.data.instance import Instance
 from optev.data.stations import FAST_CHARGER_MIN_KW, PRIVATE_KINDS
 from optev.errors import DataError
-from optev.mobility.choice import (Tariffs, expected_wait_s, fcs_scores, nearest_detour, scs_for_nodes,
-                                   willingness)
+from optev.mobility.choice import Tariffs, expected_wait_s, fcs_scores, nearest_detour, scs_for_nodes
 from optev.mobility.travel import RouterLike, StraightLineRouter, as_travel_function
 
 SNAP_KWH = 1e-9
@@ -167,7 +166,7 @@ class PlantConfig:
     fcs_candidates: int = 8
     fcs_service_s: float = 1800.0
     value_of_time_per_h: float = 30.0
-    charge_at_start: bool = True
+    charge_at_start: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -182,6 +181,13 @@ class PlantConfig:
                 raise DataError(f"PlantConfig.{name} must be at least 0, got {v}")
         if self.fcs_candidates < 1:
             raise DataError(f"PlantConfig.fcs_candidates must be at least 1, got {self.fcs_candidates}")
+
+
+def _willingness(soc: float, low: float, high: float) -> float:
+    """Scalar :func:`optev.mobility.choice.willingness` (this is called once per stop)."""
+    if high <= low:
+        return 1.0 if soc < high else 0.0
+    return min(max((high - soc) / (high - low), 0.0), 1.0)
 
 
 def _node_positions(values: pd.Series, index: dict[str, int]) -> np.ndarray:
@@ -264,8 +270,10 @@ class EventCore:
         self.st_eff_dis = m["eff_dis"].to_numpy(float)
         self.st_fast = (self.st_kind == FCS) | (p_ch >= FAST_CHARGER_MIN_KW)
         self.st_site_ch = st["p_site_max_kw"].to_numpy(float)
-        self.st_site_dis = np.minimum(st["p_site_dis_max_kw"].to_numpy(float), self.st_n * p_dis)
-        self.st_static_alloc = np.isfinite(self.st_site_ch) | (np.isfinite(self.st_site_dis) & (p_dis > 0))
+        site_dis = st["p_site_dis_max_kw"].to_numpy(float)
+        self.st_site_dis = np.minimum(site_dis, self.st_n * p_dis)
+        # stations whose EVs' powers must be shared under a site cap (a cap given by the user)
+        self.st_static_alloc = np.isfinite(self.st_site_ch) | (np.isfinite(site_dis) & (p_dis > 0))
         self.st_node = _node_positions(st["road_node"], self.node_index)
         sx = st["x"].to_numpy(float)
         sy = st["y"].to_numpy(float)
@@ -801,7 +809,7 @@ class EventCore:
                     break
         if park > 0.0 and park >= cfg.min_park_s:
             s = self.scs_of_node[node]
-            if s >= 0 and u < willingness(e / cap, cfg.slow_willing_soc_low, cfg.slow_willing_soc_high):
+            if s >= 0 and u < _willingness(e / cap, cfg.slow_willing_soc_low, cfg.slow_willing_soc_high):
                 ses = self._new_session(i, s, t, cfg.slow_soc_target, expdep, trip)
                 self._event("arrival", t, i, s, ses)
                 if self.busy[s] < self.n_chargers[s]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from optev.data.instance import Instance
 from optev.errors import DataError
-from optev.mobility.core import FCS, PLUGGED, EventCore, PlantConfig
+from optev.mobility.core import PLUGGED, STRANDED, EventCore, PlantConfig
 from optev.mobility.series import StationSeries, bin_averages
 from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
 from optev.mobility.telemetry import TELEMETRY_PERIOD_S, TelemetryWriter
@@ -283,9 +283,7 @@ class Plant:
             "grid_import_kwh": np.asarray(core.s_gin, dtype=float),
             "grid_export_kwh": np.asarray(core.s_gout, dtype=float),
             "expected_departure": np.asarray(core.s_expdep, dtype=float),
-            "trip_index": np.where(np.asarray(core.s_trip, dtype=np.int64) >= 0,
-                                   core.trip_index[np.maximum(np.asarray(core.s_trip, dtype=np.int64), 0)]
-                                   if core.trip_index.size else -1, -1) if n else np.zeros(0, np.int64),
+            "trip_index": _trip_index(core, np.asarray(core.s_trip, dtype=np.int64)),
             "censored": open_,
         })
         return df
@@ -311,7 +309,7 @@ class Plant:
             "driven_km": np.asarray(core.drive_m) / 1000.0, "charged_kwh": np.asarray(core.ch_batt),
             "discharged_kwh": np.asarray(core.dis_batt), "grid_import_kwh": np.asarray(core.grid_in),
             "grid_export_kwh": np.asarray(core.grid_out), "sessions": n_ses - n_rej.astype(np.int64),
-            "rejections": n_rej.astype(np.int64), "stranded": status == 4,
+            "rejections": n_rej.astype(np.int64), "stranded": status == STRANDED,
             "stranded_s": np.asarray(core.strand_t, dtype=float),
             "plugged": status == PLUGGED,
         })
@@ -356,6 +354,8 @@ def _session_id(k: int) -> str:
     return f"s{k:07d}"
 
 
-def is_fast_station(plant: Plant, station_id: str) -> bool:
-    """Whether ``station_id`` is a fast charging station of the plant's instance."""
-    return plant.core.kind[plant.core.st_index[station_id]] == FCS
+def _trip_index(core: EventCore, trip: np.ndarray) -> np.ndarray:
+    """``trips.trip_index`` of each session's trip (-1: the stop at the start of the day)."""
+    if core.trip_index.size == 0:
+        return np.full(trip.size, -1, dtype=np.int64)
+    return np.where(trip >= 0, core.trip_index[np.maximum(trip, 0)], -1)

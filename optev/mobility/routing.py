@@ -16,6 +16,9 @@ origin–destination queries at once:
   look-up. Rows already computed are kept in a cache of at most ``cache_bytes`` (on the
   3,888-node Nanjing network every origin fits in the default 256 MiB, so a day of
   100,000 vehicles costs one all-pairs Dijkstra).
+* :meth:`Router.travel` — :meth:`Router.route` with ``inf`` for unreachable pairs: the
+  router protocol of :mod:`optev.mobility.travel`, so a :class:`Router` can drive the
+  charging simulation.
 * :meth:`Router.table` — the same as dense origin × destination matrices (station choice).
 * :meth:`Router.path` — the node sequence of one route, from Dijkstra's predecessor tree
   (en-route charging detours).
@@ -26,10 +29,13 @@ origin–destination queries at once:
   routable.
 
 Distance along the shortest-time route
-    Dijkstra minimises time; the route's length is summed along its predecessor tree by
-    pointer jumping (each node's pointer to an ancestor and the length up to it are
-    doubled until every pointer reaches the origin), :math:`O(\\log \\text{depth})` numpy
-    passes over a chunk instead of one Python step per node.
+    Dijkstra minimises time; the route's length is summed along its predecessor tree:
+    with numba, a compiled walk (each node climbs to the first node already done, then
+    the lengths are filled in on the way back; O(nodes) per origin, origins in
+    parallel); without numba, numpy pointer jumping (each node's pointer to an ancestor
+    and the length up to it are doubled until every pointer reaches the origin,
+    :math:`O(\\log \\text{depth})` passes over a chunk). Both give the same lengths up to
+    rounding (tested).
 
 Modelling decisions
     * Parallel links (same from and to node) are reduced to the fastest one (its length
@@ -358,6 +364,12 @@ class Router:
         elif unreachable != "inf":
             raise DataError(f"unreachable must be 'raise' or 'inf', got {unreachable!r}")
         return dist, time
+
+    def travel(self, origins: NodeArg | np.ndarray, destinations: NodeArg | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``route(origins, destinations, unreachable="inf")``: the router protocol of
+        :mod:`optev.mobility.travel` (distance m, time s; ``inf`` where there is no route)."""
+        return self.route(origins, destinations, unreachable="inf")
 
     def table(self, origins: NodeArg | np.ndarray, destinations: NodeArg | np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,14 @@ import numpy as np
 import pandas as pd
 
 
-def bin_averages(station: np.ndarray, t: np.ndarray, delta: np.ndarray, n_stations: int, edges: np.ndarray,
-                 *, chunk: int = 2048) -> np.ndarray:
+def bin_averages(station: np.ndarray, t: np.ndarray, delta: np.ndarray, n_stations: int,
+                 edges: np.ndarray) -> np.ndarray:
     """Time averages over bins of step functions given by their changes.
+
+    A change ``δ`` at time ``t`` inside bin ``k`` adds ``δ · (edge_{k+1} − t) / width_k``
+    to bin ``k`` and ``δ`` to every later bin; a change before the first edge adds ``δ``
+    to every bin. So the averages are one weighted ``bincount`` plus a cumulative sum
+    over bins: O(changes + bins × stations), exact for right-continuous step functions.
 
     Parameters
     ----------
@@ -25,14 +30,11 @@ def bin_averages(station: np.ndarray, t: np.ndarray, delta: np.ndarray, n_statio
     t : array of float (m,)
         Time of each change; the function takes the new value from ``t`` on.
     delta : array of float (m,)
-        Change of value. Every function is 0 before its first change. Changes at equal
-        times apply in the given order.
+        Change of value. Every function is 0 before its first change.
     n_stations : int
         Number of functions.
     edges : array of float (b + 1,)
         Increasing bin edges.
-    chunk : int
-        Stations handled per vectorised pass (bounds the memory to ``chunk × b`` floats).
 
     Returns
     -------
@@ -41,48 +43,25 @@ def bin_averages(station: np.ndarray, t: np.ndarray, delta: np.ndarray, n_statio
     """
     edges = np.asarray(edges, dtype=float)
     n_bins = edges.size - 1
-    out = np.zeros((n_bins, n_stations))
-    if station.size == 0 or n_bins <= 0:
-        return out
-    order = np.lexsort((t, station))  # stable: equal (station, t) keep their order
-    s = station[order].astype(np.int64)
-    tt = t[order].astype(float)
-    level = np.cumsum(delta[order].astype(float))
-    first = np.concatenate([[True], s[1:] != s[:-1]])
-    starts = np.flatnonzero(first)
-    base = np.concatenate([[0.0], level[starts[1:] - 1]]) if starts.size > 1 else np.zeros(1)
-    group = np.cumsum(first) - 1
-    level = level - base[group]
-    # integral F at each change time, within its station
-    seg = np.zeros_like(tt)
-    same = ~first[1:]
-    seg[:-1] = np.where(same, level[:-1] * (tt[1:] - tt[:-1]), 0.0)
-    cum = np.cumsum(seg)
-    cum_base = np.concatenate([[0.0], cum[starts[1:] - 1]]) if starts.size > 1 else np.zeros(1)
-    big_f = np.concatenate([[0.0], cum[:-1]]) - cum_base[group]  # integral from the first change to t_i
-    big_f[starts] = 0.0
-    # per station: first/last position in the sorted arrays
-    st_first = np.full(n_stations, -1, dtype=np.int64)
-    st_last = np.full(n_stations, -1, dtype=np.int64)
-    st_first[s[starts]] = starts
-    ends = np.concatenate([starts[1:], [s.size]]) - 1
-    st_last[s[starts]] = ends
-    span = max(float(edges[-1]), float(tt.max())) - min(float(edges[0]), float(tt.min())) + 1.0
-    t0 = min(float(edges[0]), float(tt.min()))
-    key = s * span + (tt - t0)
-    widths = np.diff(edges)
-    for lo in range(0, n_stations, chunk):
-        hi = min(lo + chunk, n_stations)
-        ids = np.arange(lo, hi)
-        active = ids[st_first[ids] >= 0]
-        if active.size == 0:
-            continue
-        q = active[:, None] * span + (edges[None, :] - t0)
-        pos = np.searchsorted(key, q, side="right") - 1
-        valid = pos >= st_first[active][:, None]
-        pos_c = np.maximum(pos, 0)
-        f = np.where(valid, big_f[pos_c] + level[pos_c] * (edges[None, :] - tt[pos_c]), 0.0)
-        out[:, active] = (np.diff(f, axis=1) / widths[None, :]).T
+    if n_bins <= 0:
+        return np.zeros((0, n_stations))
+    station = np.asarray(station, dtype=np.int64)
+    t = np.asarray(t, dtype=float)
+    delta = np.asarray(delta, dtype=float)
+    keep = t < edges[-1]
+    station, t, delta = station[keep], t[keep], delta[keep]
+    k = np.searchsorted(edges, t, side="right") - 1  # bin of each change; -1 before the first edge
+    before = k < 0
+    width = np.diff(edges)
+    kk = np.maximum(k, 0)
+    partial = np.where(before, 0.0, delta * (edges[kk + 1] - t) / width[kk])
+    size = (n_bins + 1) * n_stations
+    # step[k] holds the changes that apply in full from bin k on
+    step = np.bincount(np.where(before, 0, k + 1) * n_stations + station, weights=delta, minlength=size)
+    step = step.reshape(n_bins + 1, n_stations)[:n_bins]
+    out = np.cumsum(step, axis=0)
+    out += np.bincount(kk * n_stations + station, weights=partial, minlength=n_bins * n_stations)[
+        :n_bins * n_stations].reshape(n_bins, n_stations)
     return out
 
 

@@ -84,14 +84,15 @@ class StraightLineRouter:
         if not speed_m_s > 0.0:
             raise DataError(f"speed_m_s must be positive, got {speed_m_s}")
         ids = nodes["node_id"].astype(str).to_numpy()
-        self._index = pd.Index(ids)
+        self._index = {v: k for k, v in enumerate(ids)}
         self._x = nodes["x"].to_numpy(float)
         self._y = nodes["y"].to_numpy(float)
         self.detour_factor = float(detour_factor)
         self.speed_m_s = float(speed_m_s)
 
     def _positions(self, node_ids: np.ndarray, role: str) -> np.ndarray:
-        pos = self._index.get_indexer(np.asarray(node_ids, dtype=object))
+        index = self._index
+        pos = np.fromiter((index.get(v, -1) for v in node_ids), dtype=np.int64, count=len(node_ids))
         if (pos < 0).any():
             bad = np.asarray(node_ids, dtype=object)[pos < 0][0]
             raise DataError(f"{role} node {bad!r} is not a road node", table="road_nodes", column="node_id")

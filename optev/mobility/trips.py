@@ -39,10 +39,13 @@ as follows (:class:`TripStatistics`):
    ``duration_of_parking/<type>_spr_<day>.csv``: bin *k* (probability ``15 × value``),
    then uniformly within ``[15k, 15k + 15)`` minutes. The next departure is
    arrival + parking, where arrival = departure + routed travel time.
-5. The day closes at ``last_depart_s`` (default 23:30): if the next departure would be
-   later, the car leaves at ``max(last_depart_s, arrival + min_park_s)`` and goes home.
-   The ``max_trips``-th trip (default 6) always goes home. So every chain starts and ends
-   at home and departures strictly increase.
+5. The day closes at ``last_depart_s`` (default 23:30): the parking duration is drawn
+   from the table's distribution truncated to the time left until then
+   (:func:`sample_parking_s`); a car arriving less than ``min_park_s`` (5 min) before
+   the close leaves after ``min_park_s`` and goes home. The ``max_trips``-th trip
+   (default 6) always goes home. So every chain starts and ends at home, departures
+   strictly increase, and no departure is later than the close except those forced
+   ``min_park_s`` after a late arrival.
 6. Relax/other destinations are uniform over the nodes of that type, never the node the
    car is at (unless it is the only node of the type).
 
@@ -52,8 +55,10 @@ Buses: fixed routes with timetables
 joins a depot (uniform over eligible nodes) and a terminal drawn uniformly from the
 eligible nodes whose free-flow time from the depot lies between the 50th and 90th
 percentile of the depot's times to all eligible nodes (a long cross-town line, whatever
-the network's size). The scheduled running time of each direction is
-``schedule_factor`` × the free-flow time (stops and traffic; default 2). A route gets
+the network's size). The scheduled running time of each direction is the route's
+length at the bus's commercial speed ``commercial_speed_kmh`` (default 18 km/h, a
+typical operating speed of city buses including stops; assumption), or its free-flow
+time if that is longer. A route gets
 ``k = ceil(C_min / headway_s)`` buses, ``C_min`` = both running times + 2 ×
 ``min_layover_s``, and its headway is ``h = ceil(C_min / k)`` rounded up to whole
 minutes, so a bus's round trip takes exactly ``C = k·h`` (the slack is layover, split
@@ -246,17 +251,35 @@ def sample_first_departure(n: int, seed: Seed, *, weekday: bool = True) -> np.nd
     return 60.0 * (as_rng(seed).gamma(shape, scale, size=n) + shift)
 
 
-def sample_parking_s(types: np.ndarray, stats: TripStatistics, rng: np.random.Generator) -> np.ndarray:
-    """Parking durations (s) at places of the given types (work, relax, other)."""
+def sample_parking_s(types: np.ndarray, stats: TripStatistics, rng: np.random.Generator,
+                     limit_s: np.ndarray | float = np.inf) -> np.ndarray:
+    """Parking durations (s) at places of the given types (work, relax, other).
+
+    The duration has the table's distribution, uniform within each 15-minute bin (a
+    piecewise-linear CDF F), truncated to ``[0, limit_s]``: it is ``F⁻¹(u · F(limit_s))``
+    with u uniform, so without a limit it is the table's distribution itself. Entries
+    of other types get 0.
+    """
     types = np.asarray(types)
-    out = np.zeros(len(types))
-    u = rng.random(len(types))
-    v = rng.random(len(types))
+    n = len(types)
+    limit = np.broadcast_to(np.asarray(limit_s, dtype=float), (n,))
+    out = np.zeros(n)
+    u = rng.random(n)
     for k in (WORK, RELAX, OTHER):
-        sel = types == k
-        cdf = np.cumsum(stats.parking[k])
-        b = np.minimum(np.searchsorted(cdf, u[sel] * cdf[-1], side="right"), N_PARK_BINS - 1)
-        out[sel] = (b + v[sel]) * SLOT_S
+        sel = np.flatnonzero(types == k)
+        if len(sel) == 0:
+            continue
+        pmf = stats.parking[k]
+        edges = np.concatenate([[0.0], np.cumsum(pmf)])
+        edges /= edges[-1]
+        x = np.clip(limit[sel] / SLOT_S, 0.0, N_PARK_BINS)
+        b = np.minimum(np.floor(x).astype(np.int64), N_PARK_BINS - 1)
+        f_lim = edges[b] + (edges[b + 1] - edges[b]) * (x - b)
+        target = u[sel] * f_lim
+        j = np.clip(np.searchsorted(edges, target, side="right") - 1, 0, N_PARK_BINS - 1)
+        width = edges[j + 1] - edges[j]
+        frac = np.where(width > 0, (target - edges[j]) / np.where(width > 0, width, 1.0), 0.0)
+        out[sel] = np.minimum((j + np.clip(frac, 0.0, 1.0)) * SLOT_S, np.maximum(limit[sel], 0.0))
     return out
 
 
@@ -337,7 +360,7 @@ class BusOptions:
     service_start_s: float = 6 * 3600.0
     service_end_s: float = 22 * 3600.0
     min_layover_s: float = 300.0
-    schedule_factor: float = 2.0
+    commercial_speed_kmh: float = 18.0
     terminal_quantiles: tuple[float, float] = (0.5, 0.9)
 
 
@@ -438,10 +461,10 @@ def _car_chains(home: np.ndarray, work: np.ndarray, pools: list[np.ndarray], sta
         dist, time = router.route(cur, dest)
         out.add(veh + offset, k, depart, cur, dest, np.array(ACTIVITY_TYPES, dtype=object)[dest_type], dist, time)
         arrive = depart + time
-        park = sample_parking_s(dest_type, stats, rng)
-        nxt = arrive + park
-        late = nxt > opt.last_depart_s
-        nxt = np.where(late, np.maximum(opt.last_depart_s, arrive + opt.min_park_s), nxt)
+        room = opt.last_depart_s - arrive
+        late = room < opt.min_park_s
+        park = sample_parking_s(dest_type, stats, rng, limit_s=np.maximum(room, 0.0))
+        nxt = np.where(late, arrive + opt.min_park_s, arrive + park)
         go_on = ~is_home
         veh, cur, cur_type, depart, forced = veh[go_on], dest[go_on], dest_type[go_on], nxt[go_on], late[go_on]
         probs = None  # recomputed from the table at the next departure
@@ -458,8 +481,9 @@ def _bus_timetables(n: int, eligible: np.ndarray, router: Router, rng: np.random
         return depot_of, route_of
     if len(eligible) < 2:
         raise DataError("bus routes need at least two connected road nodes")
-    if not (opt.headway_s > 0 and opt.schedule_factor >= 1 and opt.service_end_s >= opt.service_start_s):
-        raise DataError("bus options: headway_s must be > 0, schedule_factor >= 1, service_end_s >= service_start_s")
+    if not (opt.headway_s > 0 and opt.commercial_speed_kmh > 0 and opt.service_end_s >= opt.service_start_s):
+        raise DataError("bus options: headway_s and commercial_speed_kmh must be > 0, "
+                        "service_end_s >= service_start_s")
     done = 0
     r = 0
     while done < n:
@@ -473,7 +497,8 @@ def _bus_timetables(n: int, eligible: np.ndarray, router: Router, rng: np.random
             cand = eligible[others]
         terminal = int(cand[rng.integers(len(cand))])
         (d_out, d_back), (t_out, t_back) = router.route([depot, terminal], [terminal, depot])
-        run_out, run_back = opt.schedule_factor * t_out, opt.schedule_factor * t_back
+        v_c = opt.commercial_speed_kmh / 3.6
+        run_out, run_back = max(t_out, d_out / v_c), max(t_back, d_back / v_c)
         cycle_min = run_out + run_back + 2 * opt.min_layover_s
         k = min(n - done, max(1, math.ceil(cycle_min / opt.headway_s)))
         h = 60.0 * math.ceil(cycle_min / k / 60.0)
