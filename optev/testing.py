@@ -313,3 +313,8 @@ driving + charging − V2G = ΔSOC × capacity within 1e-6 kWh)."""
 SERIES_ENERGY_RTOL = 1e-9
 """Relative agreement of a station time series' energy (mean load × bin length, summed)
 with the sessions' metered energy: the same power steps integrated two ways."""
+
+SERIES_MEAN_ATOL = 1e-9
+"""Absolute tolerance on a bin average of a station time series (occupancy, queue length,
+kW) against its hand-computed value: exact step functions integrated by a cumulative sum,
+so only rounding error."""

@@ -159,13 +159,13 @@ def test_voltage_limit_with_loss_correction_holds_in_ac() -> None:
     p = ev_power(res)
     # v_AC = √0.99 − 2.5e-5 at p = 20 and dv²/dp = −2e-4: p ≈ 20 − 2·√0.99·2.5e-5/2e-4 ≈ 19.75
     assert 19.7 < p[0] < 19.8 and p.sum() == pytest.approx(NEED_KWH, abs=LP_ATOL)
-    vm_ac = res.ac.vm_pu[0, 2]
+    vm_ac = res.ac_model.vm_pu[0, 2]
     assert vm_ac == pytest.approx(np.sqrt(0.99), abs=1e-9)
     # AC losses of the first step: r·ℓ on both lines with ℓ ≈ (P/S_base)² ≈ 0.05², i.e. about
     # 2 · 0.05 · 0.0025 · 1000 kW = 0.25 kW; the import pays them
     imp = values(res, "grid_import_kw")
-    assert imp[0] - (LOAD_KW + p[0]) == pytest.approx(float(res.ac.loss_kw[0]), abs=1e-6)
-    assert 0.2 < res.ac.loss_kw[0] < 0.3
+    assert imp[0] - (LOAD_KW + p[0]) == pytest.approx(float(res.ac_model.loss_kw[0]), abs=1e-6)
+    assert 0.2 < res.ac_model.loss_kw[0] < 0.3
 
 
 # -- (b) binding line (or transformer) limit ---------------------------------------------------
@@ -204,12 +204,12 @@ def test_line_limit_bounds_the_ac_current_after_loss_correction() -> None:
     feeder = chain_feeder()
     feeder.lines.loc[1, "ampacity_a"] = 3.0
     res = solve(formulation(loss_correction=True, loss_tolerance_pu=1e-10), chain_instance(feeder))
-    vm1 = res.ac.vm_pu[0, 1]
+    vm1 = res.ac_model.vm_pu[0, 1]
     assert vm1 < 0.998
     q1 = abs(values(res, "line_q")[1, 0])
     assert values(res, "line_p")[1, 0] == pytest.approx(vm1 * np.sqrt(3.0) * 30.0 - np.tan(np.pi / SIDES) * q1,
                                                          abs=LP_ATOL)
-    assert 3.0 * np.cos(np.pi / SIDES) <= res.ac.line_current_a[0, 1] <= 3.0 + 1e-6
+    assert 3.0 * np.cos(np.pi / SIDES) <= res.ac_model.line_current_a[0, 1] <= 3.0 + 1e-6
 
 
 def test_thermal_limit_soft_and_diagnosed() -> None:
@@ -323,7 +323,7 @@ def test_fixed_point_is_exact_with_taps_and_shunts() -> None:
     assert history[0] > 1e-5 and history[-1] <= 1e-10
     # the reactive import balances load, shunts, line charging and losses exactly
     imp_q = values(res, "grid_q")[0]
-    np.testing.assert_allclose(imp_q, res.ac.substation_q_kvar[:, 0], atol=1e-6)
+    np.testing.assert_allclose(imp_q, res.ac_model.substation_q_kvar[:, 0], atol=1e-6)
 
 
 # -- (d) IEEE 33-bus: loss correction ---------------------------------------------------------

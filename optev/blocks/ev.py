@@ -5,7 +5,7 @@ Sets
     length :math:`\Delta t` h.
 
 Parameters (from :class:`~optev.blocks.window.EVArrays`)
-    :math:`a_{e,t}` fraction of step plugged in; :math:`\bar P^{ch}_e, \bar P^{dis}_e` kW
+    :math:`a_{e,t}\in\{0,1\}` plugged in for the whole step; :math:`\bar P^{ch}_e, \bar P^{dis}_e` kW
     (:math:`\bar P^{dis}_e = 0` unless the user opted in to V2G); :math:`\eta^{ch}_e,
     \eta^{dis}_e`; :math:`E^0_e` kWh at window start; :math:`\underline E_e` kWh floor
     (:math:`\ge 0.2\,C_e` for V2G EVs, R6.1.5); :math:`C_e` capacity; :math:`E^{req}_e`
@@ -23,7 +23,7 @@ EV × step expressions to other blocks, zero where no variable exists)
     ``ev_mode[e,t]`` binary (variant ``exclusive`` only).
 
 Constraints
-    ``ev_energy_balance``:
+    ``ev_energy_balance_first`` (first plugged step, from :math:`E^0_e`) and ``ev_energy_balance``:
     :math:`E_{e,t} = E_{e,t-1} + \Delta t\,(\eta^{ch}_e p^{ch}_{e,t} - p^{dis}_{e,t}/\eta^{dis}_e)`,
     :math:`E_{e,-1} = E^0_e`.
 

@@ -63,7 +63,7 @@ Constraints
 
     ``line_apparent_power[κ,b,t]`` (option ``line_limits``, branches with a finite
     rating): :math:`\cos\theta_\kappa P_{b,t} + \sin\theta_\kappa Q_{b,t} \le
-    \nu_{b,t}\,\bar S_b\cos(\pi/K)`, :math:`\theta_\kappa = 2\pi\kappa/K` — the regular
+    \nu_{b,t}\,\bar S_b\cos(\pi/K)`, :math:`\theta_\kappa = (2\kappa+1)\pi/K` — the regular
     K-gon inscribed in the circle :math:`P^2+Q^2 \le (\nu\bar S)^2`
     (:func:`optev.blocks.polygon.apparent_power_rows`; feasible points respect the rating). With
     ``soft_limits`` one slack per branch and step, kVA, priced at ``slack_penalty``.

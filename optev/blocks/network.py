@@ -2,7 +2,8 @@ r"""Copper-plate network and the substation (grid connection) shared by all netw
 
 Variables
     ``grid_p_buy[t]`` :math:`\ge 0` kW imported, ``grid_p_sell[t]`` :math:`\ge 0` kW exported,
-    bounded by the sum of the substations' import/export limits.
+    one pair per substation (shape substations × T), each bounded by that substation's
+    import/export limits.
 
 Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
     :math:`p^{buy}_t - p^{sell}_t + \sum_{u} p^{inj}_{u,t} = \sum_{b} P^{load}_{b,t}`

@@ -23,7 +23,9 @@ Departure requirement and terminal condition
 An EV needs ``e_req = soc_target · capacity`` at departure (R6.2.2.3). If it departs
 after the window ends, the window asks only for what can no longer be made up later::
 
-    e_end_req = e_req − η_ch · p_ch_max · (t_departure − t_window_end)
+    e_end_req = e_req − η_ch · p_ch_max · Δt · ⌊(t_departure − t_window_end) / Δt⌋
+
+(whole steps only, like the window itself)
 
 (never below the energy at window start minus what V2G may take), so that a rolling
 horizon never leaves an EV unable to reach its need. With a setpoint grid, the window
@@ -70,7 +72,7 @@ class EVArrays:
     eff_dis: np.ndarray
     v2g: np.ndarray              # may discharge in this window
     reservation_price: np.ndarray
-    plugged: np.ndarray          # (n, T) fraction of each step plugged in
+    plugged: np.ndarray          # (n, T) 1 when plugged in for the whole step, else 0
     arrival_step: np.ndarray     # first step with plugged > 0
     departure_step: np.ndarray   # last step with plugged > 0
     departs_in_window: np.ndarray

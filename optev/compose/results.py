@@ -5,8 +5,10 @@ table      columns
 =========  ====================================================================================
 ``ev``       ev_id, session_id, station_id, time, p_kw (charge +, discharge −, 1 kW grid), soc
 ``station``  station_id, time, p_ch_kw, p_dis_kw, q_kvar (sums of the EV setpoints)
-``bus``      bus_id, time, vm_pu_lindistflow (NaN without LinDistFlow), vm_pu_ac
-``line``     line_id, time, p_kw, q_kvar, current_a, loading (AC power flow)
+``bus``      bus_id, time, vm_pu_lindistflow (NaN without LinDistFlow), vm_pu_ac_model (AC power flow
+             of the LP's injections, comparable with LinDistFlow), vm_pu_ac (AC power flow of the
+             applied setpoints on the grid)
+``line``     line_id, time, p_kw, q_kvar, current_a, loading (AC power flow of the applied setpoints)
 ``der``      unit_id, kind, bus_id, time, p_kw, q_kvar, p_avail_kw, p_curtailed_kw (with a der block)
 ``storage``  storage_id, bus_id, time, p_ch_kw, p_dis_kw, q_kvar, e_kwh (with a storage block)
 =========  ====================================================================================
@@ -16,14 +18,14 @@ The ``ev`` table lists only the steps in which a session is plugged in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
 from optev.compose.formulation import BLOCKS
-from optev.blocks.disaggregate import disaggregate
+from optev.blocks.disaggregate import Disaggregation, disaggregate
 from optev.blocks.ev import simultaneous_use
 from optev.lp.expr import as_expr
 from optev.powerflow import PowerFlowResult
@@ -37,9 +39,17 @@ def station_setpoints(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.
     return p_ch, p_dis
 
 
-def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
+def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | None,
+                  applied_ac: Callable[[Disaggregation], PowerFlowResult | None] | None = None
                   ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Build the ``ev``, ``station``, ``bus`` and ``line`` tables and summary figures."""
+    """Build the ``ev``, ``station``, ``bus`` and ``line`` tables and summary figures.
+
+    ``ac_model`` is the AC power flow of the LP's own injections (its voltages are compared
+    with LinDistFlow's: ``max_abs_dv_pu``). ``applied_ac``, given the EV plan on the setpoint
+    grid, returns the AC power flow of what would actually be applied; its voltages, line
+    flows and violations fill the ``bus`` and ``line`` tables (``ac_model`` when omitted).
+    Under ``extra["ac_applied"]`` the applied power flow is returned to the caller.
+    """
     w = ctx.window
     lp = ctx.lp
     evs = ctx.handles.get("ev_arrays", w.evs)
@@ -72,6 +82,8 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
     extra["shortfall_kwh"] = float(plan.shortfall_kwh.sum())
     extra["evs_with_shortfall"] = int((plan.shortfall_kwh > 0).sum())
     extra["max_station_setpoint_gap_kw"] = float(np.abs(plan.station_p_kw - (p_ch - p_dis)).max()) if st.n else 0.0
+    ac = applied_ac(plan) if applied_ac is not None else ac_model
+    extra["ac_applied"] = ac
 
     plugged = evs.plugged > 0
     ei, ti = np.nonzero(plugged)
@@ -98,10 +110,12 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
         vm_ac = ac.vm_pu if ac is not None else np.full((T, w.n_bus), np.nan)
         tables["bus"] = pd.DataFrame({
             "bus_id": np.tile(bus_ids, T), "time": np.repeat(times, w.n_bus),
-            "vm_pu_lindistflow": vm_lin.ravel(), "vm_pu_ac": vm_ac.ravel(),
+            "vm_pu_lindistflow": vm_lin.ravel(),
+            "vm_pu_ac_model": (ac_model.vm_pu if ac_model is not None else np.full((T, w.n_bus), np.nan)).ravel(),
+            "vm_pu_ac": vm_ac.ravel(),
         })
-        if "bus_v2" in ctx.handles and ac is not None:
-            extra["max_abs_dv_pu"] = float(np.nanmax(np.abs(vm_lin - vm_ac)))
+        if "bus_v2" in ctx.handles and ac_model is not None:
+            extra["max_abs_dv_pu"] = float(np.nanmax(np.abs(vm_lin - ac_model.vm_pu)))
         if ac is not None:
             frame = ac.line_frame()
             frame["time"] = np.repeat(times, len(ac.line_ids))
@@ -110,7 +124,7 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac: PowerFlowResult | None
             extra["loss_kw_max"] = float(np.nanmax(ac.loss_kw))
             extra["peak_import_kw"] = float(np.nanmax(ac.substation_p_kw.sum(axis=1)))
     if "bus" not in tables:
-        tables["bus"] = pd.DataFrame(columns=["bus_id", "time", "vm_pu_lindistflow", "vm_pu_ac"])
+        tables["bus"] = pd.DataFrame(columns=["bus_id", "time", "vm_pu_lindistflow", "vm_pu_ac_model", "vm_pu_ac"])
     if "line" not in tables:
         tables["line"] = pd.DataFrame(columns=["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"])
     if "grid_import_kw" in ctx.handles:

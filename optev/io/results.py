@@ -5,7 +5,7 @@ Layout written by :func:`write_results` (``optev solve --out DIR``)::
     DIR/
         ev.csv          ev_id, session_id, station_id, time, p_kw (charge +, discharge −), soc
         station.csv     station_id, time, p_ch_kw, p_dis_kw, q_kvar
-        bus.csv         bus_id, time, vm_pu_lindistflow, vm_pu_ac
+        bus.csv         bus_id, time, vm_pu_lindistflow, vm_pu_ac_model, vm_pu_ac
         line.csv        line_id, time, p_kw, q_kvar, current_a, loading
         summary.json    termination, objective, build_s, solve_s, check_s, max_abs_dv_pu,
                         violations (count by kind), slack_used, ... and a ``tables`` map

@@ -23,8 +23,12 @@ the logged power changes (:mod:`optev.mobility.series`, :mod:`optev.mobility.tel
 vectorised. State lives in plain Python lists (scalar access to lists is several times
 faster than to numpy arrays); tables are assembled with numpy at the end.
 
-Measured: 100,000 EVs / ~330,000 trips on a synthetic grid city (see
-``optev.mobility.gridcity`` and the report of issue 4) — see ``benchmarks``.
+Measured (2-core machine shared with other jobs, uncontrolled day, 15-min series): the
+synthetic grid city of :mod:`optev.mobility.gridcity` with 100,000 EVs (316,000 trips,
+31,000 stations, 69,000 chargers, 11,000 FCS stops) simulates in 11–13 s at ~0.75 GB
+peak (10,000 EVs: 0.8 s; 1,000,000 EVs on the same city: 150 s, 5.4 GB); ux_Nanjing
+with 100,000 EVs from :func:`optev.mobility.trips.generate_fleet` and its network
+router: 11 s.
 
 The day of an EV
 ----------------
@@ -45,8 +49,9 @@ own origin (the chain is taken as given).
 * **FCS rules (R5.1.4).** A car arriving at a fast station with a free charger plugs in at
   once; otherwise it joins the station's FIFO queue. It leaves as soon as it reaches its
   target SOC, and the first car of the queue takes the freed charger at that instant.
-* **Slow charging at a stop.** Parked at a trip destination (or at the start of the day),
-  the EV first uses its own private charger if one is at this node
+* **Slow charging at a stop.** Parked at a trip destination (or, with
+  ``PlantConfig.charge_at_start``, where it starts the day) for a time ``> 0``, the EV
+  first uses its own private charger if one is at this node
   (``evs.home_station``/``work_station``; a private station is located at its ``road_node``,
   a home station without one at ``evs.home_node``) and its SOC is below
   ``slow_soc_target``. Otherwise, if it parks at least ``min_park_s``, it may plug in at
@@ -146,11 +151,14 @@ class PlantConfig:
     fcs_service_s : float
         Typical service time of an FCS charger for the expected wait, 1800 s.
     value_of_time_per_h : float
-        Value of a driver's time in the FCS score, currency/h. 30 (about the mean hourly
-        wage of urban employees in Jiangsu, China Statistical Yearbook 2023: ~120,000
-        CNY/year ≈ 58 CNY/h; travel-time valuations are typically about half the wage).
+        Value of a driver's time in the FCS score, currency/h. 30: an assumption of about
+        half an urban hourly wage in a large Chinese city (order 50–60 CNY/h), following the
+        common practice of valuing personal travel time at 30–50 % of the wage.
     charge_at_start : bool
-        Whether the EV may plug in where it is parked at the start of the day (True).
+        Whether the EV may plug in where it is parked at the start of the day, before its
+        first trip (False: ``soc_init`` is taken as the SOC at the first departure, and
+        charging starts with the first arrival; True plugs a whole fleet in at time 0,
+        which makes a spike that a day starting at midnight does not have in reality).
     seed : int
         Seed of the willingness draws; the same seed gives the same day.
     """
@@ -188,6 +196,14 @@ def _willingness(soc: float, low: float, high: float) -> float:
     if high <= low:
         return 1.0 if soc < high else 0.0
     return min(max((high - soc) / (high - low), 0.0), 1.0)
+
+
+def _take(values: np.ndarray, idx: np.ndarray, fill: float | int) -> np.ndarray:
+    """``values[idx]`` where ``idx ≥ 0``, ``fill`` elsewhere (also for an empty ``values``)."""
+    out = np.full(idx.shape, fill, dtype=np.result_type(values.dtype, np.asarray(fill).dtype))
+    ok = idx >= 0
+    out[ok] = values[idx[ok]]
+    return out
 
 
 def _node_positions(values: pd.Series, index: dict[str, int]) -> np.ndarray:
@@ -278,8 +294,8 @@ class EventCore:
         sx = st["x"].to_numpy(float)
         sy = st["y"].to_numpy(float)
         has_node = self.st_node >= 0
-        nx = np.where(has_node, self.node_x[np.maximum(self.st_node, 0)], np.nan)
-        ny = np.where(has_node, self.node_y[np.maximum(self.st_node, 0)], np.nan)
+        nx = _take(self.node_x, self.st_node, np.nan)
+        ny = _take(self.node_y, self.st_node, np.nan)
         # where vehicles reach a station: its road node's coordinates; else its own
         self.st_x = np.where(np.isfinite(nx), nx, sx)
         self.st_y = np.where(np.isfinite(ny), ny, sy)
@@ -287,10 +303,11 @@ class EventCore:
         self.tariff_buy = Tariffs(inst.station_tariffs, self.st_ids, "buy")
         # fast stations a driver can choose: reachable on the road and with chargers
         self.fcs = np.flatnonzero((self.st_kind == FCS) & has_node & (self.st_n > 0))
+        self.fcs_xy = bool(np.isfinite(self.st_x[self.fcs]).all() and np.isfinite(self.st_y[self.fcs]).all())
         scs = np.flatnonzero((self.st_kind == SCS) & (self.st_n > 0))
         serve = scs_for_nodes(self.node_x, self.node_y, self.st_node[scs], self.st_x[scs], self.st_y[scs],
                               self.config.scs_max_walk_m)
-        self.scs_of_node = np.where(serve >= 0, scs[np.maximum(serve, 0)], -1).tolist()
+        self.scs_of_node = _take(scs, serve, -1).tolist()
 
     def _compile_evs(self, inst: Instance) -> None:
         evs = inst.evs
@@ -344,9 +361,9 @@ class EventCore:
 
         home = private("home_station")
         work = private("work_station")
-        home_at = np.where(home >= 0, self.st_node[np.maximum(home, 0)], -1)
+        home_at = _take(self.st_node, home, -1)
         home_at = np.where((home >= 0) & (home_at < 0), self.home_node, home_at)
-        work_at = np.where(work >= 0, self.st_node[np.maximum(work, 0)], -1)
+        work_at = _take(self.st_node, work, -1)
         self.private_st = [((int(h), int(hn)) if h >= 0 and hn >= 0 else None,
                             (int(w), int(wn)) if w >= 0 and wn >= 0 else None)
                            for h, hn, w, wn in zip(home, home_at, work, work_at)]
@@ -367,6 +384,11 @@ class EventCore:
             if (arr < 0).any():
                 k = int(np.flatnonzero(arr < 0)[0])
                 raise DataError("trip without a road node", table="trips", row=int(order[k]), column=col)
+        dep = t["depart_s"].to_numpy(float)
+        if not np.isfinite(dep).all():
+            k = int(np.flatnonzero(~np.isfinite(dep))[0])
+            raise DataError("departure time is not a finite number", table="trips", row=int(order[k]),
+                            column="depart_s")
         dist = t["distance_m"].to_numpy(float).copy()
         time = t["travel_time_s"].to_numpy(float).copy()
         todo = np.flatnonzero(np.isnan(dist) | np.isnan(time))
@@ -510,6 +532,13 @@ class EventCore:
             self.cg_c.append(int(self.st_charger_offset[s]) + self.slot[i])
             self.cg_p.append(self.p[i] if ev >= 0 else 0.0)
             self.cg_ev.append(ev)
+
+    def clear_charger_log(self) -> None:
+        """Forget the per-charger changes (after the telemetry writer took them)."""
+        self.cg_t = array("d")
+        self.cg_c = array("q")
+        self.cg_p = array("d")
+        self.cg_ev = array("q")
 
     def _event(self, kind: str, t: float, i: int, s: int, ses: int) -> None:
         if self.record_events:
@@ -752,9 +781,10 @@ class EventCore:
         cfg = self.config
         o, d = self.t_o[k], self.t_d[k]
         fcs = self.fcs
-        cand = nearest_detour(self.node_x[o], self.node_y[o], self.node_x[d], self.node_y[d],
-                              self.st_x[fcs], self.st_y[fcs], cfg.fcs_candidates)
-        if np.isnan(self.node_x[o]) or np.isnan(self.node_x[d]):
+        if self.fcs_xy and np.isfinite(self.node_x[o] + self.node_y[o] + self.node_x[d] + self.node_y[d]):
+            cand = nearest_detour(self.node_x[o], self.node_y[o], self.node_x[d], self.node_y[d],
+                                  self.st_x[fcs], self.st_y[fcs], cfg.fcs_candidates)
+        else:
             cand = np.arange(fcs.size)  # no coordinates to pre-select with: route them all
         st = fcs[cand]
         nodes = self.node_ids[self.st_node[st]]

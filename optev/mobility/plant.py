@@ -65,6 +65,11 @@ class Plant:
         Restrict telemetry to these stations (all when None).
     telemetry_period_s : float
         Telemetry sampling period, s (default 5).
+
+    Notes
+    -----
+    With telemetry, call :meth:`close` at the end (or use the plant as a context manager)
+    to finish the Parquet file.
     """
 
     def __init__(self, instance: Instance, config: PlantConfig | None = None, *, router: RouterLike | None = None,
@@ -156,7 +161,8 @@ class Plant:
             ignored, clipped = core.apply_setpoints(ev_sp, st_sp, t0)
         if report:
             core.settle_all(t0)
-            e_start = {i: core.grid_in[i] - core.grid_out[i] for i in core.plugged_all}
+            open_sessions = [core.sess[i] for i in core.plugged_all]
+            e_start = {k: core.s_gin[k] - core.s_gout[k] for k in open_sessions}  # by session
             st_start = np.asarray(core.st_gin) - np.asarray(core.st_gout)
         core.run_until(t1)
         self._flush_telemetry(t0, t1)
@@ -192,7 +198,7 @@ class Plant:
             rep.plugged.append(PluggedEV(
                 ev_id=str(ids[i]), station_id=str(sids[core.st[i]]), session_id=_session_id(ses),
                 soc=float(core.e[i] / core.cap[i]), p_kw=float(core.p[i]),
-                energy_kwh=float(core.grid_in[i] - core.grid_out[i] - e_start.get(i, 0.0)),
+                energy_kwh=float(core.s_gin[ses] - core.s_gout[ses] - e_start.get(ses, 0.0)),
                 soc_target=float(core.s_soc_tgt[ses]), soc_min=float(core.soc_min[i]),
                 departure_s=None if np.isnan(exp) else float(exp), p_ch_max_kw=float(core.pch[i]),
                 p_dis_max_kw=float(core.pdis[i])))
@@ -216,19 +222,24 @@ class Plant:
         if self.telemetry is None:
             return
         core = self.core
-        c = np.frombuffer(core.cg_c, dtype=np.int64) if len(core.cg_c) else np.zeros(0, np.int64)
-        self.telemetry.write_interval(
-            t0, t1, np.frombuffer(core.cg_t, dtype=float) if len(core.cg_t) else np.zeros(0),
-            self._tele_index[c], np.frombuffer(core.cg_p, dtype=float) if len(core.cg_p) else np.zeros(0),
-            np.frombuffer(core.cg_ev, dtype=np.int64) if len(core.cg_ev) else np.zeros(0, np.int64))
-        for arr in (core.cg_t, core.cg_c, core.cg_p, core.cg_ev):
-            del arr[:]
+        c = np.array(core.cg_c, dtype=np.int64)
+        self.telemetry.write_interval(t0, t1, np.array(core.cg_t, dtype=float), self._tele_index[c],
+                                      np.array(core.cg_p, dtype=float), np.array(core.cg_ev, dtype=np.int64))
+        core.clear_charger_log()
 
     def close(self) -> None:
         """Finish the telemetry file (if any). Further :meth:`advance` calls write no telemetry."""
         if self.telemetry is not None:
             self.telemetry.close()
             self.telemetry = None
+            self.core.tele = None
+            self.core.clear_charger_log()
+
+    def __enter__(self) -> "Plant":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ results
     def sessions(self) -> pd.DataFrame:
@@ -326,13 +337,12 @@ class Plant:
         end = core.now if t_end_s is None else float(t_end_s)
         n_bins = max(1, int(np.ceil(end / resolution_s - 1e-9)))
         edges = np.arange(n_bins + 1) * float(resolution_s)
-        t = np.frombuffer(core.lg_t, dtype=float) if len(core.lg_t) else np.zeros(0)
-        s = np.frombuffer(core.lg_s, dtype=np.int64) if len(core.lg_s) else np.zeros(0, np.int64)
+        t = np.array(core.lg_t, dtype=float)
+        s = np.array(core.lg_s, dtype=np.int64)
         n_st = len(core.st_ids)
         out = {}
         for name, buf in (("load_kw", core.lg_dp), ("occupancy", core.lg_docc), ("queue", core.lg_dq)):
-            d = np.frombuffer(buf, dtype=float if name == "load_kw" else np.int8).astype(float) if len(buf) else \
-                np.zeros(0)
+            d = np.array(buf, dtype=float)
             keep = d != 0.0
             out[name] = bin_averages(s[keep], t[keep], d[keep], n_st, edges)
         return StationSeries(station_id=core.st_ids.copy(), t_s=edges[:-1], resolution_s=float(resolution_s),

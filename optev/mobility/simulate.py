@@ -107,7 +107,7 @@ class SimulationResult:
 
 
 def simulate_day(instance: Instance, *, config: PlantConfig | None = None, router: RouterLike | None = None,
-                 step_s: float = MAX_INTERVAL_S, resolution_s: float = 60.0, telemetry: str | Path | None = None,
+                 step_s: float = MAX_INTERVAL_S, resolution_s: float | None = None, telemetry: str | Path | None = None,
                  telemetry_stations: list[str] | None = None) -> SimulationResult:
     """Simulate one uncontrolled day (no setpoints: every EV charges at full power).
 
@@ -125,8 +125,11 @@ def simulate_day(instance: Instance, *, config: PlantConfig | None = None, route
     step_s : float
         Plant interval, s (60–900); without setpoints it changes nothing but the
         granularity of the telemetry writes.
-    resolution_s : float
-        Bin length of the per-station time series, s.
+    resolution_s : float, optional
+        Bin length of the per-station time series, s; default the instance's control step
+        (``metadata.step_minutes``). The series hold ``bins × stations`` values per
+        quantity: 1-min bins for 30,000 stations are 43 million values each (~1 GB for the
+        three), 15-min bins 3 million.
     telemetry : str or Path, optional
         Write 5-s per-charger telemetry (R6.1.4) to this Parquet file.
     telemetry_stations : list of str, optional
@@ -139,7 +142,8 @@ def simulate_day(instance: Instance, *, config: PlantConfig | None = None, route
             plant.advance(min(step_s, max(cfg.horizon_s - plant.time_s, 60.0)), report=False)
     finally:
         plant.close()
-    series = plant.station_series(resolution_s, t_end_s=plant.time_s)
+    res_s = float(resolution_s) if resolution_s is not None else float(instance.metadata.step_minutes) * 60.0
+    series = plant.station_series(res_s, t_end_s=plant.time_s)
     bus = dict(zip(instance.stations["station_id"].astype(str), instance.stations["bus_id"].astype(str)))
     return SimulationResult(sessions=plant.sessions(), evs=plant.ev_summary(), series=series, station_bus=bus,
                             telemetry_path=Path(telemetry) if telemetry is not None else None, config=cfg)

@@ -14,17 +14,8 @@ the usable battery capacity.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-
-def _num(value: float | None) -> float | None:
-    """A Python float, or None for NaN/None (JSON has no NaN)."""
-    if value is None:
-        return None
-    v = float(value)
-    return None if math.isnan(v) else v
 
 
 @dataclass

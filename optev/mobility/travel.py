@@ -32,15 +32,14 @@ import pandas as pd
 from optev.errors import DataError
 
 DEFAULT_DETOUR_FACTOR = 1.3
-"""Ratio of road distance to straight-line distance in cities. Measured circuity factors
-of urban road networks lie between about 1.2 and 1.4 (Ballou, Rahardja & Sakai, "Selected
-country circuity factors for road travel distance estimation", Transportation Research
-Part A 36(9), 2002: 1.2–1.3 for most countries; Boeing, "Measuring the complexity of urban
-form and design", Urban Design International 23, 2018: median ≈ 1.1–1.3 within cities)."""
+"""Ratio of road distance to straight-line distance. Circuity factors of road networks are
+mostly between 1.2 and 1.4 (Ballou, Rahardja & Sakai, "Selected country circuity factors
+for road travel distance estimation", Transportation Research Part A 36(9), 2002); 1.3 is
+an assumption in that range."""
 
 DEFAULT_SPEED_M_S = 30.0 / 3.6
-"""Average urban driving speed including stops, 30 km/h (8.33 m/s), typical of congested
-Chinese city centres at peak (the Nanjing case's links have a 13.89 m/s = 50 km/h limit)."""
+"""Average urban driving speed including stops, 30 km/h (8.33 m/s): an assumption for
+congested city traffic (the Nanjing case's links have a 13.89 m/s = 50 km/h limit)."""
 
 
 @runtime_checkable
