@@ -6,9 +6,26 @@ Public API of the fleet generator (issue 4, deliverables 1 and 2):
 - :mod:`optev.mobility.trips` — activity chains, bus timetables, logistics tours,
   private chargers: :func:`generate_fleet`, :func:`add_fleet`;
 - :mod:`optev.mobility.routing` — :class:`Router`, vectorised shortest-time routing.
+
+The charging simulation (issue 4, deliverables 3 and 4; R5.1.4, R6.1.4):
+
+- :mod:`optev.mobility.core` — the event-driven engine (FCS FIFO queue, SCS rejection,
+  private chargers, driving energy);
+- :mod:`optev.mobility.plant` — :class:`Plant`, advanced interval by interval with
+  setpoints (the MPC's plant); :mod:`optev.mobility.state` its JSON-serialisable state;
+- :mod:`optev.mobility.simulate` — :func:`simulate_day`, an uncontrolled day (the baseline);
+- :mod:`optev.mobility.telemetry` — 5-s per-charger telemetry streamed to Parquet;
+- :mod:`optev.mobility.travel` — the router protocol and a straight-line default.
 """
 
+from optev.mobility.gridcity import grid_city
+from optev.mobility.plant import MAX_INTERVAL_S, MIN_INTERVAL_S, SESSION_COLUMNS, Plant, PlantConfig
 from optev.mobility.routing import Router
+from optev.mobility.series import StationSeries
+from optev.mobility.simulate import SimulationResult, simulate_day
+from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
+from optev.mobility.telemetry import TELEMETRY_PERIOD_S, TELEMETRY_SCHEMA, TelemetryWriter
+from optev.mobility.travel import RouterLike, StraightLineRouter, TravelRouter
 from optev.mobility.trips import (ACTIVITY_TYPES, DEFAULT_PROBTABLE, BusOptions, CarOptions, Fleet,
                                   LogisticsOptions, TripStatistics, add_fleet, assign_node_types, class_counts,
                                   generate_fleet, load_trip_statistics, private_charger_models, trip_energy_kwh)
@@ -22,4 +39,8 @@ __all__ = [
     "class_counts", "default_vehicle_types", "generate_fleet", "load_trip_statistics", "private_charger_models",
     "sample_preferences", "sample_price_weight", "sample_soc_charge_threshold", "sample_v2g",
     "sample_vehicle_types", "trip_energy_kwh", "willingness_to_charge",
+    "MAX_INTERVAL_S", "MIN_INTERVAL_S", "SESSION_COLUMNS", "TELEMETRY_PERIOD_S", "TELEMETRY_SCHEMA", "Plant",
+    "PlantConfig", "PlantEvent", "PluggedEV", "RouterLike", "Setpoints", "SimulationResult", "StationSeries",
+    "StationState", "StepReport", "StraightLineRouter", "TelemetryWriter", "TravelRouter", "grid_city",
+    "simulate_day",
 ]
