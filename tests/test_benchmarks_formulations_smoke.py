@@ -97,6 +97,19 @@ def test_city_rows(smoke: dict) -> None:
     assert rows[1]["gen_q_abs_max_kvar"] == 0.0  # unity power factor
 
 
+def test_city_generator_variants(bench: ModuleType) -> None:
+    need(V2SIM / "ux_37nodes")
+    cfg = bench.SMOKE["city"]
+    as_read = bench.city_instance(cfg).feeder.generators
+    limited = bench.city_instance(cfg, generators=250.0).feeder.generators
+    assert (as_read["q_max_kvar"] > 250.0).all()  # V2Sim's generators: ±30 Mvar
+    assert (limited["q_max_kvar"] == 250.0).all() and (limited["q_min_kvar"] == -250.0).all()
+    unity = bench.city_instance(cfg, generators="unity_pf").feeder.generators
+    assert (unity[["q_min_kvar", "q_max_kvar"]] == 0).all().all()
+    with pytest.raises(ValueError, match="generators must be"):
+        bench.city_instance(cfg, generators="off")
+
+
 def test_resolve_rows(smoke: dict, bench: ModuleType) -> None:
     rows = smoke["resolve"]
     assert [(r["model"], r["perturbation"]) for r in rows] == [

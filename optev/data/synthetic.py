@@ -134,7 +134,8 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
     Returns
     -------
     Instance
-        A new instance (the input is not modified).
+        A new instance; the input is not modified. Its feeder, road network, charger
+        models, tariffs, trips and time series are the input's objects (shared, not copied).
 
     Raises
     ------

@@ -10,8 +10,10 @@ previous basis instead of solving from scratch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,24 +35,47 @@ class SolveOutcome:
     x : ndarray
         Column values.
     row_activity, row_dual : ndarray
-        ``A x`` and the row duals.
+        ``A x`` and the row duals (NaN when HiGHS has none), converted from HiGHS's
+        solution snapshot on first access: most callers only need ``x``, and the
+        conversion of every row costs about as much as a small warm re-solve.
     solve_s : float
         Wall time of ``Highs.run``.
     iterations : int
         Simplex (or IPM) iterations.
     warm : bool
         True when only data was updated in place before this run.
+    n_rows : int
+        Rows of the model (the length of ``row_activity`` and ``row_dual``).
+    solution : highspy.HighsSolution or None
+        HiGHS's solution snapshot behind the row arrays.
     """
 
     status: str
     optimal: bool
     objective: float
     x: np.ndarray
-    row_activity: np.ndarray
-    row_dual: np.ndarray
     solve_s: float
     iterations: int
     warm: bool
+    n_rows: int = 0
+    solution: Any = field(default=None, repr=False, compare=False)
+    """The ``highspy.HighsSolution`` snapshot (a copy: later runs do not change it)."""
+
+    @cached_property
+    def row_activity(self) -> np.ndarray:
+        """Row activities ``A x`` (NaN without a primal solution)."""
+        sol = self.solution
+        if sol is None or not sol.value_valid:
+            return np.full(self.n_rows, np.nan)
+        return np.asarray(sol.row_value, float)
+
+    @cached_property
+    def row_dual(self) -> np.ndarray:
+        """Row duals (NaN without a dual solution)."""
+        sol = self.solution
+        if sol is None or not sol.dual_valid:
+            return np.full(self.n_rows, np.nan)
+        return np.asarray(sol.row_dual, float)
 
 
 class HighsSession:
@@ -133,12 +158,11 @@ class HighsSession:
         sol = self.h.getSolution()
         info = self.h.getInfo()
         x = np.asarray(sol.col_value, float) if sol.value_valid else np.full(self._loaded.n_cols, np.nan)
-        act = np.asarray(sol.row_value, float) if sol.value_valid else np.full(self._loaded.n_rows, np.nan)
-        dual = np.asarray(sol.row_dual, float) if sol.dual_valid else np.full(self._loaded.n_rows, np.nan)
         iterations = int(max(info.simplex_iteration_count, 0) + max(info.ipm_iteration_count, 0)
                          + max(getattr(info, "mip_node_count", 0), 0))
         objective = float(info.objective_function_value) if optimal else float("nan")
-        return SolveOutcome(status, optimal, objective, x, act, dual, solve_s, iterations, self._warm)
+        return SolveOutcome(status, optimal, objective, x, solve_s, iterations, self._warm,
+                            n_rows=self._loaded.n_rows, solution=sol)
 
     def write_mps(self, path: str | Path) -> Path:
         """Write the loaded model as MPS (for solver benchmarking)."""
