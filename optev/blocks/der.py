@@ -23,6 +23,10 @@ Variables
     ``pv_q[u,t]``, ``wind_q[u,t]`` :math:`q_{u,t} \in [-S_u, S_u]` kvar (option ``reactive``);
     ``gen_p[g,t]`` :math:`p_{g,t} \in [\underline P_g, \bar P_g]` kW;
     ``gen_q[g,t]`` :math:`q_{g,t} \in [\underline Q_g, \bar Q_g]` kvar;
+    ``gen_q_abs[g,t]`` :math:`\ge |q_{g,t}|` kvar (``gen_q_abs_upper``/``_lower``), priced at
+    ``reactive_cost_per_kvarh`` (objective ``gen_reactive_cost``, always on when the price
+    is non-zero): without a price the reactive dispatch of generators is arbitrary, and the
+    loss correction of LinDistFlow chases it from one solve to the next;
     ``gen_cost_quad[g,t]`` :math:`z_{g,t} \ge 0` currency/h, the epigraph of
     :math:`a_g p_{g,t}^2` (only for generators with :math:`a_g > 0`, only when the term
     ``generation_cost`` is selected).
@@ -96,6 +100,9 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "polygon_sides": (12, "sides K of the polygon that linearises P² + Q² ≤ S² (at least 4)"),
     "pwl_segments": (4, "tangent cuts K of each generator's quadratic cost a·p² (term generation_cost, "
                         "error ≤ a·((p_max − p_min)/(2K))² per hour)"),
+    "reactive_cost_per_kvarh": (1e-3, "small price of generator reactive power |q|, currency/kvarh: makes the "
+                                      "reactive dispatch unique (no more than needed), which keeps the "
+                                      "LinDistFlow loss correction from oscillating; 0 disables it"),
 }
 
 
@@ -166,7 +173,7 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") 
     for name, table, key, avail in (("pv", feeder.pv, "pv_id", w.pv_avail_kw),
                                     ("wind", feeder.wind, "wind_id", w.wind_avail_kw)):
         _renewables(ctx, name, table, key, avail, reactive, sides)
-    _generators(ctx)
+    _generators(ctx, float(options.get("reactive_cost_per_kvarh", OPTIONS["reactive_cost_per_kvarh"][0])))
     ctx.handles["der_pwl_segments"] = segments
     ctx.diagnostics.append(diagnose)
 
@@ -202,7 +209,7 @@ def _renewables(ctx: ModelContext, name: str, table: pd.DataFrame, key: str, ava
     ctx.inject(name, bus, p, q)
 
 
-def _generators(ctx: ModelContext) -> None:
+def _generators(ctx: ModelContext, reactive_cost: float) -> None:
     """Dispatchable generators within their limits (always on; see module docstring)."""
     w = ctx.window
     gens = w.instance.feeder.generators
@@ -224,6 +231,16 @@ def _generators(ctx: ModelContext) -> None:
                              description="generator reactive power, kvar")
     ctx.handles.update(gen_p=p, gen_q=q)
     ctx.inject("generators", bus, p, q)
+    cost = reactive_cost
+    if cost < 0:
+        raise DataError(f"der option reactive_cost_per_kvarh must be ≥ 0, got {cost!r}")
+    if cost > 0 and n:
+        q_abs = ctx.lp.add_variables("gen_q_abs", (n, T), 0.0, np.inf, block="der",
+                                     description="|generator reactive power|, kvar")
+        ctx.lp.add_constraints("gen_q_abs_upper", q - q_abs, "<=", 0.0, block="der")
+        ctx.lp.add_constraints("gen_q_abs_lower", q + q_abs, ">=", 0.0, block="der")
+        ctx.lp.add_objective("gen_reactive_cost", q_abs, cost * w.dt_h, block="der",
+                             description="regularising price of generator reactive power")
 
 
 @term("generation_cost", "cost of dispatchable generators: b·p + a·p² (tangent cuts) + fixed c, currency")

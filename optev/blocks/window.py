@@ -176,7 +176,8 @@ def instance_origin(instance: Instance) -> pd.Timestamp:
 
 def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None, steps: int = 96,
                  step: str | pd.Timedelta = "15min", ev_energy_kwh: dict[str, float] | None = None,
-                 with_network: bool = True, quantum_kw: float | None = 1.0) -> Window:
+                 with_network: bool = True, quantum_kw: float | None = 1.0,
+                 network: RadialNetwork | None = None) -> Window:
     """Compile ``instance`` into the arrays of one window.
 
     Parameters
@@ -196,6 +197,9 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
         Compile the feeder for network blocks (needs a radial feeder with a substation).
     quantum_kw : float or None
         Setpoint resolution; EV power limits are rounded down to it (None: continuous).
+    network : RadialNetwork, optional
+        The feeder's compiled network from an earlier window (a controller builds a window
+        every interval on the same feeder), to skip compiling it again.
     """
     times = window_times(instance, start, steps, step)
     dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if steps > 1 else pd.Timedelta(step).total_seconds() / 3600
@@ -227,7 +231,10 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
     avail = _align(ts.availability, times, "availability") if len(ts.availability.columns) else None
     pv_avail = _der_avail(feeder.pv, "pv_id", avail, steps)
     wind_avail = _der_avail(feeder.wind, "wind_id", avail, steps)
-    network = compile_network(feeder) if (with_network and n_bus) else None
+    if not (with_network and n_bus):
+        network = None
+    elif network is None:
+        network = compile_network(feeder)
     return Window(instance, times, dt_h, price_buy, price_sell, load_p, load_q, evs, stations, network,
                   pv_avail, wind_avail, quantum_kw)
 
@@ -262,13 +269,27 @@ def _station_arrays(instance: Instance, times: pd.DatetimeIndex, bus_pos: dict[s
     sell = np.broadcast_to(price_sell, (n, steps)).copy()
     tariffs = instance.station_tariffs
     if len(tariffs) and n:
-        index = {s: i for i, s in enumerate(st["station_id"])}
+        index = pd.Index(st["station_id"])
         seconds = (times - times.normalize()).total_seconds().to_numpy()
-        for (station, direction), items in tariffs.groupby(["station_id", "direction"], sort=False):
-            items = items.sort_values("start_s")
-            k = np.searchsorted(items["start_s"].to_numpy(), seconds, side="right") - 1
-            values = items["price_per_kwh"].to_numpy()[np.clip(k, 0, None)]
-            (buy if direction == "buy" else sell)[index[station]] = values
+        for direction, target in (("buy", buy), ("sell", sell)):
+            items = tariffs[tariffs["direction"] == direction]
+            if not len(items):
+                continue
+            station = index.get_indexer(items["station_id"])
+            start = items["start_s"].to_numpy(float)
+            order = np.lexsort((start, station))
+            station, start = station[order], start[order]
+            price = items["price_per_kwh"].to_numpy(float)[order]
+            # one sorted key per (station, start): the item in force is the last one not after
+            # the query; before a station's first item its first item applies (daily profile)
+            span = 86401.0
+            key = station * span + start
+            have = np.unique(station)
+            query = have[:, None] * span + seconds[None, :]
+            pos = np.searchsorted(key, query, side="right") - 1
+            first = np.searchsorted(station, have, side="left")
+            pos = np.where((pos >= 0) & (station[np.clip(pos, 0, None)] == have[:, None]), pos, first[:, None])
+            target[have] = price[pos]
     return StationArrays(st["station_id"].to_numpy(object), st["kind"].to_numpy(object), bus, n_ch, p_ch, p_dis,
                          s_max, site, site_dis, buy, sell)
 
