@@ -318,3 +318,11 @@ SERIES_MEAN_ATOL = 1e-9
 """Absolute tolerance on a bin average of a station time series (occupancy, queue length,
 kW) against its hand-computed value: exact step functions integrated by a cumulative sum,
 so only rounding error."""
+
+# -- rolling-horizon MPC (issue 5) --------------------------------------------------------------
+
+MPC_SHORTFALL_QUANTUM_STEPS = 1.0
+"""Largest departure shortfall the closed loop may leave an EV whose need was reachable, in
+quantum-steps of energy (``q · Δt`` kWh at the grid side): the setpoints are whole quanta, and
+in the last steps before a battery is full a whole extra quantum may not fit, so a need a
+fraction of a quantum-step below the capacity can be missed by that fraction (reported)."""

@@ -1,0 +1,517 @@
+"""The rolling-horizon controller: one call per control interval (R6.2.2.2, R6.3.2).
+
+::
+
+    ctl = Controller(load_formulation("station_v2g"), instance, step="15min", horizon="8h")
+    decision = ctl.step(state)                  # ControlState -> ControlDecision
+    plant.advance(900, decision.plant_setpoints())
+
+Each :meth:`Controller.step`
+
+1. asks the forecaster for prices, base loads, renewable availability and expected
+   arrivals over the horizon (:mod:`optev.mpc.forecast`; or takes ``forecasts``);
+2. builds the window: the EVs plugged in now (from the state, with their measured
+   energy, expected departure and need) plus the forecast arrivals, over ``horizon``
+   steps of ``step`` from the state's time (:func:`optev.blocks.window.build_window`);
+   the forecast replaces the instance's prices, loads and availability; measured storage
+   energies go to ``window.extra["storage_e_kwh"]``;
+3. solves it with the solve strategy — by default :class:`MonolithicStrategy`, one
+   :class:`~optev.compose.solve.WindowSolver` kept for the controller's life, so when
+   the window's LP has the same structure as the previous call's (same EVs and plugged
+   steps, only data changed: prices, energies, forecasts, bounds) HiGHS receives only the
+   changed costs and bounds and restarts from its previous basis
+   (``decision.stats.warm``); a changed structure (an arrival, a departure, the horizon
+   moving past a plugged step) is passed as a new model to the same HiGHS instance;
+4. returns the setpoints of the first interval (per EV on the 1 kW grid and per
+   station), the planned horizon per station and per EV, and solve statistics. The
+   station powers are shared among the EVs again with hard departure protection
+   (``protect_departures``); an EV that leaves during the interval — the window plans
+   whole steps only — is asked for what its need requires in the time left (at most
+   full power, within the site cap left by the plan).
+
+The controller itself keeps no plant state between calls: everything measured comes in
+the :class:`~optev.mpc.state.ControlState`; only the solver (its model and basis), the
+forecaster's observations and the last window/result (for inspection) persist.
+
+Control interval and horizon
+----------------------------
+``step`` is 1 to 15 minutes (R6.2.2.2, default 15). ``horizon`` is a duration
+(``"24h"``, ``"8h"``) rounded up to whole steps, or a number of steps; default: the
+formulation's ``[window]`` duration (``steps · step``, 24 h in the shipped files).
+
+Terminal conditions
+-------------------
+* **EVs leaving after the horizon**: the window asks at its last step only for the
+  energy that cannot be made up afterwards by charging at full power in the whole steps
+  between the horizon end and the departure (``optev.blocks.window``, "Departure
+  requirement and terminal condition"), so a rolling horizon never leaves an EV unable
+  to reach its need, and energy is not bought early at a high price for a departure the
+  next windows can still serve.
+* **EVs leaving within the horizon**: their full departure need (R6.2.2.3). A need that
+  full-power charging from the measured energy can no longer reach in the whole steps
+  left (a late arrival, a shortfall left by an outage, a fast-station estimate) is
+  lowered to what can be reached, so that the window stays feasible; this is reported in
+  ``stats.needs_clipped`` / ``needs_clipped_kwh`` and the realised shortfall in the
+  simulation results — never silent.
+* **Storage**: the storage block's ``terminal`` option — ``"initial"`` (default of the
+  shipped files: end every window at least as full as it started, so a finite horizon
+  does not drain the battery) or ``"free"``. ``storage_terminal=`` overrides the
+  formulation's choice for the controller.
+
+Infeasible windows
+------------------
+A dispatch loop must never crash. If the window is infeasible as formulated
+(:class:`~optev.errors.InfeasibleError`, for example a site cap below the EVs' protected
+needs, or voltage limits the base load alone breaks), it is re-solved at once with soft
+limits (the formulation's hard limits become slacks priced at ``slack_penalty``); the
+decision's ``stats.status`` is then ``"soft_limits"``, ``stats.message`` holds the
+infeasibility diagnosis and ``stats.slack_used`` the slack per limit. If that fails too,
+or the solver fails for another reason (:class:`~optev.errors.OptevError`), every station
+gets the safe local policy of :mod:`optev.mpc.edge` (no discharge, departure needs
+first, within site caps), ``stats.status`` is ``"failed"`` and the modes are
+``"fallback"``. Invalid *input* (an unknown EV or station in the state) still raises
+:class:`~optev.errors.DataError`: that is the caller's mistake, not a solver outcome.
+
+Solve strategies
+----------------
+The window is solved by a *strategy*: any object with
+``solve(window, *, soft_limits=None, ac_check=True) -> WindowResult`` whose result has
+``plan`` (a :class:`~optev.blocks.disaggregate.Disaggregation` whose rows are
+``window.evs`` in order and whose station rows are ``window.stations``), ``summary``
+(with ``termination``, ``objective``, ``build_s``, ``solve_s``, ``check_s``, optionally
+``warm``, ``iterations``, ``slack_used``, ``max_abs_dv_pu``) and ``tables`` (``station``
+with ``q_kvar``; ``bus``; ``storage``/``der`` when those blocks exist). The default is
+:class:`MonolithicStrategy`; a hierarchical (region-decomposed) strategy plugs in through
+``Controller(strategy=...)`` or a factory ``strategy=lambda formulation: ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
+from optev.blocks.window import Window, build_window, instance_origin
+from optev.compose.formulation import Formulation, load_formulation
+from optev.compose.solve import WindowResult, WindowSolver
+from optev.data.instance import Instance
+from optev.errors import DataError, InfeasibleError, OptevError
+from optev.mpc.edge import EdgePolicy, ev_station_params, local_setpoints, sessions_of, with_sessions
+from optev.mpc.forecast import Forecast, resolve_forecaster
+from optev.mpc.state import ControlDecision, ControlState, SolveStats
+from optev.mobility.state import Setpoints
+from optev.solvers.highs import HighsSession, SolveOutcome
+
+MIN_STEP = pd.Timedelta(minutes=1)
+MAX_STEP = pd.Timedelta(minutes=15)
+"""Control interval limits (R6.2.2.2)."""
+
+
+@runtime_checkable
+class WindowStrategy(Protocol):
+    """Solves one window (see the module docstring, "Solve strategies")."""
+
+    def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
+        ...
+
+
+class _RecordingSession(HighsSession):
+    """A :class:`HighsSession` that remembers the outcome of every run."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.runs: list[SolveOutcome] = []
+
+    def solve(self) -> SolveOutcome:
+        out = super().solve()
+        self.runs.append(out)
+        return out
+
+
+class MonolithicStrategy(WindowSolver):
+    """The whole window as one LP in one HiGHS model, kept across calls (default strategy).
+
+    Adds to each result's summary ``warm`` (the first HiGHS run of the call was an in-place
+    data update), ``iterations`` and ``highs_runs`` (loss-correction rounds included).
+    """
+
+    def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
+        super().__init__(formulation, log=log)
+        self.session = _RecordingSession(time_limit_s=formulation.solver.get("time_limit_s"),
+                                         threads=formulation.solver.get("threads"), log=log)
+
+    def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
+        self.session.runs = []
+        result = super().solve(window, soft_limits=soft_limits, ac_check=ac_check)
+        runs = self.session.runs
+        result.summary["warm"] = bool(runs[0].warm) if runs else False
+        result.summary["iterations"] = int(sum(r.iterations for r in runs))
+        result.summary["highs_runs"] = len(runs)
+        return result
+
+
+def parse_step(step: str | pd.Timedelta | float) -> pd.Timedelta:
+    """A control interval of 1–15 minutes (R6.2.2.2); numbers are seconds."""
+    td = pd.Timedelta(seconds=float(step)) if isinstance(step, (int, float)) else pd.Timedelta(step)
+    if not MIN_STEP <= td <= MAX_STEP:
+        raise DataError(f"control interval must be 1 to 15 minutes (R6.2.2.2), got {step!r}")
+    return td
+
+
+def horizon_steps(horizon: str | pd.Timedelta | int | None, step: pd.Timedelta, formulation: Formulation) -> int:
+    """Number of window steps of a horizon (duration rounded up to whole steps, or steps)."""
+    if horizon is None:
+        dur = pd.Timedelta(formulation.window.get("step", "15min")) * int(formulation.window.get("steps", 96))
+    elif isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool):
+        if horizon < 1:
+            raise DataError(f"horizon must be at least one step, got {horizon}")
+        return int(horizon)
+    else:
+        dur = pd.Timedelta(horizon)
+    n = int(np.ceil(dur / step - 1e-9))
+    if n < 1:
+        raise DataError(f"horizon {horizon!r} is shorter than one step of {step}")
+    return n
+
+
+class Controller:
+    """Rolling-horizon controller of one instance with one formulation (module docstring).
+
+    Parameters
+    ----------
+    formulation : Formulation or str
+        A formulation, or the name/path of one (:func:`~optev.compose.formulation.load_formulation`).
+    instance : Instance
+        Feeder, stations, fleet data (vehicle types, EVs), tariffs and time series. Its
+        ``sessions`` table is *not* read by the controller (only by forecasters).
+    step : str or Timedelta
+        Control interval, 1–15 minutes (default 15 min, R6.2.2.2).
+    horizon : str, Timedelta or int, optional
+        Window length: a duration or a number of steps (default: the formulation's window).
+    forecaster : forecaster, optional
+        :mod:`optev.mpc.forecast` protocol; default the seasonal profile.
+    quantum_kw : float
+        Setpoint grid, kW (R6.5.2, default 1 kW).
+    strategy : WindowStrategy or callable, optional
+        The solve strategy, or a factory ``formulation -> strategy``; default
+        :class:`MonolithicStrategy`.
+    edge : EdgePolicy, optional
+        Behaviour of stations without dispatch (used for the expected modes and for the
+        local policy when a solve fails).
+    ac_check : bool, optional
+        Run the AC power flow on each window's plan (LinDistFlow's loss correction and
+        its voltage error need it). Default: only for formulations whose network block is
+        LinDistFlow (a copper-plate plan's AC check costs more than its solve).
+    soft_fallback : bool
+        Re-solve an infeasible window with soft limits (default True).
+    storage_terminal : {"initial", "free"}, optional
+        Override the storage block's terminal condition.
+    protect_departures : bool
+        Share each planned station power among its EVs again with hard departure
+        protection (:func:`~optev.blocks.disaggregate.disaggregate` with
+        ``enforce_departure=True``, guided by the plan): rounding the per-EV optimum to the
+        1 kW grid may otherwise leave an EV that needs full power in every remaining step
+        a fraction of a quantum short; with protection it gets the quantum (default True).
+    ev_plan : bool
+        Put the per-EV plan of the horizon into each decision (the guide a station uses
+        in hold; False saves memory for very large fleets).
+    log : bool
+        Show HiGHS output.
+    """
+
+    def __init__(self, formulation: Formulation | str, instance: Instance, *, step: str | pd.Timedelta = "15min",
+                 horizon: str | pd.Timedelta | int | None = None, forecaster: Any = None,
+                 quantum_kw: float = QUANTUM_KW, strategy: WindowStrategy | Callable[[Formulation], Any] | None = None,
+                 edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_fallback: bool = True,
+                 storage_terminal: str | None = None, protect_departures: bool = True, ev_plan: bool = True,
+                 log: bool = False) -> None:
+        form = load_formulation(formulation) if isinstance(formulation, str) else formulation
+        if storage_terminal is not None:
+            if "storage" not in form.blocks:
+                raise DataError("storage_terminal given but the formulation has no storage block")
+            variant, opts = form.blocks["storage"]
+            blocks = dict(form.blocks)
+            blocks["storage"] = (variant, {**opts, "terminal": storage_terminal})
+            form = dataclasses.replace(form, blocks=blocks)
+        self.formulation = form
+        self.instance = instance
+        self.step_td = parse_step(step)
+        self.step_s = self.step_td.total_seconds()
+        self.steps = horizon_steps(horizon, self.step_td, form)
+        if not quantum_kw > 0:
+            raise DataError(f"quantum_kw must be positive, got {quantum_kw}")
+        self.quantum_kw = float(quantum_kw)
+        self.forecaster = resolve_forecaster(forecaster)
+        if strategy is None:
+            self.strategy: Any = MonolithicStrategy(form, log=log)
+        elif hasattr(strategy, "solve"):
+            self.strategy = strategy
+        else:
+            self.strategy = strategy(form)
+        self.edge = edge or EdgePolicy(quantum_kw=self.quantum_kw)
+        lindistflow = form.blocks.get("network", ("copperplate", {}))[0] == "lindistflow"
+        self.ac_check = lindistflow if ac_check is None else bool(ac_check)
+        self.protect_departures = bool(protect_departures)
+        self.soft_fallback = bool(soft_fallback)
+        self.ev_plan = bool(ev_plan)
+        self.origin = instance_origin(instance)
+        self.station_ids = instance.stations["station_id"].astype(str).tolist()
+        self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
+                          for d in ("buy", "sell")}
+        self.last_window: Window | None = None
+        self.last_result: WindowResult | None = None
+        self.last_forecast: Forecast | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def window_times(self, time_s: float) -> pd.DatetimeIndex:
+        """The window's step start times for a decision at ``time_s``."""
+        return pd.date_range(self.origin + pd.Timedelta(seconds=float(time_s)), periods=self.steps, freq=self.step_td)
+
+    def _check_state(self, state: ControlState) -> None:
+        known = set(self.station_ids)
+        bad = sorted({e.station_id for e in state.evs} - known)
+        if bad:
+            raise DataError(f"state names unknown station(s) {bad[:5]}", table="stations", column="station_id")
+        ids = [e.ev_id for e in state.evs]
+        if len(set(ids)) != len(ids):
+            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+            raise DataError(f"state lists EV {dup!r} twice", table="evs", column="ev_id")
+        sids = [e.session_id for e in state.evs]
+        if len(set(sids)) != len(sids):
+            raise DataError("state lists a session twice", table="sessions", column="session_id")
+        bad = sorted((set(state.unavailable_stations) | set(state.offline_stations)) - known)
+        if bad:
+            raise DataError(f"state flags unknown station(s) {bad[:5]}", table="stations", column="station_id")
+
+    def _apply_forecast(self, w: Window, fc: Forecast) -> None:
+        T = w.steps
+        st = w.stations
+        for name, shape in (("price_buy", (T,)), ("price_sell", (T,)), ("load_p_kw", w.load_p_kw.shape),
+                            ("load_q_kvar", w.load_q_kvar.shape), ("pv_avail_kw", w.pv_avail_kw.shape),
+                            ("wind_avail_kw", w.wind_avail_kw.shape)):
+            value = getattr(fc, name)
+            if value is None:
+                continue
+            arr = np.asarray(value, float)
+            if arr.shape != shape:
+                raise DataError(f"forecast {name} has shape {arr.shape}, the window needs {shape}")
+            getattr(w, name)[...] = arr
+        for direction, grid, table in (("buy", fc.price_buy, st.price_buy), ("sell", fc.price_sell, st.price_sell)):
+            if grid is None or not st.n:
+                continue
+            plain = ~np.isin(st.station_id, list(self._tariffed[direction]))
+            table[plain] = np.asarray(grid, float)[None, :]
+
+    @staticmethod
+    def _clip_needs(w: Window, real: np.ndarray) -> tuple[int, float]:
+        """Lower needs that full-power charging can no longer reach (see "Terminal conditions")."""
+        ev = w.evs
+        if not ev.n:
+            return 0, 0.0
+        reach = ev.e_init_kwh + ev.eff_ch * ev.p_ch_max_kw * w.dt_h * ev.plugged.sum(axis=1)
+        reach = np.minimum(reach, ev.capacity_kwh)
+        over = ev.e_need_kwh > reach + 1e-9
+        lowered = np.where(over, ev.e_need_kwh - reach, 0.0)
+        ev.e_need_kwh = np.minimum(ev.e_need_kwh, reach)
+        ev.e_req_kwh = np.minimum(ev.e_req_kwh, reach)
+        return int((over & real).sum()), float(lowered[real].sum())
+
+    def _solve(self, w: Window) -> tuple[WindowResult | None, str, str]:
+        try:
+            return self.strategy.solve(w, soft_limits=None, ac_check=self.ac_check), "optimal", ""
+        except InfeasibleError as exc:
+            if not self.soft_fallback:
+                return None, "failed", str(exc)
+            try:
+                return self.strategy.solve(w, soft_limits=True, ac_check=self.ac_check), "soft_limits", str(exc)
+            except OptevError as exc2:
+                return None, "failed", f"{exc}; with soft limits: {exc2}"
+        except OptevError as exc:
+            return None, "failed", str(exc)
+
+    # ------------------------------------------------------------------ the call
+    def step(self, state: ControlState, forecasts: Forecast | None = None) -> ControlDecision:
+        """Decide the setpoints of ``[state.time_s, state.time_s + step)`` (module docstring).
+
+        Parameters
+        ----------
+        state : ControlState
+            Measured plugged EVs, station flags and storage energies now.
+        forecasts : Forecast, optional
+            Forecast for this window; default: ask the controller's forecaster.
+
+        Returns
+        -------
+        ControlDecision
+        """
+        t_wall = time.perf_counter()
+        self._check_state(state)
+        now = float(state.time_s)
+        times = self.window_times(now)
+        self.forecaster.observe(state)
+        fc = forecasts if forecasts is not None else self.forecaster.forecast(self.instance, times, state)
+        self.last_forecast = fc
+        down = set(state.unavailable_stations)
+        live = [e for e in state.evs if e.station_id not in down]
+        plugged = sessions_of(self.instance, live, now, self.step_s)
+        arrivals = fc.arrivals
+        if len(arrivals):
+            ok = (~arrivals["station_id"].isin(down) & arrivals["station_id"].isin(self.station_ids)
+                  & arrivals["ev_id"].isin(self.instance.evs["ev_id"]) & (arrivals["arrival_s"] > now)
+                  & ~arrivals["session_id"].isin(plugged["session_id"]))
+            arrivals = arrivals[ok]
+        sessions = pd.concat([plugged, arrivals], ignore_index=True) if len(arrivals) else plugged
+        work = with_sessions(self.instance, sessions)
+        w = build_window(work, start=times[0], steps=self.steps, step=self.step_td,
+                         ev_energy_kwh={e.session_id: e.energy_kwh for e in live}, quantum_kw=self.quantum_kw)
+        self._apply_forecast(w, fc)
+        if state.storage_e_kwh:
+            w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
+        real = np.isin(w.evs.session_id, plugged["session_id"].to_numpy(object))
+        n_clip, clip_kwh = self._clip_needs(w, real)
+        self.last_window = w
+        result, status, message = self._solve(w)
+        self.last_result = result
+        if result is None:
+            decision = self._local_decision(state, message)
+        else:
+            decision = self._decision(state, w, result, real, status, message)
+        decision.stats.needs_clipped = n_clip
+        decision.stats.needs_clipped_kwh = clip_kwh
+        decision.stats.evs = int(real.sum())
+        decision.stats.forecast_arrivals = int(w.evs.n - real.sum())
+        decision.stats.wall_s = time.perf_counter() - t_wall
+        return decision
+
+    def expected_modes(self, state: ControlState, schedule_covers: bool = True) -> dict[str, str]:
+        """Mode of every station as the state's outage flags imply (:class:`EdgePolicy`)."""
+        modes = {s: "central" for s in self.station_ids}
+        for s, since in state.offline_stations.items():
+            modes[s] = self.edge.mode(float(state.time_s) - float(since), schedule_covers)
+        return modes
+
+    def _decision(self, state: ControlState, w: Window, result: WindowResult, real: np.ndarray, status: str,
+                  message: str) -> ControlDecision:
+        ev, st = w.evs, w.stations
+        plan = result.plan
+        if plan.ev_p_kw.shape != (ev.n, w.steps) or plan.station_p_kw.shape != (st.n, w.steps):
+            raise DataError(f"solve strategy returned a plan of shape {plan.ev_p_kw.shape}/{plan.station_p_kw.shape}, "
+                            f"the window has {ev.n} sessions, {st.n} stations and {w.steps} steps")
+        ev_p, st_p, short = plan.ev_p_kw, plan.station_p_kw, plan.shortfall_kwh
+        if ev.n and (self.protect_departures or abs(self.quantum_kw - QUANTUM_KW) > 1e-12):
+            re = disaggregate(ev, w.dt_h, st_p, guide_kw=ev_p, quantum_kw=self.quantum_kw,
+                              enforce_departure=self.protect_departures, site_max_kw=st.p_site_max_kw,
+                              site_dis_max_kw=st.p_site_dis_max_kw)
+            ev_p, st_p, short = re.ev_p_kw, re.station_p_kw, re.shortfall_kwh
+        row = {str(s): i for i, s in enumerate(ev.session_id)}
+        ev_kw: dict[str, float] = {}
+        ev_plan: dict[str, list[float]] = {}
+        shortfall: dict[str, float] = {}
+        leaving = []
+        for e in state.evs:
+            i = row.get(e.session_id)
+            if e.station_id in state.unavailable_stations:
+                ev_kw[e.ev_id] = 0.0
+                continue
+            if i is None or ev.plugged[i, 0] <= 0:
+                ev_kw[e.ev_id] = 0.0
+                leaving.append(e)
+                continue
+            ev_kw[e.ev_id] = float(ev_p[i, 0])
+            if self.ev_plan:
+                ev_plan[e.session_id] = [float(v) for v in ev_p[i]]
+            if short[i] > 0:
+                shortfall[e.session_id] = float(short[i])
+        station_kw = {s: 0.0 for s in self.station_ids}
+        for e in state.evs:
+            station_kw[e.station_id] += ev_kw[e.ev_id]
+        if leaving:
+            self._leaving_setpoints(leaving, float(state.time_s), ev_kw, station_kw, st)
+        station_plan = {str(s): [float(v) for v in st_p[k]] for k, s in enumerate(st.station_id)}
+        for s in state.unavailable_stations:
+            station_plan[s] = [0.0] * w.steps
+        for s, plan_s in station_plan.items():
+            plan_s[0] = station_kw[s]  # the first entry is the setpoint (with EVs leaving during the interval)
+        storage_kw, storage_plan = _storage_plan(result, w)
+        summ = result.summary
+        stats = SolveStats(
+            status=status, termination=str(summ.get("termination", result.termination)),
+            objective=_finite(summ.get("objective", result.objective)), message=message,
+            build_s=float(summ.get("build_s", 0.0)), solve_s=float(summ.get("solve_s", 0.0)),
+            check_s=float(summ.get("check_s", 0.0)), warm=bool(summ.get("warm", False)),
+            iterations=int(summ.get("iterations", 0)),
+            planned_shortfall_kwh=float(short[real].sum()) if ev.n else 0.0,
+            slack_used={str(k): float(v) for k, v in (summ.get("slack_used") or {}).items() if v},
+            max_abs_dv_pu=_finite(summ.get("max_abs_dv_pu")))
+        return ControlDecision(time_s=float(state.time_s), step_s=self.step_s, setpoints=Setpoints(ev_kw, station_kw),
+                               storage_kw=storage_kw, plan_start_s=float(state.time_s), plan_step_s=self.step_s,
+                               station_plan_kw=station_plan, ev_plan_kw=ev_plan, storage_plan_kw=storage_plan,
+                               modes=self.expected_modes(state), shortfall_kwh=shortfall, stats=stats)
+
+    def _leaving_setpoints(self, leaving: list, now: float, ev_kw: dict[str, float], station_kw: dict[str, float],
+                           st: Any) -> None:
+        """EVs that leave during the interval (not in the window): charge what their need asks
+        for in the time left, at most full power, within the site cap left by the plan."""
+        q = self.quantum_kw
+        cap, p_ch, eff, _ = ev_station_params(self.instance, [e.ev_id for e in leaving],
+                                              [e.station_id for e in leaving])
+        energy = np.array([e.energy_kwh for e in leaving], float)
+        dep = np.array([now if e.departure_s is None else e.departure_s for e in leaving], float)
+        tau_h = np.clip(dep - now, 0.0, self.step_s) / 3600.0
+        need = np.maximum(np.array([e.soc_target for e in leaving], float) * cap - energy, 0.0)
+        ok = tau_h > 0
+        p_need = np.divide(need, eff * tau_h, out=np.zeros(len(leaving)), where=ok)
+        p_max = np.minimum(p_ch, np.divide(np.maximum(cap - energy, 0.0), eff * tau_h, out=np.zeros(len(leaving)),
+                                           where=ok))
+        p = np.minimum(np.ceil(p_need / q - 1e-9), np.floor(p_max / q + 1e-9)) * q
+        p = np.where(ok, np.maximum(p, 0.0), 0.0)
+        site = dict(zip(st.station_id, st.p_site_max_kw))
+        for k, e in enumerate(leaving):
+            head = np.floor(max(site.get(e.station_id, np.inf) - station_kw[e.station_id], 0.0) / q + 1e-9) * q
+            v = float(min(p[k], head))
+            ev_kw[e.ev_id] = v
+            station_kw[e.station_id] += v
+
+    def _local_decision(self, state: ControlState, message: str) -> ControlDecision:
+        """Every station on the safe local policy (the solve failed)."""
+        modes = {s: "fallback" for s in self.station_ids}
+        down = set(state.unavailable_stations)
+        live = [e for e in state.evs if e.station_id not in down]
+        ev_kw, _ = local_setpoints(self.instance, live, float(state.time_s), self.step_s, modes, {}, self.edge)
+        ev_kw = {e.ev_id: float(ev_kw.get(e.ev_id, 0.0)) for e in state.evs}
+        station_kw = {s: 0.0 for s in self.station_ids}
+        for e in state.evs:
+            station_kw[e.station_id] += ev_kw[e.ev_id]
+        storage = self.instance.feeder.storage
+        zero = {str(s): 0.0 for s in storage["storage_id"]} if len(storage) else {}
+        return ControlDecision(time_s=float(state.time_s), step_s=self.step_s, setpoints=Setpoints(ev_kw, station_kw),
+                               storage_kw=zero, plan_start_s=float(state.time_s), plan_step_s=self.step_s,
+                               modes=modes, stats=SolveStats(status="failed", message=message))
+
+
+def _finite(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _storage_plan(result: WindowResult, w: Window) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Net charging power of each storage unit: first step and horizon, from the ``storage`` table."""
+    table = result.tables.get("storage")
+    if table is None or not len(table):
+        return {}, {}
+    net = (table["p_ch_kw"] - table["p_dis_kw"]).to_numpy(float)
+    frame = pd.DataFrame({"storage_id": table["storage_id"].astype(str).to_numpy(object),
+                          "k": w.times.get_indexer(pd.DatetimeIndex(table["time"])), "p": net})
+    wide = frame.pivot_table(index="storage_id", columns="k", values="p", aggfunc="sum").reindex(
+        columns=range(w.steps), fill_value=0.0).fillna(0.0)
+    plan = {str(s): [float(v) for v in wide.loc[s]] for s in wide.index}
+    return {s: p[0] for s, p in plan.items()}, plan

@@ -1,0 +1,353 @@
+"""Forecasts for the rolling horizon: prices, bus base loads, expected EV arrivals (R6.3.2).
+
+The controller knows the EVs plugged in now (from the :class:`~optev.mpc.state.ControlState`)
+and, for the rest of the horizon, only what a *forecaster* expects; the plant realises
+the real arrivals (:func:`optev.mpc.simulate`). A forecaster is any object with
+
+``observe(state)``
+    called with every state before the forecast (learn from what was measured; may do
+    nothing);
+``forecast(instance, times, state) -> Forecast``
+    the forecast for the window steps ``times`` (a regular, timezone-aware
+    :class:`pandas.DatetimeIndex`).
+
+A :class:`Forecast` field left ``None`` means "use the instance's own data as
+:func:`optev.blocks.window.build_window` reads it" (the time series, wrapped by time of
+day when it covers whole days, or the nominal values of the tables).
+
+Built-in forecasters
+--------------------
+:class:`SeasonalProfileForecaster` (the default)
+    *Prices, base loads and renewable availability*: the average, over the whole days of
+    the instance's time series, of the value at the same time of day (with one day of
+    series this is the series itself, i.e. a day-ahead profile; with none, the tables'
+    nominal values). *Arrivals*: from a history of sessions (by default the instance's
+    ``sessions`` table, which holds the uncontrolled baseline sessions; :func:`simulate`
+    passes the baseline day of a trip-based instance), per station and time-of-day bin
+    (``bin``, 30 min by default): the mean number of arrivals per day, each expected
+    arrival placed at the middle of its bin with the bin's mean dwell time, mean arrival
+    SOC and mean target SOC, and the vehicle (type, V2G consent) of the bin's first
+    historical session. Fractional daily counts are turned into whole sessions with a
+    running sum rounded half up, in time order per station (deterministic). The
+    forecast is thus a profile: arrival times, dwell times, energies and vehicles differ
+    from any particular realised day.
+:class:`PersistenceForecaster`
+    "Tomorrow looks like today / the last observation". *Prices, loads, availability*:
+    ``values="day"`` the values 24 h earlier (for a one-day series, which wraps by time
+    of day, the same day's values), ``values="last"`` the value of the current step held
+    over the horizon. *Arrivals*: the sessions the forecaster has *observed* (every
+    session seen plugged in a state), arrived in ``(now − L, now + H − L]``, shifted by the
+    lookback ``L`` (default 1 day: the same hours yesterday; a shorter lookback says "the
+    next hours look like the last ones"). Nothing is known before the first observation,
+    so on the first day with ``L`` = 1 day the controller plans only the EVs present.
+
+Forecast sessions use ids ``fc-…``; their ``ev_id`` is a real EV of the instance (for
+its vehicle type, SOC floor and V2G consent; the same EV may appear in a forecast session
+while it is plugged in now: the forecast stands for "a session like this one"). Only
+arrivals after the decision time are forecast.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.window import build_window, instance_origin
+from optev.data.instance import Instance
+from optev.data.vehicles import SESSIONS
+from optev.errors import DataError
+from optev.mpc.state import ControlState
+
+DAY_S = 86400.0
+SESSION_FIELDS = ("session_id", "ev_id", "station_id", "arrival_s", "departure_s", "soc_arrival", "soc_target")
+
+
+def empty_sessions() -> pd.DataFrame:
+    """An empty table with the columns of :data:`optev.data.SESSIONS`."""
+    return SESSIONS.empty()
+
+
+@dataclass
+class Forecast:
+    """Forecast for the steps of one window (``None``: the instance's own data).
+
+    Attributes
+    ----------
+    price_buy, price_sell : ndarray (T,) or None
+        Grid import and export price, currency/kWh.
+    load_p_kw, load_q_kvar : ndarray (T, n_bus) or None
+        Conventional (non-EV) load of every bus in feeder order, kW and kvar.
+    pv_avail_kw, wind_avail_kw : ndarray (n_unit, T) or None
+        Available renewable power of every PV / wind unit, kW.
+    arrivals : DataFrame
+        Expected sessions arriving after the decision time, in the columns of
+        :data:`optev.data.SESSIONS` (times in s after the instance start).
+    source : str
+        Name of the forecaster.
+    """
+
+    price_buy: np.ndarray | None = None
+    price_sell: np.ndarray | None = None
+    load_p_kw: np.ndarray | None = None
+    load_q_kvar: np.ndarray | None = None
+    pv_avail_kw: np.ndarray | None = None
+    wind_avail_kw: np.ndarray | None = None
+    arrivals: pd.DataFrame = field(default_factory=empty_sessions)
+    source: str = ""
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """What the controller asks of a forecaster (see the module docstring)."""
+
+    def observe(self, state: ControlState) -> None:
+        """Learn from a measured state (called before every forecast)."""
+
+    def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
+        """The forecast for the window steps ``times``."""
+
+
+def seconds_after_start(instance: Instance, times: pd.DatetimeIndex) -> np.ndarray:
+    """Seconds of ``times`` after the instance start (the clock of sessions and states)."""
+    return (times - instance_origin(instance)).total_seconds().to_numpy(float)
+
+
+def actual_series(instance: Instance, times: pd.DatetimeIndex) -> Forecast:
+    """The instance's own prices, base loads and availability at ``times`` (no arrivals).
+
+    Exactly what :func:`optev.blocks.window.build_window` reads (time series wrapped by
+    time of day when they cover whole days; nominal values otherwise): the realised
+    values a simulation applies, and the data persistence forecasts are made of.
+    """
+    bare = copy.copy(instance)
+    bare.sessions = empty_sessions()
+    step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(minutes=float(instance.metadata.step_minutes))
+    w = build_window(bare, start=times[0], steps=len(times), step=step, with_network=False)
+    return Forecast(price_buy=w.price_buy, price_sell=w.price_sell, load_p_kw=w.load_p_kw, load_q_kvar=w.load_q_kvar,
+                    pv_avail_kw=w.pv_avail_kw, wind_avail_kw=w.wind_avail_kw, source="actual")
+
+
+def _daily_profile(frame: pd.DataFrame, times: pd.DatetimeIndex) -> np.ndarray | None:
+    """Mean over the series' days of the value at each time of day, sampled at ``times``
+    (piecewise constant); None for an empty frame."""
+    if frame is None or frame.empty or not len(frame.columns):
+        return None
+    idx = frame.index
+    tod = (idx - idx.normalize()).total_seconds().to_numpy(float)
+    prof = pd.DataFrame(frame.to_numpy(float), columns=frame.columns).groupby(tod, sort=True).mean()
+    keys = prof.index.to_numpy(float)
+    want = (times - times.normalize()).total_seconds().to_numpy(float)
+    pos = np.searchsorted(keys, want, side="right") - 1
+    pos = np.where(pos < 0, keys.size - 1, pos)  # before the first time of day: the last one of the day before
+    return prof.to_numpy(float)[pos]
+
+
+class SeasonalProfileForecaster:
+    """Average by time of day from the instance's history (see the module docstring).
+
+    Parameters
+    ----------
+    history : DataFrame, optional
+        Historical sessions (columns of :data:`optev.data.SESSIONS`); default: the
+        instance's ``sessions`` table at forecast time.
+    bin : str or Timedelta
+        Time-of-day bin of the arrival profile (default 30 min).
+    days : int, optional
+        Number of days the history covers (default: from its latest arrival, at least 1).
+    """
+
+    name = "seasonal"
+
+    def __init__(self, history: pd.DataFrame | None = None, *, bin: str | pd.Timedelta = "30min",
+                 days: int | None = None) -> None:
+        self.history = None if history is None else SESSIONS.conform(history[list(SESSION_FIELDS)])
+        self.bin_s = pd.Timedelta(bin).total_seconds()
+        if not 0 < self.bin_s <= DAY_S:
+            raise DataError(f"seasonal forecaster: bin must be positive and at most a day, got {bin!r}")
+        self.days = days
+        self._profile: tuple[int, pd.DataFrame] | None = None
+
+    def observe(self, state: ControlState) -> None:
+        """Nothing to learn online: the profile comes from the history."""
+
+    def _arrival_profile(self, instance: Instance) -> pd.DataFrame:
+        hist = self.history if self.history is not None else instance.sessions
+        key = id(hist)
+        if self._profile is not None and self._profile[0] == key:
+            return self._profile[1]
+        arr = hist["arrival_s"].to_numpy(float)
+        if arr.size == 0:
+            prof = pd.DataFrame(columns=["station_id", "bin", "per_day", "dwell_s", "soc_arrival", "soc_target",
+                                         "ev_id"])
+        else:
+            days = self.days or max(1, int(np.floor(arr.max() / DAY_S)) + 1)
+            df = pd.DataFrame({"station_id": hist["station_id"].to_numpy(object),
+                               "bin": np.floor((arr % DAY_S) / self.bin_s).astype(np.int64),
+                               "arrival_s": arr, "dwell_s": hist["departure_s"].to_numpy(float) - arr,
+                               "soc_arrival": hist["soc_arrival"].to_numpy(float),
+                               "soc_target": hist["soc_target"].to_numpy(float),
+                               "ev_id": hist["ev_id"].to_numpy(object)}).sort_values(["arrival_s", "ev_id"],
+                                                                                      kind="stable")
+            g = df.groupby(["station_id", "bin"], sort=True)
+            prof = g.agg(count=("arrival_s", "size"), dwell_s=("dwell_s", "mean"), soc_arrival=("soc_arrival", "mean"),
+                         soc_target=("soc_target", "mean"), ev_id=("ev_id", "first")).reset_index()
+            prof["per_day"] = prof["count"] / float(days)
+        self._profile = (key, prof)
+        return prof
+
+    def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
+        ts = instance.timeseries
+        price = _daily_profile(ts.price, times)
+        fc = Forecast(source=self.name)
+        if price is not None:
+            cols = list(ts.price.columns)
+            fc.price_buy = price[:, cols.index("buy_per_kwh")]
+            fc.price_sell = price[:, cols.index("sell_per_kwh")]
+        buses = instance.feeder.bus_ids
+        if len(buses):
+            pos = {b: i for i, b in enumerate(buses)}
+            for name, nominal in (("load_p_kw", "p_load_kw"), ("load_q_kvar", "q_load_kvar")):
+                frame = getattr(ts, name)
+                prof = _daily_profile(frame, times)
+                if prof is None:
+                    continue
+                base = np.broadcast_to(instance.feeder.buses[nominal].to_numpy(float), (len(times), len(buses))).copy()
+                base[:, [pos[c] for c in frame.columns]] = prof
+                setattr(fc, name, base)
+        fc.arrivals = self._arrivals(instance, times, state)
+        return fc
+
+    def _arrivals(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> pd.DataFrame:
+        prof = self._arrival_profile(instance)
+        if not len(prof):
+            return empty_sessions()
+        secs = seconds_after_start(instance, times)
+        dt = secs[1] - secs[0] if secs.size > 1 else float(instance.metadata.step_minutes) * 60.0
+        now, end = float(state.time_s), float(secs[-1] + dt)
+        d0, d1 = int(np.floor(now / DAY_S)), int(np.floor(end / DAY_S))
+        days = np.arange(d0, d1 + 1)
+        n_p, n_d = len(prof), days.size
+        t = (days[None, :] * DAY_S + (prof["bin"].to_numpy(float)[:, None] + 0.5) * self.bin_s).ravel()
+        row = np.repeat(np.arange(n_p), n_d)
+        keep = (t > now) & (t < end)
+        t, row = t[keep], row[keep]
+        if not t.size:
+            return empty_sessions()
+        station = prof["station_id"].to_numpy(object)[row]
+        order = np.lexsort((t, station))
+        t, row, station = t[order], row[order], station[order]
+        per_day = prof["per_day"].to_numpy(float)[row]
+        # whole sessions from fractional daily counts: running sum per station, rounded half up
+        csum = np.cumsum(per_day)
+        first = np.r_[True, station[1:] != station[:-1]]
+        start_idx = np.maximum.accumulate(np.where(first, np.arange(t.size), 0))
+        before = csum[start_idx] - per_day[start_idx]
+        run = csum - before
+        n = np.floor(run + 0.5 + 1e-9) - np.floor(run - per_day + 0.5 + 1e-9)
+        n = np.maximum(n, 0).astype(np.int64)
+        rep = np.repeat(np.arange(t.size), n)
+        if not rep.size:
+            return empty_sessions()
+        k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
+        r = row[rep]
+        arr = t[rep]
+        dwell = np.maximum(prof["dwell_s"].to_numpy(float)[r], dt)
+        soc_a = np.clip(prof["soc_arrival"].to_numpy(float)[r], 0.0, 1.0)
+        soc_t = np.clip(np.maximum(prof["soc_target"].to_numpy(float)[r], soc_a), 0.0, 1.0)
+        ids = [f"fc-{s}-{int(a)}-{j}" for s, a, j in zip(station[rep], arr, k)]
+        return SESSIONS.conform(pd.DataFrame({
+            "session_id": ids, "ev_id": prof["ev_id"].to_numpy(object)[r], "station_id": station[rep],
+            "arrival_s": arr, "departure_s": arr + dwell, "soc_arrival": soc_a, "soc_target": soc_t}))
+
+
+class PersistenceForecaster:
+    """"Tomorrow = today / the last observation" (see the module docstring).
+
+    Parameters
+    ----------
+    lookback : str or Timedelta
+        Shift ``L`` of the observed arrivals (default 1 day).
+    values : {"day", "last"}
+        Prices, loads and availability: the values 24 h earlier, or the current value held.
+    unknown_dwell : str or Timedelta
+        Dwell time assumed for an observed session whose departure was unknown (1 h).
+    """
+
+    name = "persistence"
+
+    def __init__(self, *, lookback: str | pd.Timedelta = "1D", values: str = "day",
+                 unknown_dwell: str | pd.Timedelta = "1h") -> None:
+        self.lookback_s = pd.Timedelta(lookback).total_seconds()
+        if self.lookback_s <= 0:
+            raise DataError(f"persistence forecaster: lookback must be positive, got {lookback!r}")
+        if values not in ("day", "last"):
+            raise DataError(f"persistence forecaster: values must be 'day' or 'last', got {values!r}")
+        self.values = values
+        self.unknown_dwell_s = pd.Timedelta(unknown_dwell).total_seconds()
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    def observe(self, state: ControlState) -> None:
+        for e in state.evs:
+            rec = self._seen.get(e.session_id)
+            if rec is None:
+                self._seen[e.session_id] = rec = {
+                    "ev_id": e.ev_id, "station_id": e.station_id, "arrival_s": float(e.arrival_s),
+                    "soc_arrival": float(e.soc_arrival if e.soc_arrival is not None else e.soc),
+                    "soc_target": float(e.soc_target)}
+            rec["departure_s"] = e.departure_s
+
+    def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
+        if self.values == "day":
+            fc = actual_series(instance, times - pd.Timedelta(days=1))
+        else:
+            now = actual_series(instance, times[:1])
+            T = len(times)
+            fc = Forecast(price_buy=np.repeat(now.price_buy, T), price_sell=np.repeat(now.price_sell, T),
+                          load_p_kw=np.repeat(now.load_p_kw, T, axis=0),
+                          load_q_kvar=np.repeat(now.load_q_kvar, T, axis=0),
+                          pv_avail_kw=np.repeat(now.pv_avail_kw, T, axis=1),
+                          wind_avail_kw=np.repeat(now.wind_avail_kw, T, axis=1))
+        fc.source = self.name
+        fc.arrivals = self._arrivals(instance, times, state)
+        return fc
+
+    def _arrivals(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> pd.DataFrame:
+        if not self._seen:
+            return empty_sessions()
+        secs = seconds_after_start(instance, times)
+        dt = secs[1] - secs[0] if secs.size > 1 else float(instance.metadata.step_minutes) * 60.0
+        now, end = float(state.time_s), float(secs[-1] + dt)
+        ids = list(self._seen)
+        recs = [self._seen[k] for k in ids]
+        arr = np.array([r["arrival_s"] for r in recs], float) + self.lookback_s
+        dep = np.array([np.nan if r["departure_s"] is None else r["departure_s"] for r in recs], float)
+        dwell = np.where(np.isnan(dep), self.unknown_dwell_s, dep - (arr - self.lookback_s))
+        keep = (arr > now) & (arr < end)
+        if not keep.any():
+            return empty_sessions()
+        idx = np.flatnonzero(keep)
+        return SESSIONS.conform(pd.DataFrame({
+            "session_id": [f"fc-{ids[i]}-{int(arr[i])}" for i in idx],
+            "ev_id": [recs[i]["ev_id"] for i in idx], "station_id": [recs[i]["station_id"] for i in idx],
+            "arrival_s": arr[idx], "departure_s": arr[idx] + np.maximum(dwell[idx], dt),
+            "soc_arrival": np.clip([recs[i]["soc_arrival"] for i in idx], 0.0, 1.0),
+            "soc_target": np.clip([max(recs[i]["soc_target"], recs[i]["soc_arrival"]) for i in idx], 0.0, 1.0)}))
+
+
+def resolve_forecaster(forecaster: Any) -> Any:
+    """``None`` → :class:`SeasonalProfileForecaster`; ``"seasonal"``/``"persistence"`` → the
+    built-in with its defaults; anything with ``forecast`` → itself."""
+    if forecaster is None or forecaster == "seasonal":
+        return SeasonalProfileForecaster()
+    if forecaster == "persistence":
+        return PersistenceForecaster()
+    if isinstance(forecaster, str):
+        raise DataError(f"unknown forecaster {forecaster!r}; built-in: seasonal, persistence")
+    if not hasattr(forecaster, "forecast"):
+        raise DataError("a forecaster needs a forecast(instance, times, state) method, "
+                        f"got {type(forecaster).__name__}")
+    return forecaster

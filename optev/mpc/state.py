@@ -1,0 +1,323 @@
+"""Plain, JSON-serialisable records exchanged with the rolling-horizon controller.
+
+A dispatch service calls :meth:`optev.mpc.Controller.step` every control interval with a
+:class:`ControlState` (what is measured now) and gets a :class:`ControlDecision` back
+(what to apply during the next interval, plus the plan for the rest of the horizon).
+Both hold only ``str``, ``int``, ``float``, ``bool``, ``None`` and lists/dicts of them, so
+``ControlState.from_json(state.to_json()) == state`` and the same for decisions; no numpy
+scalars, no NaN or infinity (an unknown value is ``None``).
+
+Units: times in seconds after the instance start (``metadata.start``), powers in kW at the
+grid side of the charger (charging positive, discharging negative), energies in kWh, SOC
+as a fraction of the usable battery capacity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from optev.mobility.state import Setpoints
+
+MODES = ("central", "hold", "fallback")
+"""Control modes of a station (R6.3.3): ``central`` follows the controller's setpoints,
+``hold`` follows its last valid schedule after dispatch stopped reaching it, ``fallback``
+runs the safe local policy (:mod:`optev.mpc.edge`)."""
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None for None/NaN/±inf."""
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _clean(value: Any) -> Any:
+    """``value`` as plain JSON data (numpy scalars → Python numbers, NaN/inf → None)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class EVState:
+    """A plugged-in EV as measured at the decision time.
+
+    Attributes
+    ----------
+    ev_id, session_id, station_id : str
+        The EV, its charging session and the station it is plugged in at.
+    energy_kwh : float
+        Measured battery energy now, kWh.
+    soc : float
+        Measured state of charge now (``energy_kwh / capacity``).
+    arrival_s : float
+        Plug-in time, s after the instance start.
+    departure_s : float or None
+        Expected departure, s; None when unknown (at a fast station the car leaves when
+        charged: the controller then assumes it charges at full power to its target).
+    soc_target : float
+        SOC the user needs at departure (R6.2.2.3).
+    soc_arrival : float or None
+        SOC at plug-in, when known (used by forecasters that learn from observed sessions).
+    p_ch_max_kw, p_dis_max_kw : float or None
+        Grid-side power limits of this EV at this charger as reported by the plant (None:
+        derived from the instance's vehicle type and charger model).
+    """
+
+    ev_id: str
+    session_id: str
+    station_id: str
+    energy_kwh: float
+    soc: float
+    arrival_s: float
+    departure_s: float | None
+    soc_target: float
+    soc_arrival: float | None = None
+    p_ch_max_kw: float | None = None
+    p_dis_max_kw: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EVState":
+        return cls(ev_id=str(data["ev_id"]), session_id=str(data["session_id"]), station_id=str(data["station_id"]),
+                   energy_kwh=float(data["energy_kwh"]), soc=float(data["soc"]), arrival_s=float(data["arrival_s"]),
+                   departure_s=_num(data.get("departure_s")), soc_target=float(data["soc_target"]),
+                   soc_arrival=_num(data.get("soc_arrival")), p_ch_max_kw=_num(data.get("p_ch_max_kw")),
+                   p_dis_max_kw=_num(data.get("p_dis_max_kw")))
+
+
+@dataclass
+class ControlState:
+    """What the controller knows at a decision time.
+
+    Attributes
+    ----------
+    time_s : float
+        Decision time, s after the instance start; the next interval starts here.
+    evs : list of EVState
+        Every EV plugged in now. EVs expected later come from the forecaster, not from
+        the state.
+    unavailable_stations : list of str
+        Stations out of service (faulted, switched off): their EVs get 0 kW and the
+        optimiser plans nothing there.
+    offline_stations : dict of str to float
+        Stations that dispatch does not reach (communication outage, R6.3.3), with the
+        time the outage began, s. They run autonomously (:mod:`optev.mpc.edge`); the
+        controller still plans them (the plan is what they resume with) and reports the
+        mode it expects them to be in.
+    storage_e_kwh : dict of str to float
+        Measured energy of each stationary storage unit, kWh (units not listed start from
+        the feeder table's ``e_init_kwh``).
+    """
+
+    time_s: float
+    evs: list[EVState] = field(default_factory=list)
+    unavailable_stations: list[str] = field(default_factory=list)
+    offline_stations: dict[str, float] = field(default_factory=dict)
+    storage_e_kwh: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time_s": float(self.time_s), "evs": [e.to_dict() for e in self.evs],
+                "unavailable_stations": [str(s) for s in self.unavailable_stations],
+                "offline_stations": {str(k): float(v) for k, v in self.offline_stations.items()},
+                "storage_e_kwh": {str(k): float(v) for k, v in self.storage_e_kwh.items()}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ControlState":
+        return cls(time_s=float(data["time_s"]), evs=[EVState.from_dict(e) for e in data.get("evs", [])],
+                   unavailable_stations=[str(s) for s in data.get("unavailable_stations", [])],
+                   offline_stations={str(k): float(v) for k, v in (data.get("offline_stations") or {}).items()},
+                   storage_e_kwh={str(k): float(v) for k, v in (data.get("storage_e_kwh") or {}).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ControlState":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class SolveStats:
+    """How a decision was obtained.
+
+    Attributes
+    ----------
+    status : str
+        ``optimal`` (the formulation as written), ``soft_limits`` (the window was
+        infeasible and was re-solved with penalised slacks, whose use is in
+        ``slack_used``), or ``failed`` (no solution: every station got the safe local
+        policy; ``message`` says why).
+    termination : str
+        HiGHS model status of the final solve (empty when failed).
+    objective : float or None
+        Objective value of the window (currency or weighted units).
+    message : str
+        Why the soft limits or the local policy were used (empty otherwise).
+    build_s, solve_s, check_s, wall_s : float
+        Model build/compile, HiGHS, AC check and disaggregation, and the whole
+        :meth:`Controller.step` call, s.
+    warm : bool
+        True when HiGHS only received changed data (same LP structure as the previous
+        call) and restarted from its previous basis.
+    iterations : int
+        Simplex/IPM iterations of the HiGHS runs of this step.
+    evs, forecast_arrivals : int
+        Plugged EV sessions in the window and forecast sessions added to it.
+    needs_clipped : int
+        Sessions whose departure need was lowered to what full-power charging can still
+        reach (reported, never silently: see :class:`~optev.mpc.controller.Controller`).
+    needs_clipped_kwh : float
+        Energy by which those needs were lowered in total, kWh.
+    planned_shortfall_kwh : float
+        Shortfall of the plan against the (clipped) needs, kWh.
+    slack_used : dict of str to float
+        Slack used per soft limit (status ``soft_limits``).
+    max_abs_dv_pu : float or None
+        Largest |LinDistFlow − AC| voltage difference of the window, p.u.
+    """
+
+    status: str = "optimal"
+    termination: str = ""
+    objective: float | None = None
+    message: str = ""
+    build_s: float = 0.0
+    solve_s: float = 0.0
+    check_s: float = 0.0
+    wall_s: float = 0.0
+    warm: bool = False
+    iterations: int = 0
+    evs: int = 0
+    forecast_arrivals: int = 0
+    needs_clipped: int = 0
+    needs_clipped_kwh: float = 0.0
+    planned_shortfall_kwh: float = 0.0
+    slack_used: dict[str, float] = field(default_factory=dict)
+    max_abs_dv_pu: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SolveStats":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        for k in ("objective", "max_abs_dv_pu"):
+            kw[k] = _num(kw.get(k))
+        kw["slack_used"] = {str(k): float(v) for k, v in (kw.get("slack_used") or {}).items()}
+        kw["warm"] = bool(kw.get("warm", False))
+        kw["iterations"] = int(kw.get("iterations", 0))
+        kw["evs"] = int(kw.get("evs", 0))
+        kw["forecast_arrivals"] = int(kw.get("forecast_arrivals", 0))
+        kw["needs_clipped"] = int(kw.get("needs_clipped", 0))
+        return cls(**kw)
+
+
+@dataclass
+class ControlDecision:
+    """What to apply during ``[time_s, time_s + step_s)`` and the plan beyond.
+
+    Attributes
+    ----------
+    time_s, step_s : float
+        Start and length of the interval the setpoints are for, s.
+    setpoints : Setpoints
+        ``ev_kw``: grid-side power of every EV of the state (by EV id), on the setpoint
+        grid (``quantum_kw``, 1 kW by default, R6.5.2); 0 at an unavailable station. An
+        EV that leaves during the interval (the window plans only whole steps) is asked
+        for what its departure need requires in the time left, at most its full power,
+        within the site cap left by the plan. ``station_kw``: each station's net
+        power, the sum of its EVs' setpoints (R6.2.3.3). To drive
+        :class:`optev.mobility.Plant` use :meth:`plant_setpoints` (the plant shares
+        ``station_kw`` among EVs *without* an EV setpoint).
+    storage_kw : dict of str to float
+        Net charging power of each storage unit for the interval, kW (discharge negative).
+    plan_start_s, plan_step_s : float
+        Start and step of the planned horizon.
+    station_plan_kw : dict of str to list of float
+        Planned net power of every station over the horizon (first entry = the setpoint),
+        including the power planned for forecast arrivals: the schedule a station follows
+        when dispatch stops reaching it (R6.3.3).
+    ev_plan_kw : dict of str to list of float
+        Planned power of every plugged EV session over the horizon, by session id (empty
+        when the controller was built with ``ev_plan=False``).
+    storage_plan_kw : dict of str to list of float
+        Planned net charging power of each storage unit over the horizon.
+    modes : dict of str to str
+        Mode of every station (:data:`MODES`) as the controller expects it from the
+        state's outage flags.
+    shortfall_kwh : dict of str to float
+        Planned shortfall of EV sessions that will not reach their need (only > 0).
+    stats : SolveStats
+    """
+
+    time_s: float
+    step_s: float
+    setpoints: Setpoints
+    storage_kw: dict[str, float] = field(default_factory=dict)
+    plan_start_s: float = 0.0
+    plan_step_s: float = 0.0
+    station_plan_kw: dict[str, list[float]] = field(default_factory=dict)
+    ev_plan_kw: dict[str, list[float]] = field(default_factory=dict)
+    storage_plan_kw: dict[str, list[float]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    shortfall_kwh: dict[str, float] = field(default_factory=dict)
+    stats: SolveStats = field(default_factory=SolveStats)
+
+    def plant_setpoints(self) -> Setpoints:
+        """The setpoints as :meth:`optev.mobility.Plant.advance` reads them.
+
+        Every EV of the state has its own setpoint; ``station_kw`` is 0 for every
+        station, so that an EV arriving during the interval (not yet known to the
+        controller) waits for the next decision instead of charging uncontrolled.
+        """
+        return Setpoints(ev_kw=dict(self.setpoints.ev_kw), station_kw={s: 0.0 for s in self.setpoints.station_kw})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time_s": float(self.time_s), "step_s": float(self.step_s), "setpoints": self.setpoints.to_dict(),
+                "storage_kw": _clean(self.storage_kw), "plan_start_s": float(self.plan_start_s),
+                "plan_step_s": float(self.plan_step_s), "station_plan_kw": _clean(self.station_plan_kw),
+                "ev_plan_kw": _clean(self.ev_plan_kw), "storage_plan_kw": _clean(self.storage_plan_kw),
+                "modes": {str(k): str(v) for k, v in self.modes.items()}, "shortfall_kwh": _clean(self.shortfall_kwh),
+                "stats": self.stats.to_dict()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ControlDecision":
+        def plans(key: str) -> dict[str, list[float]]:
+            return {str(k): [float(x) for x in v] for k, v in (data.get(key) or {}).items()}
+
+        return cls(time_s=float(data["time_s"]), step_s=float(data["step_s"]),
+                   setpoints=Setpoints.from_dict(data.get("setpoints") or {}),
+                   storage_kw={str(k): float(v) for k, v in (data.get("storage_kw") or {}).items()},
+                   plan_start_s=float(data.get("plan_start_s", data["time_s"])),
+                   plan_step_s=float(data.get("plan_step_s", data["step_s"])),
+                   station_plan_kw=plans("station_plan_kw"), ev_plan_kw=plans("ev_plan_kw"),
+                   storage_plan_kw=plans("storage_plan_kw"),
+                   modes={str(k): str(v) for k, v in (data.get("modes") or {}).items()},
+                   shortfall_kwh={str(k): float(v) for k, v in (data.get("shortfall_kwh") or {}).items()},
+                   stats=SolveStats.from_dict(data.get("stats") or {}))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ControlDecision":
+        return cls.from_dict(json.loads(text))
