@@ -3,7 +3,10 @@ r"""Copper-plate network and the substation (grid connection) shared by all netw
 Variables
     ``grid_p_buy[t]`` :math:`\ge 0` kW imported, ``grid_p_sell[t]`` :math:`\ge 0` kW exported,
     one pair per substation (shape substations × T), each bounded by that substation's
-    import/export limits.
+    import/export limits and, when the window carries one, by
+    ``window.extra["grid_import_max_kw"]`` — a time-varying import cap per substation and
+    step, shape (T,) or (substations, T), kW (the share of a city target given to a region
+    by :mod:`optev.hierarchy.city`; only bounds change, so a re-solve stays warm).
 
 Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
     :math:`p^{buy}_t - p^{sell}_t + \sum_{u} p^{inj}_{u,t} = \sum_{b} P^{load}_{b,t}`
@@ -33,7 +36,11 @@ def declare_grid(ctx: ModelContext) -> tuple[Any, Any]:
     n_sub = max(len(subs), 1)
     imp = subs["p_import_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
     exp = subs["p_export_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
-    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp[:, None], block="grid",
+    imp_ub = np.broadcast_to(imp[:, None], (n_sub, w.steps))
+    cap = w.extra.get("grid_import_max_kw")
+    if cap is not None:
+        imp_ub = np.minimum(imp_ub, np.broadcast_to(np.asarray(cap, float), (n_sub, w.steps)))
+    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp_ub, block="grid",
                                description="power imported at each substation, kW")
     sell = ctx.lp.add_variables("grid_p_sell", (n_sub, w.steps), 0.0, exp[:, None], block="grid",
                                 description="power exported at each substation, kW")

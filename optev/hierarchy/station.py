@@ -1,0 +1,242 @@
+r"""Station level of the hierarchy: per-EV station problems against the region's plan (R6.2.3.3).
+
+The region's LP sees each station as one flexibility envelope
+(:mod:`optev.blocks.envelope`), a relaxation: a station profile feasible for the envelope
+is not always realisable by its EVs, and the envelope prices V2G at a mean reservation
+price. Sharing the region's station setpoints among the EVs directly
+(:func:`~optev.blocks.disaggregate.disaggregate` with the envelope's guide) therefore
+loses cost. The *station refinement* instead solves, for each station, the exact per-EV
+problem of its EVs against the region's plan — the station's setpoint shared among its
+chargers (one session per charger) — and only then rounds to the 1 kW grid.
+
+Station problem of station s (all its sessions e, steps t)
+    the EV block (variant ``per_ev``, the formulation's ``departure`` and ``v2g`` options:
+    energy balance, SOC floor and capacity, departure energy, power limits; V2G
+    reservation prices of each EV) and the station block (variant ``per_ev``: site caps),
+    plus the tracking variables ``station_p_over[s,t]`` :math:`o \in [0, a_{s,t}]`,
+    ``station_p_excess[s,t]`` :math:`x \ge 0`, ``station_p_under[s,t]`` :math:`u \ge 0` kW,
+    constraint ``station_setpoint_tracking``:
+    :math:`P^{ch}_{s,t} - P^{dis}_{s,t} - o_{s,t} - x_{s,t} + u_{s,t} = P^*_{s,t}` (the region's
+    station setpoint), and objective
+
+    .. math::
+        \sum_t \Delta t\,\bigl[\lambda_{s,t}(P^{ch}_{s,t}-P^{dis}_{s,t})
+        + w\,(o_{s,t}+u_{s,t}) + W\,x_{s,t}\bigr]
+        + \sum_{e,t} r_e\,p^{dis}_{e,t}\Delta t
+
+    - :math:`\lambda_{s,t}` (currency/kWh): the region LP's *marginal price of power at the
+      station's bus* — the dual of the copper-plate balance ``grid_balance`` or of the
+      station bus's LinDistFlow balance ``bus_p_balance``, divided by :math:`\Delta t`. It
+      contains the energy price, any city price adder, and the shadow prices of the
+      region's coupling constraints (peak, voltage, line and import limits), so the station
+      moves energy only where the region values it less (price coordination inside the
+      region). Without duals (a MIP region model) the region's import price is used.
+    - :math:`w` = ``tracking`` × the window's highest absolute grid price: a small
+      tie-breaker (default 10⁻³) that keeps the station on the region's setpoint among
+      equally cheap schedules — LP prices are flat over long periods, and the region's plan
+      is what spreads load within them.
+    - :math:`a_{s,t}` (kW): the station's *allowance* above its setpoint — where the region's
+      import is limited (substation limit or share of a city target), the room left under
+      the limit in the region's plan, shared among the stations in proportion to the
+      charging power of their plugged EVs; unlimited elsewhere. Beyond it a station pays
+      :math:`W` = the formulation's ``slack_penalty`` (currency/kWh), so it exceeds its
+      allowance only if its EVs cannot be served otherwise, and the stations of a region
+      together stay within its limit.
+
+Stations are solved in batches of at most ``batch_evs`` sessions: one LP per batch, made
+of the (independent) station problems of the batch — small LPs, independent of the size
+of the region. The per-EV solution is then the guide of the disaggregation to the 1 kW
+grid, with the station totals as setpoints, as for a per-EV formulation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.context import ModelContext
+from optev.blocks.disaggregate import Disaggregation
+from optev.blocks.window import EVArrays, StationArrays, Window
+from optev.compose.formulation import BLOCKS, Formulation
+from optev.errors import InfeasibleError, SolverError
+from optev.lp.expr import as_expr
+
+TRACKING = 1e-3
+"""Default tie-breaking tracking price, as a fraction of the window's highest absolute grid price."""
+
+BATCH_EVS = 1000
+"""Default largest number of sessions in one batch of station problems."""
+
+
+@dataclass
+class StationRefinement:
+    """Result of the station problems of one region.
+
+    Attributes
+    ----------
+    plan : Disaggregation
+        Per-EV setpoints on the 1 kW grid for the whole region (region's session order).
+    results : list
+        One :class:`~optev.compose.solve.WindowResult` per batch (its ``context`` is the
+        batch's station LP; :func:`optev.testing.check_invariants` applies to it).
+    station_kw : ndarray (n_st, T)
+        Station net power of the station problems (before rounding), kW.
+    solve_s, build_s : float
+        HiGHS time and model build time over all batches, s.
+    """
+
+    plan: Disaggregation
+    results: list[Any]
+    station_kw: np.ndarray
+    solve_s: float
+    build_s: float
+
+
+def _take(arrays: Any, idx: np.ndarray) -> Any:
+    """A copy of an array dataclass with rows ``idx`` of every field."""
+    return dataclasses.replace(arrays, **{f.name: getattr(arrays, f.name)[idx] for f in dataclasses.fields(arrays)})
+
+
+def sub_window(window: Window, evs: EVArrays, stations: np.ndarray) -> tuple[Window, np.ndarray]:
+    """The window restricted to ``stations`` (indices) and their sessions, without network
+    or conventional load. Returns the window and the sessions' positions in ``evs``."""
+    keep = np.flatnonzero(np.isin(evs.station, stations))
+    remap = np.full(window.stations.n, -1, dtype=np.int64)
+    remap[stations] = np.arange(stations.size)
+    sub_evs = _take(evs, keep)
+    sub_evs = dataclasses.replace(sub_evs, station=remap[sub_evs.station])
+    sub_st: StationArrays = _take(window.stations, stations)
+    T = window.steps
+    sub = dataclasses.replace(window, evs=sub_evs, stations=sub_st, network=None, load_p_kw=np.zeros((T, 0)),
+                              load_q_kvar=np.zeros((T, 0)), pv_avail_kw=np.zeros((0, T)),
+                              wind_avail_kw=np.zeros((0, T)), extra={})
+    return sub, keep
+
+
+def batches(evs: EVArrays, n_stations: int, batch_evs: int) -> list[np.ndarray]:
+    """Stations (indices) with sessions, grouped in order into batches of at most
+    ``batch_evs`` sessions (a station with more sessions is a batch of its own)."""
+    count = np.bincount(evs.station, minlength=n_stations)
+    out: list[np.ndarray] = []
+    current: list[int] = []
+    size = 0
+    for s in np.flatnonzero(count > 0):
+        if current and size + count[s] > batch_evs:
+            out.append(np.array(current, dtype=np.int64))
+            current, size = [], 0
+        current.append(int(s))
+        size += int(count[s])
+    if current:
+        out.append(np.array(current, dtype=np.int64))
+    return out
+
+
+def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, setpoint_kw: np.ndarray,
+                    price: np.ndarray, *, allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
+                    batch_evs: int = BATCH_EVS, soft_limits: bool = False) -> StationRefinement:
+    """Solve the station problems of a region (see module docstring).
+
+    Parameters
+    ----------
+    formulation : Formulation
+        The region's formulation (its ``ev`` options and ``slack_penalty`` are used).
+    window : Window
+        The region's window.
+    evs : EVArrays
+        Its sessions as the EV block saw them (``ctx.handles["ev_arrays"]``).
+    setpoint_kw : ndarray (n_st, T)
+        The region LP's station net power :math:`P^*`, kW (charge positive).
+    price : ndarray (n_st, T)
+        Marginal price of power at each station :math:`\\lambda`, currency/kWh.
+    allowance_kw : ndarray (n_st, T), optional
+        How far each station may exceed its setpoint before paying the penalty :math:`W`,
+        kW (``inf``: unlimited, the default).
+    tracking : float
+        Tie-breaking tracking price as a fraction of the highest absolute grid price.
+    batch_evs : int
+        Largest number of sessions per LP.
+    soft_limits : bool
+        Departure energies and site caps as penalised slacks (``slack_penalty``), as in a
+        region LP solved with soft limits.
+    """
+    from optev.compose.results import result_tables
+    from optev.compose.solve import WindowResult
+    from optev.solvers.highs import HighsSession
+
+    T, dt = window.steps, window.dt_h
+    n_st = window.stations.n
+    ev_options = dict(formulation.block_options("ev"))
+    w_track = tracking * max(float(np.abs(window.price_buy).max(initial=0.0)), 1e-9)
+    w_hard = float(formulation.solver["slack_penalty"])
+    allow = np.full((n_st, T), np.inf) if allowance_kw is None else np.asarray(allowance_kw, float)
+    ev_p = np.zeros((evs.n, T))
+    ev_e = np.repeat(evs.e_init_kwh[:, None], T, axis=1) if evs.n else np.zeros((0, T))
+    station_p = np.zeros((n_st, T))
+    station_lp = np.zeros((n_st, T))
+    shortfall = np.zeros(evs.n)
+    results: list[Any] = []
+    solve_s = build_s = 0.0
+    for group in batches(evs, n_st, batch_evs):
+        t0 = time.perf_counter()
+        sub, keep = sub_window(window, evs, group)
+        ctx = ModelContext(sub, soft_limits=bool(soft_limits), slack_penalty=w_hard)
+        ctx.lp.name = f"{formulation.name}/stations"
+        ctx.variants = {"ev": "per_ev", "station": "per_ev"}
+        ctx.options["ev"] = ev_options
+        ctx.options["station"] = {"reactive": False, "polygon_sides": 12}
+        BLOCKS["ev"].load().build(ctx, ev_options, "per_ev")
+        BLOCKS["station"].load().build(ctx, ctx.options["station"], "per_ev")
+        lp = ctx.lp
+        net = as_expr(ctx.handles["station_p_ch"]) - as_expr(ctx.handles["station_p_dis"])
+        over = lp.add_variables("station_p_over", (group.size, T), 0.0, allow[group],
+                                description="station power above the region's setpoint, within its allowance, kW")
+        under = lp.add_variables("station_p_under", (group.size, T), 0.0, np.inf,
+                                 description="station power below the region's setpoint, kW")
+        limited = np.isfinite(allow[group])
+        gap = over - under
+        if limited.any():
+            excess = lp.add_variables("station_p_excess", (group.size, T), 0.0, np.where(limited, np.inf, 0.0),
+                                      description="station power above its setpoint beyond its allowance, kW")
+            gap = gap + excess
+            lp.add_objective("station_limit_excess", excess * (dt * w_hard), block="objective")
+        lp.add_constraints("station_setpoint_tracking", net - gap, "==", setpoint_kw[group])
+        lp.add_objective("station_marginal_energy_cost", net * (dt * price[group]), block="objective")
+        lp.add_objective("station_tracking", (over + under) * (dt * w_track), block="objective")
+        arrays = lp.compile()
+        build_s += time.perf_counter() - t0
+        session = HighsSession(time_limit_s=formulation.solver.get("time_limit_s"),
+                               threads=formulation.solver.get("threads"))
+        session.load(arrays)
+        out = session.solve()
+        solve_s += out.solve_s
+        if not out.optimal:
+            if "infeasible" in out.status.lower():
+                causes = [c for diagnose in ctx.diagnostics for c in diagnose(ctx)]
+                raise InfeasibleError(f"station problems of {window.instance.metadata.name!r} are infeasible: "
+                                      + ("; ".join(causes) or "no single cause found"))
+            raise SolverError(f"HiGHS stopped with status {out.status!r} on the station problems")
+        x = out.x
+        # disaggregation with the per-EV solution as guide, as for a per-EV formulation
+        tables, extra = result_tables(ctx, x, None, None)
+        plan: Disaggregation = extra.pop("plan")
+        extra.pop("ac_applied", None)
+        terms = lp.objective_values(x)
+        slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
+        summary = {"formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
+                   "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
+                   "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra}
+        empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
+        results.append(WindowResult(out.status, float(out.objective), terms, build_s, out.solve_s, 0.0, tables,
+                                    empty, summary, ctx, x, None, plan, None))
+        ev_p[keep] = plan.ev_p_kw
+        ev_e[keep] = plan.ev_e_kwh
+        shortfall[keep] = plan.shortfall_kwh
+        station_p[group] = plan.station_p_kw
+        station_lp[group] = lp.evaluate(net, x)
+    plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
+    return StationRefinement(plan, results, station_lp, solve_s, build_s)
