@@ -3,10 +3,8 @@ and the figures each case reports. No timing assertions (design.md, "Testing")."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from dataclasses import replace
 from types import ModuleType
 
@@ -14,21 +12,15 @@ import numpy as np
 import pytest
 
 from optev.testing import LDF_AC_VM_ATOL_PU, LIMIT_ATOL_KW, OBJECTIVE_RTOL
-from paths import FEEDERS, REPO, SHARED, V2SIM, need
+from paths import load_benchmark, FEEDERS, SHARED, V2SIM, need
 
-BENCH = REPO / "benchmarks" / "bench_formulations.py"
 SPLIT = ("window_s", "model_s", "pass_s", "build_s", "highs_s", "readback_s", "solve_s", "check_s", "build_solve_s",
          "total_s")
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_formulations", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_formulations")
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,20 @@ optev-vs-pandapower voltage agreement. No timing assertions (design.md, "Testing
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from paths import FEEDERS, REPO, need
+from paths import load_benchmark, FEEDERS, need
 
-BENCH = REPO / "benchmarks" / "bench_powerflow.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_powerflow", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_powerflow")
 
 
 @pytest.fixture(scope="module")

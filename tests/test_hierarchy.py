@@ -7,10 +7,8 @@ every plan after disaggregation, and a smoke run of ``benchmarks/bench_hierarchy
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from dataclasses import replace
 from types import ModuleType
 
@@ -28,20 +26,14 @@ from optev.hierarchy import (CityTarget, LocalProcessExecutor, SerialExecutor, r
 from optev.hierarchy.city import share_cap
 from optev.hierarchy.solve import RegionTask, solve_region
 from optev.testing import LP_FEAS_ATOL_KW, OBJECTIVE_RTOL, RTOL_EXACT, check_invariants
-from paths import REPO, V2SIM, need
+from paths import load_benchmark, V2SIM, need
 
-BENCH = REPO / "benchmarks" / "bench_hierarchy.py"
 STEPS = 24  # 6 hours of 15 minutes keeps the tests quick
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_hierarchy", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_hierarchy")
 
 
 @pytest.fixture(scope="module")

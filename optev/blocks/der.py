@@ -93,7 +93,7 @@ from optev.blocks.context import ModelContext
 from optev.blocks.objectives import term
 from optev.blocks.polygon import apparent_power_rows
 from optev.errors import DataError
-from optev.lp.expr import LinExpr, as_expr, stack
+from optev.lp.expr import as_expr
 
 OPTIONS: dict[str, tuple[Any, str]] = {
     "reactive": (False, "PV and wind inverters may inject or absorb reactive power within s_rated_kva"),

@@ -16,7 +16,7 @@ selected terms is minimised (weighted multi-objective).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -55,7 +55,6 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
         raise ValueError(f"unknown station variant {variant!r}")
     w = ctx.window
     st = w.stations
-    lp = ctx.lp
     p_ch = group_sum(ctx.require("ev_p_ch", "station block"), w.evs.station, st.n)
     p_dis = group_sum(ctx.require("ev_p_dis", "station block"), w.evs.station, st.n)
     declare_station_limits(ctx, p_ch, p_dis, options)

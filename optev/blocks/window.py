@@ -307,7 +307,6 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
     active = (dep > t_start) & (arr < t_end)
     ses = ses[active].reset_index(drop=True)
     arr, dep = arr[active], dep[active]
-    n = len(ses)
     evs = instance.evs.set_index("ev_id")
     vt = instance.vehicle_types.set_index("vtype_id")
     ev_rows = evs.reindex(ses["ev_id"])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from optev.data.feeder import Feeder
 from optev.data.stations import FAST_CHARGER_MIN_KW
+
+if TYPE_CHECKING:
+    from optev.data.instance import Instance
 
 
 def synthetic_radial_feeder(n_bus: int, *, seed: int = 0, base_kv: float = 12.66, base_mva: float = 10.0,

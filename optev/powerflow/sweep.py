@@ -135,11 +135,9 @@ def run_powerflow(feeder: Feeder, p_kw: Any = None, q_kvar: Any = None, *, load_
 
 
 def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
 
 
 def _sweep_numba(net: RadialNetwork, s_load: np.ndarray, tol: float, max_iter: int
