@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_powerflow.py              # full run (a few minutes)
+    python benchmarks/bench_powerflow.py              # full run (~20 s on 2 cores)
     python benchmarks/bench_powerflow.py --smoke      # tiny version, a few seconds
     python benchmarks/bench_powerflow.py --out results.json
     python benchmarks/bench_powerflow.py --only powerflow --cases case69 --steps 96
@@ -17,7 +17,7 @@ What is measured (see ``benchmarks/README.md`` for the method and the figures):
    result building included); pandapower ``runpp`` (Newton-Raphson, numba, warm start
    ``init="results"``, ``tolerance_mva=1e-9``) solves them one by one, on the same
    net object, updating ``net.load`` between calls (the update is not timed). At
-   10,000 snapshots pandapower solves only the first ``PP_SUBSET`` of them. The
+   10,000 snapshots pandapower solves only the first ``FULL["pp_subset"]`` (200) of them. The
    largest complex voltage difference ``max |V_optev − V_pp|`` (p.u.) over the
    snapshots both solved must be ≤ ``DV_LIMIT_PU``.
 2. One snapshot of a 10,000-bus synthetic radial feeder, with and without network

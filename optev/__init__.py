@@ -2,6 +2,37 @@
 
 Implements the group standard T/JES 012-2026; requirement IDs (R5.1.4, ...) are used
 throughout the code and documentation.
+
+Entry points for studies (imported lazily, so ``import optev`` stays light):
+
+* :func:`optev.run` — the main job as a function: a closed-loop day of an instance
+  (default: the embedded ``instances/ux37_fleet``) → :class:`optev.report.run.RunResult`
+  with tidy frames, ``summary()``, ``report()``, ``plot()`` and ``write()``;
+* :func:`optev.sweep` — a scenario grid (for example V2G share × price scheme) → one
+  table, one row per scenario (:mod:`optev.report.sweep`).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "run", "sweep"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from optev.report.run import run
+    from optev.report.sweep import sweep
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy entry points: ``optev.run`` and ``optev.sweep`` import :mod:`optev.report` on first use."""
+    if name == "run":
+        from optev.report.run import run
+
+        return run
+    if name == "sweep":
+        from optev.report.sweep import sweep
+
+        return sweep
+    raise AttributeError(f"module 'optev' has no attribute {name!r}")

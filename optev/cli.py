@@ -1,4 +1,5 @@
-"""Command-line interface: ``optev pf``, ``optev info``, ``optev solve``.
+"""Command-line interface: ``optev pf``, ``optev info``, ``optev solve``, ``optev generate``,
+``optev simulate``, ``optev run``.
 
 User mistakes (missing file, bad format, unknown option, invalid data, an infeasible
 window) print one line on stderr and exit with code 2, never a traceback.
@@ -16,10 +17,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from optev.errors import OptevError
+from optev.io.embedded import DEFAULT_FEEDER, DEFAULT_INSTANCE, default_feeder, default_instance
 
 EXIT_USAGE = 2
-DEFAULT_FEEDER = "case33bw.m"
-"""The embedded default feeder, in the repository's ``instances/`` folder."""
+
+
+MIX_SUM_ATOL = 1e-6
+"""How far the shares of ``optev generate --mix`` may sum away from 1 (they are then
+rescaled to sum to 1 exactly)."""
 
 
 class _UsageError(Exception):
@@ -33,16 +38,7 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: {message}")
 
 
-def instances_dir() -> Path:
-    """The repository's ``instances/`` folder (embedded default instances)."""
-    return Path(__file__).resolve().parents[1] / "instances"
 
-
-def default_feeder() -> Path:
-    path = instances_dir() / DEFAULT_FEEDER
-    if not path.exists():
-        raise OptevError(f"embedded default feeder not found at {path}; give a FEEDER path")
-    return path
 
 
 def _cmd_pf(args: argparse.Namespace) -> int:
@@ -75,11 +71,33 @@ def _cmd_pf(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _fleet_counts(instance: Any) -> dict[str, int]:
+    """EVs per vehicle class and public chargers, for ``optev info`` on an instance with a fleet."""
+    from optev.data.stations import PRIVATE_KINDS
+    from optev.data.vehicles import VEHICLE_CLASSES
+
+    evs = instance.evs
+    if not len(evs):
+        return {}
+    if "vehicle_class" in evs:
+        cls = evs["vehicle_class"]
+    else:
+        cls = evs["vtype_id"].map(instance.vehicle_types.set_index("vtype_id")["vehicle_class"])
+    out = {f"evs_{c}": int((cls == c).sum()) for c in VEHICLE_CLASSES}
+    st = instance.stations
+    out["chargers_public"] = int(st.loc[~st["kind"].isin(PRIVATE_KINDS), "n_chargers"].sum())
+    out["trips"] = int(len(instance.trips))
+    out["sessions"] = int(len(instance.sessions))
+    return out
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from optev.io import read
 
     instance = read(Path(args.path))
-    counts = instance.counts()
+    counts = {**instance.counts(), **_fleet_counts(instance)}
     if args.json:
         print(json.dumps(counts))
     else:
@@ -239,6 +257,272 @@ def _print_report(s: dict[str, Any], table_format: str, folder: Path) -> None:
         print(f"LP written   {inputs['mps']}")
 
 
+def _share(text: str, option: str) -> float:
+    """A share in [0, 1] given on the command line."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _UsageError(f"optev generate: {option} {text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise _UsageError(f"optev generate: {option} must be between 0 and 1, got {text}")
+    return value
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``--mix car=0.9,bus=0.03,logistics=0.07``: shares per vehicle class.
+
+    Classes left out get share 0; the shares must be non-negative and sum to 1 within
+    :data:`MIX_SUM_ATOL` (they are rescaled to sum to exactly 1).
+
+    Raises
+    ------
+    _UsageError
+        With a one-line message naming the problem.
+    """
+    import math
+
+    from optev.data.vehicles import VEHICLE_CLASSES
+
+    prefix = "optev generate: --mix"
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _UsageError(f"{prefix} {text!r}: expected class=share pairs separated by commas, "
+                              "for example car=0.9,bus=0.03,logistics=0.07")
+        if key not in VEHICLE_CLASSES:
+            raise _UsageError(f"{prefix}: unknown vehicle class {key!r}; expected {', '.join(VEHICLE_CLASSES)}")
+        if key in mix:
+            raise _UsageError(f"{prefix}: class {key!r} given twice")
+        try:
+            share = float(value)
+        except ValueError:
+            raise _UsageError(f"{prefix}: share of {key} {value.strip()!r} is not a number") from None
+        if not math.isfinite(share) or share < 0:
+            raise _UsageError(f"{prefix}: share of {key} must be a non-negative number, got {value.strip()}")
+        mix[key] = share
+    total = sum(mix.values())
+    if abs(total - 1.0) > MIX_SUM_ATOL:
+        raise _UsageError(f"{prefix}: shares must sum to 1, got {total:g}")
+    return {c: mix.get(c, 0.0) / total for c in VEHICLE_CLASSES}
+
+
+def _step_seconds(text: str, command: str) -> float:
+    import pandas as pd
+
+    try:
+        step = pd.Timedelta(text)
+    except (ValueError, TypeError):
+        raise _UsageError(f"optev {command}: --step {text!r} is not a duration (for example 15min, 5min)") from None
+    seconds = step.total_seconds()
+    if not (60 <= seconds <= 3600) or seconds != int(seconds) or 86400 % int(seconds):
+        raise _UsageError(f"optev {command}: --step must be 1 to 60 minutes of whole seconds dividing the day, "
+                          f"got {text!r}")
+    return float(seconds)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import time
+
+    from optev.io import read, write_instance
+    from optev.mobility.build import generate_instance
+
+    if args.evs < 1:
+        raise _UsageError(f"optev generate: --evs must be at least 1, got {args.evs}")
+    if args.seed < 0:
+        raise _UsageError(f"optev generate: --seed must be a non-negative integer, got {args.seed}")
+    mix = parse_mix(args.mix) if args.mix is not None else None
+    v2g = _share(args.v2g_share, "--v2g-share")
+    private = _share(args.private_share, "--private-share")
+    workplace = _share(args.workplace_share, "--workplace-share")
+    step_s = _step_seconds(args.step, "generate")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "instance.toml").is_file())):
+        raise _UsageError(f"optev generate: --out {args.out}: exists and is not an instance folder; "
+                          "choose another folder")
+    t0 = time.perf_counter()
+    case = read(Path(args.case))
+    t_read = time.perf_counter() - t0
+    gen = generate_instance(case, args.evs, seed=args.seed, mix=mix, v2g_share=v2g, private_share=private,
+                            workplace_share=workplace, step_s=step_s, sessions=not args.no_sessions,
+                            name=args.name, case=Path(args.case).name)
+    t0 = time.perf_counter()
+    folder = write_instance(gen.instance, out, overwrite=True)
+    t_write = time.perf_counter() - t0
+    inst = gen.instance
+    report = {**inst.counts(), **_fleet_counts(inst), "name": inst.metadata.name, "out": str(folder),
+              "seed": args.seed,
+              "timings_s": {"read": t_read, **gen.timings_s, "write": t_write}}
+    if gen.baseline is not None:
+        base = gen.baseline.summary()
+        report["baseline"] = {k: base[k] for k in ("sessions", "rejections", "grid_import_kwh", "stranded")}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"instance   {inst.metadata.name} -> {folder}")
+        print(f"fleet      {report['evs']:,} EVs ({report['evs_car']:,} car(s), {report['evs_bus']:,} bus(es), "
+              f"{report['evs_logistics']:,} logistics), {report['trips']:,} trips, seed {args.seed}")
+        print(f"stations   {report['stations_fcs']:,} FCS, {report['stations_scs']:,} SCS, "
+              f"{report['stations_private']:,} private; {report['chargers']:,} chargers "
+              f"({report['chargers_public']:,} public)")
+        if gen.baseline is not None:
+            b = report["baseline"]
+            print(f"sessions   {report['sessions']:,} from the uncontrolled baseline ({b['rejections']:,} "
+                  f"rejection(s), {b['grid_import_kwh']:,.1f} kWh from the grid)")
+        else:
+            print("sessions   none (--no-sessions)")
+        times = ", ".join(f"{k} {v:.2f} s" for k, v in report["timings_s"].items())
+        print(f"times      {times}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from optev.io import read
+    from optev.io.results import check_results_target
+    from optev.mobility.build import (GENERATE_KEY, clock, feeder_load, feeder_peaks, simulation_summary,
+                                      write_simulation)
+    from optev.mobility.core import PlantConfig
+    from optev.mobility.routing import Router
+    from optev.mobility.simulate import simulate_day
+
+    if args.seed is not None and args.seed < 0:
+        raise _UsageError(f"optev simulate: --seed must be a non-negative integer, got {args.seed}")
+    out = check_results_target(Path(args.out)) if args.out else None
+    telemetry = Path(args.telemetry) if args.telemetry else None
+    if telemetry is not None and telemetry.suffix.lower() != ".parquet":
+        raise _UsageError(f"optev simulate: --telemetry needs a file name ending in .parquet, got {args.telemetry!r}")
+    path = Path(args.instance) if args.instance else default_instance()
+    instance = read(path)
+    if not len(instance.evs) or not len(instance.trips):
+        raise OptevError(f"{path}: has no fleet (evs and trips); make one with optev generate")
+    if not len(instance.road.nodes):
+        raise OptevError(f"{path}: has no road network to route the fleet on")
+    seed = args.seed
+    if seed is None:
+        seed = int(instance.metadata.extra.get(GENERATE_KEY, {}).get("seed", 0))
+    t0 = time.perf_counter()
+    result = simulate_day(instance, config=PlantConfig(seed=seed), router=Router(instance.road),
+                          telemetry=telemetry)
+    elapsed = time.perf_counter() - t0
+    load = feeder_load(result, instance)
+    peaks = feeder_peaks(load)
+    summary = simulation_summary(result, peaks)
+    if out is not None:
+        write_simulation(result, load, summary, out)
+    report = {**summary, "instance": str(path), "simulate_s": elapsed, "out": str(out) if out else None,
+              "telemetry": str(telemetry) if telemetry else None}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    s = report
+    print(f"instance   {instance.metadata.name} ({path}): {s['evs']:,} EVs, seed {seed}")
+    print(f"sessions   {s['sessions']:,} plugged in ({s['sessions_fcs']:,} FCS, {s['sessions_scs']:,} SCS, "
+          f"{s['sessions_private']:,} private), {s['censored']:,} still plugged at the end")
+    print(f"rejections {s['rejections']:,} at full SCS; {s['stranded']:,} EVs stranded")
+    print(f"energy     {s['grid_import_kwh']:,.1f} kWh from the grid, {s['energy_delivered_kwh']:,.1f} kWh into "
+          f"batteries, {s['grid_export_kwh']:,.1f} kWh V2G; {s['driving_kwh']:,.1f} kWh driven")
+    print(f"FCS wait   mean {s['fcs_wait_mean_min']:.2f} min, 95th percentile {s['fcs_wait_p95_min']:.2f} min")
+    print(f"EV peak    {s['peak_load_kw']:,.1f} kW at {clock(s['peak_load_t_s'])} (all stations, "
+          f"{s['resolution_s'] / 60:g}-min means)")
+    width = max([len("feeder")] + [len(f["feeder"]) for f in s["feeders"]])
+    print(f"  {'feeder':<{width}}  {'EV peak kW':>12}  {'at':>5}  {'EV+base kW':>12}  {'at':>5}")
+    for f in s["feeders"]:
+        print(f"  {f['feeder']:<{width}}  {f['ev_peak_kw']:>12,.1f}  {clock(f['ev_peak_t_s']):>5}  "
+              f"{f['total_peak_kw']:>12,.1f}  {clock(f['total_peak_t_s']):>5}")
+    print(f"time       {elapsed:.2f} s")
+    if out is not None:
+        print(f"results    {out} (sessions, ev_summary, station_series .parquet; feeder_load.csv; summary.json)")
+    if telemetry is not None:
+        print(f"telemetry  {telemetry}")
+    return 0
+
+
+EXIT_INVARIANT = 1
+"""Exit code of ``optev run`` when its SOC-floor or limit checks found a violation (a bug:
+they must be 0); the results are still written."""
+
+
+def _parse_outage(text: str) -> tuple[str, Any, Any]:
+    """``--outage STATION,START,END``: a station (site, ``*``), and start/end as ``HH:MM``,
+    an ISO timestamp or seconds after the instance start."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise _UsageError(f"optev run: --outage {text!r}: expected STATION,START,END (for example "
+                          "scs_N8,10:00,12:00)")
+
+    def when(value: str) -> Any:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    return parts[0], when(parts[1]), when(parts[2])
+
+
+def _run_start(text: str | None) -> str | None:
+    """``optev run --start``: ``HH:MM`` on the instance's first day, or an ISO timestamp."""
+    import pandas as pd
+
+    if text is None:
+        return None
+    match = _CLOCK.match(text)
+    if match:
+        if int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise _UsageError(f"optev run: --start {text!r} is not a time of day (HH:MM)")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
+    try:
+        pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise _UsageError(f"optev run: --start {text!r} is neither HH:MM nor an ISO timestamp") from None
+    return text
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from optev.io.results import check_results_target
+    from optev.mpc.controller import parse_step
+    from optev.report.progress import ProgressLine, wanted
+    from optev.report.run import day_steps, resolve_formulation, run
+
+    start = _run_start(args.start)
+    parse_step(args.step)  # 1-15 minutes (R6.2.2.2), before anything is read
+    if args.steps is not None and args.steps < 1:
+        raise _UsageError(f"optev run: --steps must be at least 1, got {args.steps}")
+    outages = [_parse_outage(text) for text in args.outage or []]
+    formulation = resolve_formulation(args.formulation)
+    path = Path(args.instance) if args.instance else default_instance()
+    if not path.exists():
+        raise OptevError(f"no instance at {str(path)!r}")
+    out = check_results_target(Path(args.out) if args.out
+                               else Path.cwd() / f"optev_run_{path.stem}_{formulation.name}")
+    steps = args.steps if args.steps is not None else day_steps(args.step)
+    bar = ProgressLine(steps, label="optev run", force=True) if wanted(json_mode=args.json,
+                                                                       force=args.progress) else None
+    with _native_stdout_silenced():
+        if bar is not None:
+            bar.start()
+        try:
+            result = run(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
+                         outages=outages, progress=bar.update if bar is not None else False)
+        finally:
+            if bar is not None:
+                bar.close()
+        folder = result.write(out, args.format, plots=not args.no_plots)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, allow_nan=False))
+    else:
+        print(result.report(folder))
+    broken = int(summary.get("soc_floor_violations") or 0) + int(summary.get("limit_violations_total") or 0)
+    if broken:
+        print(f"optev run: {summary.get('soc_floor_violations')} SOC-floor and {summary.get('limit_violations_total')} "
+              "limit violation(s) in the applied setpoints (must be 0; please report this)", file=sys.stderr)
+        return EXIT_INVARIANT
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="optev", description="Optimisation toolkit for large-scale EV aggregation "
                                                "and vehicle-grid interaction (T/JES 012-2026).")
@@ -268,6 +552,57 @@ def build_parser() -> argparse.ArgumentParser:
                        help="turn hard limits into penalised slacks and report their use")
     solve.add_argument("--json", action="store_true", help="print one JSON object")
     solve.set_defaults(func=_cmd_solve)
+    gen = sub.add_parser("generate", help="generate a city fleet on a case and write an instance folder with the "
+                                          "uncontrolled baseline's sessions")
+    gen.add_argument("--case", required=True, help="V2Sim case folder or instance folder with a road network")
+    gen.add_argument("--evs", type=int, required=True, help="number of vehicles")
+    gen.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    gen.add_argument("--mix", help="shares per class, summing to 1 (default car=0.9,bus=0.03,logistics=0.07)")
+    gen.add_argument("--v2g-share", default="0.3", help="share of V2G-capable vehicles whose users opt in "
+                                                         "(default 0.3)")
+    gen.add_argument("--private-share", default="0.5", help="share of cars with a home charger (default 0.5)")
+    gen.add_argument("--workplace-share", default="0.1", help="share of cars with a workplace charger "
+                                                              "(default 0.1)")
+    gen.add_argument("--step", default="15min", help="control step the sessions' targets are made reachable on "
+                                                     "(default 15min)")
+    gen.add_argument("--name", help="instance name (default <case>_<N>ev)")
+    gen.add_argument("--no-sessions", action="store_true",
+                     help="do not run the uncontrolled day (no sessions table)")
+    gen.add_argument("--out", required=True, help="instance folder to write; replaced if it is already one")
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(func=_cmd_generate)
+    sim = sub.add_parser("simulate", help="simulate an uncontrolled day of an instance's fleet")
+    sim.add_argument("instance", nargs="?", help=f"instance folder with a fleet (default: the embedded "
+                                                 f"{DEFAULT_INSTANCE})")
+    sim.add_argument("--seed", type=int, help="seed of the drivers' draws (default: the instance's generate seed)")
+    sim.add_argument("--out", help="folder for sessions, EV energy accounts, station series, feeder load and "
+                                   "summary; replaced if it is already a results folder")
+    sim.add_argument("--telemetry", metavar="FILE", help="also write 5-s telemetry per charger to this "
+                                                         ".parquet file")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.set_defaults(func=_cmd_simulate)
+    run = sub.add_parser("run", help="the main job: a day of rolling-horizon control of an instance (default: the "
+                                     f"embedded {DEFAULT_INSTANCE}) against its simulated fleet, checked by AC "
+                                     "power flow; tables, summary, plots and a report")
+    run.add_argument("instance", nargs="?", help=f"instance folder, V2Sim case or MATPOWER file with EV sessions or "
+                                                 f"trips (default: the embedded {DEFAULT_INSTANCE})")
+    run.add_argument("--formulation", help="formulation file, or the name of a shipped one (default station_v2g)")
+    run.add_argument("--out", help="results folder (default: ./optev_run_<instance>_<formulation>); replaced if it "
+                                   "is already a results folder")
+    run.add_argument("--start", help="first step: HH:MM on the instance's first day or an ISO timestamp (default: "
+                                     "the instance start)")
+    run.add_argument("--steps", type=int, help="number of control steps (default: one day)")
+    run.add_argument("--step", default="15min", help="control interval, 1 to 15 minutes (default 15min)")
+    run.add_argument("--horizon", default="8h", help="controller horizon, a duration (default 8h)")
+    run.add_argument("--outage", action="append", metavar="STATION,START,END",
+                     help="dispatch outage of a station (or site, or * for all) from START to END (HH:MM, ISO or "
+                          "seconds); repeat for more")
+    run.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)")
+    run.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    run.add_argument("--progress", action="store_true",
+                     help="show the progress line even when standard error is not a terminal or with --json")
+    run.add_argument("--json", action="store_true", help="print one JSON object (the summary)")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -337,6 +337,9 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
         p_dis = np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw
     e_min = np.where(v2g, e_floor, np.minimum(e_init, cap))
     e_target = np.maximum(ses["soc_target"].to_numpy(float) * cap, 0.0)
+    starts = t_start + np.arange(steps) * step_s
+    plugged = ((arr[:, None] <= starts[None, :] + 1e-6) & (dep[:, None] >= starts[None, :] + step_s - 1e-6)
+               ).astype(float)
     # terminal condition for EVs leaving after the window: what cannot be made up afterwards
     after_s = np.clip(np.floor((dep - t_end) / step_s + 1e-9) * step_s, 0.0, None)
     e_need = np.minimum(np.maximum(e_target - eff_ch * p_ch * after_s / 3600.0, e_min), cap)
@@ -345,12 +348,8 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
         # rounding margin: setpoints on the quantum grid may fall up to one quantum-step of
         # energy short of a plan that meets the need exactly, so plan for that much more
         # where the battery and the charger allow it
-        steps_plugged = np.floor((np.minimum(dep, t_end) - np.maximum(arr, t_start)) / step_s + 1e-9)
-        reachable = e_init + eff_ch * p_ch * dt_h * np.clip(steps_plugged, 0, None)
+        reachable = e_init + eff_ch * p_ch * dt_h * plugged.sum(axis=1)  # whole plugged steps only
         e_req = np.minimum(np.maximum(e_need, np.minimum(e_need + eff_ch * quantum_kw * dt_h, reachable)), cap)
-    starts = t_start + np.arange(steps) * step_s
-    plugged = ((arr[:, None] <= starts[None, :] + 1e-6) & (dep[:, None] >= starts[None, :] + step_s - 1e-6)
-               ).astype(float)
     controllable = plugged.any(axis=1)  # sessions without a whole step in the window cannot be commanded
     if not controllable.all():
         keep = np.flatnonzero(controllable)

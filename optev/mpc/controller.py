@@ -303,7 +303,7 @@ class Controller:
         for direction, grid, table in (("buy", fc.price_buy, st.price_buy), ("sell", fc.price_sell, st.price_sell)):
             if grid is None or not st.n:
                 continue
-            plain = ~np.isin(st.station_id, list(self._tariffed[direction]))
+            plain = ~pd.Index(st.station_id).isin(self._tariffed[direction])  # hashed: np.isin on objects is O(n·m)
             table[plain] = np.asarray(grid, float)[None, :]
 
     @staticmethod
@@ -371,7 +371,7 @@ class Controller:
         self._apply_forecast(w, fc)
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
-        real = np.isin(w.evs.session_id, plugged["session_id"].to_numpy(object))
+        real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
         n_clip, clip_kwh = self._clip_needs(w, real)
         self.last_window = w
         result, status, message = self._solve(w)

@@ -372,7 +372,9 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
                     p = max(p, -max(sto_e[sid] - float(row["e_min_kwh"]), 0.0) * float(row["eff_dis"]) / dt_h)
                     sto_e[sid] += p * dt_h / float(row["eff_dis"])
                 sto_applied[sid] = p
-        new = plant.advance(step_s, Setpoints(ev_kw=applied, station_kw={s: 0.0 for s in station_ids}))
+        # EVs arriving during the interval have no setpoint yet: with no station setpoint they
+        # charge at full power within the site cap until the next decision (departure needs first)
+        new = plant.advance(step_s, Setpoints(ev_kw=applied, station_kw={}))
         for ev in new.plug_ins:
             arrivals[str(ev.session_id)] = (ev.time_s, ev.soc)
         clipped_total += len(new.clipped_ev_setpoints)

@@ -285,11 +285,14 @@ class ControlDecision:
     def plant_setpoints(self) -> Setpoints:
         """The setpoints as :meth:`optev.mobility.Plant.advance` reads them.
 
-        Every EV of the state has its own setpoint; ``station_kw`` is 0 for every
-        station, so that an EV arriving during the interval (not yet known to the
-        controller) waits for the next decision instead of charging uncontrolled.
+        Every EV of the state has its own setpoint and no station setpoint is sent, so an
+        EV arriving during the interval (not yet known to the controller) charges at full
+        power within its station's site cap until the next decision — the local
+        "departure needs first" rule (R6.2.2.3). Holding new arrivals at 0 kW instead
+        left up to one interval of charging undone per session and more energy unmet
+        than uncontrolled charging.
         """
-        return Setpoints(ev_kw=dict(self.setpoints.ev_kw), station_kw={s: 0.0 for s in self.setpoints.station_kw})
+        return Setpoints(ev_kw=dict(self.setpoints.ev_kw), station_kw={})
 
     def to_dict(self) -> dict[str, Any]:
         return {"time_s": float(self.time_s), "step_s": float(self.step_s), "setpoints": self.setpoints.to_dict(),

@@ -25,14 +25,16 @@ and both sweeps are triangular solves for all time steps at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order
 from scipy.sparse.linalg import splu
 
 from optev.data.feeder import Feeder
-from optev.data.validate import check_radial
+from optev.data.validate import check_radial, validate_feeder
 from optev.errors import PowerFlowError
 
 
@@ -70,8 +72,9 @@ class RadialNetwork:
         True where the source table's from/hv bus is the branch's child.
     i_base_a : ndarray of float
         Current base at each bus, A.
-    factor : object
-        SuperLU factorisation of ``I − A`` (CSC).
+    sweep_matrix : scipy.sparse.csc_matrix
+        ``I − A`` (unit upper triangular in breadth-first order); its SuperLU
+        factorisation is the ``factor`` property.
     """
 
     n_bus: int
@@ -90,7 +93,12 @@ class RadialNetwork:
     reversed: np.ndarray
     i_base_a: np.ndarray
     base_mva: float
-    factor: object
+    sweep_matrix: sp.csc_matrix
+
+    @cached_property
+    def factor(self) -> object:
+        """SuperLU factorisation of ``I − A`` (computed when the SciPy sweep first needs it)."""
+        return splu(self.sweep_matrix, permc_spec="NATURAL", options={"SymmetricMode": True})
 
     @property
     def n_branch(self) -> int:
@@ -103,37 +111,44 @@ def compile_network(feeder: Feeder) -> RadialNetwork:
     Raises
     ------
     DataError
-        If the feeder is not radial or a component has no or several substations.
+        If the feeder is not radial, a component has no or several substations, or a
+        branch names an unknown bus.
     PowerFlowError
         If a branch has zero impedance (the sweep needs a finite impedance).
     """
-    check_radial(feeder)
     n = len(feeder.buses)
-    index = feeder.bus_index()
+    bus_index = pd.Index(feeder.buses["bus_id"])
     base_kv = feeder.buses["base_kv"].to_numpy(float)
     zb = base_kv ** 2 / feeder.base_mva
 
     lines = feeder.lines
     live_l = np.flatnonzero(lines["in_service"].to_numpy())
-    lf = np.array([index[b] for b in lines["from_bus"].to_numpy()[live_l]], dtype=np.int64)
-    lt = np.array([index[b] for b in lines["to_bus"].to_numpy()[live_l]], dtype=np.int64)
-    lz = (lines["r_ohm"].to_numpy(float)[live_l] + 1j * lines["x_ohm"].to_numpy(float)[live_l]) / zb[lf]
-    lb = lines["b_us"].to_numpy(float)[live_l] * 1e-6 * zb[lf]
-
+    lf = bus_index.get_indexer(lines["from_bus"].to_numpy()[live_l])
+    lt = bus_index.get_indexer(lines["to_bus"].to_numpy()[live_l])
     tr = feeder.transformers
     live_t = np.flatnonzero(tr["in_service"].to_numpy())
-    tf = np.array([index[b] for b in tr["hv_bus"].to_numpy()[live_t]], dtype=np.int64)
-    tt = np.array([index[b] for b in tr["lv_bus"].to_numpy()[live_t]], dtype=np.int64)
+    tf = bus_index.get_indexer(tr["hv_bus"].to_numpy()[live_t])
+    tt = bus_index.get_indexer(tr["lv_bus"].to_numpy()[live_t])
+    roots = bus_index.get_indexer(feeder.substations["bus_id"].to_numpy())
+    if min(lf.min(initial=0), lt.min(initial=0), tf.min(initial=0), tt.min(initial=0), roots.min(initial=0)) < 0:
+        validate_feeder(feeder, require_radial=False)  # names the unknown bus
+    lz = (lines["r_ohm"].to_numpy(float)[live_l] + 1j * lines["x_ohm"].to_numpy(float)[live_l]) / zb[lf]
+    lb = lines["b_us"].to_numpy(float)[live_l] * 1e-6 * zb[lf]
     tz = tr["r_pu"].to_numpy(float)[live_t] + 1j * tr["x_pu"].to_numpy(float)[live_t]
     ttap = tr["tap"].to_numpy(float)[live_t]
 
-    ends_a = np.concatenate([lf, tf])
-    ends_b = np.concatenate([lt, tt])
+    ends_a = np.concatenate([lf, tf]).astype(np.int64)
+    ends_b = np.concatenate([lt, tt]).astype(np.int64)
     z_all = np.concatenate([lz, tz])
     tap_all = np.concatenate([np.ones(lf.size), ttap])
     b_all = np.concatenate([lb, np.zeros(tf.size)])
     kind_all = np.array(["line"] * lf.size + ["transformer"] * tf.size, dtype=object)
     src_all = np.concatenate([live_l, live_t])
+    m = ends_a.size
+    # a forest in which every tree holds exactly one substation has n − (substations) branches
+    # and reaches every bus from the substations; anything else gets check_radial's diagnosis
+    if m != n - roots.size:
+        _not_radial(feeder)
     zero = np.flatnonzero(np.abs(z_all) == 0)
     if zero.size:
         k = int(zero[0])
@@ -141,19 +156,19 @@ def compile_network(feeder: Feeder) -> RadialNetwork:
         ident = (lines["line_id"] if table == "lines" else tr["transformer_id"]).iloc[src_all[k]]
         raise PowerFlowError(f"{table} {ident!r} has zero impedance; merge its buses or give it an impedance")
 
-    m = ends_a.size
-    # undirected adjacency with the branch number on each edge, then BFS from all roots
-    adj = sp.coo_matrix((np.arange(1, m + 1), (ends_a, ends_b)), shape=(n, n)).tocsr()
-    adj = (adj + adj.T).tocsr()
-    roots = np.array([index[b] for b in feeder.substations["bus_id"]], dtype=np.int64)
-    # a virtual super-root joins all substations so one BFS orders every feeder
-    super_adj = sp.bmat([[adj, sp.coo_matrix((np.ones(roots.size), (roots, np.zeros(roots.size))),
-                                             shape=(n, 1))],
-                         [sp.coo_matrix((np.ones(roots.size), (np.zeros(roots.size), roots)),
-                                        shape=(1, n)), None]]).tocsr()
-    order, pred = breadth_first_order(super_adj, n, directed=False, return_predecessors=True)
+    # undirected adjacency with the branch number (+1) on each edge, plus a virtual super-root
+    # (node n) joined to every substation, so that one breadth-first search orders all feeders
+    rows = np.concatenate([ends_a, ends_b, roots, np.full(roots.size, n)])
+    cols = np.concatenate([ends_b, ends_a, np.full(roots.size, n), roots])
+    data = np.concatenate([np.arange(1, m + 1), np.arange(1, m + 1), np.full(2 * roots.size, m + 1)])
+    adj = sp.csr_matrix((data.astype(float), (rows, cols)), shape=(n + 1, n + 1))
+    order, pred = breadth_first_order(adj, n, directed=False, return_predecessors=True)
+    if order.size != n + 1:
+        _not_radial(feeder)
     order = order[1:]  # drop the super-root
-    children = order[~np.isin(order, roots)]
+    is_root = np.zeros(n, bool)
+    is_root[roots] = True
+    children = order[~is_root[order]]
     parents = pred[children]
     branch_no = np.asarray(adj[parents, children]).ravel().astype(np.int64) - 1
     rev = ends_a[branch_no] != parents
@@ -165,8 +180,9 @@ def compile_network(feeder: Feeder) -> RadialNetwork:
     k = np.flatnonzero(parent_branch >= 0)
     mat = sp.identity(children.size, format="csc") - sp.csc_matrix(
         (1.0 / tap[k], (parent_branch[k], k)), shape=(children.size, children.size))
-    root_index = {int(r): i for i, r in enumerate(roots)}
-    root_of_branch = np.array([root_index.get(int(p), -1) for p in parents], dtype=np.int64)
+    root_pos = np.full(n, -1, dtype=np.int64)
+    root_pos[roots] = np.arange(roots.size)
+    root_of_branch = root_pos[parents]
 
     subs = feeder.substations
     v_root = subs["vm_pu"].to_numpy(float) * np.exp(1j * np.deg2rad(subs["va_deg"].to_numpy(float)))
@@ -179,9 +195,15 @@ def compile_network(feeder: Feeder) -> RadialNetwork:
     np.add.at(y_shunt, parents, y_half)
     np.add.at(y_shunt, children, y_half)
     return RadialNetwork(
-        n_bus=n, root=roots, v_root=v_root.astype(complex), parent=parents, child=children,
+        n_bus=n, root=roots.astype(np.int64), v_root=v_root.astype(complex), parent=parents, child=children,
         root_of_branch=root_of_branch, z=z_all[branch_no], tap=tap, y_half=y_half, y_shunt=y_shunt, y_bus=y_bus,
         kind=kind_all[branch_no], source_pos=src_all[branch_no], reversed=rev,
         i_base_a=feeder.base_mva * 1e3 / (np.sqrt(3.0) * base_kv), base_mva=float(feeder.base_mva),
-        factor=splu(mat.tocsc(), permc_spec="NATURAL", options={"SymmetricMode": True}),
+        sweep_matrix=mat.tocsc(),
     )
+
+
+def _not_radial(feeder: Feeder) -> None:
+    """Raise check_radial's precise error for a feeder that failed the quick radial test."""
+    check_radial(feeder)
+    raise PowerFlowError("the feeder is not a set of radial trees with one substation each")  # pragma: no cover

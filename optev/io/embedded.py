@@ -1,0 +1,48 @@
+"""The embedded default inputs that ship with the repository (``instances/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optev.errors import DataError
+
+DEFAULT_FEEDER = "case33bw.m"
+"""The embedded default feeder (IEEE 33-bus, MATPOWER), for ``optev pf``."""
+
+DEFAULT_INSTANCE = "ux37_fleet"
+"""The embedded default instance (V2Sim ux_37nodes with a generated fleet), for the main job."""
+
+
+def instances_dir() -> Path:
+    """The repository's ``instances/`` folder."""
+    return Path(__file__).resolve().parents[2] / "instances"
+
+
+def default_feeder() -> Path:
+    """Path of the embedded default feeder.
+
+    Raises
+    ------
+    DataError
+        When it is missing (optev installed without its repository).
+    """
+    path = instances_dir() / DEFAULT_FEEDER
+    if not path.is_file():
+        raise DataError(f"embedded default feeder not found at {path} (it ships with the repository: install optev "
+                        "from a clone with pip install -e .); give a FEEDER path")
+    return path
+
+
+def default_instance() -> Path:
+    """Path of the embedded default instance folder.
+
+    Raises
+    ------
+    DataError
+        When it is missing; it can be rebuilt with ``python instances/recipes/build_default.py``.
+    """
+    path = instances_dir() / DEFAULT_INSTANCE
+    if not (path / "instance.toml").is_file():
+        raise DataError(f"embedded default instance not found at {path}; rebuild it with "
+                        "python instances/recipes/build_default.py, or give an instance folder")
+    return path

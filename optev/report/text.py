@@ -1,0 +1,89 @@
+"""The short text report of a run (printed by ``optev run``), from its JSON-ready summary.
+
+Example (the embedded default, abridged)::
+
+    instance     ux37_fleet (instances/ux37_fleet): 300 EVs, event plant, forecaster seasonal
+    control      station_v2g, 96 steps of 15 min from 2026-01-01T00:00:00+08:00, horizon 32 steps
+    cost         243,215.0 grid import (uncontrolled 243,729.5); EV load 5,170.3 (uncontrolled 5,684.8)
+    peak import  21,769.1 kW (uncontrolled 22,344.1 kW, -575.0 kW)
+    ...
+
+Every figure comes from the summary (:meth:`optev.report.run.RunResult.summary`); a figure
+the summary lacks is shown as ``n/a``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def _num(value: Any, fmt: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{unit}"
+
+
+def _kinds(counts: Mapping[str, int] | None) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+
+def format_report(s: Mapping[str, Any], out: str | Path | None = None) -> str:
+    """The report as text (lines without trailing spaces, ending without a newline).
+
+    Parameters
+    ----------
+    s : mapping
+        The run summary.
+    out : path, optional
+        Results folder, shown on the last line.
+    """
+    inputs = s.get("inputs") or {}
+    lines = []
+    lines.append(f"instance     {s.get('instance')} ({inputs.get('instance', 'in memory')}): {s.get('evs', 0):,} EVs, "
+                 f"{s.get('plant')} plant, forecaster {s.get('forecaster')}")
+    lines.append(f"control      {s.get('formulation')}, {s.get('steps')} steps of {s.get('step_minutes', 0):g} min from "
+                 f"{s.get('start')}, horizon {s.get('horizon_steps')} steps")
+    cost = f"{_num(s.get('cost'), ',.1f')} grid import (uncontrolled {_num(s.get('baseline_cost'), ',.1f')})"
+    if s.get("ev_energy_cost") is not None:
+        cost += (f"; EV load {_num(s.get('ev_energy_cost'), ',.1f')} (uncontrolled "
+                 f"{_num(s.get('baseline_ev_energy_cost'), ',.1f')})")
+    lines.append(f"cost         {cost}")
+    red = s.get("peak_reduction_kw")
+    lines.append(f"peak import  {_num(s.get('peak_import_kw'), ',.1f', ' kW')} (uncontrolled "
+                 f"{_num(s.get('baseline_peak_import_kw'), ',.1f', ' kW')}"
+                 + (f", {-red:+,.1f} kW)" if red is not None else ")"))
+    lines.append(f"energy       {_num(s.get('energy_delivered_kwh'), ',.1f')} kWh charged, "
+                 f"{_num(s.get('energy_discharged_kwh'), ',.1f')} kWh V2G (grid side)")
+    lines.append(f"unmet        {_num(s.get('energy_unmet_kwh'), ',.1f')} kWh in {s.get('sessions_with_shortfall', 0):,} "
+                 f"of {s.get('sessions_departed', 0):,} departed sessions (uncontrolled "
+                 f"{_num(s.get('baseline_energy_unmet_kwh'), ',.1f')} kWh in "
+                 f"{s.get('baseline_sessions_with_shortfall', 0):,})")
+    limits = s.get("limit_violations") or {}
+    breached = {k: v for k, v in limits.items() if v}
+    lines.append(f"invariants   SOC floor {s.get('soc_floor_violations', 0)}, limits "
+                 f"{s.get('limit_violations_total', 0)}" + (f" ({_kinds(breached)})" if breached else "")
+                 + f"; energy continuity max error {_num(s.get('energy_continuity_max_err_kwh'), '.1e', ' kWh')}")
+    ac = s.get("ac_violations") or {}
+    lines.append(f"AC check     {sum(ac.values()):,} violation(s) in {s.get('ac_violation_steps', 0)} of {s.get('steps')} "
+                 f"steps: {_kinds(ac)} (uncontrolled: {_kinds(s.get('baseline_ac_violations'))})")
+    lin = s.get("lindistflow_error_pu")
+    lines.append("LinDistFlow  " + (f"max |V_lin - V_ac| = {lin:.2e} p.u." if lin is not None
+                                    else "n/a (no LinDistFlow network in this formulation)"))
+    solve = s.get("solve_s") or {}
+    lines.append(f"solve        median {_num(solve.get('median'), '.3f', ' s')}, max {_num(solve.get('max'), '.3f', ' s')}, "
+                 f"total {_num(solve.get('total'), '.1f', ' s')}; {s.get('warm_steps', 0)} warm, "
+                 f"{s.get('soft_limit_steps', 0)} soft-limit, {s.get('failed_steps', 0)} failed step(s)")
+    modes = s.get("modes") or {}
+    if modes.get("hold") or modes.get("fallback") or s.get("outages"):
+        lines.append(f"modes        {_kinds(modes)} station-steps; {len(s.get('outages') or [])} outage(s)")
+    t = s.get("timings_s") or {}
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if v is not None)
+    lines.append(f"time         {sum(v for v in t.values() if v is not None):.1f} s ({parts})")
+    if out is not None:
+        tables = s.get("tables") or {}
+        fmt = {Path(str(v.get("file", ""))).suffix.lstrip(".") for v in tables.values()} or {"csv"}
+        plots = s.get("plots") or []
+        lines.append(f"results      {out}: {len(tables)} tables ({', '.join(sorted(fmt))}), summary.json"
+                     + (f", {len(plots)} plots in plots/" if plots else ""))
+    return "\n".join(line.rstrip() for line in lines)
