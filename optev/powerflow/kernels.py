@@ -12,9 +12,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+PARALLEL_MIN_WORK = 1_000_000
+"""Steps × buses below which the single-threaded kernels are used. Small batches gain
+little from a second thread, and a parallel section stalls whenever another process
+holds a core (a 2 ms call then takes 20–30 ms); see benchmarks/README.md."""
 
-@njit(cache=True, parallel=True, fastmath=False)
-def sweep_batch(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, z: np.ndarray, y_shunt: np.ndarray,
+
+def _sweep_batch(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, z: np.ndarray, y_shunt: np.ndarray,
                 v_init: np.ndarray, s_load: np.ndarray, tol: float, max_iter: int, collapse: float,
                 v_out: np.ndarray, ibr_out: np.ndarray, iterations: np.ndarray, converged: np.ndarray) -> None:
     """Solve every step of ``s_load`` (steps × buses, p.u.) in place.
@@ -77,8 +81,7 @@ def sweep_batch(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, z: np.nd
                 ib[b] = np.nan
 
 
-@njit(cache=True, parallel=True)
-def branch_quantities(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, y_half: np.ndarray,
+def _branch_quantities(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, y_half: np.ndarray,
                       reverse: np.ndarray, i_base_child: np.ndarray, v: np.ndarray, ibr: np.ndarray,
                       s_from: np.ndarray, i_amp: np.ndarray, loss: np.ndarray, vm: np.ndarray,
                       va_deg: np.ndarray) -> None:
@@ -107,3 +110,23 @@ def branch_quantities(parent: np.ndarray, child: np.ndarray, tap: np.ndarray, y_
         for k in range(n_bus):
             vm[s, k] = abs(v[s, k])
             va_deg[s, k] = np.arctan2(v[s, k].imag, v[s, k].real) * rad2deg
+
+
+sweep_batch_parallel = njit(cache=True, parallel=True)(_sweep_batch)
+sweep_batch_serial = njit(cache=True)(_sweep_batch)
+branch_quantities_parallel = njit(cache=True, parallel=True)(_branch_quantities)
+branch_quantities_serial = njit(cache=True)(_branch_quantities)
+
+
+def sweep_batch(*args: object) -> None:
+    """:func:`_sweep_batch` compiled, parallel over steps for large batches only."""
+    s_load = args[6]
+    work = s_load.shape[0] * s_load.shape[1]  # type: ignore[attr-defined]
+    (sweep_batch_parallel if work >= PARALLEL_MIN_WORK else sweep_batch_serial)(*args)
+
+
+def branch_quantities(*args: object) -> None:
+    """:func:`_branch_quantities` compiled, parallel over steps for large batches only."""
+    v = args[6]
+    work = v.shape[0] * v.shape[1]  # type: ignore[attr-defined]
+    (branch_quantities_parallel if work >= PARALLEL_MIN_WORK else branch_quantities_serial)(*args)
