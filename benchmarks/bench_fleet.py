@@ -7,9 +7,9 @@ Run from the repository root::
     python benchmarks/bench_fleet.py --out fleet.json       # also write the results as JSON
     python benchmarks/bench_fleet.py --sizes 10000,100000   # scaling table for these sizes only
 
-It prints the scaling table in Markdown (as in ``benchmarks/FLEET.md``).
+It prints the scaling table in Markdown (as in ``benchmarks/README.md`` (section "City fleet")).
 
-What is measured (figures and method in ``benchmarks/FLEET.md``):
+What is measured (figures and method in ``benchmarks/README.md`` (section "City fleet")):
 
 1. **generate** — what ``optev generate --case ux_Nanjing --evs N --seed 1 --out DIR`` does:
    read the V2Sim case, generate the fleet (vehicle types, EVs, routed trips, private
@@ -25,7 +25,7 @@ end: the high-water mark of the whole process, imports included) is its own. Tim
 ``time.perf_counter`` per step inside the child, plus the parent's wall clock of the
 whole child process (interpreter start and imports included). One run per size; on a
 machine shared with other jobs the times vary by tens of per cent between runs, the
-memory does not (see FLEET.md).
+memory does not (see benchmarks/README.md, "City fleet").
 
 The module is importable: :func:`run_benchmarks` returns the results as a dict and
 :func:`markdown_tables` formats them; ``tests/test_benchmarks_fleet_smoke.py`` runs the

@@ -7,7 +7,7 @@ Run from the repository root::
     python benchmarks/bench_formulations.py --out results.json
     python benchmarks/bench_formulations.py --only ordered --only resolve
 
-What is measured (figures and discussion in ``benchmarks/FORMULATIONS.md``):
+What is measured (figures and discussion in ``benchmarks/README.md`` (section "Formulation benchmarks")):
 
 1. ``ordered`` — per-EV ordered charging (``formulations/ordered_charging.toml``): 1,000
    EVs of :func:`optev.data.synthetic.synthetic_charging_instance` at one station, one day

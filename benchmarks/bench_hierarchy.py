@@ -6,7 +6,7 @@ Run from the repository root::
     python benchmarks/bench_hierarchy.py --smoke         # tiny version, a few seconds
     python benchmarks/bench_hierarchy.py --out results.json --workers 2
 
-What is compared (figures and discussion in ``benchmarks/HIERARCHY.md``), on one window
+What is compared (figures and discussion in ``benchmarks/README.md`` (section "Hierarchy")), on one window
 of one day (96 steps of 15 minutes), for each case and fleet size:
 
 - **monolithic**: ``formulations/station_v2g.toml`` (per-EV charging with V2G above the
