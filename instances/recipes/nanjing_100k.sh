@@ -10,7 +10,7 @@
 # (90,000 cars, 3,000 buses, 7,000 logistics vehicles), 50 % of the cars with a home
 # charger, 10 % with a workplace charger, every bus and van with a depot charger; seed 1;
 # the uncontrolled day's sessions are stored for the optimiser. Takes about 30 s and
-# 1.5 GB on 2 cores (see benchmarks/FLEET.md); the same seed gives the same bytes.
+# 1.5 GB on 2 cores (see benchmarks/README.md, "City fleet"); the same seed gives the same bytes.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 V2SIM=${OPTEV_V2SIM:-$ROOT/../shared/v2sim}
