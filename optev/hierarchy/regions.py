@@ -214,13 +214,18 @@ def station_regions(instance: Instance, regions: list[Region]) -> np.ndarray:
     return np.array([pos.get(s, -1) for s in instance.stations["station_id"]], dtype=np.int64)
 
 
-def region_instance(instance: Instance, region: Region) -> Instance:
+def region_instance(instance: Instance, region: Region, *, fleet: bool = True) -> Instance:
     """The part of ``instance`` that belongs to ``region`` (see module docstring).
 
     The result is a plain :class:`~optev.data.Instance` (picklable): a worker process
     builds the region's window from it. Subtree regions that do not own their substation
     bus get that bus with zero load and shunts, and every subtree gets its share of the
     substation's import and export limits.
+
+    With ``fleet=False`` the EVs, trips and sessions are left out (empty tables): enough
+    for a region whose window is already built (:func:`region_window`), which reads only
+    the feeder, stations and metadata, and independent of the sessions, so it can be
+    reused while only the sessions change (an MPC controller's windows).
     """
     feeder = instance.feeder
     buses = set(region.bus_ids)
@@ -251,11 +256,14 @@ def region_instance(instance: Instance, region: Region) -> Instance:
                     transformers=tr.reset_index(drop=True), substations=subs.reset_index(drop=True),
                     generators=units(feeder.generators), pv=units(feeder.pv), wind=units(feeder.wind),
                     storage=units(feeder.storage), name=f"{feeder.name}/{region.region_id}")
-    sessions = instance.sessions[instance.sessions["station_id"].isin(region.station_ids)].reset_index(drop=True)
-    ev_ids = set(sessions["ev_id"])
-    evs = instance.evs[instance.evs["ev_id"].isin(ev_ids)].reset_index(drop=True)
-    trips = instance.trips[instance.trips["ev_id"].isin(ev_ids)].reset_index(drop=True) \
-        if "ev_id" in instance.trips.columns else instance.trips
+    if fleet:
+        sessions = instance.sessions[instance.sessions["station_id"].isin(region.station_ids)].reset_index(drop=True)
+        ev_ids = set(sessions["ev_id"])
+        evs = instance.evs[instance.evs["ev_id"].isin(ev_ids)].reset_index(drop=True)
+        trips = instance.trips[instance.trips["ev_id"].isin(ev_ids)].reset_index(drop=True) \
+            if "ev_id" in instance.trips.columns else instance.trips
+    else:
+        sessions, evs, trips = instance.sessions.iloc[0:0], instance.evs.iloc[0:0], instance.trips.iloc[0:0]
     tariffs = instance.station_tariffs[instance.station_tariffs["station_id"].isin(region.station_ids)]
     ts = instance.timeseries
 

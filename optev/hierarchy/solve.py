@@ -62,6 +62,8 @@ from optev.hierarchy.regions import Region, region_instance, split_regions
 from optev.hierarchy.station import BATCH_EVS, TRACKING, refine_stations
 
 VIOLATION_COLUMNS = ["time", "kind", "element_id", "value", "limit", "excess", "unit"]
+REFINE_SCOPES = ("all", "first_step")
+"""Values of :attr:`RegionTask.refine_scope`."""
 NETWORK_TERMS = ("network_losses", "voltage_deviation")
 
 
@@ -89,6 +91,11 @@ class RegionTask:
     """A region window already built (without its compiled network, which does not
     pickle: the worker compiles it); then ``instance``, ``start``, ``steps``, ``step`` and
     ``ev_energy_kwh`` are not used (:func:`region_window`)."""
+    refine_scope: str = "all"
+    """Stations the station level solves (``refine = True``): ``"all"`` (every station with
+    sessions) or ``"first_step"`` (only stations with a session plugged in the window's
+    first step — all an MPC step applies; the other stations keep the region plan shared
+    with the envelope's guide)."""
 
 
 @dataclass
@@ -278,13 +285,20 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
     aggregate = "station_envelope" in ctx.handles
     refinement = None
     t_refine = time.perf_counter()
+    if task.refine_scope not in REFINE_SCOPES:
+        raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {task.refine_scope!r}")
+    only = None
+    if task.refine_scope == "first_step" and evs.n:
+        only = np.zeros(window.stations.n, dtype=bool)
+        only[evs.station[evs.plugged[:, 0] > 0]] = True
     if task.refine and aggregate and evs.n:
         prices = _station_prices(solver, ctx, window)
         refinement = refine_stations(form, window, evs, lp_station, prices,
                                      allowance_kw=_allowances(ctx, res.x, evs),
                                      tracking=task.tracking, batch_evs=task.batch_evs,
                                      soft_limits=bool(form.solver["soft_limits"] if task.soft_limits is None
-                                                      else task.soft_limits))
+                                                      else task.soft_limits),
+                                     stations=only, fallback=None if only is None else res.plan)
         plan = refinement.plan
     else:
         plan = res.plan
@@ -331,7 +345,8 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
 
     problems: list[str] = []
     if task.check:
-        for r in (refinement.results if refinement is not None else [res]):
+        partial = refinement is not None and only is not None
+        for r in (([res] if partial else []) + refinement.results if refinement is not None else [res]):
             try:
                 check_invariants(r)
             except AssertionError as exc:
@@ -348,6 +363,7 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
         "violations": count_by_kind(viol) if len(viol) else {},
         "refined": refinement is not None, "refine_s": refine_s,
         "station_problems": len(refinement.results) if refinement is not None else 0,
+        "refined_stations": int(refinement.refined_stations) if refinement is not None else 0,
         "station_solve_s": refinement.solve_s if refinement is not None else 0.0,
         "v2g_reservation_cost": reservation,
         "loss_correction_rounds": len(res.summary.get("loss_correction_dv_pu", [])),
@@ -694,21 +710,48 @@ class HierarchicalStrategy:
     city_target, refine, check, tracking, batch_evs, quantum_kw
         As for :func:`solve_hierarchical` (``check`` defaults to False here: the
         controller checks the applied plan itself).
+    refine_scope : {"all", "first_step"}
+        Stations the station level solves (:attr:`RegionTask.refine_scope`). A controller
+        applies only the first step, and only to EVs plugged in now, so ``"first_step"``
+        gives it the same setpoints (up to ties between equally good LP solutions) while
+        skipping stations whose sessions are all forecast arrivals; their plan stays the
+        region's envelope plan (default ``"all"``).
 
     Workers are stateless: each region's LP is built and solved cold at every call (a
-    warm re-solve would need a region pinned to a worker).
+    warm re-solve would need a region pinned to a worker). The regions and their parts of
+    the instance (feeder, stations, tariffs, series — not the fleet) are cut once and
+    reused while the window's instance shares those tables (the controller's windows
+    differ only in their sessions).
     """
 
     def __init__(self, formulation: Formulation, *, executor: Executor | None = None, regions: str = "feeder",
                  city_target: CityTarget | None = None, refine: bool = True, check: bool = False,
-                 tracking: float = TRACKING, batch_evs: int = BATCH_EVS, quantum_kw: float = 1.0) -> None:
+                 tracking: float = TRACKING, batch_evs: int = BATCH_EVS, quantum_kw: float = 1.0,
+                 refine_scope: str = "all") -> None:
+        if refine_scope not in REFINE_SCOPES:
+            raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {refine_scope!r}")
         self.formulation = formulation
         self.by = regions
         self.executor: Any = executor
         self._own = executor is None
         self.city_target = city_target
         self.quantum_kw = float(quantum_kw)
-        self.options = dict(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs)
+        self.options = dict(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs,
+                            refine_scope=refine_scope)
+        self._parts: tuple[tuple[Any, ...], list[Region], list[Instance]] | None = None
+
+    def _regions(self, inst: Instance) -> tuple[list[Region], list[Instance]]:
+        """Regions of a window's instance and their parts without the fleet
+        (:func:`~optev.hierarchy.regions.region_instance` with ``fleet=False``), reused while
+        the tables they are cut from are the same objects — an MPC controller's windows
+        differ only in their sessions."""
+        key = (inst.feeder, inst.stations, inst.station_tariffs, inst.timeseries, inst.metadata,
+               inst.charger_models, inst.vehicle_types)
+        if self._parts is None or len(self._parts[0]) != len(key) or \
+                any(a is not b for a, b in zip(self._parts[0], key)):
+            region_list = split_regions(inst, by=self.by)
+            self._parts = (key, region_list, [region_instance(inst, r, fleet=False) for r in region_list])
+        return self._parts[1], self._parts[2]
 
     def _executor(self, n_regions: int) -> Any:
         if self.executor is None:
@@ -721,9 +764,8 @@ class HierarchicalStrategy:
         from optev.hierarchy.regions import region_window
 
         t0 = time.perf_counter()
-        inst = window.instance
-        region_list = split_regions(inst, by=self.by)
-        pieces = [region_window(window, r) for r in region_list]
+        region_list, parts = self._regions(window.instance)
+        pieces = [region_window(window, r, part) for r, part in zip(region_list, parts)]
         ex = self._executor(len(region_list))
         opts = dict(self.options, soft_limits=soft_limits, ac_check=ac_check)
 

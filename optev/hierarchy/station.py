@@ -88,6 +88,8 @@ class StationRefinement:
         Station net power of the station problems (before rounding), kW.
     solve_s, build_s : float
         HiGHS time and model build time over all batches, s.
+    refined_stations : int
+        Stations whose problems were solved.
     """
 
     plan: Disaggregation
@@ -95,6 +97,7 @@ class StationRefinement:
     station_kw: np.ndarray
     solve_s: float
     build_s: float
+    refined_stations: int = 0
 
 
 def _take(arrays: Any, idx: np.ndarray) -> Any:
@@ -118,14 +121,16 @@ def sub_window(window: Window, evs: EVArrays, stations: np.ndarray) -> tuple[Win
     return sub, keep
 
 
-def batches(evs: EVArrays, n_stations: int, batch_evs: int) -> list[np.ndarray]:
+def batches(evs: EVArrays, n_stations: int, batch_evs: int, only: np.ndarray | None = None) -> list[np.ndarray]:
     """Stations (indices) with sessions, grouped in order into batches of at most
-    ``batch_evs`` sessions (a station with more sessions is a batch of its own)."""
+    ``batch_evs`` sessions (a station with more sessions is a batch of its own);
+    ``only`` (boolean, n_stations) restricts them."""
     count = np.bincount(evs.station, minlength=n_stations)
+    chosen = count > 0 if only is None else (count > 0) & np.asarray(only, bool)
     out: list[np.ndarray] = []
     current: list[int] = []
     size = 0
-    for s in np.flatnonzero(count > 0):
+    for s in np.flatnonzero(chosen):
         if current and size + count[s] > batch_evs:
             out.append(np.array(current, dtype=np.int64))
             current, size = [], 0
@@ -138,7 +143,8 @@ def batches(evs: EVArrays, n_stations: int, batch_evs: int) -> list[np.ndarray]:
 
 def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, setpoint_kw: np.ndarray,
                     price: np.ndarray, *, allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
-                    batch_evs: int = BATCH_EVS, soft_limits: bool = False) -> StationRefinement:
+                    batch_evs: int = BATCH_EVS, soft_limits: bool = False, stations: np.ndarray | None = None,
+                    fallback: Disaggregation | None = None) -> StationRefinement:
     """Solve the station problems of a region (see module docstring).
 
     Parameters
@@ -163,6 +169,13 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     soft_limits : bool
         Departure energies and site caps as penalised slacks (``slack_penalty``), as in a
         region LP solved with soft limits.
+    stations : ndarray of bool (n_st,), optional
+        Solve only these stations' problems (default: every station with sessions); the
+        sessions and stations left out take their rows of ``fallback`` (required then),
+        and their ``station_kw`` is ``setpoint_kw``.
+    fallback : Disaggregation, optional
+        Plan of the stations not solved (for example the region plan shared with the
+        envelope's guide), in ``evs`` and station order.
     """
     from optev.compose.results import result_tables
     from optev.compose.solve import WindowResult
@@ -174,14 +187,25 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     w_track = tracking * max(float(np.abs(window.price_buy).max(initial=0.0)), 1e-9)
     w_hard = float(formulation.solver["slack_penalty"])
     allow = np.full((n_st, T), np.inf) if allowance_kw is None else np.asarray(allowance_kw, float)
-    ev_p = np.zeros((evs.n, T))
-    ev_e = np.repeat(evs.e_init_kwh[:, None], T, axis=1) if evs.n else np.zeros((0, T))
-    station_p = np.zeros((n_st, T))
-    station_lp = np.zeros((n_st, T))
-    shortfall = np.zeros(evs.n)
+    if stations is not None and fallback is None:
+        raise ValueError("refine_stations: stations given without a fallback plan for the others")
+    if fallback is not None and stations is not None:
+        ev_p = np.array(fallback.ev_p_kw, float)
+        ev_e = np.array(fallback.ev_e_kwh, float)
+        station_p = np.array(fallback.station_p_kw, float)
+        station_lp = np.array(setpoint_kw, float)
+        shortfall = np.array(fallback.shortfall_kwh, float)
+    else:
+        ev_p = np.zeros((evs.n, T))
+        ev_e = np.repeat(evs.e_init_kwh[:, None], T, axis=1) if evs.n else np.zeros((0, T))
+        station_p = np.zeros((n_st, T))
+        station_lp = np.zeros((n_st, T))
+        shortfall = np.zeros(evs.n)
     results: list[Any] = []
     solve_s = build_s = 0.0
-    for group in batches(evs, n_st, batch_evs):
+    refined = 0
+    for group in batches(evs, n_st, batch_evs, stations):
+        refined += int(group.size)
         t0 = time.perf_counter()
         sub, keep = sub_window(window, evs, group)
         ctx = ModelContext(sub, soft_limits=bool(soft_limits), slack_penalty=w_hard)
@@ -239,4 +263,4 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         station_p[group] = plan.station_p_kw
         station_lp[group] = lp.evaluate(net, x)
     plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
-    return StationRefinement(plan, results, station_lp, solve_s, build_s)
+    return StationRefinement(plan, results, station_lp, solve_s, build_s, refined)

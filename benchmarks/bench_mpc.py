@@ -1,0 +1,552 @@
+"""Closed-loop MPC benchmark (issue 5): Nanjing, 100,000 EVs, 96 steps of 15 minutes.
+
+Run from the repository root::
+
+    sh instances/recipes/nanjing_100k.sh                # once: the instance (git-ignored)
+    python benchmarks/bench_mpc.py                      # full run: closed loop + re-solve scenario
+    python benchmarks/bench_mpc.py --smoke              # tiny version (embedded instance), seconds
+    python benchmarks/bench_mpc.py --out mpc.json       # also write the results as JSON
+    python benchmarks/bench_mpc.py --horizon 12h --steps 32 --start 16:00
+    python benchmarks/bench_mpc.py --only resolve       # the fixed-shape re-solve scenario only
+
+What is measured (figures and discussion in ``benchmarks/MPC.md``):
+
+1. **Closed loop** — :func:`optev.mpc.simulate` of ``--steps`` control steps of 15 minutes:
+   every step the plant's measured state goes to the :class:`~optev.mpc.Controller`, which
+   solves its window with :class:`~optev.hierarchy.HierarchicalStrategy` (one region per
+   feeder — Nanjing has 5 — each a LinDistFlow OPF over station flexibility envelopes,
+   then the station-level per-EV problems, then EV setpoints on the 1 kW grid; regions in a
+   :class:`~optev.hierarchy.LocalProcessExecutor` of ``--workers`` processes); the event
+   simulation plant (:class:`optev.mobility.Plant`, routed on the road network) realises
+   the step with the real arrivals; the AC power flow checks every applied step (batched
+   after the last step, as ``simulate`` does). The region formulation is
+   ``formulations/city_dispatch_aggregate.toml`` with the overrides of
+   :data:`FORMULATION_OVERRIDES` (see MPC.md for why). The uncontrolled baseline is the
+   same plant without setpoints (``simulate``'s baseline).
+   Figures: wall time of the whole run and of each part (instance read, baseline and
+   pre-roll, the loop, the batched AC check and result tables); per step the closed-loop
+   time (controller + edge + plant, from one step's start to the next), the controller
+   call (``decision.stats.wall_s``), HiGHS's own time summed over the regions (region LP
+   plus station LPs) and the slowest region's time in its worker; peak memory; the
+   peak reduction against the baseline.
+2. **Fixed-shape re-solve** — a :class:`~optev.mpc.Controller` with the default
+   :class:`~optev.mpc.controller.MonolithicStrategy` called repeatedly at one decision time
+   with the same plugged EVs and new price forecasts (no arrivals): the window's LP keeps
+   its structure, so HiGHS gets only the changed costs and restarts from its basis
+   (``warm``). Controller wall time against HiGHS's own time, cold first call vs warm
+   re-solves; the same with the hierarchical strategy (stateless workers: always cold).
+
+Memory: the closed loop runs in a child process (this script with ``--child``); its peak
+resident set (``ru_maxrss``) is exact; the worker processes' and the total (parent of the
+loop + workers) are sampled every 0.5 s with psutil (RSS, so pages the forkserver workers
+share are counted in each: an upper bound).
+
+The module is importable: :func:`run_benchmarks` returns the results as a dict and
+:func:`markdown_tables` formats them; ``tests/test_benchmarks_mpc_smoke.py`` runs the smoke
+mode (no timing assertions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NANJING = REPO / "instances" / "nanjing_100k"
+
+GOALS = {"step_median_s": 10.0, "day_s": 15 * 60.0, "peak_memory_gb": 8.0}
+"""Issue 5: per-step median ≤ 10 s, whole day ≤ 15 min, peak memory ≤ 8 GB (2 cores)."""
+
+FORMULATION = "city_dispatch_aggregate"
+FORMULATION_OVERRIDES: dict[str, dict[str, Any]] = {"station": {"intervals": "none", "reactive": False}}
+"""Changes to the region formulation for 100,000 EVs (MPC.md, "Configuration"): no interval
+bounds in the station envelopes (the station level's exact per-EV problems remove the
+looseness they address) and no reactive power at the stations (its polygon is 6 rows per
+station and step, 2/3 of the region LP, and was not used in the runs that had it)."""
+
+FULL: dict[str, Any] = {"instance": str(NANJING), "steps": 96, "start": "00:00", "horizon": "8h", "workers": 2,
+                        "refine_scope": "first_step", "resolve_evs": 2000, "resolve_repeats": 5,
+                        "resolve_horizon": "8h"}
+SMOKE: dict[str, Any] = {"instance": "embedded", "steps": 3, "start": "08:00", "horizon": "2h", "workers": 2,
+                         "refine_scope": "first_step", "resolve_evs": 60, "resolve_repeats": 2,
+                         "resolve_horizon": "2h"}
+
+
+# ------------------------------------------------------------------------------ configuration
+
+def bench_formulation(name: str = FORMULATION, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The region formulation: ``name`` with block options replaced by ``overrides``."""
+    from optev.compose.formulation import load_formulation, parse_formulation
+
+    base = load_formulation(name)
+    data = base.to_dict()
+    for block, options in (FORMULATION_OVERRIDES if overrides is None else overrides).items():
+        data["blocks"][block].update(options)
+    return parse_formulation(data, base.source or name)
+
+
+def _instance_path(instance: str) -> Path:
+    if instance == "embedded":
+        from optev.io.embedded import default_instance
+
+        return default_instance()
+    return Path(instance)
+
+
+# ------------------------------------------------------------------------------ memory sampler
+
+class MemorySampler:
+    """Samples the resident memory of this process and its descendants every ``every_s``.
+
+    ``peak_total_mb`` is the largest sum over the process tree (RSS: shared pages count in
+    every process that maps them), ``peak_workers_mb`` the largest sum over the
+    descendants, ``peak_self_mb`` this process alone.
+    """
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.peak_total_mb = self.peak_workers_mb = self.peak_self_mb = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        own = me.memory_info().rss / 1e6
+        kids = 0.0
+        for child in me.children(recursive=True):
+            try:
+                kids += child.memory_info().rss / 1e6
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.peak_self_mb = max(self.peak_self_mb, own)
+        self.peak_workers_mb = max(self.peak_workers_mb, kids)
+        self.peak_total_mb = max(self.peak_total_mb, own + kids)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def __enter__(self) -> "MemorySampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def _maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    scale = 1.0 if sys.platform == "darwin" else 1024.0
+    return resource.getrusage(who).ru_maxrss * scale / 1e6
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, float)
+    if not a.size:
+        return {"median": float("nan"), "mean": float("nan"), "max": float("nan"), "min": float("nan"),
+                "p90": float("nan"), "total": 0.0}
+    return {"median": float(np.median(a)), "mean": float(a.mean()), "max": float(a.max()), "min": float(a.min()),
+            "p90": float(np.percentile(a, 90)), "total": float(a.sum())}
+
+
+# ------------------------------------------------------------------------------ stages (in the child)
+
+def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers: int, refine_scope: str = "all",
+                formulation: str = FORMULATION, overrides: dict[str, dict[str, Any]] | None = None,
+                log: bool = False) -> dict[str, Any]:
+    """The closed loop in this process (module docstring, 1); timings, stats and summary."""
+    t_all = time.perf_counter()
+    from optev.hierarchy import HierarchicalStrategy, LocalProcessExecutor
+    from optev.io import read
+    from optev.mpc import Controller, simulate
+
+    t0 = time.perf_counter()
+    inst = read(_instance_path(instance))
+    read_s = time.perf_counter() - t0
+    form = bench_formulation(formulation, overrides)
+    marks: list[float] = []
+    ends: list[float] = []
+    per_step: list[dict[str, Any]] = []
+    with MemorySampler() as mem, LocalProcessExecutor(workers) as ex:
+        strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope)
+        ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False)
+        step = ctl.step
+
+        def timed_step(state: Any, forecasts: Any = None) -> Any:
+            marks.append(time.perf_counter())
+            return step(state, forecasts)
+
+        ctl.step = timed_step  # type: ignore[method-assign]
+
+        def progress(done: int, total: int, info: dict[str, Any]) -> None:
+            ends.append(time.perf_counter())
+            res = ctl.last_result
+            summ = getattr(res, "summary", None) or {}
+            regions = summ.get("per_region") or {}
+            row = {"step": done - 1, "time": str(info["time"]), "status": info["status"],
+                   "step_s": ends[-1] - marks[-1] if len(ends) == 1 else ends[-1] - ends[-2],
+                   "controller_s": float(info["wall_s"]), "highs_s": float(info["solve_s"]),
+                   "region_s_max": float(summ.get("region_s_max", float("nan"))),
+                   "region_s_sum": float(summ.get("region_s_sum", float("nan"))),
+                   "region_lp_highs_s": float(sum(float(r.get("solve_s") or 0.0) for r in regions.values())),
+                   "refine_s_sum": float(sum(float(r.get("refine_s") or 0.0) for r in regions.values())),
+                   "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
+                   "sessions": int(summ.get("evs", 0)),
+                   "rss_mb": mem.peak_total_mb}
+            per_step.append(row)
+            if log:
+                print(f"  step {done:3d}/{total} {row['time'][11:16]} {row['status']:<11} "
+                      f"step {row['step_s']:6.2f} s  controller {row['controller_s']:6.2f} s  "
+                      f"HiGHS {row['highs_s']:6.2f} s  slowest region {row['region_s_max']:5.2f} s  "
+                      f"sessions {row['sessions']:6d}  mem {row['rss_mb'] / 1e3:4.1f} GB", file=sys.stderr,
+                      flush=True)
+
+        t_sim = time.perf_counter()
+        run = simulate(inst, form, start=start, steps=steps, controller=ctl, progress=progress)
+        t_done = time.perf_counter()
+    summ = run.summary
+    st = run.tables["steps"]
+    base = run.baseline["steps"]
+    step_s = [r["step_s"] for r in per_step]
+    out = {
+        "status": "ok", "instance": instance, "evs": int(len(inst.evs)), "stations": int(len(inst.stations)),
+        "regions": len(strategy._parts[1]) if strategy._parts else None, "formulation": form.name,
+        "formulation_overrides": FORMULATION_OVERRIDES if overrides is None else overrides,
+        "steps": steps, "start": summ["start"], "horizon": horizon, "horizon_steps": int(ctl.steps),
+        "workers": workers, "refine_scope": refine_scope,
+        "wall_s": {"total": time.perf_counter() - t_all, "read": read_s,
+                   "before_loop": (marks[0] - t_sim) if marks else float("nan"),
+                   "loop": (ends[-1] - marks[0]) if ends else float("nan"),
+                   "after_loop": (t_done - ends[-1]) if ends else float("nan"),
+                   "simulate": t_done - t_sim},
+        "step_s": _stats(step_s), "controller_s": _stats([r["controller_s"] for r in per_step]),
+        "highs_s": _stats([r["highs_s"] for r in per_step]),
+        "region_lp_highs_s": _stats([r["region_lp_highs_s"] for r in per_step]),
+        "region_s_max": _stats([r["region_s_max"] for r in per_step]),
+        "plant_and_rest_s": _stats([r["step_s"] - r["controller_s"] for r in per_step]),
+        "per_step": per_step,
+        "memory_mb": {"loop_process_maxrss": _maxrss_mb(), "workers_max_single_maxrss": _maxrss_mb(
+            resource.RUSAGE_CHILDREN), "sampled_total_peak": mem.peak_total_mb,
+            "sampled_workers_peak": mem.peak_workers_mb, "samples": mem.samples},
+        "summary": {k: summ[k] for k in (
+            "peak_import_kw", "baseline_peak_import_kw", "peak_reduction_kw", "cost", "baseline_cost",
+            "energy_delivered_kwh", "baseline_energy_kwh", "energy_discharged_kwh", "energy_unmet_kwh",
+            "baseline_energy_unmet_kwh", "sessions_with_shortfall", "baseline_sessions_with_shortfall",
+            "sessions_departed", "soc_floor_violations", "limit_violations_total", "limit_violations",
+            "ac_violations", "ac_violation_steps", "baseline_ac_violations", "soft_limit_steps", "failed_steps",
+            "needs_clipped", "energy_continuity_max_err_kwh", "lindistflow_error_pu", "warm_steps")},
+        "ev_load_kw": {"peak": float(st["ev_kw"].max()), "baseline_peak": float(base["ev_kw"].max())},
+        "loadavg_end": list(os.getloadavg()),
+    }
+    s = out["summary"]
+    s["peak_reduction_pct"] = 100.0 * s["peak_reduction_kw"] / s["baseline_peak_import_kw"] \
+        if s["baseline_peak_import_kw"] else float("nan")
+    out["ev_load_kw"]["reduction_pct"] = 100.0 * (1.0 - out["ev_load_kw"]["peak"] / out["ev_load_kw"]["baseline_peak"]) \
+        if out["ev_load_kw"]["baseline_peak"] else float("nan")
+    return out
+
+
+def resolve_scenario(n_evs: int, *, repeats: int, horizon: str, workers: int = 2, seed: int = 7) -> dict[str, Any]:
+    """Fixed-shape re-solves (module docstring, 2) on a synthetic instance of ``n_evs`` EVs
+    on two 33-bus feeders: one decision time, the EVs plugged in then, new prices each call."""
+    from optev.compose.formulation import load_formulation
+    from optev.hierarchy import HierarchicalStrategy, LocalProcessExecutor
+    from optev.mpc import Controller, ControlState, EVState, ReplayPlant
+    from optev.mpc.forecast import Forecast, actual_series
+
+    inst = _two_feeder_instance(n_evs, seed)
+    t_s = 18 * 3600.0
+    plant = ReplayPlant(inst, start_s=t_s)
+    rep = plant.report_now()
+    cap = dict(zip(inst.evs["ev_id"], inst.evs["vtype_id"].map(inst.vehicle_types.set_index("vtype_id")
+                                                                ["battery_kwh"])))
+    arr = dict(zip(inst.sessions["session_id"], inst.sessions["arrival_s"]))
+    state = ControlState(time_s=t_s, evs=[EVState(
+        ev_id=p.ev_id, session_id=p.session_id, station_id=p.station_id, energy_kwh=p.soc * cap[p.ev_id], soc=p.soc,
+        arrival_s=arr[p.session_id], departure_s=p.departure_s, soc_target=p.soc_target, p_ch_max_kw=p.p_ch_max_kw,
+        p_dis_max_kw=p.p_dis_max_kw) for p in rep.plugged])
+    rng = np.random.default_rng(seed)
+
+    def run(strategy: Any, form: Any, label: str) -> dict[str, Any]:
+        ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False)
+        times = ctl.window_times(t_s)
+        base = actual_series(inst, times)
+        rows = []
+        for k in range(repeats + 1):
+            scale = 1.0 if k == 0 else float(rng.uniform(0.8, 1.2))
+            fc = Forecast(price_buy=base.price_buy * scale, price_sell=base.price_sell * scale, source="bench")
+            d = ctl.step(state, fc)
+            rows.append({"call": k, "warm": bool(d.stats.warm), "controller_s": float(d.stats.wall_s),
+                         "build_s": float(d.stats.build_s), "highs_s": float(d.stats.solve_s),
+                         "check_s": float(d.stats.check_s), "iterations": int(d.stats.iterations),
+                         "status": d.stats.status})
+        warm = [r for r in rows[1:]]
+        return {"strategy": label, "calls": rows, "sessions": len(state.evs),
+                "first": rows[0], "resolve_controller_s": _stats([r["controller_s"] for r in warm]),
+                "resolve_highs_s": _stats([r["highs_s"] for r in warm]),
+                "warm_calls": int(sum(r["warm"] for r in warm)), "resolves": len(warm)}
+
+    mono = run(None, load_formulation("station_v2g"), "monolithic (station_v2g)")
+    with LocalProcessExecutor(workers) as ex:
+        form = bench_formulation("station_v2g_aggregate", {"station": {"intervals": "none"}})
+        hier = run(HierarchicalStrategy(form, executor=ex), form, "hierarchical (station_v2g_aggregate)")
+    return {"status": "ok", "evs": n_evs, "horizon": horizon, "decision_time": "18:00",
+            "runs": [mono, hier]}
+
+
+def _two_feeder_instance(n_evs: int, seed: int) -> Any:
+    """``synthetic_charging_instance`` on two synthetic 33-bus feeders (two regions)."""
+    import pandas as pd
+
+    from optev.data.feeder import Feeder
+    from optev.data.synthetic import synthetic_charging_instance, synthetic_radial_feeder
+
+    parts = [synthetic_radial_feeder(33, seed=seed + k) for k in range(2)]
+    buses, lines, subs = [], [], []
+    for k, f in enumerate(parts):
+        tag = f"f{k}_"
+        b = f.buses.copy()
+        b["bus_id"] = tag + b["bus_id"]
+        ln = f.lines.copy()
+        for c in ("line_id", "from_bus", "to_bus"):
+            ln[c] = tag + ln[c]
+        s = f.substations.copy()
+        s["substation_id"] = f"sub{k}"
+        s["bus_id"] = tag + s["bus_id"]
+        buses.append(b)
+        lines.append(ln)
+        subs.append(s)
+    feeder = Feeder(base_mva=parts[0].base_mva, buses=pd.concat(buses, ignore_index=True),
+                    lines=pd.concat(lines, ignore_index=True), substations=pd.concat(subs, ignore_index=True),
+                    name="2x33")
+    return synthetic_charging_instance(n_evs, feeder=feeder, n_stations=8, seed=seed)
+
+
+STAGES = {"closed_loop": closed_loop, "resolve": resolve_scenario}
+
+
+# ------------------------------------------------------------------------------ parent side
+
+def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run one stage in a fresh Python process (its memory is its own); its result plus the
+    parent's wall clock and the peak RSS of the largest process of the child's tree.
+
+    A child that fails (out of memory, killed, timeout) gives ``{"status": "failed", ...}``
+    instead of raising.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, json.dumps(kwargs)]
+    t0 = time.perf_counter()
+    before = _maxrss_mb(resource.RUSAGE_CHILDREN)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if kwargs.get("log") else subprocess.PIPE,
+                              text=True, timeout=timeout_s, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timeout after {timeout_s} s", "stage": stage}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-5:]
+        return {"status": "failed", "reason": f"exit code {proc.returncode}", "stderr": tail, "stage": stage,
+                "process_wall_s": wall}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = wall
+    after = _maxrss_mb(resource.RUSAGE_CHILDREN)
+    out["largest_process_maxrss_mb"] = after if after > before else None
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, load, memory and versions."""
+    info: dict[str, Any] = {"python": platform.python_version(), "nproc": os.cpu_count(),
+                            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    try:
+        import psutil
+
+        info["memory_gb"] = psutil.virtual_memory().total / 1e9
+    except ImportError:  # pragma: no cover
+        info["memory_gb"] = None
+    try:
+        import highspy
+
+        info["highs"] = highspy.Highs().version()
+    except Exception:  # noqa: BLE001 - reported, not fatal
+        info["highs"] = None
+    return info
+
+
+def goals(loop: dict[str, Any]) -> dict[str, Any]:
+    """Each goal of the issue against the closed loop's figures (None: not judged)."""
+    if loop.get("status") != "ok":
+        return {}
+    mem_gb = loop["memory_mb"]["sampled_total_peak"] / 1e3
+    day = loop["wall_s"]["total"]
+    return {
+        "step_median_s": {"goal": GOALS["step_median_s"], "value": loop["step_s"]["median"],
+                          "met": loop["step_s"]["median"] <= GOALS["step_median_s"]},
+        "day_s": {"goal": GOALS["day_s"], "value": day, "met": day <= GOALS["day_s"]},
+        "peak_memory_gb": {"goal": GOALS["peak_memory_gb"], "value": mem_gb, "met": mem_gb <= GOALS["peak_memory_gb"]},
+    }
+
+
+def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = False,
+                   **overrides: Any) -> dict[str, Any]:
+    """Run the benchmarks (or their smoke version) and return the results as a dict.
+
+    ``overrides`` replace entries of :data:`FULL` / :data:`SMOKE` (``steps``, ``start``,
+    ``horizon``, ``workers``, ``refine_scope``, ``instance``, ``resolve_evs``, …).
+    """
+    cfg = dict(SMOKE if smoke else FULL)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(), "config": dict(cfg)}
+    t0 = time.perf_counter()
+    if only in (None, "loop"):
+        if cfg["instance"] != "embedded" and not Path(cfg["instance"]).is_dir():
+            out["closed_loop"] = {"status": "data not found",
+                                  "reason": f"{cfg['instance']}: build it with sh instances/recipes/nanjing_100k.sh"}
+        else:
+            out["closed_loop"] = run_child("closed_loop", instance=cfg["instance"], steps=int(cfg["steps"]),
+                                           start=str(cfg["start"]), horizon=str(cfg["horizon"]),
+                                           workers=int(cfg["workers"]), refine_scope=str(cfg["refine_scope"]),
+                                           log=log)
+        out["goals"] = goals(out["closed_loop"]) if not smoke else {}
+    if only in (None, "resolve"):
+        out["resolve"] = run_child("resolve", n_evs=int(cfg["resolve_evs"]), repeats=int(cfg["resolve_repeats"]),
+                                   horizon=str(cfg["resolve_horizon"]), workers=int(cfg["workers"]))
+    out["elapsed_s"] = time.perf_counter() - t0
+    out["machine"]["loadavg_end"] = list(os.getloadavg())
+    return out
+
+
+def _t(s: float) -> str:
+    return f"{s * 1e3:.0f} ms" if s < 1.0 else f"{s:.2f} s"
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    lines: list[str] = []
+    loop = results.get("closed_loop")
+    if loop is not None:
+        if loop.get("status") != "ok":
+            lines.append(f"closed loop: {loop.get('status')} ({loop.get('reason', '')})")
+        else:
+            w, s, m = loop["wall_s"], loop["summary"], loop["memory_mb"]
+            lines += [
+                f"Closed loop: {loop['evs']:,} EVs, {loop['stations']:,} stations, {loop['regions']} regions, "
+                f"{loop['steps']} steps of 15 min from {loop['start'][:16]}, horizon {loop['horizon']} "
+                f"({loop['horizon_steps']} steps), {loop['workers']} workers, refine_scope={loop['refine_scope']}",
+                "",
+                "| figure | value |", "|---|---:|",
+                f"| whole run (read + baseline + loop + AC check) | {w['total']:.0f} s ({w['total'] / 60:.1f} min) |",
+                f"| read instance | {w['read']:.1f} s |",
+                f"| baseline day + plant pre-roll | {w['before_loop']:.1f} s |",
+                f"| control loop ({loop['steps']} steps) | {w['loop']:.1f} s |",
+                f"| batched AC check + result tables | {w['after_loop']:.1f} s |",
+                f"| step: median / p90 / max | {_t(loop['step_s']['median'])} / {_t(loop['step_s']['p90'])} / "
+                f"{_t(loop['step_s']['max'])} |",
+                f"| controller call: median / max | {_t(loop['controller_s']['median'])} / "
+                f"{_t(loop['controller_s']['max'])} |",
+                f"| HiGHS (all regions, region LP + station LPs): median / max | {_t(loop['highs_s']['median'])} / "
+                f"{_t(loop['highs_s']['max'])} |",
+                f"| slowest region in its worker: median / max | {_t(loop['region_s_max']['median'])} / "
+                f"{_t(loop['region_s_max']['max'])} |",
+                f"| plant + edge + bookkeeping per step: median | {_t(loop['plant_and_rest_s']['median'])} |",
+                f"| peak memory: loop process / workers (sum) / total (sampled RSS) | {m['loop_process_maxrss'] / 1e3:.2f}"
+                f" / {m['sampled_workers_peak'] / 1e3:.2f} / {m['sampled_total_peak'] / 1e3:.2f} GB |",
+                f"| peak import: uncontrolled → controlled | {s['baseline_peak_import_kw'] / 1e3:,.1f} → "
+                f"{s['peak_import_kw'] / 1e3:,.1f} MW (−{s['peak_reduction_pct']:.1f} %) |",
+                f"| peak EV load: uncontrolled → controlled | {loop['ev_load_kw']['baseline_peak'] / 1e3:,.1f} → "
+                f"{loop['ev_load_kw']['peak'] / 1e3:,.1f} MW (−{loop['ev_load_kw']['reduction_pct']:.1f} %) |",
+                f"| energy unmet at departure: uncontrolled / controlled | {s['baseline_energy_unmet_kwh']:,.0f} / "
+                f"{s['energy_unmet_kwh']:,.0f} kWh |",
+                f"| SOC-floor / limit violations; AC-check violation steps | {s['soc_floor_violations']} / "
+                f"{s['limit_violations_total']}; {s['ac_violation_steps']} |",
+                f"| steps with soft limits / failed | {s['soft_limit_steps']} / {s['failed_steps']} |",
+            ]
+        g = results.get("goals") or {}
+        if g:
+            lines += ["", "| goal | measured | met |", "|---|---:|---|"]
+            for name, v in g.items():
+                lines.append(f"| {name} ≤ {v['goal']:g} | {v['value']:.2f} | {'yes' if v['met'] else 'no'} |")
+    res = results.get("resolve")
+    if res is not None:
+        lines.append("")
+        if res.get("status") != "ok":
+            lines.append(f"re-solve scenario: {res.get('status')} ({res.get('reason', '')})")
+        else:
+            lines += [f"Fixed-shape re-solves: {res['evs']:,} EVs, horizon {res['horizon']}, decision at "
+                      f"{res['decision_time']}",
+                      "", "| strategy | sessions | first call: controller / HiGHS | re-solves: controller / HiGHS "
+                      "(median) | warm |", "|---|---:|---:|---:|---:|"]
+            for r in res["runs"]:
+                lines.append(f"| {r['strategy']} | {r['sessions']} | {_t(r['first']['controller_s'])} / "
+                             f"{_t(r['first']['highs_s'])} | {_t(r['resolve_controller_s']['median'])} / "
+                             f"{_t(r['resolve_highs_s']['median'])} | {r['warm_calls']}/{r['resolves']} |")
+    return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (tuple, set, np.ndarray)):
+        return list(value)
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        result = STAGES[argv[1]](**json.loads(argv[2]))
+        print(json.dumps(result, default=_json_default))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny version on the embedded instance (seconds)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--only", choices=("loop", "resolve"), help="run one benchmark only")
+    parser.add_argument("--instance", help="instance folder (default instances/nanjing_100k; 'embedded')")
+    parser.add_argument("--steps", type=int, help="control steps (default 96)")
+    parser.add_argument("--start", help="first step, HH:MM (default 00:00)")
+    parser.add_argument("--horizon", help="controller horizon (default 8h)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 2)")
+    parser.add_argument("--refine-scope", choices=("all", "first_step"), help="station level scope")
+    parser.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
+    args = parser.parse_args(argv)
+    results = run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
+                             start=args.start, horizon=args.horizon, workers=args.workers,
+                             refine_scope=args.refine_scope)
+    print(markdown_tables(results))
+    m = results["machine"]
+    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "
+          f"{results['elapsed_s']:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
