@@ -77,10 +77,10 @@ looseness they address) and no reactive power at the stations (its polygon is 6 
 station and step, 2/3 of the region LP, and was not used in the runs that had it)."""
 
 FULL: dict[str, Any] = {"instance": str(NANJING), "steps": 96, "start": "00:00", "horizon": "8h", "workers": 2,
-                        "refine_scope": "first_step", "resolve_evs": 2000, "resolve_repeats": 5,
+                        "refine_scope": "first_step", "aggregate": "bus", "resolve_evs": 2000, "resolve_repeats": 5,
                         "resolve_horizon": "8h"}
 SMOKE: dict[str, Any] = {"instance": "embedded", "steps": 3, "start": "08:00", "horizon": "2h", "workers": 2,
-                         "refine_scope": "first_step", "resolve_evs": 60, "resolve_repeats": 2,
+                         "refine_scope": "first_step", "aggregate": "bus", "resolve_evs": 60, "resolve_repeats": 2,
                          "resolve_horizon": "2h"}
 
 
@@ -170,7 +170,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 # ------------------------------------------------------------------------------ stages (in the child)
 
 def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers: int, refine_scope: str = "all",
-                formulation: str = FORMULATION, overrides: dict[str, dict[str, Any]] | None = None,
+                aggregate: str = "station", formulation: str = FORMULATION, overrides: dict[str, dict[str, Any]] | None = None,
                 log: bool = False) -> dict[str, Any]:
     """The closed loop in this process (module docstring, 1); timings, stats and summary."""
     t_all = time.perf_counter()
@@ -186,7 +186,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     ends: list[float] = []
     per_step: list[dict[str, Any]] = []
     with MemorySampler() as mem, LocalProcessExecutor(workers) as ex:
-        strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope)
+        strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope, aggregate=aggregate)
         ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False)
         step = ctl.step
 
@@ -231,7 +231,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         "regions": len(strategy._parts[1]) if strategy._parts else None, "formulation": form.name,
         "formulation_overrides": FORMULATION_OVERRIDES if overrides is None else overrides,
         "steps": steps, "start": summ["start"], "horizon": horizon, "horizon_steps": int(ctl.steps),
-        "workers": workers, "refine_scope": refine_scope,
+        "workers": workers, "refine_scope": refine_scope, "aggregate": aggregate,
         "wall_s": {"total": time.perf_counter() - t_all, "read": read_s,
                    "before_loop": (marks[0] - t_sim) if marks else float("nan"),
                    "loop": (ends[-1] - marks[0]) if ends else float("nan"),
@@ -429,7 +429,7 @@ def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = 
             out["closed_loop"] = run_child("closed_loop", instance=cfg["instance"], steps=int(cfg["steps"]),
                                            start=str(cfg["start"]), horizon=str(cfg["horizon"]),
                                            workers=int(cfg["workers"]), refine_scope=str(cfg["refine_scope"]),
-                                           log=log)
+                                           aggregate=str(cfg["aggregate"]), log=log)
         out["goals"] = goals(out["closed_loop"]) if not smoke else {}
     if only in (None, "resolve"):
         out["resolve"] = run_child("resolve", n_evs=int(cfg["resolve_evs"]), repeats=int(cfg["resolve_repeats"]),
@@ -455,7 +455,8 @@ def markdown_tables(results: dict[str, Any]) -> str:
             lines += [
                 f"Closed loop: {loop['evs']:,} EVs, {loop['stations']:,} stations, {loop['regions']} regions, "
                 f"{loop['steps']} steps of 15 min from {loop['start'][:16]}, horizon {loop['horizon']} "
-                f"({loop['horizon_steps']} steps), {loop['workers']} workers, refine_scope={loop['refine_scope']}",
+                f"({loop['horizon_steps']} steps), {loop['workers']} workers, refine_scope={loop['refine_scope']}, "
+                f"aggregate={loop['aggregate']}",
                 "",
                 "| figure | value |", "|---|---:|",
                 f"| whole run (read + baseline + loop + AC check) | {w['total']:.0f} s ({w['total'] / 60:.1f} min) |",
@@ -534,11 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", help="controller horizon (default 8h)")
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
     parser.add_argument("--refine-scope", choices=("all", "first_step"), help="station level scope")
+    parser.add_argument("--aggregate", choices=("station", "bus"), help="region LP over station or bus aggregates")
     parser.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
     args = parser.parse_args(argv)
     results = run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
                              start=args.start, horizon=args.horizon, workers=args.workers,
-                             refine_scope=args.refine_scope)
+                             refine_scope=args.refine_scope, aggregate=args.aggregate)
     print(markdown_tables(results))
     m = results["machine"]
     print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "

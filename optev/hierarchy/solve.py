@@ -59,11 +59,13 @@ from optev.hierarchy.city import (CAP_ATOL_KW, CityTarget, check_feasible_shares
                                   price_update, share_cap)
 from optev.hierarchy.executor import Executor, LocalProcessExecutor, SerialExecutor
 from optev.hierarchy.regions import Region, region_instance, split_regions
-from optev.hierarchy.station import BATCH_EVS, TRACKING, refine_stations
+from optev.hierarchy.station import BATCH_EVS, TRACKING, bus_aggregates, refine_stations, split_group_power
 
 VIOLATION_COLUMNS = ["time", "kind", "element_id", "value", "limit", "excess", "unit"]
 REFINE_SCOPES = ("all", "first_step")
 """Values of :attr:`RegionTask.refine_scope`."""
+AGGREGATES = ("station", "bus")
+"""Values of :attr:`RegionTask.aggregate`."""
 NETWORK_TERMS = ("network_losses", "voltage_deviation")
 
 
@@ -92,10 +94,14 @@ class RegionTask:
     pickle: the worker compiles it); then ``instance``, ``start``, ``steps``, ``step`` and
     ``ev_energy_kwh`` are not used (:func:`region_window`)."""
     refine_scope: str = "all"
-    """Stations the station level solves (``refine = True``): ``"all"`` (every station with
-    sessions) or ``"first_step"`` (only stations with a session plugged in the window's
-    first step — all an MPC step applies; the other stations keep the region plan shared
-    with the envelope's guide)."""
+    """What the station level solves (``refine = True``): ``"all"`` (every session of every
+    station) or ``"first_step"`` (only the sessions plugged in the window's first step —
+    all an MPC step applies; forecast arrivals keep the region plan shared with the
+    envelope's guide, :mod:`optev.hierarchy.station`)."""
+    aggregate: str = "station"
+    """Granularity of the region LP with an aggregate station variant: ``"station"`` (one
+    envelope per station) or ``"bus"`` (one per bus, :func:`~optev.hierarchy.station.bus_aggregates`;
+    the station level then restores each station)."""
 
 
 @dataclass
@@ -198,13 +204,14 @@ def _station_prices(solver: Any, ctx: Any, window: Any) -> np.ndarray:
     return fallback
 
 
-def _allowances(ctx: Any, x: np.ndarray, evs: Any) -> np.ndarray:
+def _allowances(ctx: Any, x: np.ndarray, evs: Any, n_stations: int | None = None) -> np.ndarray:
     """How far each station may exceed its setpoint (n_st × T, kW): the room left under
     the region's import limits in its plan, shared by the stations' plugged charging
-    power; ``inf`` in steps without a limit (:mod:`optev.hierarchy.station`)."""
+    power; ``inf`` in steps without a limit (:mod:`optev.hierarchy.station`). ``evs.station``
+    indexes ``n_stations`` stations (default: the LP's)."""
     w = ctx.window
     lp = ctx.lp
-    n_st, T = w.stations.n, w.steps
+    n_st, T = (w.stations.n if n_stations is None else int(n_stations)), w.steps
     fam = lp.variables.get("grid_p_buy")
     if fam is None:
         return np.full((n_st, T), np.inf)
@@ -271,37 +278,61 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
         window = dataclasses.replace(window, price_buy=window.price_buy + lam, price_sell=window.price_sell + lam)
     if task.import_cap_kw is not None:
         window.extra["grid_import_max_kw"] = np.asarray(task.import_cap_kw, float)
+    if task.refine_scope not in REFINE_SCOPES:
+        raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {task.refine_scope!r}")
+    if task.aggregate not in AGGREGATES:
+        raise DataError(f"aggregate must be one of {AGGREGATES}, got {task.aggregate!r}")
+    group = None
+    lp_window = window
+    if task.aggregate == "bus" and form.blocks["station"][0] == "aggregate":
+        lp_window, group = bus_aggregates(window)
     solver = WindowSolver(form)
     try:
-        res = solver.solve(window, soft_limits=task.soft_limits, ac_check=task.ac_check)
+        res = solver.solve(lp_window, soft_limits=task.soft_limits, ac_check=task.ac_check)
     except InfeasibleError as exc:
         cap = "" if task.import_cap_kw is None else " under its share of the city target"
         raise InfeasibleError(f"region {task.region.region_id!r}{cap}: {exc}") from None
     ctx = res.context
-    evs = ctx.handles.get("ev_arrays", window.evs)
+    evs = ctx.handles.get("ev_arrays", lp_window.evs)
     lp = ctx.lp
     p_ch, p_dis = station_setpoints(ctx, res.x)
     lp_station = p_ch - p_dis
     aggregate = "station_envelope" in ctx.handles
+    region_plan = res.plan
+    prices = None
+    if group is not None:
+        # back from bus aggregates to stations: each station's share of its bus's plan
+        from optev.blocks.disaggregate import Disaggregation
+        from optev.blocks.envelope import disaggregation_guide
+
+        env = ctx.handles["station_envelope"]
+        guide = disaggregation_guide(evs, window.dt_h, lp.values(ctx.handles["station_e"].name, res.x),
+                                     departed_at_need=env.departed_at_need)
+        prices = _station_prices(solver, ctx, lp_window)[group]
+        evs = dataclasses.replace(evs, station=window.evs.station)
+        lp_station = split_group_power(evs, group, guide, lp_station)
+        st_p = np.zeros((window.stations.n, T))
+        np.add.at(st_p, evs.station, res.plan.ev_p_kw)
+        region_plan = Disaggregation(res.plan.ev_p_kw, res.plan.ev_e_kwh, st_p, res.plan.shortfall_kwh)
     refinement = None
     t_refine = time.perf_counter()
-    if task.refine_scope not in REFINE_SCOPES:
-        raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {task.refine_scope!r}")
-    only = None
+    only = now = None
     if task.refine_scope == "first_step" and evs.n:
+        now = evs.plugged[:, 0] > 0
         only = np.zeros(window.stations.n, dtype=bool)
-        only[evs.station[evs.plugged[:, 0] > 0]] = True
+        only[evs.station[now]] = True
     if task.refine and aggregate and evs.n:
-        prices = _station_prices(solver, ctx, window)
+        if prices is None:
+            prices = _station_prices(solver, ctx, window)
         refinement = refine_stations(form, window, evs, lp_station, prices,
-                                     allowance_kw=_allowances(ctx, res.x, evs),
+                                     allowance_kw=_allowances(ctx, res.x, evs, window.stations.n),
                                      tracking=task.tracking, batch_evs=task.batch_evs,
                                      soft_limits=bool(form.solver["soft_limits"] if task.soft_limits is None
                                                       else task.soft_limits),
-                                     stations=only, fallback=None if only is None else res.plan)
+                                     stations=only, fallback=None if only is None else region_plan, sessions=now)
         plan = refinement.plan
     else:
-        plan = res.plan
+        plan = region_plan
     refine_s = time.perf_counter() - t_refine
     lp_import = lp.evaluate(as_expr(ctx.handles["grid_import_kw"]), res.x) if "grid_import_kw" in ctx.handles \
         else np.zeros(T)
@@ -312,8 +343,15 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
     viol = res.violations
     ac = res.ac
     station_q = lp.evaluate(as_expr(ctx.handles["station_q"]), res.x) if "station_q" in ctx.handles \
-        else np.zeros((window.stations.n, T))
-    if refinement is not None:
+        else np.zeros((lp_window.stations.n, T))
+    if group is not None:
+        # a bus's reactive power shared by its stations' V2G inverter ratings
+        st = window.stations
+        rating = np.where(st.p_dis_max_kw > 0, st.n_chargers * st.s_max_kva, 0.0)
+        total = np.bincount(group, weights=rating, minlength=lp_window.stations.n)
+        station_q = station_q[group] * np.divide(rating, total[group], out=np.zeros(st.n),
+                                                 where=total[group] > 0)[:, None]
+    if refinement is not None or group is not None:
         tables.update(_ev_tables(window, evs, plan, station_q))
         if task.ac_check and window.network is not None:
             p_bus, q_bus = bus_injections(ctx, res.x)
@@ -354,6 +392,7 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
     summary = {k: v for k, v in res.summary.items() if k not in ("loss_correction_dv_pu",)}
     summary.update({
         "region": task.region.region_id, "region_kind": task.region.kind,
+        "stations": int(window.stations.n), "lp_stations": int(lp_window.stations.n),
         "energy_delivered_kwh": float(np.maximum(plan.ev_p_kw, 0).sum() * window.dt_h),
         "energy_discharged_kwh": float(np.maximum(-plan.ev_p_kw, 0).sum() * window.dt_h),
         "shortfall_kwh": float(plan.shortfall_kwh.sum()), "evs_with_shortfall": int((plan.shortfall_kwh > 0).sum()),
@@ -711,11 +750,15 @@ class HierarchicalStrategy:
         As for :func:`solve_hierarchical` (``check`` defaults to False here: the
         controller checks the applied plan itself).
     refine_scope : {"all", "first_step"}
-        Stations the station level solves (:attr:`RegionTask.refine_scope`). A controller
-        applies only the first step, and only to EVs plugged in now, so ``"first_step"``
-        gives it the same setpoints (up to ties between equally good LP solutions) while
-        skipping stations whose sessions are all forecast arrivals; their plan stays the
-        region's envelope plan (default ``"all"``).
+        What the station level solves (:attr:`RegionTask.refine_scope`). A controller
+        applies only the first step, and only to the EVs plugged in now: ``"first_step"``
+        puts only those EVs into the station problems (forecast arrivals keep the region's
+        envelope plan, their planned power taken off the station setpoints), which
+        skips every station problem while only forecast arrivals are expected and halves
+        them when half of a window's sessions are forecasts (default ``"all"``).
+    aggregate : {"station", "bus"}
+        Region LP over one envelope per station or per bus (:attr:`RegionTask.aggregate`;
+        default ``"station"``).
 
     Workers are stateless: each region's LP is built and solved cold at every call (a
     warm re-solve would need a region pinned to a worker). The regions and their parts of
@@ -727,9 +770,11 @@ class HierarchicalStrategy:
     def __init__(self, formulation: Formulation, *, executor: Executor | None = None, regions: str = "feeder",
                  city_target: CityTarget | None = None, refine: bool = True, check: bool = False,
                  tracking: float = TRACKING, batch_evs: int = BATCH_EVS, quantum_kw: float = 1.0,
-                 refine_scope: str = "all") -> None:
+                 refine_scope: str = "all", aggregate: str = "station") -> None:
         if refine_scope not in REFINE_SCOPES:
             raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {refine_scope!r}")
+        if aggregate not in AGGREGATES:
+            raise DataError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         self.formulation = formulation
         self.by = regions
         self.executor: Any = executor
@@ -737,7 +782,7 @@ class HierarchicalStrategy:
         self.city_target = city_target
         self.quantum_kw = float(quantum_kw)
         self.options = dict(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs,
-                            refine_scope=refine_scope)
+                            refine_scope=refine_scope, aggregate=aggregate)
         self._parts: tuple[tuple[Any, ...], list[Region], list[Instance]] | None = None
 
     def _regions(self, inst: Instance) -> tuple[list[Region], list[Instance]]:

@@ -47,6 +47,25 @@ Stations are solved in batches of at most ``batch_evs`` sessions: one LP per bat
 of the (independent) station problems of the batch — small LPs, independent of the size
 of the region. The per-EV solution is then the guide of the disaggregation to the 1 kW
 grid, with the station totals as setpoints, as for a per-EV formulation.
+
+Only the EVs plugged in now (``sessions``)
+    A controller applies only the first step, to the EVs plugged in now. The station
+    problems may then be restricted to those sessions (and their stations): the other
+    sessions — forecast arrivals — keep the region's plan (the envelope's guide), and their
+    planned power is taken off the setpoint :math:`P^*` that the plugged EVs track. The
+    first step is exact with respect to the site caps (no forecast session is plugged in
+    then); in later steps the plugged EVs no longer see the site cap shared with forecast
+    arrivals (a plan, re-optimised at the next step).
+
+Bus aggregates (:func:`bus_aggregates`)
+    The region LP can see the stations of each bus as one aggregate (the envelope of all
+    their sessions; site caps, chargers and discharge caps summed; user prices and charger
+    ratings charger-weighted) instead of one per station: LinDistFlow needs nothing finer
+    (stations at a bus share its voltage and its marginal price), and the region LP's size
+    then depends on the buses, not on the stations. The bus's energy trajectory is shared
+    among its sessions with the envelope's guide; each station's setpoint :math:`P^*` is the
+    sum over its sessions (:func:`split_group_power`), and the station problems above
+    restore every station's own site cap and its EVs' exact constraints.
 """
 
 from __future__ import annotations
@@ -100,6 +119,13 @@ class StationRefinement:
     refined_stations: int = 0
 
 
+def _station_sum(plan: Disaggregation, evs: EVArrays, rows: np.ndarray, group: np.ndarray, n_st: int) -> np.ndarray:
+    """Net power of ``rows`` of ``plan`` summed by station, for the stations ``group``."""
+    out = np.zeros((n_st, plan.ev_p_kw.shape[1]))
+    np.add.at(out, evs.station[rows], np.asarray(plan.ev_p_kw, float)[rows])
+    return out[group]
+
+
 def _take(arrays: Any, idx: np.ndarray) -> Any:
     """A copy of an array dataclass with rows ``idx`` of every field."""
     return dataclasses.replace(arrays, **{f.name: getattr(arrays, f.name)[idx] for f in dataclasses.fields(arrays)})
@@ -119,6 +145,75 @@ def sub_window(window: Window, evs: EVArrays, stations: np.ndarray) -> tuple[Win
                               load_q_kvar=np.zeros((T, 0)), pv_avail_kw=np.zeros((0, T)),
                               wind_avail_kw=np.zeros((0, T)), extra={})
     return sub, keep
+
+
+def bus_aggregates(window: Window) -> tuple[Window, np.ndarray]:
+    """The window with the stations of each bus merged into one aggregate station
+    (module docstring, "Bus aggregates"); stations without a bus stay on their own.
+
+    Returns the window (its sessions' ``station`` is the aggregate's index) and the
+    aggregate of every station of ``window``, shape (n_st,).
+    """
+    st = window.stations
+    key = np.where(st.bus >= 0, st.bus, -1 - np.arange(st.n))
+    _, group = np.unique(key, return_inverse=True)
+    group = group.astype(np.int64)
+    n_g = int(group.max()) + 1 if st.n else 0
+    first = np.zeros(n_g, dtype=np.int64)
+    first[group[::-1]] = np.arange(st.n)[::-1]
+
+    def total(x: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=np.asarray(x, float), minlength=n_g)
+
+    n_ch = st.n_chargers.astype(float)
+    chargers = total(n_ch)
+    per = np.where(chargers > 0, chargers, 1.0)
+    weight = (n_ch / per[group])[:, None]
+    prices = {name: np.zeros((n_g, window.steps)) for name in ("price_buy", "price_sell")}
+    for name, arr in prices.items():
+        np.add.at(arr, group, weight * getattr(st, name))
+    bus_ids = np.asarray(window.instance.feeder.bus_ids, dtype=object)
+    ids = np.array([f"bus:{bus_ids[st.bus[k]]}" if st.bus[k] >= 0 else str(st.station_id[k]) for k in first],
+                   dtype=object)
+    kinds = np.array([st.kind[k] if np.all(st.kind[group == g] == st.kind[k]) else "mixed"
+                      for g, k in enumerate(first)], dtype=object)
+    merged = StationArrays(
+        station_id=ids, kind=kinds, bus=st.bus[first], n_chargers=chargers.astype(np.int64),
+        p_ch_max_kw=total(n_ch * st.p_ch_max_kw) / per, p_dis_max_kw=total(n_ch * st.p_dis_max_kw) / per,
+        s_max_kva=total(n_ch * st.s_max_kva) / per, p_site_max_kw=total(st.p_site_max_kw),
+        p_site_dis_max_kw=total(st.p_site_dis_max_kw), price_buy=prices["price_buy"], price_sell=prices["price_sell"])
+    evs = dataclasses.replace(window.evs, station=group[window.evs.station])
+    return dataclasses.replace(window, stations=merged, evs=evs), group
+
+
+def split_group_power(evs: EVArrays, group: np.ndarray, guide_kw: np.ndarray, group_kw: np.ndarray) -> np.ndarray:
+    """Share each aggregate's power among its stations (n_st × T, kW).
+
+    ``evs.station`` are the stations, ``group`` the aggregate of each station, ``guide_kw``
+    the sessions' share of their aggregate's trajectory (:func:`optev.blocks.envelope.disaggregation_guide`)
+    and ``group_kw`` the aggregates' net power (G × T). A station gets its sessions' guide;
+    what the guides miss of the aggregate's power (efficiency averaging, clipping) is
+    shared in proportion to the stations' plugged charging power, so the stations of an
+    aggregate sum to its power exactly.
+    """
+    n_st, T = group.size, group_kw.shape[1]
+    out = np.zeros((n_st, T))
+    np.add.at(out, evs.station, guide_kw)
+    cap = np.zeros((n_st, T))
+    np.add.at(cap, evs.station, evs.plugged * evs.p_ch_max_kw[:, None])
+    n_g = group_kw.shape[0]
+    g_sum = np.zeros((n_g, T))
+    np.add.at(g_sum, group, out)
+    g_cap = np.zeros((n_g, T))
+    np.add.at(g_cap, group, cap)
+    rest = group_kw - g_sum
+    share = np.divide(cap, g_cap[group], out=np.zeros_like(cap), where=g_cap[group] > 0)
+    # an aggregate without plugged EVs: whatever is left goes to its first station
+    first = np.zeros(n_g, dtype=np.int64)
+    first[group[::-1]] = np.arange(n_st)[::-1]
+    lone = np.zeros((n_st, T))
+    lone[first] = (g_cap <= 0).astype(float)
+    return out + rest[group] * (share + lone)
 
 
 def batches(evs: EVArrays, n_stations: int, batch_evs: int, only: np.ndarray | None = None) -> list[np.ndarray]:
@@ -144,7 +239,8 @@ def batches(evs: EVArrays, n_stations: int, batch_evs: int, only: np.ndarray | N
 def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, setpoint_kw: np.ndarray,
                     price: np.ndarray, *, allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
                     batch_evs: int = BATCH_EVS, soft_limits: bool = False, stations: np.ndarray | None = None,
-                    fallback: Disaggregation | None = None) -> StationRefinement:
+                    fallback: Disaggregation | None = None, sessions: np.ndarray | None = None
+                    ) -> StationRefinement:
     """Solve the station problems of a region (see module docstring).
 
     Parameters
@@ -176,6 +272,10 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     fallback : Disaggregation, optional
         Plan of the stations not solved (for example the region plan shared with the
         envelope's guide), in ``evs`` and station order.
+    sessions : ndarray of bool (n,), optional
+        Put only these sessions into the station problems (module docstring, "Only the EVs
+        plugged in now"); the others keep their ``fallback`` rows (required then), whose
+        power is taken off their station's setpoint.
     """
     from optev.compose.results import result_tables
     from optev.compose.solve import WindowResult
@@ -187,9 +287,19 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     w_track = tracking * max(float(np.abs(window.price_buy).max(initial=0.0)), 1e-9)
     w_hard = float(formulation.solver["slack_penalty"])
     allow = np.full((n_st, T), np.inf) if allowance_kw is None else np.asarray(allowance_kw, float)
-    if stations is not None and fallback is None:
-        raise ValueError("refine_stations: stations given without a fallback plan for the others")
-    if fallback is not None and stations is not None:
+    if (stations is not None or sessions is not None) and fallback is None:
+        raise ValueError("refine_stations: stations or sessions given without a fallback plan for the others")
+    target = np.asarray(setpoint_kw, float)
+    solve_evs = evs
+    pos = np.arange(evs.n)
+    if sessions is not None:
+        keep_mask = np.asarray(sessions, bool)
+        pos = np.flatnonzero(keep_mask)
+        other = np.flatnonzero(~keep_mask)
+        target = target.copy()
+        np.add.at(target, evs.station[other], -np.asarray(fallback.ev_p_kw, float)[other])
+        solve_evs = _take(evs, pos)
+    if fallback is not None:
         ev_p = np.array(fallback.ev_p_kw, float)
         ev_e = np.array(fallback.ev_e_kwh, float)
         station_p = np.array(fallback.station_p_kw, float)
@@ -204,10 +314,11 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     results: list[Any] = []
     solve_s = build_s = 0.0
     refined = 0
-    for group in batches(evs, n_st, batch_evs, stations):
+    for group in batches(solve_evs, n_st, batch_evs, stations):
         refined += int(group.size)
         t0 = time.perf_counter()
-        sub, keep = sub_window(window, evs, group)
+        sub, keep_sub = sub_window(window, solve_evs, group)
+        keep = pos[keep_sub]
         ctx = ModelContext(sub, soft_limits=bool(soft_limits), slack_penalty=w_hard)
         ctx.lp.name = f"{formulation.name}/stations"
         ctx.variants = {"ev": "per_ev", "station": "per_ev"}
@@ -228,7 +339,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
                                       description="station power above its setpoint beyond its allowance, kW")
             gap = gap + excess
             lp.add_objective("station_limit_excess", excess * (dt * w_hard), block="objective")
-        lp.add_constraints("station_setpoint_tracking", net - gap, "==", setpoint_kw[group])
+        lp.add_constraints("station_setpoint_tracking", net - gap, "==", target[group])
         lp.add_objective("station_marginal_energy_cost", net * (dt * price[group]), block="objective")
         lp.add_objective("station_tracking", (over + under) * (dt * w_track), block="objective")
         arrays = lp.compile()
@@ -260,7 +371,8 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         ev_p[keep] = plan.ev_p_kw
         ev_e[keep] = plan.ev_e_kwh
         shortfall[keep] = plan.shortfall_kwh
-        station_p[group] = plan.station_p_kw
-        station_lp[group] = lp.evaluate(net, x)
+        station_p[group] = plan.station_p_kw + (station_p[group] - _station_sum(fallback, evs, keep, group, n_st)
+                                               if sessions is not None else 0.0)
+        station_lp[group] = lp.evaluate(net, x) + (setpoint_kw[group] - target[group])
     plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
     return StationRefinement(plan, results, station_lp, solve_s, build_s, refined)

@@ -53,6 +53,11 @@ Terminal conditions
   lowered to what can be reached, so that the window stays feasible; this is reported in
   ``stats.needs_clipped`` / ``needs_clipped_kwh`` and the realised shortfall in the
   simulation results — never silent.
+* **Forecast arrivals** are estimates (a profile may place more sessions at a station at
+  once than its site cap can serve at full power): each forecast session's need is also
+  lowered to what it can reach with an equal share of the site cap left after the EVs
+  plugged in now charge at full power, so that forecast arrivals alone never make a
+  window infeasible (they are not counted in ``needs_clipped``).
 * **Storage**: the storage block's ``terminal`` option — ``"initial"`` (default of the
   shipped files: end every window at least as full as it started, so a finite horizon
   does not drain the battery) or ``"free"``. ``storage_terminal=`` overrides the
@@ -316,6 +321,20 @@ class Controller:
         reach = np.minimum(reach, ev.capacity_kwh)
         over = ev.e_need_kwh > reach + 1e-9
         lowered = np.where(over, ev.e_need_kwh - reach, 0.0)
+        fc = ~np.asarray(real, bool)
+        if fc.any():
+            # forecast sessions: an equal share of the site cap the plugged EVs leave at full power
+            st = w.stations
+            a = ev.plugged > 0
+            taken = np.zeros((st.n, w.steps))
+            np.add.at(taken, ev.station[~fc], a[~fc] * ev.p_ch_max_kw[~fc, None])
+            count = np.zeros((st.n, w.steps))
+            np.add.at(count, ev.station[fc], a[fc].astype(float))
+            room = np.maximum(st.p_site_max_kw[:, None] - taken, 0.0)
+            share = np.divide(room, count, out=np.zeros_like(room), where=count > 0)
+            p_fc = np.minimum(ev.p_ch_max_kw[fc, None], share[ev.station[fc]]) * a[fc]
+            reach[fc] = np.minimum(reach[fc], np.maximum(ev.e_init_kwh[fc] + ev.eff_ch[fc] * w.dt_h * p_fc.sum(axis=1),
+                                                         ev.e_min_kwh[fc]))
         ev.e_need_kwh = np.minimum(ev.e_need_kwh, reach)
         ev.e_req_kwh = np.minimum(ev.e_req_kwh, reach)
         return int((over & real).sum()), float(lowered[real].sum())
