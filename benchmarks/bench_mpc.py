@@ -31,7 +31,8 @@ What is measured (figures and discussion in ``benchmarks/MPC.md``):
    peak reduction against the baseline.
 2. **Fixed-shape re-solve** — a :class:`~optev.mpc.Controller` with the default
    :class:`~optev.mpc.controller.MonolithicStrategy` called repeatedly at one decision time
-   with the same plugged EVs and new price forecasts (no arrivals): the window's LP keeps
+   with the same plugged EVs and new price forecasts (every step's price moved by a seeded
+   random factor in [0.8, 1.2]; no arrivals): the window's LP keeps
    its structure, so HiGHS gets only the changed costs and restarts from its basis
    (``warm``). Controller wall time against HiGHS's own time, cold first call vs warm
    re-solves; the same with the hierarchical strategy (stateless workers: always cold).
@@ -53,7 +54,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import threading
@@ -77,11 +77,13 @@ looseness they address) and no reactive power at the stations (its polygon is 6 
 station and step, 2/3 of the region LP, and was not used in the runs that had it)."""
 
 FULL: dict[str, Any] = {"instance": str(NANJING), "steps": 96, "start": "00:00", "horizon": "8h", "workers": 2,
-                        "refine_scope": "first_step", "aggregate": "bus", "resolve_evs": 2000, "resolve_repeats": 5,
-                        "resolve_horizon": "8h"}
+                        "refine_scope": "first_step", "aggregate": "bus", "batch_evs": 250,
+                        "resolve_evs": 2000, "resolve_repeats": 5, "resolve_horizon": "8h"}
 SMOKE: dict[str, Any] = {"instance": "embedded", "steps": 3, "start": "08:00", "horizon": "2h", "workers": 2,
-                         "refine_scope": "first_step", "aggregate": "bus", "resolve_evs": 60, "resolve_repeats": 2,
-                         "resolve_horizon": "2h"}
+                         "refine_scope": "first_step", "aggregate": "bus", "batch_evs": 250,
+                         "resolve_evs": 60, "resolve_repeats": 2, "resolve_horizon": "2h"}
+"""Benchmark configurations (MPC.md, "Configuration"): the region LP over bus aggregates, the
+station problems of the EVs plugged in now, 250 sessions per station-problem LP."""
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -170,7 +172,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 # ------------------------------------------------------------------------------ stages (in the child)
 
 def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers: int, refine_scope: str = "all",
-                aggregate: str = "station", formulation: str = FORMULATION, overrides: dict[str, dict[str, Any]] | None = None,
+                aggregate: str = "station", batch_evs: int = 1000, formulation: str = FORMULATION,
+                overrides: dict[str, dict[str, Any]] | None = None,
                 log: bool = False) -> dict[str, Any]:
     """The closed loop in this process (module docstring, 1); timings, stats and summary."""
     t_all = time.perf_counter()
@@ -186,7 +189,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     ends: list[float] = []
     per_step: list[dict[str, Any]] = []
     with MemorySampler() as mem, LocalProcessExecutor(workers) as ex:
-        strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope, aggregate=aggregate)
+        strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope, aggregate=aggregate,
+                                        batch_evs=batch_evs)
         ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False)
         step = ctl.step
 
@@ -225,13 +229,14 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     summ = run.summary
     st = run.tables["steps"]
     base = run.baseline["steps"]
+    limit = float(inst.feeder.substations["p_import_max_kw"].sum())  # all substations together, kW
     step_s = [r["step_s"] for r in per_step]
     out = {
         "status": "ok", "instance": instance, "evs": int(len(inst.evs)), "stations": int(len(inst.stations)),
         "regions": len(strategy._parts[1]) if strategy._parts else None, "formulation": form.name,
         "formulation_overrides": FORMULATION_OVERRIDES if overrides is None else overrides,
         "steps": steps, "start": summ["start"], "horizon": horizon, "horizon_steps": int(ctl.steps),
-        "workers": workers, "refine_scope": refine_scope, "aggregate": aggregate,
+        "workers": workers, "refine_scope": refine_scope, "aggregate": aggregate, "batch_evs": batch_evs,
         "wall_s": {"total": time.perf_counter() - t_all, "read": read_s,
                    "before_loop": (marks[0] - t_sim) if marks else float("nan"),
                    "loop": (ends[-1] - marks[0]) if ends else float("nan"),
@@ -254,14 +259,29 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
             "ac_violations", "ac_violation_steps", "baseline_ac_violations", "soft_limit_steps", "failed_steps",
             "needs_clipped", "energy_continuity_max_err_kwh", "lindistflow_error_pu", "warm_steps")},
         "ev_load_kw": {"peak": float(st["ev_kw"].max()), "baseline_peak": float(base["ev_kw"].max())},
+        "shortfall": {"controlled": _shortfall(run.sessions), "baseline": _shortfall(run.baseline_sessions)},
+        "import_limit": {"kw": limit, "steps_above": int((st["import_kw"] > limit).sum()),
+                         "baseline_steps_above": int((base["import_kw"] > limit).sum())},
         "loadavg_end": list(os.getloadavg()),
     }
     s = out["summary"]
     s["peak_reduction_pct"] = 100.0 * s["peak_reduction_kw"] / s["baseline_peak_import_kw"] \
         if s["baseline_peak_import_kw"] else float("nan")
-    out["ev_load_kw"]["reduction_pct"] = 100.0 * (1.0 - out["ev_load_kw"]["peak"] / out["ev_load_kw"]["baseline_peak"]) \
-        if out["ev_load_kw"]["baseline_peak"] else float("nan")
+    ev = out["ev_load_kw"]
+    ev["reduction_pct"] = 100.0 * (1.0 - ev["peak"] / ev["baseline_peak"]) if ev["baseline_peak"] else float("nan")
     return out
+
+
+def _shortfall(sessions: Any) -> dict[str, Any]:
+    """Sessions that left with less than their need: counts above 0, 1 and 5 kWh, and the
+    median and 90th percentile of the shortfall among them, kWh."""
+    left = sessions[~sessions["censored"].to_numpy(bool)]
+    short = left["shortfall_kwh"].to_numpy(float)
+    some = short[short > 0]
+    return {"departed": int(len(left)), "above_0": int(some.size), "above_1kwh": int((short > 1.0).sum()),
+            "above_5kwh": int((short > 5.0).sum()), "total_kwh": float(short.sum()),
+            "median_kwh": float(np.median(some)) if some.size else 0.0,
+            "p90_kwh": float(np.percentile(some, 90)) if some.size else 0.0}
 
 
 def resolve_scenario(n_evs: int, *, repeats: int, horizon: str, workers: int = 2, seed: int = 7) -> dict[str, Any]:
@@ -291,7 +311,8 @@ def resolve_scenario(n_evs: int, *, repeats: int, horizon: str, workers: int = 2
         base = actual_series(inst, times)
         rows = []
         for k in range(repeats + 1):
-            scale = 1.0 if k == 0 else float(rng.uniform(0.8, 1.2))
+            # a new price forecast: every step's price moved by up to ±20 % (the optimum changes)
+            scale = np.ones(len(times)) if k == 0 else rng.uniform(0.8, 1.2, len(times))
             fc = Forecast(price_buy=base.price_buy * scale, price_sell=base.price_sell * scale, source="bench")
             d = ctl.step(state, fc)
             rows.append({"call": k, "warm": bool(d.stats.warm), "controller_s": float(d.stats.wall_s),
@@ -429,7 +450,7 @@ def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = 
             out["closed_loop"] = run_child("closed_loop", instance=cfg["instance"], steps=int(cfg["steps"]),
                                            start=str(cfg["start"]), horizon=str(cfg["horizon"]),
                                            workers=int(cfg["workers"]), refine_scope=str(cfg["refine_scope"]),
-                                           aggregate=str(cfg["aggregate"]), log=log)
+                                           aggregate=str(cfg["aggregate"]), batch_evs=int(cfg["batch_evs"]), log=log)
         out["goals"] = goals(out["closed_loop"]) if not smoke else {}
     if only in (None, "resolve"):
         out["resolve"] = run_child("resolve", n_evs=int(cfg["resolve_evs"]), repeats=int(cfg["resolve_repeats"]),
@@ -456,7 +477,7 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"Closed loop: {loop['evs']:,} EVs, {loop['stations']:,} stations, {loop['regions']} regions, "
                 f"{loop['steps']} steps of 15 min from {loop['start'][:16]}, horizon {loop['horizon']} "
                 f"({loop['horizon_steps']} steps), {loop['workers']} workers, refine_scope={loop['refine_scope']}, "
-                f"aggregate={loop['aggregate']}",
+                f"aggregate={loop['aggregate']}, batch_evs={loop['batch_evs']}",
                 "",
                 "| figure | value |", "|---|---:|",
                 f"| whole run (read + baseline + loop + AC check) | {w['total']:.0f} s ({w['total'] / 60:.1f} min) |",
@@ -473,12 +494,22 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"| slowest region in its worker: median / max | {_t(loop['region_s_max']['median'])} / "
                 f"{_t(loop['region_s_max']['max'])} |",
                 f"| plant + edge + bookkeeping per step: median | {_t(loop['plant_and_rest_s']['median'])} |",
-                f"| peak memory: loop process / workers (sum) / total (sampled RSS) | {m['loop_process_maxrss'] / 1e3:.2f}"
+                f"| peak memory: loop process / workers (sum) / total (sampled RSS) | "
+                f"{m['loop_process_maxrss'] / 1e3:.2f}"
                 f" / {m['sampled_workers_peak'] / 1e3:.2f} / {m['sampled_total_peak'] / 1e3:.2f} GB |",
                 f"| peak import: uncontrolled → controlled | {s['baseline_peak_import_kw'] / 1e3:,.1f} → "
                 f"{s['peak_import_kw'] / 1e3:,.1f} MW (−{s['peak_reduction_pct']:.1f} %) |",
                 f"| peak EV load: uncontrolled → controlled | {loop['ev_load_kw']['baseline_peak'] / 1e3:,.1f} → "
                 f"{loop['ev_load_kw']['peak'] / 1e3:,.1f} MW (−{loop['ev_load_kw']['reduction_pct']:.1f} %) |",
+                f"| steps with import above the substations' total limit ({loop['import_limit']['kw'] / 1e3:,.0f} MW):"
+                f" uncontrolled / controlled | {loop['import_limit']['baseline_steps_above']} / "
+                f"{loop['import_limit']['steps_above']} |",
+                f"| energy delivered in the day: uncontrolled / controlled | {s['baseline_energy_kwh'] / 1e3:,.0f} / "
+                f"{s['energy_delivered_kwh'] / 1e3:,.0f} MWh |",
+                f"| sessions with shortfall (of {s['sessions_departed']:,} departed): uncontrolled / controlled | "
+                f"{s['baseline_sessions_with_shortfall']:,} / {s['sessions_with_shortfall']:,} |",
+                f"| … of them more than 1 kWh short: uncontrolled / controlled | "
+                f"{loop['shortfall']['baseline']['above_1kwh']:,} / {loop['shortfall']['controlled']['above_1kwh']:,} |",
                 f"| energy unmet at departure: uncontrolled / controlled | {s['baseline_energy_unmet_kwh']:,.0f} / "
                 f"{s['energy_unmet_kwh']:,.0f} kWh |",
                 f"| SOC-floor / limit violations; AC-check violation steps | {s['soc_floor_violations']} / "
@@ -498,12 +529,14 @@ def markdown_tables(results: dict[str, Any]) -> str:
         else:
             lines += [f"Fixed-shape re-solves: {res['evs']:,} EVs, horizon {res['horizon']}, decision at "
                       f"{res['decision_time']}",
-                      "", "| strategy | sessions | first call: controller / HiGHS | re-solves: controller / HiGHS "
-                      "(median) | warm |", "|---|---:|---:|---:|---:|"]
+                      "", "| strategy | sessions | first call: controller / HiGHS (iterations) | re-solves: "
+                      "controller / HiGHS, median (iterations) | warm |", "|---|---:|---:|---:|---:|"]
             for r in res["runs"]:
+                its = int(np.median([c["iterations"] for c in r["calls"][1:]])) if r["calls"][1:] else 0
                 lines.append(f"| {r['strategy']} | {r['sessions']} | {_t(r['first']['controller_s'])} / "
-                             f"{_t(r['first']['highs_s'])} | {_t(r['resolve_controller_s']['median'])} / "
-                             f"{_t(r['resolve_highs_s']['median'])} | {r['warm_calls']}/{r['resolves']} |")
+                             f"{_t(r['first']['highs_s'])} ({r['first']['iterations']}) | "
+                             f"{_t(r['resolve_controller_s']['median'])} / {_t(r['resolve_highs_s']['median'])} "
+                             f"({its}) | {r['warm_calls']}/{r['resolves']} |")
     return "\n".join(lines)
 
 
@@ -536,11 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
     parser.add_argument("--refine-scope", choices=("all", "first_step"), help="station level scope")
     parser.add_argument("--aggregate", choices=("station", "bus"), help="region LP over station or bus aggregates")
+    parser.add_argument("--batch-evs", type=int, help="sessions per station-problem LP (default 250)")
     parser.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
     args = parser.parse_args(argv)
     results = run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
                              start=args.start, horizon=args.horizon, workers=args.workers,
-                             refine_scope=args.refine_scope, aggregate=args.aggregate)
+                             refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs)
     print(markdown_tables(results))
     m = results["machine"]
     print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "

@@ -46,15 +46,7 @@ def day_run(inst50):
 
 def state_at(inst, t_s: float) -> ControlState:
     """The state a replay plant reports at ``t_s`` (EVs plugged in with their arrival SOC)."""
-    plant = ReplayPlant(inst, start_s=t_s)
-    rep = plant.report_now()
-    cap = dict(zip(inst.evs["ev_id"], inst.evs["vtype_id"].map(
-        inst.vehicle_types.set_index("vtype_id")["battery_kwh"])))
-    arr = dict(zip(inst.sessions["session_id"], inst.sessions["arrival_s"]))
-    return ControlState(time_s=t_s, evs=[
-        EVState(ev_id=p.ev_id, session_id=p.session_id, station_id=p.station_id, energy_kwh=p.soc * cap[p.ev_id],
-                soc=p.soc, arrival_s=arr[p.session_id], departure_s=p.departure_s, soc_target=p.soc_target,
-                p_ch_max_kw=p.p_ch_max_kw, p_dis_max_kw=p.p_dis_max_kw) for p in rep.plugged])
+    return ReplayPlant(inst, start_s=t_s).control_state()
 
 
 def check_applied(run, inst, step_h: float) -> None:
@@ -406,6 +398,21 @@ def test_replay_plant_integrates_setpoints_exactly() -> None:
     assert next(p for p in rep.plugged if p.ev_id == ev.ev_id).energy_kwh == 0.0
     with pytest.raises(DataError, match="1 to 15 minutes"):
         plant.advance(30.0)
+
+
+def test_replay_plant_control_state_is_what_the_plant_reports() -> None:
+    inst = synthetic_charging_instance(20, seed=5)
+    plant = ReplayPlant(inst, start_s=9 * 3600.0)
+    plant.advance(900.0, Setpoints(ev_kw={}, station_kw={}))
+    state, rep = plant.control_state(), plant.report_now()
+    assert state.time_s == plant.time_s == 9 * 3600.0 + 900.0
+    assert [e.session_id for e in state.evs] == [p.session_id for p in rep.plugged] and state.evs
+    ses = inst.sessions.set_index("session_id")
+    for e, p in zip(state.evs, rep.plugged):
+        assert (e.ev_id, e.station_id, e.soc, e.departure_s) == (p.ev_id, p.station_id, p.soc, p.departure_s)
+        assert e.arrival_s == ses.loc[e.session_id, "arrival_s"] <= state.time_s
+        assert e.soc_arrival == ses.loc[e.session_id, "soc_arrival"]
+    assert ControlState.from_json(state.to_json()) == state
 
 
 def test_event_plant_with_trips() -> None:

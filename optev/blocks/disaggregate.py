@@ -62,14 +62,19 @@ class Disaggregation:
 
 def _fill(group: np.ndarray, priority: np.ndarray, room: np.ndarray, need: np.ndarray) -> np.ndarray:
     """Give each group ``need[g]`` quanta from its members' ``room`` in order of priority."""
-    order = np.lexsort((-priority, group))
+    out = np.zeros_like(room)
+    # only members with room in groups that need something can receive (the others get 0 and,
+    # with no room, take nothing from the members after them): sort just those
+    take = np.flatnonzero((need[group] > 0) & (room > 0))
+    if not take.size:
+        return out
+    order = take[np.lexsort((-priority[take], group[take]))]
     g = group[order]
     r = room[order]
     csum = np.cumsum(r)
     starts = np.searchsorted(g, g, side="left")
     before = csum - r - np.where(starts > 0, csum[starts - 1], 0)
     give = np.clip(need[g] - before, 0, r)
-    out = np.zeros_like(room)
     out[order] = give
     return out
 

@@ -31,7 +31,8 @@ A region formulation with per-EV stations (``per_ev``) is solved as it is (no st
 level), which is also how a hierarchical run can be compared with a monolithic one.
 
 Combining
-    ``tables`` (``ev``, ``station``, ``bus``, ``line``: the schemas of
+    ``tables`` (``ev``, ``station``, ``bus``, ``line``, and ``der``/``storage`` when the
+    formulation has those blocks: the schemas of
     :class:`~optev.compose.solve.WindowResult`) are the regions' tables one after the other
     (a bus at the root of several subtree regions appears once per subtree); ``region``
     lists each region's import per step with its cap and price adder. The summary sums
@@ -329,7 +330,8 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
                                      tracking=task.tracking, batch_evs=task.batch_evs,
                                      soft_limits=bool(form.solver["soft_limits"] if task.soft_limits is None
                                                       else task.soft_limits),
-                                     stations=only, fallback=None if only is None else region_plan, sessions=now)
+                                     stations=only, fallback=None if only is None else region_plan, sessions=now,
+                                     keep_results=task.check or keep)
         plan = refinement.plan
     else:
         plan = region_plan
@@ -401,7 +403,7 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
         "peak_import_kw": float(import_kw.max()) if T else 0.0,
         "violations": count_by_kind(viol) if len(viol) else {},
         "refined": refinement is not None, "refine_s": refine_s,
-        "station_problems": len(refinement.results) if refinement is not None else 0,
+        "station_problems": refinement.problems if refinement is not None else 0,
         "refined_stations": int(refinement.refined_stations) if refinement is not None else 0,
         "station_solve_s": refinement.solve_s if refinement is not None else 0.0,
         "v2g_reservation_cost": reservation,
@@ -433,8 +435,9 @@ class HierarchicalResult:
     Attributes
     ----------
     tables : dict of DataFrame
-        ``ev``, ``station``, ``bus``, ``line`` (the schemas of
-        :class:`~optev.compose.solve.WindowResult`), all regions, plus ``region``
+        ``ev``, ``station``, ``bus``, ``line`` and, with those blocks, ``der`` and
+        ``storage`` (the schemas of :class:`~optev.compose.solve.WindowResult`), all
+        regions, plus ``region``
         (region_id, time, import_kw, import_ac_kw, cap_kw, price_adder_per_kwh).
     summary : dict
         Plain, JSON-serialisable summary (see the module docstring).
@@ -647,7 +650,10 @@ def _combine(formulation: Formulation, regions: list[Region], sols: list[RegionS
              caps: np.ndarray | None, lam: np.ndarray | None, rounds: list[dict[str, Any]], *, wall_s: float,
              split_s: float, executor: str) -> HierarchicalResult:
     tables: dict[str, pd.DataFrame] = {}
-    for name in ("ev", "station", "bus", "line"):
+    # der and storage (the DER and storage blocks' tables) when the regions have them: the
+    # controller applies their first step (generator and storage dispatch)
+    extra = [name for name in ("der", "storage") if any(name in s.tables for s in sols)]
+    for name in ("ev", "station", "bus", "line", *extra):
         frames = [s.tables[name] for s in sols if name in s.tables and len(s.tables[name])]
         if frames:
             tables[name] = pd.concat(frames, ignore_index=True)

@@ -102,13 +102,16 @@ class StationRefinement:
         Per-EV setpoints on the 1 kW grid for the whole region (region's session order).
     results : list
         One :class:`~optev.compose.solve.WindowResult` per batch (its ``context`` is the
-        batch's station LP; :func:`optev.testing.check_invariants` applies to it).
+        batch's station LP; :func:`optev.testing.check_invariants` applies to it), with
+        ``keep_results``.
     station_kw : ndarray (n_st, T)
         Station net power of the station problems (before rounding), kW.
     solve_s, build_s : float
         HiGHS time and model build time over all batches, s.
     refined_stations : int
         Stations whose problems were solved.
+    problems : int
+        Batch LPs solved (``results`` is empty with ``keep_results=False``).
     """
 
     plan: Disaggregation
@@ -117,6 +120,7 @@ class StationRefinement:
     solve_s: float
     build_s: float
     refined_stations: int = 0
+    problems: int = 0
 
 
 def _station_sum(plan: Disaggregation, evs: EVArrays, rows: np.ndarray, group: np.ndarray, n_st: int) -> np.ndarray:
@@ -239,8 +243,8 @@ def batches(evs: EVArrays, n_stations: int, batch_evs: int, only: np.ndarray | N
 def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, setpoint_kw: np.ndarray,
                     price: np.ndarray, *, allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
                     batch_evs: int = BATCH_EVS, soft_limits: bool = False, stations: np.ndarray | None = None,
-                    fallback: Disaggregation | None = None, sessions: np.ndarray | None = None
-                    ) -> StationRefinement:
+                    fallback: Disaggregation | None = None, sessions: np.ndarray | None = None,
+                    keep_results: bool = True) -> StationRefinement:
     """Solve the station problems of a region (see module docstring).
 
     Parameters
@@ -276,8 +280,13 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         Put only these sessions into the station problems (module docstring, "Only the EVs
         plugged in now"); the others keep their ``fallback`` rows (required then), whose
         power is taken off their station's setpoint.
+    keep_results : bool
+        Keep a :class:`~optev.compose.solve.WindowResult` (with its result tables) per batch
+        in ``results`` — what :func:`optev.testing.check_invariants` checks; False computes
+        only the plan (faster).
     """
-    from optev.compose.results import result_tables
+    from optev.blocks.disaggregate import disaggregate
+    from optev.compose.results import result_tables, station_setpoints
     from optev.compose.solve import WindowResult
     from optev.solvers.highs import HighsSession
 
@@ -313,7 +322,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         shortfall = np.zeros(evs.n)
     results: list[Any] = []
     solve_s = build_s = 0.0
-    refined = 0
+    refined = problems = 0
     for group in batches(solve_evs, n_st, batch_evs, stations):
         refined += int(group.size)
         t0 = time.perf_counter()
@@ -356,18 +365,26 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
                                       + ("; ".join(causes) or "no single cause found"))
             raise SolverError(f"HiGHS stopped with status {out.status!r} on the station problems")
         x = out.x
+        problems += 1
         # disaggregation with the per-EV solution as guide, as for a per-EV formulation
-        tables, extra = result_tables(ctx, x, None, None)
-        plan: Disaggregation = extra.pop("plan")
-        extra.pop("ac_applied", None)
-        terms = lp.objective_values(x)
-        slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
-        summary = {"formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
-                   "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
-                   "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra}
-        empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
-        results.append(WindowResult(out.status, float(out.objective), terms, build_s, out.solve_s, 0.0, tables,
-                                    empty, summary, ctx, x, None, plan, None))
+        if keep_results:
+            tables, extra = result_tables(ctx, x, None, None)
+            plan: Disaggregation = extra.pop("plan")
+            extra.pop("ac_applied", None)
+            terms = lp.objective_values(x)
+            slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
+            summary = {"formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
+                       "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
+                       "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra}
+            empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
+            results.append(WindowResult(out.status, float(out.objective), terms, build_s, out.solve_s, 0.0, tables,
+                                        empty, summary, ctx, x, None, plan, None))
+        else:  # the plan alone, as result_tables computes it (no tables)
+            p_ch, p_dis = station_setpoints(ctx, x)
+            guide = lp.evaluate(ctx.handles["ev_p_ch"], x) - lp.evaluate(ctx.handles["ev_p_dis"], x)
+            plan = disaggregate(ctx.handles.get("ev_arrays", sub.evs), sub.dt_h, p_ch - p_dis, guide_kw=guide,
+                                site_max_kw=sub.stations.p_site_max_kw,
+                                site_dis_max_kw=sub.stations.p_site_dis_max_kw)
         ev_p[keep] = plan.ev_p_kw
         ev_e[keep] = plan.ev_e_kwh
         shortfall[keep] = plan.shortfall_kwh
@@ -375,4 +392,4 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
                                                if sessions is not None else 0.0)
         station_lp[group] = lp.evaluate(net, x) + (setpoint_kw[group] - target[group])
     plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
-    return StationRefinement(plan, results, station_lp, solve_s, build_s, refined)
+    return StationRefinement(plan, results, station_lp, solve_s, build_s, refined, problems)

@@ -49,6 +49,7 @@ from optev.data.stations import FAST_CHARGER_MIN_KW
 from optev.errors import DataError
 from optev.mobility.plant import MAX_INTERVAL_S, MIN_INTERVAL_S
 from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
+from optev.mpc.state import ControlState, EVState
 
 _EPS_S = 1e-6
 _SNAP_KWH = 1e-9
@@ -283,6 +284,19 @@ class ReplayPlant:
                 p_ch_max_kw=float(self.pch[i]), p_dis_max_kw=float(self.pdis[i])))
         rep.counts = {"plugged": int(plugged.sum())}
         return rep
+
+    def control_state(self) -> ControlState:
+        """The controller's input at the current time: every EV plugged in now with its
+        energy, session times and limits (what a dispatch service would send to
+        :meth:`optev.mpc.Controller.step`)."""
+        plugged = np.flatnonzero(self.status == PLUGGED)
+        soc = self.e / np.where(self.cap > 0, self.cap, 1.0)
+        return ControlState(time_s=self.now, evs=[
+            EVState(ev_id=str(self.ev_ids[i]), session_id=str(self.session_ids[i]),
+                    station_id=str(self.station_ids[self.st[i]]), energy_kwh=float(self.e[i]), soc=float(soc[i]),
+                    arrival_s=float(self.arr[i]), departure_s=float(self.dep[i]), soc_target=float(self.soc_tgt[i]),
+                    soc_arrival=float(self.soc_arr[i]), p_ch_max_kw=float(self.pch[i]),
+                    p_dis_max_kw=float(self.pdis[i])) for i in plugged])
 
     def sessions(self) -> pd.DataFrame:
         """Every session so far (:data:`REPLAY_SESSION_COLUMNS`); energies in kWh (battery side
