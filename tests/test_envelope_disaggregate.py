@@ -155,6 +155,23 @@ def test_departure_need_first_when_setpoint_too_low() -> None:
     np.testing.assert_allclose(soft.shortfall_kwh, [27 - 20 - soft.ev_p_kw[0, 0], 0], atol=SHORTFALL_ATOL_KWH)
 
 
+def test_full_battery_target_is_met_by_a_top_off_quantum() -> None:
+    # 49.8 of 50 kWh at η 0.9, 15-min steps: 1 kW stores 0.225 kWh > the 0.2 kWh of room, so only
+    # a top-off quantum fills the battery; the battery stops when full (no energy above 50 kWh)
+    evs = make_evs([[1, 1]], station=[0], cap=[50], e0=[49.8], e_req=[50], e_min=[10], p_ch=[7], p_dis=[0],
+                   eff_ch=0.9)
+    for guide in (None, np.array([[0.2 / (0.9 * 0.25), 0.0]])):
+        plan = disaggregate(evs, 0.25, np.array([[0.9, 0.0]]), guide_kw=guide)
+        np.testing.assert_allclose(plan.ev_p_kw, [[1, 0]], atol=ABS_TOL_KW)
+        np.testing.assert_allclose(plan.ev_e_kwh, [[50, 50]], atol=ENERGY_BALANCE_ATOL_KWH)
+        np.testing.assert_allclose(plan.shortfall_kwh, [0], atol=SHORTFALL_ATOL_KWH)
+    # a full battery gets no quantum at all, and a fractional charger limit is not rounded up
+    full = make_evs([[1], [1]], station=[0, 0], cap=[50, 50], e0=[50, 10], e_req=[50, 10], e_min=[10, 10],
+                    p_ch=[7, 6.6], p_dis=[0, 0])
+    plan = disaggregate(full, 0.25, np.array([[20.0]]))
+    np.testing.assert_allclose(plan.ev_p_kw, [[0], [6]], atol=ABS_TOL_KW)
+
+
 def test_discharge_never_breaks_a_later_need() -> None:
     # e0 = 20 kWh, one more plugged step of 7 kW at η 0.9 adds 6.3 kWh, need 25.3 kWh: 1 kWh of
     # slack, but 1 kW of discharge for 1 h removes 1/0.9 kWh, so the EV must not discharge at all

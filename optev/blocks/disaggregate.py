@@ -5,7 +5,13 @@ For each step, in time order, every EV session at a station gets a setpoint
 
 - it is a whole number of quanta (1 kW by default, R6.5.2);
 - it respects the EV's power limits in that step, :math:`-a\bar P^{dis} \le p \le a\bar P^{ch}`;
-- it never takes the EV below its SOC floor nor above its capacity;
+- it never takes the EV below its SOC floor nor above its capacity; a charging
+  setpoint may round the last step before a full battery *up* to a whole quantum
+  (top-off): the battery management system stops at full charge, so the energy of
+  that step is :math:`\min(E + \eta^{ch} p\,\Delta t, \bar E)` and the grid draws less
+  than the setpoint (both plants, :mod:`optev.mobility` and :mod:`optev.mpc.replay`,
+  behave this way). Without it a target of a full battery would be missed by up to one
+  quantum-step of energy whenever the remaining room is not a whole number of quanta;
 - it first protects departure needs: an EV that could otherwise no longer reach its
   required energy by charging at full power afterwards gets quanta first (and, without
   a guide, at least that charge even beyond the station setpoint);
@@ -35,6 +41,10 @@ from optev.blocks.window import EVArrays
 
 QUANTUM_KW = 1.0
 """Setpoint resolution (R6.5.2: V2G adjustment step ≤ 1 kW)."""
+
+TOP_OFF_MIN_KWH = 1e-9
+"""Room below full charge under which a battery counts as full (no top-off quantum), kWh:
+the plants' snap of a battery to its capacity (``optev.mobility.core.SNAP_KWH``)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,8 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     dis_cap_q = None if site_dis_max_kw is None else np.floor(np.asarray(site_dis_max_kw, float) / q + tiny)
     for t in range(T):
         a = evs.plugged[:, t]
-        hi = np.minimum(a * evs.p_ch_max_kw, np.maximum(evs.capacity_kwh - e, 0.0) / (eta_c * dt_h))
+        room = np.maximum(evs.capacity_kwh - e, 0.0)
+        hi = np.minimum(a * evs.p_ch_max_kw, room / (eta_c * dt_h))
         lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
         lo_physical = lo
         later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
@@ -141,7 +152,9 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
                 over = need_q > cap_q
                 if over.any():
                     lo = np.where(over[st], lo_physical, must)
-        hi_q = np.floor(hi / q + tiny)
+        # top-off (module docstring): the last partial quantum before a full battery is allowed
+        hi_q = np.minimum(np.floor(a * evs.p_ch_max_kw / q + tiny),
+                          np.ceil(np.where(room > TOP_OFF_MIN_KWH, hi, 0.0) / q - tiny))
         lo_q = np.minimum(np.ceil(lo / q - tiny), hi_q)
         must_q = np.minimum(np.ceil(must / q - tiny), hi_q)
         sum_lo = np.bincount(st, weights=lo_q, minlength=n_st)
@@ -174,7 +187,8 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         down = _fill(st, (base - wish) - 1e3 * at_need, base - lo_q, np.clip(-diff, 0, None))
         p = (base + up - down) * q
         p_out[:, t] = p
-        e = e + dt_h * (eta_c * np.maximum(p, 0.0) - np.maximum(-p, 0.0) / eta_d)
+        e = np.minimum(e + dt_h * eta_c * np.maximum(p, 0.0), np.maximum(evs.capacity_kwh, e)) \
+            - dt_h * np.maximum(-p, 0.0) / eta_d
         if guide_kw is not None:
             gk = guide_kw[:, t]
             e_guide = e_guide + dt_h * (eta_c * np.maximum(gk, 0.0) - np.maximum(-gk, 0.0) / eta_d)

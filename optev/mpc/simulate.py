@@ -225,7 +225,8 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
         baseline's; ``soc_floor_violations`` and ``limit_violations`` (by kind and
         ``limit_violations_total``: setpoint grid, EV charge/discharge limits, station site
         caps, setpoints the plant clipped — all must be 0); ``energy_continuity_max_err_kwh``
-        (measured energy change vs the applied setpoint, per commanded EV-step);
+        (measured energy change vs the applied setpoint, per commanded EV-step; a battery
+        stops charging when full);
         ``ac_violations`` (by kind), ``ac_violation_steps``; ``lindistflow_error_pu``
         (max |LinDistFlow − AC| voltage of the plans' first steps) and
         ``lindistflow_vs_applied_pu`` (against the applied AC power flow); ``solve_s``
@@ -644,9 +645,12 @@ def _ev_checks(ev: pd.DataFrame, instance: Instance, soc_min: Mapping[str, float
     floor = ev["ev_id"].map(soc_min).to_numpy(float)
     below = (p < 0) & (soc < floor - SOC_ATOL)
     e_end = soc * cap
-    delta = dt_h * (eff_ch * np.maximum(p, 0.0) - np.maximum(-p, 0.0) / eff_dis)
+    e0 = ev["_e0"].to_numpy(float)
+    # a battery stops charging when full (the top-off rule of optev.blocks.disaggregate)
+    expected = np.minimum(e0 + dt_h * eff_ch * np.maximum(p, 0.0), np.maximum(cap, e0)) \
+        - dt_h * np.maximum(-p, 0.0) / eff_dis
     # whole-step continuity (an EV that left during the step was plugged for part of it only)
-    err = np.where(ev["_stayed"].to_numpy(bool), np.abs(e_end - ev["_e0"].to_numpy(float) - delta), 0.0)
+    err = np.where(ev["_stayed"].to_numpy(bool), np.abs(e_end - expected), 0.0)
     return {"limits": {"setpoint_grid": int(grid.sum()), "ev_charge_limit": int((p > pch + LIMIT_ATOL_KW).sum()),
                        "ev_discharge_limit": int((p < -pdis - LIMIT_ATOL_KW).sum())},
             "soc_floor": int(below.sum()), "continuity": float(np.nanmax(err)) if np.isfinite(err).any() else 0.0}
