@@ -212,6 +212,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                    "region_s_sum": float(summ.get("region_s_sum", float("nan"))),
                    "region_lp_highs_s": float(sum(float(r.get("solve_s") or 0.0) for r in regions.values())),
                    "refine_s_sum": float(sum(float(r.get("refine_s") or 0.0) for r in regions.values())),
+                   "redispatch_s_sum": float(sum(float(r.get("redispatch_s") or 0.0) for r in regions.values())),
+                   "redispatch": sorted(str(r.get("redispatch")) for r in regions.values()),
                    "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
                    "sessions": int(summ.get("evs", 0)),
                    "rss_mb": mem.peak_total_mb}
@@ -246,6 +248,9 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         "highs_s": _stats([r["highs_s"] for r in per_step]),
         "region_lp_highs_s": _stats([r["region_lp_highs_s"] for r in per_step]),
         "region_s_max": _stats([r["region_s_max"] for r in per_step]),
+        "redispatch_s_sum": _stats([r["redispatch_s_sum"] for r in per_step]),
+        "redispatch_statuses": {k: sum(r["redispatch"].count(k) for r in per_step)
+                                for k in sorted({x for r in per_step for x in r["redispatch"]})},
         "plant_and_rest_s": _stats([r["step_s"] - r["controller_s"] for r in per_step]),
         "per_step": per_step,
         "memory_mb": {"loop_process_maxrss": _maxrss_mb(), "workers_max_single_maxrss": _maxrss_mb(
@@ -493,6 +498,9 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"{_t(loop['highs_s']['max'])} |",
                 f"| slowest region in its worker: median / max | {_t(loop['region_s_max']['median'])} / "
                 f"{_t(loop['region_s_max']['max'])} |",
+                f"| re-dispatch of grid and DER (all regions): median / max; outcomes | "
+                f"{_t(loop['redispatch_s_sum']['median'])} / {_t(loop['redispatch_s_sum']['max'])}; "
+                + ", ".join(f"{k} {v}" for k, v in loop["redispatch_statuses"].items()) + " |",
                 f"| plant + edge + bookkeeping per step: median | {_t(loop['plant_and_rest_s']['median'])} |",
                 f"| peak memory: loop process / workers (sum) / total (sampled RSS) | "
                 f"{m['loop_process_maxrss'] / 1e3:.2f}"

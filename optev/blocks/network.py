@@ -6,7 +6,9 @@ Variables
     import/export limits and, when the window carries one, by
     ``window.extra["grid_import_max_kw"]`` — a time-varying import cap per substation and
     step, shape (T,) or (substations, T), kW (the share of a city target given to a region
-    by :mod:`optev.hierarchy.city`; only bounds change, so a re-solve stays warm).
+    by :mod:`optev.hierarchy.city`; only bounds change, so a re-solve stays warm). With soft
+    limits the import limit becomes the row ``grid_import_limit``
+    (:math:`p^{buy} - s \le \bar P^{imp}`) with a slack ``s`` at the slack penalty.
 
 Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
     :math:`p^{buy}_t - p^{sell}_t + \sum_{u} p^{inj}_{u,t} = \sum_{b} P^{load}_{b,t}`
@@ -14,7 +16,8 @@ Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
     generators) and every bus load. No losses, no voltages: the network is one node.
 
 Handles
-    ``grid_import_kw`` :math:`p^{buy}_t - p^{sell}_t`, ``grid_p_buy``, ``grid_p_sell``.
+    ``grid_import_kw`` :math:`p^{buy}_t - p^{sell}_t`, ``grid_p_buy``, ``grid_p_sell``,
+    ``grid_import_max_kw`` (the import limit per substation and step, kW).
 """
 
 from __future__ import annotations
@@ -40,11 +43,19 @@ def declare_grid(ctx: ModelContext) -> tuple[Any, Any]:
     cap = w.extra.get("grid_import_max_kw")
     if cap is not None:
         imp_ub = np.minimum(imp_ub, np.broadcast_to(np.asarray(cap, float), (n_sub, w.steps)))
-    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp_ub, block="grid",
-                               description="power imported at each substation, kW")
+    limited = np.isfinite(imp_ub)
+    # soft limits: import beyond the limit is allowed at the slack penalty (a substation can be
+    # overloaded; the soft-limit mode reports by how much)
+    excess = ctx.slack("grid_import_limit", (n_sub, w.steps)) if limited.any() else None
+    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp_ub if excess is None else np.inf,
+                               block="grid", description="power imported at each substation, kW")
+    if excess is not None:
+        ctx.lp.add_constraints("grid_import_limit", buy - excess, "<=", np.where(limited, imp_ub, np.inf),
+                               block="grid", description="substation import limit (soft), kW")
     sell = ctx.lp.add_variables("grid_p_sell", (n_sub, w.steps), 0.0, exp[:, None], block="grid",
                                 description="power exported at each substation, kW")
-    ctx.handles.update(grid_p_buy=buy, grid_p_sell=sell, grid_import_kw=(buy - sell).sum(axis=0))
+    ctx.handles.update(grid_p_buy=buy, grid_p_sell=sell, grid_import_kw=(buy - sell).sum(axis=0),
+                       grid_import_max_kw=np.array(imp_ub, float))
     return buy, sell
 
 

@@ -22,7 +22,14 @@ Per region (:func:`solve_region`, run in a worker)
        guide) is used.
     3. *EV level.* Setpoints on the 1 kW grid, departure needs first, never below the SOC
        floor (:func:`optev.blocks.disaggregate.disaggregate`).
-    4. *Check.* The AC power flow of the applied setpoints (EV plan on the 1 kW grid) gives
+    4. *Re-dispatch* (``redispatch = True``, after a station level, regions with
+       generators, PV/wind or storage). The region's grid and DER are solved once more for
+       the load the station level's plan really draws (:mod:`optev.hierarchy.redispatch`),
+       so generators, not the substation alone, cover what the EVs' own constraints add to
+       the region plan; its ``der``, ``storage``, ``bus`` and ``line`` tables and import
+       replace the region LP's (``summary["redispatch"]``: ``optimal``, ``soft_limits``,
+       ``failed`` — then the region LP's dispatch is kept — or ``not_run``).
+    5. *Check.* The AC power flow of the applied setpoints (EV plan on the 1 kW grid) gives
        the ``bus`` and ``line`` tables and the violations; the invariants of
        :func:`optev.testing.check_invariants` are checked on every solved LP's plan
        (``check = True``) and any failure is reported in ``summary["invariant_violations"]``.
@@ -59,6 +66,7 @@ from optev.errors import DataError, InfeasibleError
 from optev.hierarchy.city import (CAP_ATOL_KW, CityTarget, check_feasible_shares, envelope_allocation,
                                   price_update, share_cap)
 from optev.hierarchy.executor import Executor, LocalProcessExecutor, SerialExecutor
+from optev.hierarchy.redispatch import redispatch
 from optev.hierarchy.regions import Region, region_instance, split_regions
 from optev.hierarchy.station import BATCH_EVS, TRACKING, bus_aggregates, refine_stations, split_group_power
 
@@ -99,6 +107,10 @@ class RegionTask:
     station) or ``"first_step"`` (only the sessions plugged in the window's first step —
     all an MPC step applies; forecast arrivals keep the region plan shared with the
     envelope's guide, :mod:`optev.hierarchy.station`)."""
+    redispatch: bool = True
+    """After the station level, re-solve the region's grid and DER for the load its plan
+    really draws (:mod:`optev.hierarchy.redispatch`); only for regions with generators,
+    PV/wind or storage to re-dispatch."""
     aggregate: str = "station"
     """Granularity of the region LP with an aggregate station variant: ``"station"`` (one
     envelope per station) or ``"bus"`` (one per bus, :func:`~optev.hierarchy.station.bus_aggregates`;
@@ -205,6 +217,14 @@ def _station_prices(solver: Any, ctx: Any, window: Any) -> np.ndarray:
     return fallback
 
 
+def _has_dispatch(form: Formulation, window: Any) -> bool:
+    """Whether the region has units the formulation dispatches (generators, PV/wind, storage)."""
+    feeder = window.instance.feeder
+    der = "der" in form.blocks and (len(feeder.generators) or window.pv_avail_kw.size or window.wind_avail_kw.size)
+    storage = "storage" in form.blocks and len(feeder.storage)
+    return bool(der or storage)
+
+
 def _allowances(ctx: Any, x: np.ndarray, evs: Any, n_stations: int | None = None) -> np.ndarray:
     """How far each station may exceed its setpoint (n_st × T, kW): the room left under
     the region's import limits in its plan, shared by the stations' plugged charging
@@ -216,7 +236,7 @@ def _allowances(ctx: Any, x: np.ndarray, evs: Any, n_stations: int | None = None
     fam = lp.variables.get("grid_p_buy")
     if fam is None:
         return np.full((n_st, T), np.inf)
-    ub = fam.upper.reshape(fam.shape)
+    ub = np.asarray(ctx.handles.get("grid_import_max_kw", fam.upper.reshape(fam.shape)), float)
     room = np.where(np.isfinite(ub), np.maximum(ub - lp.values("grid_p_buy", x), 0.0), np.inf).sum(axis=0)
     cap = np.zeros((n_st, T))
     np.add.at(cap, evs.station, evs.plugged * evs.p_ch_max_kw[:, None])
@@ -353,9 +373,21 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
         total = np.bincount(group, weights=rating, minlength=lp_window.stations.n)
         station_q = station_q[group] * np.divide(rating, total[group], out=np.zeros(st.n),
                                                  where=total[group] > 0)[:, None]
+    rd_status, rd_message, rd_s, rd_objective = "not_run", "", 0.0, None
+    if refinement is not None and task.redispatch and _has_dispatch(form, window):
+        t_rd = time.perf_counter()
+        rd, rd_status, rd_message = redispatch(
+            form, window, plan.station_p_kw, station_q, ac_check=task.ac_check,
+            soft_limits=bool(form.solver["soft_limits"] if task.soft_limits is None else task.soft_limits))
+        rd_s = time.perf_counter() - t_rd
+        if rd is not None:
+            rd_objective = float(rd.objective)
+            import_kw = rd.context.lp.evaluate(as_expr(rd.context.handles["grid_import_kw"]), rd.x)
+            tables.update({k: v for k, v in rd.tables.items() if k in ("der", "storage", "bus", "line")})
+            ac, viol = rd.ac, rd.violations
     if refinement is not None or group is not None:
         tables.update(_ev_tables(window, evs, plan, station_q))
-        if task.ac_check and window.network is not None:
+        if task.ac_check and window.network is not None and rd_status in ("not_run", "failed"):
             p_bus, q_bus = bus_injections(ctx, res.x)
             moved = np.zeros((T, window.n_bus))
             on_bus = window.stations.bus >= 0
@@ -407,6 +439,8 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
         "refined_stations": int(refinement.refined_stations) if refinement is not None else 0,
         "station_solve_s": refinement.solve_s if refinement is not None else 0.0,
         "v2g_reservation_cost": reservation,
+        "redispatch": rd_status, "redispatch_message": rd_message, "redispatch_s": rd_s,
+        "redispatch_objective": rd_objective,
         "loss_correction_rounds": len(res.summary.get("loss_correction_dv_pu", [])),
         "region_s": time.perf_counter() - t_start,
     })
@@ -717,7 +751,8 @@ def _combine(formulation: Formulation, regions: list[Region], sols: list[RegionS
         },
         "per_region": {s.region_id: {k: s.summary.get(k) for k in (
             "evs", "stations", "objective", "termination", "peak_import_kw", "shortfall_kwh", "region_s",
-            "refine_s", "solve_s", "build_s", "check_s", "station_problems", "violations")} for s in sols},
+            "refine_s", "solve_s", "build_s", "check_s", "station_problems", "violations", "redispatch",
+            "redispatch_s")} for s in sols},
     }
     return HierarchicalResult(tables, summary, sols, viol, cap_kw)
 
