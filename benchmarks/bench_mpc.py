@@ -9,19 +9,20 @@ Run from the repository root::
     python benchmarks/bench_mpc.py --horizon 12h --steps 32 --start 16:00
     python benchmarks/bench_mpc.py --only resolve       # the fixed-shape re-solve scenario only
 
-What is measured (figures and discussion in ``benchmarks/MPC.md``):
+What is measured (figures and discussion in ``benchmarks/README.md``, "Closed-loop MPC (issue 5)"):
 
 1. **Closed loop** — :func:`optev.mpc.simulate` of ``--steps`` control steps of 15 minutes:
    every step the plant's measured state goes to the :class:`~optev.mpc.Controller`, which
    solves its window with :class:`~optev.hierarchy.HierarchicalStrategy` (one region per
    feeder — Nanjing has 5 — each a LinDistFlow OPF over station flexibility envelopes,
-   then the station-level per-EV problems, then EV setpoints on the 1 kW grid; regions in a
+   then the station-level per-EV problems, then EV setpoints on the 1 kW grid, then the
+   re-dispatch of the region's grid and generators for that plan; regions in a
    :class:`~optev.hierarchy.LocalProcessExecutor` of ``--workers`` processes); the event
    simulation plant (:class:`optev.mobility.Plant`, routed on the road network) realises
    the step with the real arrivals; the AC power flow checks every applied step (batched
    after the last step, as ``simulate`` does). The region formulation is
    ``formulations/city_dispatch_aggregate.toml`` with the overrides of
-   :data:`FORMULATION_OVERRIDES` (see MPC.md for why). The uncontrolled baseline is the
+   :data:`FORMULATION_OVERRIDES` (see README.md for why). The uncontrolled baseline is the
    same plant without setpoints (``simulate``'s baseline).
    Figures: wall time of the whole run and of each part (instance read, baseline and
    pre-roll, the loop, the batched AC check and result tables); per step the closed-loop
@@ -71,7 +72,7 @@ GOALS = {"step_median_s": 10.0, "day_s": 15 * 60.0, "peak_memory_gb": 8.0}
 
 FORMULATION = "city_dispatch_aggregate"
 FORMULATION_OVERRIDES: dict[str, dict[str, Any]] = {"station": {"intervals": "none", "reactive": False}}
-"""Changes to the region formulation for 100,000 EVs (MPC.md, "Configuration"): no interval
+"""Changes to the region formulation for 100,000 EVs (README.md, "Configuration"): no interval
 bounds in the station envelopes (the station level's exact per-EV problems remove the
 looseness they address) and no reactive power at the stations (its polygon is 6 rows per
 station and step, 2/3 of the region LP, and was not used in the runs that had it)."""
@@ -82,7 +83,7 @@ FULL: dict[str, Any] = {"instance": str(NANJING), "steps": 96, "start": "00:00",
 SMOKE: dict[str, Any] = {"instance": "embedded", "steps": 3, "start": "08:00", "horizon": "2h", "workers": 2,
                          "refine_scope": "first_step", "aggregate": "bus", "batch_evs": 250,
                          "resolve_evs": 60, "resolve_repeats": 2, "resolve_horizon": "2h"}
-"""Benchmark configurations (MPC.md, "Configuration"): the region LP over bus aggregates, the
+"""Benchmark configurations (README.md, "Configuration"): the region LP over bus aggregates, the
 station problems of the EVs plugged in now, 250 sessions per station-problem LP."""
 
 
@@ -216,6 +217,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                    "redispatch": sorted(str(r.get("redispatch")) for r in regions.values()),
                    "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
                    "sessions": int(summ.get("evs", 0)),
+                   **_plan_first_step(res),
                    "rss_mb": mem.peak_total_mb}
             per_step.append(row)
             if log:
@@ -266,7 +268,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         "ev_load_kw": {"peak": float(st["ev_kw"].max()), "baseline_peak": float(base["ev_kw"].max())},
         "shortfall": {"controlled": _shortfall(run.sessions), "baseline": _shortfall(run.baseline_sessions)},
         "import_limit": {"kw": limit, "steps_above": int((st["import_kw"] > limit).sum()),
-                         "baseline_steps_above": int((base["import_kw"] > limit).sum())},
+                         "baseline_steps_above": int((base["import_kw"] > limit).sum()),
+                         **_applied_vs_plan(per_step, st, limit)},
         "loadavg_end": list(os.getloadavg()),
     }
     s = out["summary"]
@@ -275,6 +278,31 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     ev = out["ev_load_kw"]
     ev["reduction_pct"] = 100.0 * (1.0 - ev["peak"] / ev["baseline_peak"]) if ev["baseline_peak"] else float("nan")
     return out
+
+
+def _plan_first_step(result: Any) -> dict[str, float]:
+    """The plan's first step: city import (sum of the regions' imports after the station level
+    and the re-dispatch) and EV power, kW (nan without a hierarchical result)."""
+    tables = getattr(result, "tables", None) or {}
+    region, station = tables.get("region"), tables.get("station")
+    if region is None or station is None or not len(region):
+        return {"plan_import_kw": float("nan"), "plan_ev_kw": float("nan")}
+    t0 = region["time"].min()
+    first = station[station["time"] == t0]
+    return {"plan_import_kw": float(region.loc[region["time"] == t0, "import_kw"].sum()),
+            "plan_ev_kw": float((first["p_ch_kw"] - first["p_dis_kw"]).sum())}
+
+
+def _applied_vs_plan(per_step: list[dict[str, Any]], steps: Any, limit_kw: float) -> dict[str, Any]:
+    """Applied import and EV power (``simulate``'s steps table) against the plans' first steps, kW."""
+    plan_imp = np.array([r["plan_import_kw"] for r in per_step], float)
+    plan_ev = np.array([r["plan_ev_kw"] for r in per_step], float)
+    imp = steps["import_kw"].to_numpy(float)[: plan_imp.size]
+    ev = steps["ev_kw"].to_numpy(float)[: plan_ev.size]
+    return {"plan_import_max_kw": float(np.nanmax(plan_imp)) if plan_imp.size else float("nan"),
+            "plan_steps_above_limit": int((plan_imp > limit_kw + 1.0).sum()),
+            "import_minus_plan_kw": _stats((imp - plan_imp).tolist()),
+            "ev_minus_plan_kw": _stats((ev - plan_ev).tolist())}
 
 
 def _shortfall(sessions: Any) -> dict[str, Any]:
@@ -294,20 +322,12 @@ def resolve_scenario(n_evs: int, *, repeats: int, horizon: str, workers: int = 2
     on two 33-bus feeders: one decision time, the EVs plugged in then, new prices each call."""
     from optev.compose.formulation import load_formulation
     from optev.hierarchy import HierarchicalStrategy, LocalProcessExecutor
-    from optev.mpc import Controller, ControlState, EVState, ReplayPlant
+    from optev.mpc import Controller, ReplayPlant
     from optev.mpc.forecast import Forecast, actual_series
 
     inst = _two_feeder_instance(n_evs, seed)
     t_s = 18 * 3600.0
-    plant = ReplayPlant(inst, start_s=t_s)
-    rep = plant.report_now()
-    cap = dict(zip(inst.evs["ev_id"], inst.evs["vtype_id"].map(inst.vehicle_types.set_index("vtype_id")
-                                                                ["battery_kwh"])))
-    arr = dict(zip(inst.sessions["session_id"], inst.sessions["arrival_s"]))
-    state = ControlState(time_s=t_s, evs=[EVState(
-        ev_id=p.ev_id, session_id=p.session_id, station_id=p.station_id, energy_kwh=p.soc * cap[p.ev_id], soc=p.soc,
-        arrival_s=arr[p.session_id], departure_s=p.departure_s, soc_target=p.soc_target, p_ch_max_kw=p.p_ch_max_kw,
-        p_dis_max_kw=p.p_dis_max_kw) for p in rep.plugged])
+    state = ReplayPlant(inst, start_s=t_s).control_state()
     rng = np.random.default_rng(seed)
 
     def run(strategy: Any, form: Any, label: str) -> dict[str, Any]:
@@ -512,6 +532,14 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"| steps with import above the substations' total limit ({loop['import_limit']['kw'] / 1e3:,.0f} MW):"
                 f" uncontrolled / controlled | {loop['import_limit']['baseline_steps_above']} / "
                 f"{loop['import_limit']['steps_above']} |",
+                f"| the plans' first steps: highest city import; steps above the limit | "
+                f"{loop['import_limit']['plan_import_max_kw'] / 1e3:,.1f} MW; "
+                f"{loop['import_limit']['plan_steps_above_limit']} |",
+                f"| applied − planned first step, median / max: EV power; import | "
+                f"{loop['import_limit']['ev_minus_plan_kw']['median'] / 1e3:,.1f} / "
+                f"{loop['import_limit']['ev_minus_plan_kw']['max'] / 1e3:,.1f} MW; "
+                f"{loop['import_limit']['import_minus_plan_kw']['median'] / 1e3:,.1f} / "
+                f"{loop['import_limit']['import_minus_plan_kw']['max'] / 1e3:,.1f} MW |",
                 f"| energy delivered in the day: uncontrolled / controlled | {s['baseline_energy_kwh'] / 1e3:,.0f} / "
                 f"{s['energy_delivered_kwh'] / 1e3:,.0f} MWh |",
                 f"| sessions with shortfall (of {s['sessions_departed']:,} departed): uncontrolled / controlled | "
