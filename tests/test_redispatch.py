@@ -78,3 +78,24 @@ def test_soft_limits_when_the_generators_cannot_cover_it() -> None:
     # the window passed in is unchanged (no EVs removed from it, no load added)
     assert w.evs.n > 0 and w.stations.n == 4
     assert w.load_p_kw.sum() == pytest.approx(3700.0 * STEPS)
+
+
+@pytest.mark.parametrize("redispatch", [True, False])
+def test_region_plan_keeps_the_import_limit_after_the_station_level(redispatch: bool) -> None:
+    from optev.hierarchy import HierarchicalStrategy, SerialExecutor
+    from optev.mpc import Controller
+
+    w = _window(import_max_kw=3750.0, gen_max_kw=1000.0)
+    Controller._clip_needs(w, w.evs.plugged[:, 0] > 0)
+    strategy = HierarchicalStrategy(load_formulation("city_dispatch_aggregate"), executor=SerialExecutor(),
+                                    aggregate="bus", refine_scope="first_step", redispatch=redispatch)
+    res = strategy.solve(w, ac_check=False)
+    (region,) = res.regions
+    assert region.summary["redispatch"] == ("optimal" if redispatch else "not_run")
+    if redispatch:
+        # import of the plan the EVs will draw, with the generator re-dispatched: within the limit
+        assert np.all(region.import_kw <= 3750.0 + LIMIT_ATOL_KW)
+        der = res.tables["der"]
+        gen = der[der["unit_id"] == "g5"].sort_values("time")["p_kw"].to_numpy(float)
+        ev = res.tables["station"].assign(net=lambda f: f["p_ch_kw"] - f["p_dis_kw"]).groupby("time")["net"].sum()
+        assert np.all(gen >= w.load_p_kw.sum(axis=1) + ev.to_numpy(float) - 3750.0 - LIMIT_ATOL_KW)

@@ -800,6 +800,9 @@ class HierarchicalStrategy:
     aggregate : {"station", "bus"}
         Region LP over one envelope per station or per bus (:attr:`RegionTask.aggregate`;
         default ``"station"``).
+    redispatch : bool
+        Re-solve each region's grid and DER for the station level's plan
+        (:attr:`RegionTask.redispatch`, :mod:`optev.hierarchy.redispatch`; default True).
 
     Workers are stateless: each region's LP is built and solved cold at every call (a
     warm re-solve would need a region pinned to a worker). The regions and their parts of
@@ -811,7 +814,7 @@ class HierarchicalStrategy:
     def __init__(self, formulation: Formulation, *, executor: Executor | None = None, regions: str = "feeder",
                  city_target: CityTarget | None = None, refine: bool = True, check: bool = False,
                  tracking: float = TRACKING, batch_evs: int = BATCH_EVS, quantum_kw: float = 1.0,
-                 refine_scope: str = "all", aggregate: str = "station") -> None:
+                 refine_scope: str = "all", aggregate: str = "station", redispatch: bool = True) -> None:
         if refine_scope not in REFINE_SCOPES:
             raise DataError(f"refine_scope must be one of {REFINE_SCOPES}, got {refine_scope!r}")
         if aggregate not in AGGREGATES:
@@ -823,7 +826,7 @@ class HierarchicalStrategy:
         self.city_target = city_target
         self.quantum_kw = float(quantum_kw)
         self.options = dict(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs,
-                            refine_scope=refine_scope, aggregate=aggregate)
+                            refine_scope=refine_scope, aggregate=aggregate, redispatch=redispatch)
         self._parts: tuple[tuple[Any, ...], list[Region], list[Instance]] | None = None
 
     def _regions(self, inst: Instance) -> tuple[list[Region], list[Instance]]:
