@@ -402,6 +402,41 @@ def test_replay_plant_integrates_setpoints_exactly() -> None:
         plant.advance(30.0)
 
 
+def test_arrivals_during_the_first_interval_are_reserved() -> None:
+    from optev.data.synthetic import synthetic_radial_feeder
+    from optev.mpc.forecast import Forecast
+
+    inst = synthetic_charging_instance(60, feeder=synthetic_radial_feeder(12, seed=1), n_stations=6, seed=4)
+    ses = inst.sessions
+    t = float(np.sort(ses["arrival_s"].to_numpy(float))[20]) - 300.0  # a decision 5 min before an arrival
+    state = ReplayPlant(inst, start_s=t).control_state()
+    fc = Forecast(arrivals=ses[ses["arrival_s"] > t].copy())
+    runs = {}
+    for on in (True, False):
+        ctl = Controller("station_v2g", inst, horizon="24h", arrival_reserve=on)
+        runs[on] = (ctl.step(state, fc), ctl.last_window)
+    (d_on, w_on), (d_off, w_off) = runs[True], runs[False]
+    soon = (ses["arrival_s"] > t) & (ses["arrival_s"] < t + 900.0)
+    assert soon.sum() >= 1 and d_off.stats.arrival_reserve_kw == 0.0
+    # by hand: full power (or what the need leaves) for the rest of the interval, averaged over it
+    ev = w_off.evs
+    rows = pd.Index(ev.session_id).get_indexer(ses.loc[soon, "session_id"])
+    tau_h = (t + 900.0 - ses.loc[soon, "arrival_s"].to_numpy(float)) / 3600.0
+    room = np.maximum(np.minimum(ev.e_need_kwh[rows], ev.capacity_kwh[rows]) - ev.e_init_kwh[rows], 0.0)
+    p = np.minimum(ev.p_ch_max_kw[rows], room / (ev.eff_ch[rows] * tau_h))
+    per_station = pd.Series(p * tau_h / 0.25).groupby(ev.station[rows]).sum()
+    expected = float(np.minimum(per_station, w_off.stations.p_site_max_kw[per_station.index]).sum())
+    assert expected > 0 and d_on.stats.arrival_reserve_kw == pytest.approx(expected)
+    # the reserve is load at the stations' buses in the first step only
+    assert (w_on.load_p_kw[0].sum() - w_off.load_p_kw[0].sum()) == pytest.approx(expected)
+    np.testing.assert_array_equal(w_on.load_p_kw[1:], w_off.load_p_kw[1:])
+    # and those sessions start their second step with the energy charged meanwhile
+    gained = w_on.evs.e_init_kwh[rows] - ev.e_init_kwh[rows]
+    assert np.all(gained >= -1e-12) and gained.sum() > 0
+    others = np.setdiff1d(np.arange(ev.n), rows)
+    np.testing.assert_array_equal(w_on.evs.e_init_kwh[others], ev.e_init_kwh[others])
+
+
 def test_replay_plant_control_state_is_what_the_plant_reports() -> None:
     inst = synthetic_charging_instance(20, seed=5)
     plant = ReplayPlant(inst, start_s=9 * 3600.0)

@@ -1,4 +1,4 @@
-"""The rolling-horizon controller: one call per control interval (R6.2.2.2, R6.3.2).
+r"""The rolling-horizon controller: one call per control interval (R6.2.2.2, R6.3.2).
 
 ::
 
@@ -28,6 +28,25 @@ Each :meth:`Controller.step`
    (``protect_departures``); an EV that leaves during the interval — the window plans
    whole steps only — is asked for what its need requires in the time left (at most
    full power, within the site cap left by the plan).
+
+Arrivals during an interval
+---------------------------
+The window plans whole steps, so an EV expected to arrive during the first interval is
+plugged in from the second step on; the controller gives it no setpoint (it does not know
+it yet), and a plant lets it charge at full power within its station's site cap until the
+next decision (:meth:`~optev.mpc.state.ControlDecision.plant_setpoints`). With
+``arrival_reserve`` (default) the controller plans for that: every forecast session
+arriving at :math:`a \in (t_0, t_0 + \Delta t)` is expected to draw
+
+.. math::
+    \bar p = \min\Bigl(\bar P^{ch}, \frac{\max(E^{need} - E^{arr}, 0)}{\eta^{ch}\,\tau}\Bigr)
+    \frac{\tau}{\Delta t},\qquad \tau = t_0 + \Delta t - a,
+
+on average over the first step (kW, grid side); the sum per station (at most its site cap)
+is added to the first step's load at the station's bus, so the network, the substation
+limits and the generators of the plan account for it, and those sessions start the
+second step with the energy it gives them (:math:`E^{arr} + \eta^{ch}\bar p\,\Delta t`).
+The total is ``stats.arrival_reserve_kw``.
 
 The controller itself keeps no plant state between calls: everything measured comes in
 the :class:`~optev.mpc.state.ControlState`; only the solver (its model and basis), the
@@ -224,6 +243,10 @@ class Controller:
     ev_plan : bool
         Put the per-EV plan of the horizon into each decision (the guide a station uses
         in hold; False saves memory for very large fleets).
+    arrival_reserve : bool
+        Reserve the expected power of the forecast EVs arriving during the first interval
+        in the window's first step (module docstring, "Arrivals during an interval";
+        default True).
     log : bool
         Show HiGHS output.
     """
@@ -233,7 +256,7 @@ class Controller:
                  quantum_kw: float = QUANTUM_KW, strategy: WindowStrategy | Callable[[Formulation], Any] | None = None,
                  edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_fallback: bool = True,
                  storage_terminal: str | None = None, protect_departures: bool = True, ev_plan: bool = True,
-                 log: bool = False) -> None:
+                 arrival_reserve: bool = True, log: bool = False) -> None:
         form = load_formulation(formulation) if isinstance(formulation, str) else formulation
         if storage_terminal is not None:
             if "storage" not in form.blocks:
@@ -263,6 +286,7 @@ class Controller:
         self.protect_departures = bool(protect_departures)
         self.soft_fallback = bool(soft_fallback)
         self.ev_plan = bool(ev_plan)
+        self.arrival_reserve = bool(arrival_reserve)
         self.origin = instance_origin(instance)
         self.station_ids = instance.stations["station_id"].astype(str).tolist()
         self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
@@ -310,6 +334,33 @@ class Controller:
                 continue
             plain = ~pd.Index(st.station_id).isin(self._tariffed[direction])  # hashed: np.isin on objects is O(n·m)
             table[plain] = np.asarray(grid, float)[None, :]
+
+    def _reserve_arrivals(self, w: Window, arrivals: pd.DataFrame, now: float) -> float:
+        """Reserve the first-interval power of forecast arrivals (module docstring, "Arrivals
+        during an interval"); return the total, kW."""
+        ev, st = w.evs, w.stations
+        if not len(arrivals) or not ev.n:
+            return 0.0
+        t1 = now + self.step_s
+        arr = arrivals["arrival_s"].to_numpy(float)
+        soon = (arr > now) & (arr < t1)
+        if not soon.any():
+            return 0.0
+        rows = pd.Index(ev.session_id).get_indexer(arrivals["session_id"].astype(str).to_numpy(object)[soon])
+        tau_h = (t1 - arr[soon])[rows >= 0] / 3600.0
+        rows = rows[rows >= 0]
+        room_kwh = np.maximum(np.minimum(ev.e_need_kwh[rows], ev.capacity_kwh[rows]) - ev.e_init_kwh[rows], 0.0)
+        p = np.minimum(ev.p_ch_max_kw[rows], room_kwh / (ev.eff_ch[rows] * tau_h))
+        mean_kw = np.bincount(ev.station[rows], weights=p * tau_h / w.dt_h, minlength=st.n)
+        scale = np.divide(np.minimum(mean_kw, st.p_site_max_kw), mean_kw, out=np.zeros(st.n), where=mean_kw > 0)
+        mean_kw = mean_kw * scale
+        # they start the second step with what they charged in the first
+        ev.e_init_kwh[rows] = np.minimum(ev.e_init_kwh[rows] + ev.eff_ch[rows] * p * tau_h * scale[ev.station[rows]],
+                                         ev.capacity_kwh[rows])
+        on_bus = st.bus >= 0
+        if w.n_bus and on_bus.any():
+            np.add.at(w.load_p_kw[0], st.bus[on_bus], mean_kw[on_bus])
+        return float(mean_kw.sum())
 
     @staticmethod
     def _clip_needs(w: Window, real: np.ndarray) -> tuple[int, float]:
@@ -391,6 +442,7 @@ class Controller:
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
+        reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else 0.0
         n_clip, clip_kwh = self._clip_needs(w, real)
         self.last_window = w
         result, status, message = self._solve(w)
@@ -401,6 +453,7 @@ class Controller:
             decision = self._decision(state, w, result, real, status, message)
         decision.stats.needs_clipped = n_clip
         decision.stats.needs_clipped_kwh = clip_kwh
+        decision.stats.arrival_reserve_kw = reserve
         decision.stats.evs = int(real.sum())
         decision.stats.forecast_arrivals = int(w.evs.n - real.sum())
         decision.stats.wall_s = time.perf_counter() - t_wall

@@ -187,6 +187,10 @@ class SolveStats:
         reach (reported, never silently: see :class:`~optev.mpc.controller.Controller`).
     needs_clipped_kwh : float
         Energy by which those needs were lowered in total, kWh.
+    arrival_reserve_kw : float
+        Mean power expected from the forecast EVs arriving during the first interval,
+        reserved in the window's first step (:class:`~optev.mpc.controller.Controller`,
+        "Arrivals during an interval"), kW.
     planned_shortfall_kwh : float
         Shortfall of the plan against the (clipped) needs, kWh.
     slack_used : dict of str to float
@@ -209,6 +213,7 @@ class SolveStats:
     forecast_arrivals: int = 0
     needs_clipped: int = 0
     needs_clipped_kwh: float = 0.0
+    arrival_reserve_kw: float = 0.0
     planned_shortfall_kwh: float = 0.0
     slack_used: dict[str, float] = field(default_factory=dict)
     max_abs_dv_pu: float | None = None
