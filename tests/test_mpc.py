@@ -299,7 +299,16 @@ def test_forecast_arrivals_differ_from_realised_and_the_loop_works(inst50) -> No
     real = inst50.sessions[(mid > t) & (mid < t + 6 * 3600)]
     seasonal = SeasonalProfileForecaster(bin="30min").forecast(inst50, times, ControlState(time_s=t))
     assert len(seasonal.arrivals) == len(real)  # one day of history: the counts per bin are the day's
-    assert not set(seasonal.arrivals["arrival_s"]) <= set(real["arrival_s"])  # placed at bin middles
+    assert not set(seasonal.arrivals["arrival_s"]) <= set(real["arrival_s"])  # placed by the profile
+    # the n arrivals of a station's bin are spread evenly over the bin
+    fa = seasonal.arrivals
+    bins = np.floor(fa["arrival_s"].to_numpy(float) / 1800.0)
+    spread = 0
+    for _, g in fa.assign(bin=bins).groupby(["station_id", "bin"]):
+        offset = np.sort(g["arrival_s"].to_numpy(float) - g["bin"].iloc[0] * 1800.0)
+        np.testing.assert_allclose(offset, (np.arange(len(g)) + 0.5) / len(g) * 1800.0)
+        spread += len(g) > 1
+    assert spread > 0
     assert set(seasonal.arrivals["ev_id"]) < set(real["ev_id"])  # representative vehicles
     # persistence of observed sessions (lookback 2 h): a different forecast again, and the loop works
     run = simulate(inst50, "station_v2g", start="06:00", steps=24, horizon="4h",

@@ -24,8 +24,9 @@ Built-in forecasters
     nominal values). *Arrivals*: from a history of sessions (by default the instance's
     ``sessions`` table, which holds the uncontrolled baseline sessions; :func:`simulate`
     passes the baseline day of a trip-based instance), per station and time-of-day bin
-    (``bin``, 30 min by default): the mean number of arrivals per day, each expected
-    arrival placed at the middle of its bin with the bin's mean dwell time, mean arrival
+    (``bin``, 30 min by default): the mean number of arrivals per day, the ``n`` expected
+    arrivals of a bin spread evenly over it (the ``k``-th at ``(k + ½)/n`` of the bin; one
+    arrival at its middle), each with the bin's mean dwell time, mean arrival
     SOC and mean target SOC, and the vehicle (type, V2G consent) of the bin's first
     historical session. Fractional daily counts are turned into whole sessions with a
     running sum rounded half up, in time order per station (deterministic). The
@@ -231,9 +232,9 @@ class SeasonalProfileForecaster:
         d0, d1 = int(np.floor(now / DAY_S)), int(np.floor(end / DAY_S))
         days = np.arange(d0, d1 + 1)
         n_p, n_d = len(prof), days.size
-        t = (days[None, :] * DAY_S + (prof["bin"].to_numpy(float)[:, None] + 0.5) * self.bin_s).ravel()
+        t = (days[None, :] * DAY_S + prof["bin"].to_numpy(float)[:, None] * self.bin_s).ravel()  # bin starts
         row = np.repeat(np.arange(n_p), n_d)
-        keep = (t > now) & (t < end)
+        keep = (t + self.bin_s > now) & (t < end)  # bins overlapping the window
         t, row = t[keep], row[keep]
         if not t.size:
             return empty_sessions()
@@ -253,8 +254,13 @@ class SeasonalProfileForecaster:
         if not rep.size:
             return empty_sessions()
         k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
+        # a bin's n arrivals spread evenly over it; those before now have happened (or not)
+        arr = t[rep] + (k + 0.5) / n[rep] * self.bin_s
+        inside = (arr > now) & (arr < end)
+        rep, k, arr = rep[inside], k[inside], arr[inside]
+        if not rep.size:
+            return empty_sessions()
         r = row[rep]
-        arr = t[rep]
         dwell = np.maximum(prof["dwell_s"].to_numpy(float)[r], dt)
         soc_a = np.clip(prof["soc_arrival"].to_numpy(float)[r], 0.0, 1.0)
         soc_t = np.clip(np.maximum(prof["soc_target"].to_numpy(float)[r], soc_a), 0.0, 1.0)
