@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -46,6 +45,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from optev.report.machine import machine_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
@@ -149,32 +151,6 @@ def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict
 
 # ------------------------------------------------------------------------------ benchmark
 
-def machine() -> dict[str, Any]:
-    """CPU count, model, memory and software versions of this machine."""
-    import numpy
-    import pandas
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = int(line.split()[1]) / 1e6
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else None, "cpu": model, "mem_total_gb": mem_gb, "python": platform.python_version(),
-            "numpy": numpy.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
-
-
 def bench_size(case: Path, evs: int, work: Path, *, timeout_s: float | None = None) -> dict[str, Any]:
     """generate then simulate ``evs`` EVs on ``case`` (each in its own process)."""
     inst = work / f"inst_{evs}"
@@ -229,7 +205,7 @@ def run_benchmarks(*, smoke: bool = False, sizes: list[int] | None = None, timeo
         met = {"time": head["generate_plus_simulate_wall_s"] <= GOALS["generate_plus_simulate_s"],
                "memory": head["peak_rss_mb"] / 1e3 <= GOALS["peak_rss_gb"]}
     return {"mode": "smoke" if smoke else "full", "status": "ok", "case": config["case"], "seed": SEED,
-            "machine": machine(), "goals": GOALS, "headline": head, "scaling": rows, "goals_met": met,
+            "machine": machine_info(), "goals": GOALS, "headline": head, "scaling": rows, "goals_met": met,
             "commands": {"generate": f"optev generate --case ../shared/v2sim/{config['case']} --evs N --seed {SEED} "
                                      "--out DIR",
                          "simulate": "optev simulate DIR --out OUT"}}
@@ -242,7 +218,7 @@ def _fmt(value: Any, spec: str) -> str:
 def markdown_tables(results: dict[str, Any]) -> str:
     """The scaling table (and the goal line) in Markdown."""
     lines = [f"Case {results['case']}, seed {results['seed']}; {results['machine']['nproc']} cores "
-             f"({results['machine']['cpu']}), Python {results['machine']['python']}.", "",
+             f"({results['machine']['cpu_model']}), Python {results['machine']['python']}.", "",
              "| EVs | trips | sessions | generate: fleet | baseline day | sessions | write | generate total "
              "| generate peak RSS | simulate: read | day | write | simulate total | simulate peak RSS "
              "| generate + simulate (wall) |",

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import os
 import statistics
@@ -63,6 +62,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from optev.report.machine import machine_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
@@ -109,31 +111,6 @@ BENCHMARKS = ("ordered", "acn", "city", "resolve", "ieee33")
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def _bench_powerflow() -> Any:
-    """``benchmarks/bench_powerflow.py`` as a module (its machine information is reused)."""
-    name = "bench_powerflow"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("bench_powerflow.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, RAM, load average and versions (those of bench_powerflow, plus HiGHS)."""
-    info = _bench_powerflow().machine_info()
-    try:
-        import highspy
-
-        info["versions"]["highs"] = highspy.Highs().version()
-    except Exception:  # noqa: BLE001 - reported, not fatal
-        info["versions"]["highs"] = None
-    return info
-
 
 def _loadavg() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -65,6 +65,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from optev.report.machine import machine_info
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
 
@@ -261,26 +264,6 @@ def run_benchmarks(smoke: bool = False, *, workers: int | None = None, sizes: tu
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, load and versions."""
-    import platform
-
-    info: dict[str, Any] = {"python": platform.python_version(), "nproc": os.cpu_count(),
-                            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        info["cpu_model"] = platform.processor()
-    try:
-        import highspy
-
-        info["highs"] = highspy.Highs().version()
-    except Exception:  # noqa: BLE001 - reported, not fatal
-        info["highs"] = None
-    return info
-
-
 def _t(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
 
@@ -320,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                              cases=tuple(args.case or ()), log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(markdown_table(results))
     m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['highs']}; {results['elapsed_s']:.0f} s")
+    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}; {results['elapsed_s']:.0f} s")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
     return 0

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -63,6 +62,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from optev.report.machine import machine_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 NANJING = REPO / "instances" / "nanjing_100k"
@@ -418,30 +420,6 @@ def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, load, memory and versions."""
-    info: dict[str, Any] = {"python": platform.python_version(), "nproc": os.cpu_count(),
-                            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        info["cpu_model"] = platform.processor()
-    try:
-        import psutil
-
-        info["memory_gb"] = psutil.virtual_memory().total / 1e9
-    except ImportError:  # pragma: no cover
-        info["memory_gb"] = None
-    try:
-        import highspy
-
-        info["highs"] = highspy.Highs().version()
-    except Exception:  # noqa: BLE001 - reported, not fatal
-        info["highs"] = None
-    return info
-
-
 def goals(loop: dict[str, Any]) -> dict[str, Any]:
     """Each goal of the issue against the closed loop's figures (None: not judged)."""
     if loop.get("status") != "ok":
@@ -613,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                              refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs)
     print(markdown_tables(results))
     m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "
+    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "
           f"{results['elapsed_s']:.0f} s")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")

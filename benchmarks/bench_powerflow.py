@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +46,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from optev.report.machine import machine_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
@@ -106,43 +108,6 @@ def _timeit(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return times, out
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, RAM, load average and package versions."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
-                break
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for mod in ("numpy", "scipy", "pandas", "numba", "pandapower", "optev"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
-            versions[mod] = None
-    try:
-        import numba
-
-        threads = int(numba.get_num_threads())
-    except ImportError:
-        threads = None
-    return {
-        "nproc": os.cpu_count(), "cpu_model": cpu, "ram_gb": ram_gb, "python": platform.python_version(),
-        "platform": platform.platform(), "numba_threads": threads, "versions": versions,
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def make_snapshots(feeder: Any, n_steps: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:

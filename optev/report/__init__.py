@@ -11,6 +11,8 @@ One job per module:
 :mod:`optev.report.plots`        PNG plots of a run (matplotlib, Agg backend)
 :mod:`optev.report.text`         the short text report printed by ``optev run``
 :mod:`optev.report.progress`     the progress line on standard error
+:mod:`optev.report.machine`      :func:`~optev.report.machine.machine_info` — the machine a run
+                                 or benchmark was measured on
 ===============================  ==============================================================
 
 Layer: above :mod:`optev.mpc` (a "services" layer in ``design.md``); only
