@@ -42,6 +42,7 @@ overridden and validated).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +100,13 @@ class StationArrays:
     @property
     def n(self) -> int:
         return int(self.station_id.size)
+
+
+def take_rows(arrays: "EVArrays | StationArrays", idx: np.ndarray) -> "EVArrays | StationArrays":
+    """A copy of ``arrays`` (:class:`EVArrays` or :class:`StationArrays`) with the rows
+    ``idx`` (indices or a boolean mask) of every field; indices into other arrays (such as
+    ``EVArrays.station``) are kept as they are."""
+    return dataclasses.replace(arrays, **{f.name: getattr(arrays, f.name)[idx] for f in dataclasses.fields(arrays)})
 
 
 @dataclass

@@ -38,7 +38,7 @@ import dataclasses
 
 import numpy as np
 
-from optev.blocks.window import Window
+from optev.blocks.window import Window, take_rows
 from optev.compose.formulation import Formulation
 from optev.compose.solve import WindowResult, WindowSolver
 from optev.errors import OptevError
@@ -49,8 +49,6 @@ STATUSES = ("optimal", "soft_limits", "failed")
 
 def _without_evs(window: Window, station_kw: np.ndarray, station_q_kvar: np.ndarray | None) -> Window:
     """``window`` with no sessions and no stations, their power added to the bus loads."""
-    from optev.hierarchy.station import _take
-
     none = np.zeros(0, dtype=np.int64)
     load_p = np.array(window.load_p_kw, float, copy=True)
     load_q = np.array(window.load_q_kvar, float, copy=True)
@@ -60,7 +58,7 @@ def _without_evs(window: Window, station_kw: np.ndarray, station_q_kvar: np.ndar
         np.add.at(load_p.T, st.bus[on_bus], np.asarray(station_kw, float)[on_bus])
         if station_q_kvar is not None:
             np.add.at(load_q.T, st.bus[on_bus], -np.asarray(station_q_kvar, float)[on_bus])
-    return dataclasses.replace(window, evs=_take(window.evs, none), stations=_take(st, none), load_p_kw=load_p,
+    return dataclasses.replace(window, evs=take_rows(window.evs, none), stations=take_rows(st, none), load_p_kw=load_p,
                                load_q_kvar=load_q, extra=dict(window.extra))
 
 

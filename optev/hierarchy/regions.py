@@ -311,6 +311,8 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
     """
     import dataclasses
 
+    from optev.blocks.window import take_rows
+
     inst = instance if instance is not None else region_instance(window.instance, region)
     feeder = window.instance.feeder
     station_pos = np.flatnonzero(np.isin(window.stations.station_id.astype(str), np.array(region.station_ids, str)))
@@ -321,16 +323,12 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
     new_bus = np.full(max(window.n_bus, 1), -1, dtype=np.int64)
     new_bus[bus_pos] = np.arange(bus_pos.size)
 
-    def rows(arrays: Any, idx: np.ndarray) -> Any:
-        return dataclasses.replace(arrays, **{f.name: getattr(arrays, f.name)[idx]
-                                              for f in dataclasses.fields(arrays)})
-
-    stations = rows(window.stations, station_pos)
+    stations = take_rows(window.stations, station_pos)
     on_bus = stations.bus >= 0
     stations = dataclasses.replace(stations, bus=np.where(on_bus, new_bus[np.maximum(stations.bus, 0)], -1))
     remap = np.full(window.stations.n, -1, dtype=np.int64)
     remap[station_pos] = np.arange(station_pos.size)
-    evs = rows(window.evs, session_pos)
+    evs = take_rows(window.evs, session_pos)
     evs = dataclasses.replace(evs, station=remap[evs.station])
     load_p = window.load_p_kw[:, bus_pos].copy()
     load_q = window.load_q_kvar[:, bus_pos].copy()

@@ -80,7 +80,7 @@ import pandas as pd
 
 from optev.blocks.context import ModelContext
 from optev.blocks.disaggregate import Disaggregation
-from optev.blocks.window import EVArrays, StationArrays, Window
+from optev.blocks.window import EVArrays, StationArrays, Window, take_rows
 from optev.compose.formulation import BLOCKS, Formulation
 from optev.errors import InfeasibleError, SolverError
 from optev.lp.expr import as_expr
@@ -130,20 +130,15 @@ def _station_sum(plan: Disaggregation, evs: EVArrays, rows: np.ndarray, group: n
     return out[group]
 
 
-def _take(arrays: Any, idx: np.ndarray) -> Any:
-    """A copy of an array dataclass with rows ``idx`` of every field."""
-    return dataclasses.replace(arrays, **{f.name: getattr(arrays, f.name)[idx] for f in dataclasses.fields(arrays)})
-
-
 def sub_window(window: Window, evs: EVArrays, stations: np.ndarray) -> tuple[Window, np.ndarray]:
     """The window restricted to ``stations`` (indices) and their sessions, without network
     or conventional load. Returns the window and the sessions' positions in ``evs``."""
     keep = np.flatnonzero(np.isin(evs.station, stations))
     remap = np.full(window.stations.n, -1, dtype=np.int64)
     remap[stations] = np.arange(stations.size)
-    sub_evs = _take(evs, keep)
+    sub_evs = take_rows(evs, keep)
     sub_evs = dataclasses.replace(sub_evs, station=remap[sub_evs.station])
-    sub_st: StationArrays = _take(window.stations, stations)
+    sub_st: StationArrays = take_rows(window.stations, stations)
     T = window.steps
     sub = dataclasses.replace(window, evs=sub_evs, stations=sub_st, network=None, load_p_kw=np.zeros((T, 0)),
                               load_q_kvar=np.zeros((T, 0)), pv_avail_kw=np.zeros((0, T)),
@@ -307,7 +302,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         other = np.flatnonzero(~keep_mask)
         target = target.copy()
         np.add.at(target, evs.station[other], -np.asarray(fallback.ev_p_kw, float)[other])
-        solve_evs = _take(evs, pos)
+        solve_evs = take_rows(evs, pos)
     if fallback is not None:
         ev_p = np.array(fallback.ev_p_kw, float)
         ev_e = np.array(fallback.ev_e_kwh, float)
