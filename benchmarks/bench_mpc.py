@@ -266,7 +266,14 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
             "baseline_energy_unmet_kwh", "sessions_with_shortfall", "baseline_sessions_with_shortfall",
             "sessions_departed", "soc_floor_violations", "limit_violations_total", "limit_violations",
             "ac_violations", "ac_violation_steps", "baseline_ac_violations", "soft_limit_steps", "failed_steps",
-            "needs_clipped", "energy_continuity_max_err_kwh", "lindistflow_error_pu", "warm_steps")},
+            "needs_clipped", "energy_continuity_max_err_kwh", "lindistflow_error_pu", "warm_steps",
+            "peak_ev_kw", "baseline_peak_ev_kw", "cost_parts", "baseline_cost_parts", "energy_local_kwh",
+            "energy_setpoint_kwh", "energy_by_departure_kwh", "baseline_energy_by_departure_kwh",
+            "energy_deferred_kwh", "baseline_energy_deferred_kwh", "sessions_due_at_end",
+            "sessions_compared", "sessions_unmatched", "sessions_worse_than_uncontrolled",
+            "sessions_v2g_exempt", "worse_than_uncontrolled_kwh", "identities", "identities_ok",
+            "compared_steps", "excluded_steps", "nonconverged_steps", "baseline_nonconverged_steps",
+            "baseline_ac_violation_steps", "baseline_dispatch")},
         "ev_load_kw": {"peak": float(st["ev_kw"].max()), "baseline_peak": float(base["ev_kw"].max())},
         "shortfall": {"controlled": _shortfall(run.sessions), "baseline": _shortfall(run.baseline_sessions)},
         "import_limit": {"kw": limit, "steps_above": int((st["import_kw"] > limit).sum()),
@@ -276,7 +283,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     }
     s = out["summary"]
     s["peak_reduction_pct"] = 100.0 * s["peak_reduction_kw"] / s["baseline_peak_import_kw"] \
-        if s["baseline_peak_import_kw"] else float("nan")
+        if s["baseline_peak_import_kw"] and s["peak_reduction_kw"] is not None else float("nan")
     ev = out["ev_load_kw"]
     ev["reduction_pct"] = 100.0 * (1.0 - ev["peak"] / ev["baseline_peak"]) if ev["baseline_peak"] else float("nan")
     return out
@@ -308,9 +315,9 @@ def _applied_vs_plan(per_step: list[dict[str, Any]], steps: Any, limit_kw: float
 
 
 def _shortfall(sessions: Any) -> dict[str, Any]:
-    """Sessions that left with less than their need: counts above 0, 1 and 5 kWh, and the
+    """Settled sessions (left, or due by the end) with less than their need: counts above 0, 1 and 5 kWh, and the
     median and 90th percentile of the shortfall among them, kWh."""
-    left = sessions[~sessions["censored"].to_numpy(bool)]
+    left = sessions[sessions["settled"].to_numpy(bool)]  # left, or due by the end of the run
     short = left["shortfall_kwh"].to_numpy(float)
     some = short[short > 0]
     return {"departed": int(len(left)), "above_0": int(some.size), "above_1kwh": int((short > 1.0).sum()),
@@ -467,6 +474,10 @@ def _t(s: float) -> str:
     return f"{s * 1e3:.0f} ms" if s < 1.0 else f"{s:.2f} s"
 
 
+def _kwh(value: Any) -> str:
+    return "n/a" if value is None else f"{value:+,.2f} kWh"
+
+
 def markdown_tables(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     lines: list[str] = []
@@ -518,8 +529,22 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"{loop['import_limit']['ev_minus_plan_kw']['max'] / 1e3:,.1f} MW; "
                 f"{loop['import_limit']['import_minus_plan_kw']['median'] / 1e3:,.1f} / "
                 f"{loop['import_limit']['import_minus_plan_kw']['max'] / 1e3:,.1f} MW |",
-                f"| energy delivered in the day: uncontrolled / controlled | {s['baseline_energy_kwh'] / 1e3:,.0f} / "
-                f"{s['energy_delivered_kwh'] / 1e3:,.0f} MWh |",
+                f"| energy delivered in the day (realised, grid side): uncontrolled / controlled | "
+                f"{s['baseline_energy_kwh'] / 1e3:,.0f} / {s['energy_delivered_kwh'] / 1e3:,.0f} MWh "
+                f"(of which by EVs arriving during a step: {s['energy_local_kwh'] / 1e3:,.0f} MWh) |",
+                f"| energy into the batteries of sessions that left: uncontrolled / controlled | "
+                f"{s['baseline_energy_by_departure_kwh'] / 1e3:,.0f} / {s['energy_by_departure_kwh'] / 1e3:,.0f} MWh |",
+                f"| energy still owed to sessions plugged in at the end (deferred past the day): uncontrolled / "
+                f"controlled | {s['baseline_energy_deferred_kwh'] / 1e3:,.0f} / "
+                f"{s['energy_deferred_kwh'] / 1e3:,.0f} MWh |",
+                f"| V2G energy discharged | {s['energy_discharged_kwh'] / 1e3:,.1f} MWh |",
+                f"| sessions worse off than uncontrolled (of {s['sessions_compared']:,} compared; beyond one "
+                f"quantum-step) | {s['sessions_worse_than_uncontrolled']:,} (lowest "
+                f"{_kwh(s['worse_than_uncontrolled_kwh'].get('min'))}, 1st percentile "
+                f"{_kwh(s['worse_than_uncontrolled_kwh'].get('p1'))}) |",
+                f"| accounting identities (station = Σ EVs, battery energy, import) | "
+                f"{'hold' if s['identities_ok'] else 'BROKEN'} |",
+                f"| steps excluded from comparisons (AC power flow not converged) | {len(s['excluded_steps'])} |",
                 f"| sessions with shortfall (of {s['sessions_departed']:,} departed): uncontrolled / controlled | "
                 f"{s['baseline_sessions_with_shortfall']:,} / {s['sessions_with_shortfall']:,} |",
                 f"| … of them more than 1 kWh short: uncontrolled / controlled | "

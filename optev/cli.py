@@ -1,20 +1,20 @@
 """Command-line interface: ``optev pf``, ``optev info``, ``optev solve``, ``optev generate``,
-``optev simulate``, ``optev run``.
+``optev simulate``, ``optev run``; ``optev --version``.
 
 User mistakes (missing file, bad format, unknown option, invalid data, an infeasible
-window) print one line on stderr and exit with code 2, never a traceback.
+window) print one line on stderr and exit with code 2, never a traceback. Standard output
+holds only what a command prints (with ``--json``, one JSON object): HiGHS's start-up
+banner is kept off it where the solver is created (:func:`optev.solvers.highs.new_highs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from optev.errors import OptevError
 from optev.io.embedded import DEFAULT_FEEDER, DEFAULT_INSTANCE, default_feeder, default_instance
@@ -31,11 +31,36 @@ class _UsageError(Exception):
     pass
 
 
+class _Exit(Exception):
+    """``--help`` or ``--version`` has printed its text: leave with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, raised instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message.rstrip(), file=sys.stderr)
+        raise _Exit(status)
+
+
+def package_version() -> str:
+    """optev's version: the installed package's metadata, else ``optev.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optev")
+    except PackageNotFoundError:
+        import optev
+
+        return str(getattr(optev, "__version__", "unknown"))
 
 
 
@@ -95,50 +120,22 @@ def _fleet_counts(instance: Any) -> dict[str, int]:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from optev.io import read
+    from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 
     instance = read(Path(args.path))
     counts = {**instance.counts(), **_fleet_counts(instance)}
+    grid, grid_line = grid_verdict(instance)
     if args.json:
-        print(json.dumps(counts))
+        print(json.dumps({**counts, **adequacy_summary(grid)}, allow_nan=False))
     else:
         print(f"{instance.metadata.name} ({args.path})")
         width = max(len(k) for k in counts)
         for key, value in counts.items():
             shown = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
             print(f"  {key:<{width}}  {shown}")
+        if grid_line is not None:
+            print(grid_line)
     return 0
-
-
-@contextlib.contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to the null device meanwhile.
-
-    HiGHS prints a banner on the process's standard output when its first instance is
-    created, whatever its options say; ``optev solve`` keeps standard output for its own
-    report (one JSON object with ``--json``).
-    """
-    import ctypes
-
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no standard output to protect
-        yield
-        return
-    try:
-        libc: Any = ctypes.CDLL(None)
-    except OSError:  # no C library to flush (not a POSIX system)
-        libc = None
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        if libc is not None:
-            libc.fflush(None)  # whatever native code left in C's stdout buffer goes to the null device
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -186,6 +183,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from optev.errors import InfeasibleError
     from optev.io import read
     from optev.io.results import check_results_target, jsonable, write_results
+    from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 
     start = _window_start(args.start)
     step = _window_step(args.step)
@@ -199,22 +197,22 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out = check_results_target(Path(args.out) if args.out else Path.cwd() / f"optev_solve_{formulation.name}")
     window = build_window(instance, start=start, steps=int(args.steps or formulation.window["steps"]),
                           step=step or formulation.window["step"])
+    grid = adequacy_summary(grid_verdict(instance, times=window.times)[0])
     soft = True if args.soft_limits else None
-    with _native_stdout_silenced():
-        solver = WindowSolver(formulation)
-        try:
-            result = solver.solve(window, soft_limits=soft)
-        except InfeasibleError as exc:
-            if mps is None:
-                raise
-            _export_mps(solver, mps)
-            raise InfeasibleError(f"{exc}; the infeasible LP was written to {mps}") from None
-        if mps is not None:
-            _export_mps(solver, mps)
+    solver = WindowSolver(formulation)
+    try:
+        result = solver.solve(window, soft_limits=soft)
+    except InfeasibleError as exc:
+        if mps is None:
+            raise
+        _export_mps(solver, mps)
+        raise InfeasibleError(f"{exc}; the infeasible LP was written to {mps}") from None
+    if mps is not None:
+        _export_mps(solver, mps)
     inputs = {"formulation_file": formulation.source, "instance": str(args.instance),
               "soft_limits": bool(result.context.soft_limits), "mps": str(mps) if mps else None}
-    folder = write_results(result, out, args.format, extra={"inputs": inputs})
-    summary = jsonable({**result.summary, "inputs": inputs, "out": str(folder)})
+    folder = write_results(result, out, args.format, extra={"inputs": inputs, **grid})
+    summary = jsonable({**result.summary, **grid, "inputs": inputs, "out": str(folder)})
     if args.json:
         print(json.dumps(summary))
     else:
@@ -237,8 +235,9 @@ def _print_report(s: dict[str, Any], table_format: str, folder: Path) -> None:
     print(f"formulation  {s['formulation']} ({inputs['formulation_file']})")
     print(f"window       {s['steps']} steps of {minutes:g} min from {s['start']}: {s['evs']} EV sessions, "
           f"{s['stations']} stations; {s['variables']:,} variables, {s['constraints']:,} constraints")
+    print(f"grid         {(s.get('grid_adequacy') or {}).get('text', 'n/a (no feeder)')}")
     print(f"termination  {s['termination']}")
-    print(f"objective    {num(s['objective'], '.4f')}")
+    print(f"objective    {num(s['objective'], '.4f', ' ' + (s.get('currency') or ''))}".rstrip())
     print(f"times        build {s['build_s']:.3f} s, solve {s['solve_s']:.3f} s, check {s['check_s']:.3f} s")
     print(f"energy       {s.get('energy_delivered_kwh', 0.0):,.1f} kWh delivered, "
           f"{s.get('energy_discharged_kwh', 0.0):,.1f} kWh discharged (V2G)")
@@ -482,16 +481,17 @@ def _run_start(text: str | None) -> str | None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from optev.io.results import check_results_target
-    from optev.mpc.controller import parse_step
+    from optev.mpc.controller import horizon_steps, parse_step
     from optev.report.progress import ProgressLine, wanted
     from optev.report.run import day_steps, resolve_formulation, run
 
     start = _run_start(args.start)
-    parse_step(args.step)  # 1-15 minutes (R6.2.2.2), before anything is read
+    step = parse_step(args.step)  # 1-15 minutes (R6.2.2.2), before anything is read
     if args.steps is not None and args.steps < 1:
         raise _UsageError(f"optev run: --steps must be at least 1, got {args.steps}")
     outages = [_parse_outage(text) for text in args.outage or []]
     formulation = resolve_formulation(args.formulation)
+    horizon_steps(args.horizon, step, formulation)  # a duration of at least one step, before anything is read
     path = Path(args.instance) if args.instance else default_instance()
     if not path.exists():
         raise OptevError(f"no instance at {str(path)!r}")
@@ -500,16 +500,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else day_steps(args.step)
     bar = ProgressLine(steps, label="optev run", force=True) if wanted(json_mode=args.json,
                                                                        force=args.progress) else None
-    with _native_stdout_silenced():
+
+    def announce(line: str) -> None:
+        """The grid's base-load verdict on stderr at the start, above the progress line."""
+        if bar is not None:
+            bar.close()
+        print(line, file=sys.stderr)
         if bar is not None:
             bar.start()
-        try:
-            result = run(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
-                         outages=outages, progress=bar.update if bar is not None else False)
-        finally:
-            if bar is not None:
-                bar.close()
-        folder = result.write(out, args.format, plots=not args.no_plots)
+
+    if bar is not None:
+        bar.start()
+    try:
+        result = run(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
+                     outages=outages, progress=bar.update if bar is not None else False,
+                     announce=None if args.json else announce)
+    finally:
+        if bar is not None:
+            bar.close()
+    folder = result.write(out, args.format, plots=not args.no_plots)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, allow_nan=False))
@@ -526,6 +535,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="optev", description="Optimisation toolkit for large-scale EV aggregation "
                                                "and vehicle-grid interaction (T/JES 012-2026).")
+    parser.add_argument("--version", action="version", version=f"optev {package_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     pf = sub.add_parser("pf", help="AC power flow of a feeder (MATPOWER file, V2Sim case or instance folder)")
     pf.add_argument("feeder", nargs="?", help=f"input path (default: the embedded {DEFAULT_FEEDER})")
@@ -586,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "power flow; tables, summary, plots and a report")
     run.add_argument("instance", nargs="?", help=f"instance folder, V2Sim case or MATPOWER file with EV sessions or "
                                                  f"trips (default: the embedded {DEFAULT_INSTANCE})")
-    run.add_argument("--formulation", help="formulation file, or the name of a shipped one (default station_v2g)")
+    run.add_argument("--formulation", help="formulation file, or the name of a shipped one (default city_dispatch)")
     run.add_argument("--out", help="results folder (default: ./optev_run_<instance>_<formulation>); replaced if it "
                                    "is already a results folder")
     run.add_argument("--start", help="first step: HH:MM on the instance's first day or an ISO timestamp (default: "
@@ -613,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         code: Any = args.func(args)
         return int(code)
+    except _Exit as exc:
+        return exc.code
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE

@@ -93,7 +93,8 @@ def check_invariants(result: WindowResult) -> None:
     ``v2g`` option applied):
 
     1. the ``ev`` table has one row per plugged (session, step) and the right station;
-    2. setpoints lie on the quantum grid (1 kW, R6.5.2) within :data:`SETPOINT_GRID_ATOL`;
+    2. setpoints lie on the quantum grid (1 kW, R6.5.2) within :data:`SETPOINT_GRID_ATOL`, or
+       are exactly the EV's own power limit (full power);
     3. charger/vehicle limits: :math:`-a\\bar P^{dis} \\le p \\le a\\bar P^{ch}`;
     4. SOC within [floor, 1] (floor ``e_min / capacity``, R6.1.5);
     5. energy balance between consecutive plugged steps from the table's ``p_kw``:
@@ -110,7 +111,12 @@ def check_invariants(result: WindowResult) -> None:
        :data:`SETPOINT_TRACKING_QUANTA` quanta in every step where the EVs, in the state the
        plan left them, can realise it (between the sum of their lowest and highest grid
        setpoints, the lowest including protected departure needs when the disaggregation
-       enforces them); otherwise the sum is at that range's nearest end.
+       enforces them); otherwise the sum is at that range's nearest end;
+    10. with per-EV LP variables, no setpoint flips sign against the EV's own plan
+        :math:`g = p^{ch} - p^{dis}` (:mod:`optev.blocks.disaggregate`: each EV rounds its
+        own plan): no discharge where :math:`g \\ge 0`, no charge where :math:`g \\le 0` beyond
+        the EV's own departure need (the least power that still reaches :math:`E^{need}`
+        charging at full power in its later plugged steps), within :data:`LP_FEAS_ATOL_KW`.
 
     Raises
     ------
@@ -167,9 +173,12 @@ def check_invariants(result: WindowResult) -> None:
     e_tab = np.full((n, T), np.nan)
     e_tab[ei, ti] = ev_t["soc"].to_numpy(float) * evs.capacity_kwh[ei]
 
-    # 2. quantum grid
-    off = np.abs(p / q - np.round(p / q))
-    check("setpoint_grid", off > SETPOINT_GRID_ATOL, "ev", lambda i: f"p = {p[i]!r} kW is not a multiple of {q:g} kW")
+    # 2. quantum grid, or the EV's full power (optev.blocks.disaggregate.on_setpoint_grid)
+    from optev.blocks.disaggregate import on_setpoint_grid
+
+    off = ~on_setpoint_grid(p, evs.plugged * evs.p_ch_max_kw[:, None], evs.plugged * evs.p_dis_max_kw[:, None], q,
+                            SETPOINT_GRID_ATOL)
+    check("setpoint_grid", off, "ev", lambda i: f"p = {p[i]!r} kW is neither a multiple of {q:g} kW nor the EV's limit")
 
     # 3. charger and vehicle limits
     hi = evs.plugged * evs.p_ch_max_kw[:, None]
@@ -267,9 +276,12 @@ def check_invariants(result: WindowResult) -> None:
     up_q = np.minimum(np.floor(a * evs.p_ch_max_kw[:, None] / q + SETPOINT_GRID_ATOL),
                       np.ceil(np.where(cap_e - e0 > TOP_OFF_MIN_KWH, up, 0.0) / q - SETPOINT_GRID_ATOL))
     down_q = np.minimum(np.ceil(down / q - SETPOINT_GRID_ATOL), up_q)
+    # an EV may also get its exact limit (full power) where that lies off the grid
+    up_kw = np.where((up_q * q < a * evs.p_ch_max_kw[:, None]) & (up >= a * evs.p_ch_max_kw[:, None]),
+                     a * evs.p_ch_max_kw[:, None], up_q * q)
     range_hi = np.zeros((st.n, T))
     range_lo = np.zeros((st.n, T))
-    np.add.at(range_hi, evs.station, up_q * q)
+    np.add.at(range_hi, evs.station, up_kw)
     np.add.at(range_lo, evs.station, down_q * q)
     target = np.clip(lp_net, range_lo, range_hi)
     # site caps are physical and win over departure protection in the disaggregation
@@ -278,6 +290,19 @@ def check_invariants(result: WindowResult) -> None:
     check("station_setpoint_tracking", miss, "station",
           lambda i: f"EV setpoints sum to {net[i]:g} kW, LP station power {lp_net[i]:.4f} kW, EVs can realise "
                     f"[{range_lo[i]:g}, {range_hi[i]:g}] kW")
+
+    # 10. no sign flip against the per-EV plan (each EV rounds its own plan)
+    if "ev_p_ch" in ctx.handles:
+        g = ctx.lp.evaluate(ctx.handles["ev_p_ch"], result.x) - ctx.lp.evaluate(ctx.handles["ev_p_dis"], result.x)
+        after = np.cumsum(a[:, ::-1], axis=1)[:, ::-1] - a
+        gap = evs.e_need_kwh[:, None] - e0 - after * (evs.p_ch_max_kw * evs.eff_ch)[:, None] * dt
+        own = np.where(gap > 0, gap / (evs.eff_ch[:, None] * dt), gap * evs.eff_dis[:, None] / dt)
+        own_q = np.maximum(np.ceil(own / q - SETPOINT_GRID_ATOL), 0.0) * q
+        check("no_sign_flip_discharge", plugged & (g >= -LP_FEAS_ATOL_KW) & (p < -LIMIT_ATOL_KW), "ev",
+              lambda i: f"p = {p[i]:g} kW against a plan of {g[i]:.6f} kW")
+        check("no_sign_flip_charge", plugged & (g <= LP_FEAS_ATOL_KW) & (p > own_q + LIMIT_ATOL_KW), "ev",
+              lambda i: f"p = {p[i]:g} kW against a plan of {g[i]:.6f} kW (own need {own_q[i]:g} kW)")
+
 
 LDF_AC_VM_ATOL_PU = 1e-4
 """Agreement of LinDistFlow and AC power-flow voltage magnitudes after the loss

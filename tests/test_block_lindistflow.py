@@ -257,6 +257,55 @@ def test_reactive_support_lifts_voltage_limit() -> None:
     assert table["q_kvar"].to_numpy()[0] == pytest.approx(q[0], abs=LP_ATOL)
 
 
+def test_reactive_price_uses_only_the_reactive_power_voltages_need() -> None:
+    # As above, with reactive_cost_per_kvarh = c: q must lift bus 2 to v² ≥ 0.99 when the EV
+    # charges 22 kW, i.e. q ≥ 2 kvar in the cheap step (1 − 2e-4·(30 + 22 − q) ≥ 0.99), and
+    # nothing in the dear step (8 kW: q ≥ −12, so q = 0 is free). Priced, q = (2, 0) exactly
+    # (without a price any q in the polygon above those bounds is optimal), the charging
+    # schedule stays (22, 8), and the contribution reactive_cost is c·1 h·2 kvar.
+    c = 0.001
+    inst = chain_instance(chain_feeder(v_min_pu=np.sqrt(0.99)))
+    res = solve(formulation(reactive=True, reactive_cost_per_kvarh=c), inst)
+    check_invariants(res)
+    np.testing.assert_allclose(ev_power(res), [22.0, 8.0], atol=LP_ATOL)
+    np.testing.assert_allclose(values(res, "station_q")[0], [2.0, 0.0], atol=LP_ATOL)
+    assert res.objective_terms["reactive_cost"] == pytest.approx(c * 2.0, abs=LP_ATOL)
+    assert res.objective == pytest.approx(48.4 + c * 2.0, abs=LP_ATOL)
+    np.testing.assert_allclose(res.context.lp.values("station_q_abs", res.x)[0], [2.0, 0.0], atol=LP_ATOL)
+    # a station without a V2G inverter has q = 0 and gets no |q| variable
+    none = solve(formulation(reactive=True, reactive_cost_per_kvarh=c), chain_instance(chain_feeder(), s_max_kva=0.0))
+    assert "station_q_abs" not in none.context.lp.variables
+    with pytest.raises(DataError, match="reactive_cost_per_kvarh"):
+        solve(formulation(reactive=True, reactive_cost_per_kvarh=-1.0), inst)
+
+
+def test_voltage_margin_plans_inside_the_limits() -> None:
+    # v_min = 0.98 alone does not bind (v²_2 ≥ 0.9604 ⇔ p ≤ 168 kW): 22 kW then 8 kW, cost 48.4.
+    # A planning margin m = √0.99 − 0.98 makes the plan keep v ≥ 0.98 + m = √0.99, the limit of
+    # test (a): p = (20, 10), cost 50, v²_2 = 0.99 in the cheap step.
+    feeder = chain_feeder(v_min_pu=0.98)
+    feeder.buses.loc[0, ["v_min_pu", "v_max_pu"]] = 1.0   # the substation's set point is not narrowed
+    free = solve(formulation(), chain_instance(feeder))
+    np.testing.assert_allclose(ev_power(free), [22.0, 8.0], atol=LP_ATOL)
+    m = float(np.sqrt(0.99)) - 0.98
+    res = solve(formulation(voltage_margin_pu=m), chain_instance(feeder))
+    assert res.objective == pytest.approx(50.0, abs=COST_ATOL)
+    np.testing.assert_allclose(ev_power(res), [20.0, 10.0], atol=LP_ATOL)
+    assert values(res, "bus_v2")[2, 0] == pytest.approx(0.99, abs=LP_ATOL)
+    # the AC check of the applied setpoints keeps the feeder's own limits: nothing is violated
+    assert res.summary["violations"] == {}
+    # soft limits: the same margin on the slack rows
+    soft = solve(formulation(voltage_margin_pu=m, soft_limits=True), chain_instance(feeder))
+    np.testing.assert_allclose(ev_power(soft), [20.0, 10.0], atol=LP_ATOL)
+    # a margin the base load alone cannot keep is diagnosed as such: 0.98 + 0.018 = 0.998 > √0.994
+    with pytest.raises(InfeasibleError, match="bus 2.*below v_min \\+ voltage_margin_pu"):
+        solve(formulation(voltage_margin_pu=0.018), chain_instance(feeder))
+    with pytest.raises(DataError, match="no voltage band"):
+        solve(formulation(voltage_margin_pu=0.04), chain_instance(feeder))     # 0.98 + m > 1.05 − m
+    with pytest.raises(DataError, match="voltage_margin_pu"):
+        solve(formulation(voltage_margin_pu=-0.01), chain_instance(feeder))
+
+
 def test_voltage_deviation_objective_uses_reactive_power() -> None:
     # One 1-h step; the EV needs 22 kWh, so it charges 22 kW. Objective: voltage_deviation only.
     # Both buses are below 1 p.u. as long as q < 52: |v²_1 − 1| + |v²_2 − 1| = 3e-4·(52 − q), so

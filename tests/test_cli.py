@@ -55,8 +55,11 @@ def test_info_json_nanjing(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(out)
     assert data == {"buses": 165, "lines": 160, "road_nodes": 3888, "road_links": 8312, "stations_fcs": 315,
                     "stations_scs": 3888, "stations_private": 0, "chargers": 42030,
-                    "charger_kw_total": data["charger_kw_total"], "evs": 0}
+                    "charger_kw_total": data["charger_kw_total"], "evs": 0,
+                    "grid_adequacy": data["grid_adequacy"], "grid_base_violations": data["grid_base_violations"],
+                    "grid_loadability": data["grid_loadability"]}
     assert data["charger_kw_total"] > 0
+    assert data["grid_base_violations"]["total"] == 0 and data["grid_loadability"] > 1
 
 
 def test_info_on_matpower_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -249,3 +249,15 @@ def test_write_results_leaves_nothing_half_written(monkeypatch: pytest.MonkeyPat
     # the previous results are intact and no temporary folder is left behind
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
     assert strict_json((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))["objective"] == 1.0
+
+
+def test_formulations_readme_quick_start_is_feasible(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # a mid-day window on the shipped instance: EVs plugged in before 08:00 start from the
+    # uncontrolled baseline's energy, not from their arrival SOC (which made it infeasible)
+    from paths import REPO
+
+    code, out, err = run(capsys, "solve", "station_v2g", str(REPO / "instances" / "ux37_fleet"), "--start", "08:00",
+                         "--steps", "48", "--step", "15min", "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    summary = strict_json(out)
+    assert summary["termination"] == "Optimal" and summary["steps"] == 48

@@ -165,11 +165,15 @@ def test_full_battery_target_is_met_by_a_top_off_quantum() -> None:
         np.testing.assert_allclose(plan.ev_p_kw, [[1, 0]], atol=ABS_TOL_KW)
         np.testing.assert_allclose(plan.ev_e_kwh, [[50, 50]], atol=ENERGY_BALANCE_ATOL_KWH)
         np.testing.assert_allclose(plan.shortfall_kwh, [0], atol=SHORTFALL_ATOL_KWH)
-    # a full battery gets no quantum at all, and a fractional charger limit is not rounded up
+    # a full battery gets no quantum at all, and a fractional charger limit is neither rounded up
+    # nor down: the EV gets its full power, 6.6 kW (what uncontrolled charging gives it)
     full = make_evs([[1], [1]], station=[0, 0], cap=[50, 50], e0=[50, 10], e_req=[50, 10], e_min=[10, 10],
                     p_ch=[7, 6.6], p_dis=[0, 0])
     plan = disaggregate(full, 0.25, np.array([[20.0]]))
-    np.testing.assert_allclose(plan.ev_p_kw, [[0], [6]], atol=ABS_TOL_KW)
+    np.testing.assert_allclose(plan.ev_p_kw, [[0], [6.6]], atol=ABS_TOL_KW)
+    # unless the station's cap leaves only whole quanta
+    capped = disaggregate(full, 0.25, np.array([[20.0]]), site_max_kw=np.array([6.0]))
+    np.testing.assert_allclose(capped.ev_p_kw, [[0], [6]], atol=ABS_TOL_KW)
 
 
 def test_discharge_never_breaks_a_later_need() -> None:

@@ -200,7 +200,7 @@ def test_strategy_result_carries_the_der_dispatch_for_the_controller() -> None:
     with HierarchicalStrategy(form, executor=SerialExecutor(), aggregate="bus") as strategy:
         res = strategy.solve(w, ac_check=False)
     der = res.tables["der"]
-    gens = inst.feeder.generators
-    assert len(der) == len(gens) * 8 and set(der["unit_id"]) == set(gens["gen_id"])
+    units = set(inst.feeder.generators["gen_id"]) | set(inst.feeder.pv["pv_id"]) | set(inst.feeder.wind["wind_id"])
+    assert len(der) == len(units) * 8 and set(der["unit_id"]) == units and len(inst.feeder.generators)
     per_region = sum(float(s.tables["der"]["p_kw"].sum()) for s in res.regions)
     assert float(der["p_kw"].sum()) == pytest.approx(per_region) and per_region > 0

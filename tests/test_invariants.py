@@ -138,6 +138,24 @@ def test_catches_site_cap(v2g: WindowResult) -> None:
         check_invariants(bad)
 
 
+def test_catches_sign_flip_against_the_plan(v2g: WindowResult) -> None:
+    """The issue-9 pattern: the plan discharges one EV, the setpoints discharge another that the
+    plan keeps at 0. Moving the plan's discharge onto a neighbour in the LP values (station
+    totals unchanged) leaves the discharging EV against a plan of 0."""
+    ctx = v2g.context
+    evs = ctx.handles["ev_arrays"]
+    p = v2g.plan.ev_p_kw
+    e, t = np.argwhere(p < 0)[0]
+    others = np.flatnonzero((evs.station == evs.station[e]) & (evs.plugged[:, t] > 0) & evs.v2g & (p[:, t] == 0))
+    x = v2g.x.copy()
+    dis = ctx.handles["ev_p_dis"].ids  # column of each EV's discharge variable, -1 where none
+    assert (dis[others[0], t] >= 0).all() and (dis[e, t] >= 0).all()
+    x[dis[others[0], t]] += x[dis[e, t]]
+    x[dis[e, t]] = 0.0
+    with pytest.raises(AssertionError, match="no_sign_flip_discharge"):
+        check_invariants(corrupt(v2g, x=x))
+
+
 def test_catches_setpoint_not_followed() -> None:
     result = solved("station_v2g_aggregate", 40, 1)
     ctx = result.context

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optev.blocks.disaggregate import QUANTUM_KW
+from optev.blocks.disaggregate import QUANTUM_KW, on_setpoint_grid
 from optev.compose.formulation import load_formulation
 from optev.data.synthetic import synthetic_charging_instance
 from optev.errors import DataError, SolverError
@@ -25,12 +25,13 @@ from optev.testing import (ENERGY_BALANCE_ATOL_KWH, LIMIT_ATOL_KW, MPC_SHORTFALL
 from paths import V2SIM, need
 
 SOLVE_COLUMNS = {
-    "ev": ["ev_id", "session_id", "station_id", "time", "p_kw", "soc"],
-    "station": ["station_id", "time", "p_ch_kw", "p_dis_kw", "q_kvar"],
+    "ev": ["ev_id", "session_id", "station_id", "time", "p_kw", "soc", "p_set_kw", "mode", "plugged_s"],
+    "station": ["station_id", "time", "p_ch_kw", "p_dis_kw", "q_kvar", "p_set_kw"],
     "bus": ["bus_id", "time", "vm_pu_lindistflow", "vm_pu_ac_model", "vm_pu_ac"],
     "line": ["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"],
 }
-"""Schemas of the ``optev solve`` tables (optev.compose.results)."""
+"""Schemas of the closed-loop tables: those of ``optev solve`` (optev.compose.results), the
+``ev`` and ``station`` tables realised, with the plan (``p_set_kw``) beside them."""
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +51,22 @@ def state_at(inst, t_s: float) -> ControlState:
 
 
 def check_applied(run, inst, step_h: float) -> None:
-    """Invariants of the applied steps, recomputed from the tables (not from the summary)."""
+    """Invariants of the applied steps, recomputed from the tables (not from the summary):
+    setpoints (the plan) on the 1 kW grid and within limits; realised powers within limits;
+    realised energy continuity; station = Σ EVs."""
     ev = run.tables["ev"].sort_values(["session_id", "time"]).reset_index(drop=True)
     p = ev["p_kw"].to_numpy(float)
-    # 1 kW grid
-    assert np.all(np.abs(p / QUANTUM_KW - np.round(p / QUANTUM_KW)) <= SETPOINT_GRID_ATOL)
+    p_set = ev["p_set_kw"].to_numpy(float)
+    cmd = ~np.isnan(p_set)
+    # setpoints on the 1 kW grid or at the EV's full power; EVs without a setpoint arrived during the step
     cap, p_ch, eff_ch, eff_dis = ev_station_params(inst, ev["ev_id"].tolist(), ev["station_id"].tolist())
+    assert on_setpoint_grid(p_set[cmd], p_ch[cmd], np.full(cmd.sum(), np.nan), QUANTUM_KW, SETPOINT_GRID_ATOL).all()
+    assert set(ev.loc[~cmd, "mode"]) <= {"local"} and set(ev.loc[cmd, "mode"]) <= {"central", "hold", "fallback"}
     evs = inst.evs.set_index("ev_id")
-    # charger/vehicle limits; discharge only for V2G EVs (charger and vehicle allow it)
-    assert np.all(p <= p_ch + LIMIT_ATOL_KW)
+    # charger/vehicle limits, planned and realised; discharge only for V2G EVs (charger and vehicle allow it)
+    assert np.all(p <= p_ch + LIMIT_ATOL_KW) and np.all(p_set[cmd] <= p_ch[cmd] + LIMIT_ATOL_KW)
     v2g = evs.loc[ev["ev_id"], "v2g_opt_in"].to_numpy(bool)
-    assert np.all(p[~v2g] >= -LIMIT_ATOL_KW)
+    assert np.all(p[~v2g] >= -LIMIT_ATOL_KW) and np.all(p_set[cmd & ~v2g] >= -LIMIT_ATOL_KW)
     p_dis_veh = inst.vehicle_types.set_index("vtype_id").loc[evs.loc[ev["ev_id"], "vtype_id"], "p_dis_max_kw"]
     assert np.all(p >= -p_dis_veh.to_numpy(float) - LIMIT_ATOL_KW)
     # SOC within [floor, 1]; never discharged below the floor
@@ -68,23 +74,29 @@ def check_applied(run, inst, step_h: float) -> None:
     floor = evs.loc[ev["ev_id"], "soc_min"].to_numpy(float)
     assert np.all(soc <= 1.0 + SOC_ATOL)
     assert not np.any((p < 0) & (soc < floor - SOC_ATOL))
-    # energy continuity between consecutive steps of a session
+    # realised energy continuity between consecutive steps of a session: the reported mean
+    # power explains the battery's energy change exactly
     e = soc * cap
     same = (ev["session_id"].to_numpy(object)[1:] == ev["session_id"].to_numpy(object)[:-1]) & (
         np.diff(pd.DatetimeIndex(ev["time"]).asi8) == int(round(step_h * 3600e9)))
-    # a battery stops charging when full (top-off rule of optev.blocks.disaggregate)
-    expected = np.minimum(e[:-1] + step_h * eff_ch[1:] * np.maximum(p[1:], 0.0), np.maximum(cap[1:], e[:-1])) \
-        - step_h * np.maximum(-p[1:], 0.0) / eff_dis[1:]
+    expected = e[:-1] + step_h * eff_ch[1:] * np.maximum(p[1:], 0.0) - step_h * np.maximum(-p[1:], 0.0) / eff_dis[1:]
     resid = e[1:] - expected
     assert np.all(np.abs(resid[same]) <= ENERGY_BALANCE_ATOL_KWH), np.abs(resid[same]).max()
-    # station table = sums of the EV setpoints; site caps
-    st = run.tables["station"]
-    net = st.set_index(["station_id", "time"])["p_ch_kw"] - st.set_index(["station_id", "time"])["p_dis_kw"]
+    # station table = sums of the realised EV powers (and of the setpoints); site caps
+    st = run.tables["station"].set_index(["station_id", "time"])
+    net = st["p_ch_kw"] - st["p_dis_kw"]
     sums = ev.groupby(["station_id", "time"])["p_kw"].sum()
     assert np.all(np.abs(net.reindex(sums.index).to_numpy() - sums.to_numpy()) <= SUM_ATOL_KW)
+    set_sums = ev.groupby(["station_id", "time"])["p_set_kw"].sum()
+    assert np.all(np.abs(st["p_set_kw"].reindex(set_sums.index).to_numpy() - set_sums.to_numpy()) <= SUM_ATOL_KW)
     power = inst.station_power().set_index("station_id")
     site = np.minimum(power["p_site_max_kw"], power["n_chargers"] * power["p_ch_max_kw"])
     assert np.all(net.to_numpy() <= site.reindex(net.index.get_level_values(0)).to_numpy() + LIMIT_ATOL_KW)
+    # the steps table reports the same realised EV power, and the identities hold
+    steps = run.tables["steps"]
+    by_time = ev.groupby("time")["p_kw"].sum().reindex(pd.DatetimeIndex(steps["time"]), fill_value=0.0)
+    assert np.allclose(steps["ev_kw"].to_numpy(float), by_time.to_numpy(float), atol=SUM_ATOL_KW)
+    assert run.summary["identities_ok"], run.summary["identities"]
     # departures: shortfall = max(need − energy at departure, 0), reported and summed
     ses = run.sessions
     left = ses[~ses["censored"]]

@@ -234,6 +234,8 @@ def _generators(ctx: ModelContext, reactive_cost: float) -> None:
     cost = reactive_cost
     if cost < 0:
         raise DataError(f"der option reactive_cost_per_kvarh must be ≥ 0, got {cost!r}")
+    # the network block's reactive_cost_per_kvarh leaves generators to this block's price
+    ctx.handles.setdefault("reactive_priced", set()).add("generators")
     if cost > 0 and n:
         q_abs = ctx.lp.add_variables("gen_q_abs", (n, T), 0.0, np.inf, block="der",
                                      description="|generator reactive power|, kvar")
@@ -244,7 +246,7 @@ def _generators(ctx: ModelContext, reactive_cost: float) -> None:
 
 
 @term("generation_cost", "cost of dispatchable generators: b·p + a·p² (tangent cuts) + fixed c, currency")
-def generation_cost(ctx: ModelContext, weight: float) -> None:
+def generation_cost_term(ctx: ModelContext, weight: float) -> None:
     """Generator cost :math:`\\sum_{g,t}\\Delta t (b_g p + z + c_g)` (see module docstring)."""
     w = ctx.window
     lp = ctx.lp
@@ -272,6 +274,51 @@ def generation_cost(ctx: ModelContext, weight: float) -> None:
         ctx.handles["gen_cost_quad"] = z
     lp.add_objective("generation_cost", total, weight, block="objective",
                      description="generator cost, currency")
+
+
+def generation_cost(generators: Any, p_kw: Any, dt_h: float) -> np.ndarray:
+    r"""Cost of generator outputs, :math:`(a_g p^2 + b_g p + c_g)\,\Delta t` currency, element-wise.
+
+    The cost function of the term ``generation_cost`` with the exact quadratic (the LP's
+    tangent cuts are at most :func:`pwl_max_error` per hour below it) — use it on realised
+    outputs. As in the model there is no unit commitment: the fixed cost :math:`c_g` is
+    paid in every step, whatever the output.
+
+    Parameters
+    ----------
+    generators : Instance, Feeder or DataFrame
+        Whose ``generators`` table (or the table itself: ``cost_a_per_kw2h``
+        currency/(kW²·h), ``cost_b_per_kwh`` currency/kWh, ``cost_c_per_h`` currency/h)
+        gives the cost coefficients, in row order.
+    p_kw : array_like
+        Output of each generator, kW, shape ``(n_gen,)`` or ``(n_gen, T)`` in the table's
+        row order (for example the ``p_kw`` of the ``der`` table's ``generator`` rows of
+        one step, ordered like ``feeder.generators``).
+    dt_h : float
+        Length of the step(s), h.
+
+    Returns
+    -------
+    ndarray
+        Cost of each generator (and step), currency; ``.sum()`` for the total.
+
+    Raises
+    ------
+    DataError
+        ``p_kw`` has a first dimension other than the number of generators.
+    """
+    gens = getattr(generators, "generators", None)
+    if gens is None:
+        feeder = getattr(generators, "feeder", None)
+        gens = feeder.generators if feeder is not None else generators
+    p = np.asarray(p_kw, float)
+    if p.ndim == 0 or p.shape[0] != len(gens):
+        raise DataError(f"generation_cost needs one output per generator ({len(gens)}), got shape {p.shape}",
+                        table="generators")
+    shape = (len(gens),) + (1,) * (p.ndim - 1)
+    a, b, c = (gens[col].to_numpy(float).reshape(shape)
+               for col in ("cost_a_per_kw2h", "cost_b_per_kwh", "cost_c_per_h"))
+    return (a * p * p + b * p + c) * float(dt_h)
 
 
 # -- diagnostics and results -------------------------------------------------------------------
@@ -302,7 +349,9 @@ def diagnose(ctx: ModelContext) -> list[str]:
 def report(ctx: ModelContext, x: np.ndarray) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The ``der`` table (unit_id, kind, bus_id, time, p_kw, q_kvar, p_avail_kw, p_curtailed_kw;
     availability and curtailment are NaN for generators) and summary figures (energy produced
-    and curtailed per technology, kWh)."""
+    and curtailed per technology, kWh; ``generation_cost`` and ``generation_cost_first_step``,
+    the planned generators' cost over the window and in its first step by
+    :func:`generation_cost`, exact quadratic, currency)."""
     w = ctx.window
     lp = ctx.lp
     feeder = w.instance.feeder
@@ -321,10 +370,15 @@ def report(ctx: ModelContext, x: np.ndarray) -> tuple[dict[str, pd.DataFrame], d
         a = np.asarray(avail, float) if avail is not None else np.full_like(p, np.nan)
         frames.append(pd.DataFrame({
             "unit_id": np.repeat(table[key].to_numpy(object), T), "kind": kind,
-            "bus_id": np.repeat(table["bus_id"].to_numpy(object), T), "time": np.tile(w.times, len(table)),
+            "bus_id": np.repeat(table["bus_id"].to_numpy(object), T),
+            "time": w.times[np.tile(np.arange(T), len(table))],  # np.tile would make Timestamp objects
             "p_kw": p.ravel(), "q_kvar": q.ravel(), "p_avail_kw": a.ravel(), "p_curtailed_kw": (a - p).ravel(),
         }))
         summary[f"{kind}_energy_kwh"] = float(p.sum() * w.dt_h)
+        if kind == "generator":
+            cost = generation_cost(table, p, w.dt_h)
+            summary["generation_cost"] = float(cost.sum())
+            summary["generation_cost_first_step"] = float(cost[:, 0].sum()) if T else 0.0
         if avail is not None:
             summary[f"{kind}_curtailed_kwh"] = float((a - p).sum() * w.dt_h)
     columns = ["unit_id", "kind", "bus_id", "time", "p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw"]

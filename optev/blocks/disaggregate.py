@@ -3,7 +3,13 @@ r"""Station setpoints → EV setpoints on the 1 kW grid (R6.2.3.3, R6.5.2, R6.1.
 For each step, in time order, every EV session at a station gets a setpoint
 :math:`p_{e,t}` (charge positive, discharge negative, kW) such that
 
-- it is a whole number of quanta (1 kW by default, R6.5.2);
+- it is a whole number of quanta :math:`q` (1 kW by default, R6.5.2) — or exactly the
+  EV's own power limit, :math:`a\bar P^{ch}` or :math:`-a\bar P^{dis}` (*full power*,
+  :func:`on_setpoint_grid`): an EV whose limit is not a whole number of quanta (a 5.98 kW
+  on-board charger, a 6.6 kW wallbox) planned above the largest grid value below its
+  limit gets its limit, not the grid value (:func:`_full_power`), as long as its station's
+  cap allows — uncontrolled charging gives it that power, so rounding it down would leave
+  the driver worse off than no control at all;
 - it respects the EV's power limits in that step, :math:`-a\bar P^{dis} \le p \le a\bar P^{ch}`;
 - it never takes the EV below its SOC floor nor above its capacity; a charging
   setpoint may round the last step before a full battery *up* to a whole quantum
@@ -12,22 +18,59 @@ For each step, in time order, every EV session at a station gets a setpoint
   than the setpoint (both plants, :mod:`optev.mobility` and :mod:`optev.mpc.replay`,
   behave this way). Without it a target of a full battery would be missed by up to one
   quantum-step of energy whenever the remaining room is not a whole number of quanta;
-- it first protects departure needs: an EV that could otherwise no longer reach its
-  required energy by charging at full power afterwards gets quanta first (and, without
-  a guide, at least that charge even beyond the station setpoint);
-- the station's net power stays within its site caps (physical limits win over
-  departure protection; a need that the cap prevents is reported as shortfall);
-- the EV setpoints of a station sum to the station setpoint rounded to the quantum
-  (clipped to what the EVs can physically do), so they differ from the requested
-  station setpoint by less than one quantum whenever the request is feasible.
+- **each EV rounds its own plan.** With a guide :math:`g_{e,t}` (a per-EV plan such as the
+  per-EV LP optimum or a controller's plan; ``rounding="per_ev"``, the default), within
+  the limits above,
 
-Allocation within a station starts from a wish per EV: with a guide (the per-EV
-optimum) the guide plus what the EV lags behind the guide's energy trajectory, so
-rounding errors are caught up; without one, a share of each EV's range proportional to
-the station's position between its minimum and maximum. Wishes are rounded down to the
-grid; missing quanta go first to EVs whose departure need requires them, then to the
-EVs furthest below their wish; surplus quanta are taken from the EVs furthest above it,
-never first from one at its need.
+  .. math::
+      \lfloor g_{e,t}/q \rfloor q \;\le\; p_{e,t} \;\le\;
+      \max\bigl(\lceil g_{e,t}/q \rceil,\ \lceil p^{must}_{e,t}/q \rceil\bigr)\, q .
+
+  Rounding never moves from one EV onto another: an EV whose guide is ≥ 0 is never
+  discharged, one whose guide is ≤ 0 never charged, and one planned at exactly 0 stays at
+  0, unless its *own* departure need requires charge. A guide within
+  :data:`GUIDE_GRID_ATOL` quanta of the grid counts as on it;
+- departure needs: :math:`p^{must}_{e,t}`, the least power that still reaches the EV's
+  need :math:`E^{need}_e` charging at full power in every later plugged step, is a
+  priority (with a guide, a tie-breaker) and, with ``enforce_departure``, a lower bound
+  even beyond the station setpoint;
+- site caps are physical and win: the station's net power stays within its charging cap
+  and, with a guide, the sum of its EVs' discharges within its discharging cap (as in
+  the LP). Where the protected needs exceed the charging cap, protection only sets
+  priorities (the shortfall is reported); where even the plans' floors exceed it (a guide
+  that breaks the cap), the EVs move towards 0, never across it.
+
+**Station total, with a guide** (:func:`_per_ev_target`): each EV *aims* at its guide plus
+what it lags behind the guide's energy trajectory, within its range; the lags are the
+station's accumulated rounding error split by EV (a per-EV sigma-delta). The station total
+is the rounded sum of the aims, kept within one quantum of what the EVs can follow of the
+request (the request itself unless an EV cannot follow its plan) and, where that allows,
+in the band where every EV gets the floor or the ceiling of its aim; the quanta go to the
+largest remainders. What the EVs cannot absorb within their ranges and the caps stays at
+the station (the result's ``station_p_kw`` then differs from the request): it is never
+pushed onto another EV. A request below what the plans' floors sum to (a limit, such as a
+fallback cap) moves the EVs towards 0.
+
+**Shortfall bound.** Every EV gets the floor or the ceiling of its aim, so its lag stays
+within one quantum-step, and an EV whose guide meets its need ends at most one
+quantum-step of energy, :math:`q\,\Delta t\,\eta^{ch}_e`, short of it (reported in
+``shortfall_kwh``); the window plans that much above the need where it can
+(:mod:`optev.blocks.window`, ``e_req``). The bound can fail only where a cap forces a
+station below its EVs' aims (a cap that is not a whole number of quanta), or where hard
+protection of one EV at a station at its cap takes a quantum a neighbour would have rounded
+up to (within that neighbour's own range).
+
+**A guide that is only a preference** (``rounding="station"``: the envelope split of
+:func:`optev.blocks.envelope.disaggregation_guide`, which may exceed an EV's limits): the
+station setpoint comes first, rounded with the rounding error carried to the next step
+(:func:`_station_target`). Per station the EVs keep their own ranges when those can hold
+that total, else widen to their guide's side of 0, and only where even that cannot to
+their physical limits (:func:`_pick_range`). **Without a guide** each EV starts from the
+same fraction of its physical range. In both cases the wishes are rounded down; missing
+quanta go first to EVs whose departure need requires them, then to the EVs furthest below
+their wish; surplus quanta are taken from the EVs furthest above it, last from one at its
+need.
+
 Everything is vectorised over EVs; the loop runs over steps.
 """
 
@@ -38,6 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optev.blocks.window import EVArrays
+from optev.errors import DataError
 
 QUANTUM_KW = 1.0
 """Setpoint resolution (R6.5.2: V2G adjustment step ≤ 1 kW)."""
@@ -45,6 +89,30 @@ QUANTUM_KW = 1.0
 TOP_OFF_MIN_KWH = 1e-9
 """Room below full charge under which a battery counts as full (no top-off quantum), kWh:
 the plants' snap of a battery to its capacity (``optev.mobility.core.SNAP_KWH``)."""
+
+GRID_ATOL = 1e-9
+"""Distance from the quantum grid, in quanta, under which a limit or a need counts as on it
+(floating-point rounding only)."""
+
+GUIDE_GRID_ATOL = 1e-6
+"""Distance from the quantum grid, in quanta, under which a guide counts as on it: an LP
+optimum is exact only to the solver's feasibility tolerance (HiGHS: 1e-7), so a guide of
+1e-8 kW is planned at 0 (never rounded up to a quantum) and one of 6.9999999 kW at 7."""
+
+SHORTFALL_MIN_KWH = 1e-6
+"""Shortfall below which an EV counts as at its need, kWh (float rounding of the energy
+balance; ``optev.testing.SHORTFALL_ATOL_KWH`` matches it)."""
+
+ROUNDINGS = ("per_ev", "station")
+"""Values of ``disaggregate(rounding=)``: what a guide means (see :func:`disaggregate`)."""
+
+PRIORITY_TIE = 1e-6
+"""Priority bonus, in quanta, of EVs whose departure need requires a quantum when each EV
+rounds its own plan: a tie-breaker only (largest remainder first)."""
+
+PRIORITY_FIRST = 1e3
+"""Priority bonus, in quanta, that puts EVs whose departure need requires a quantum ahead
+of any wish difference (wishes lie within a few quanta of the setpoint range)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +122,13 @@ class Disaggregation:
     Attributes
     ----------
     ev_p_kw : ndarray (n_ev, T)
-        Setpoints, charge positive, multiples of the quantum.
+        Setpoints, charge positive: multiples of the quantum, or an EV's full power
+        (:func:`on_setpoint_grid`).
     ev_e_kwh : ndarray (n_ev, T)
         Battery energy at the end of each step under those setpoints.
     station_p_kw : ndarray (n_st, T)
-        Sum of the EV setpoints per station.
+        Sum of the EV setpoints per station; its difference from the requested station
+        setpoint is the residual the EVs could not absorb within their ranges and the caps.
     shortfall_kwh : ndarray (n_ev,)
         Energy missing at the last plugged step against the need (departure energy, or
         the window's terminal condition), 0 when met.
@@ -68,6 +138,200 @@ class Disaggregation:
     ev_e_kwh: np.ndarray
     station_p_kw: np.ndarray
     shortfall_kwh: np.ndarray
+
+
+@dataclass(frozen=True)
+class _StepLimits:
+    """One step's per-EV limits, in quanta (see :func:`_step_limits`)."""
+
+    lo: np.ndarray    # lowest setpoint: discharge limit and SOC floor, rounded up
+    hi: np.ndarray    # highest setpoint: charge limit and capacity, with the top-off quantum
+    must: np.ndarray  # least setpoint that still reaches the need, rounded up, within [lo, hi]
+
+
+def _step_limits(evs: EVArrays, e: np.ndarray, a: np.ndarray, later_kwh: np.ndarray, dt_h: float,
+                 q: float) -> _StepLimits:
+    r"""Per-EV setpoint limits of one step on the quantum grid.
+
+    With :math:`E` the energy at the start of the step,
+
+    .. math::
+        \overline p = \min\bigl(a\bar P^{ch},\ (C - E)/(\eta^{ch}\Delta t)\bigr),\quad
+        \underline p = -\min\bigl(a\bar P^{dis},\ (E - \underline E)\,\eta^{dis}/\Delta t\bigr),
+
+    :math:`hi = \min(\lfloor a\bar P^{ch}/q\rfloor, \lceil \overline p/q\rceil)` (the ceiling is
+    the top-off quantum; 0 for a full battery), :math:`lo = \min(\lceil\underline p/q\rceil, hi)`.
+    The need gap :math:`G = E^{need} - E - L` (:math:`L` = ``later_kwh``, energy stored at full
+    power in the later plugged steps) gives :math:`p^{must} = G/(\eta^{ch}\Delta t)` if
+    :math:`G > 0` (charge now) else :math:`G\,\eta^{dis}/\Delta t` (the discharge still
+    affordable), clipped to :math:`[\underline p, \overline p]`, and
+    :math:`must = \min(\lceil p^{must}/q\rceil, hi)`.
+    """
+    eta_c, eta_d = evs.eff_ch, evs.eff_dis
+    room = np.maximum(evs.capacity_kwh - e, 0.0)
+    hi = np.minimum(a * evs.p_ch_max_kw, room / (eta_c * dt_h))
+    lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
+    gap = evs.e_need_kwh - e - later_kwh
+    must = np.minimum(np.maximum(np.where(gap > 0, gap / (eta_c * dt_h), gap * eta_d / dt_h), lo), hi)
+    hi_q = np.minimum(np.floor(a * evs.p_ch_max_kw / q + GRID_ATOL),
+                      np.ceil(np.where(room > TOP_OFF_MIN_KWH, hi, 0.0) / q - GRID_ATOL))
+    return _StepLimits(np.minimum(np.ceil(lo / q - GRID_ATOL), hi_q), hi_q,
+                       np.minimum(np.ceil(must / q - GRID_ATOL), hi_q))
+
+
+def _guide_range(guide_q: np.ndarray, lim: _StepLimits) -> tuple[np.ndarray, np.ndarray]:
+    r"""Each EV's own rounding range around its guide, in quanta.
+
+    .. math::
+        L = \min\bigl(\max(\lfloor g/q \rfloor, lo),\ hi\bigr),\qquad
+        U = \max\bigl(\min(\max(\lceil g/q \rceil, must),\ hi),\ L\bigr)
+
+    (:math:`g/q` snapped to the grid within :data:`GUIDE_GRID_ATOL`). Since :math:`lo \le 0
+    \le hi`, a guide ≥ 0 gives :math:`L \ge 0`, a guide ≤ 0 gives :math:`U \le \max(0, must)`.
+    """
+    lower = np.minimum(np.maximum(np.floor(guide_q + GUIDE_GRID_ATOL), lim.lo), lim.hi)
+    upper = np.maximum(np.minimum(np.maximum(np.ceil(guide_q - GUIDE_GRID_ATOL), lim.must), lim.hi), lower)
+    return lower, upper
+
+
+def _sign_range(guide_q: np.ndarray, lim: _StepLimits, lower: np.ndarray, upper: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    r"""The widest range on the guide's side of 0, in quanta (``rounding="station"``).
+
+    A guide > 0 may take :math:`[0, hi]`, a guide < 0 :math:`[lo, 0]`, a guide of 0 only 0
+    (the EV's own range :math:`[L, U]` stays inside: it may include its departure need).
+    """
+    pos = guide_q > GUIDE_GRID_ATOL
+    neg = guide_q < -GUIDE_GRID_ATOL
+    return np.minimum(np.where(neg, lim.lo, 0.0), lower), np.maximum(np.where(pos, lim.hi, 0.0), upper)
+
+
+def _station_sum(st: np.ndarray, values: np.ndarray, n_st: int) -> np.ndarray:
+    """Per-station sums of a per-EV array."""
+    return np.bincount(st, weights=values, minlength=n_st)
+
+
+def _protected(st: np.ndarray, n_st: int, must: np.ndarray, planned: np.ndarray, cap_q: np.ndarray | None
+               ) -> np.ndarray:
+    r"""Per EV: is its departure need a hard lower bound (``enforce_departure``)?
+
+    Yes unless its station's protected charging :math:`\sum_e \max(must_e, P_e)` exceeds the
+    charging cap :math:`\bar P^q` (``planned`` :math:`P`: the guide's floor, or 0 without a
+    guide): a cap is physical, and there protection only sets priorities.
+    """
+    if cap_q is None:
+        return np.ones(st.size, dtype=bool)
+    return ~(_station_sum(st, np.maximum(must, planned), n_st) > cap_q)[st]
+
+
+def _protect(lower: np.ndarray, upper: np.ndarray, must: np.ndarray, protect: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    r"""Departure protection as a hard bound: protected EVs get :math:`L \leftarrow \max(L, must)`."""
+    lower = np.where(protect, np.maximum(lower, must), lower)
+    return lower, np.maximum(upper, lower)
+
+
+def _capped_range(st: np.ndarray, n_st: int, lower: np.ndarray, upper: np.ndarray, cap_q: np.ndarray | None,
+                  dis_cap_q: np.ndarray | None, priority: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    r"""The EVs' ranges within the site caps, in quanta.
+
+    With a ``priority`` (a guide), where the EVs' deepest discharges exceed the discharging
+    cap, :math:`-\sum_e \min(L_e, 0) > \underline P^q`, the excess quanta are taken off the
+    discharging EVs' lower ends in order of priority (up to 0), so no setpoint in the ranges
+    discharges the station beyond its cap (the LP's cap is on the sum of discharges). Where
+    the lower ends sum above the charging cap :math:`\bar P^q` (a guide that breaks the cap,
+    or protected needs), they drop to :math:`\min(L, 0)`. EVs move towards 0, never across
+    it, so both caps can be met.
+    """
+    if dis_cap_q is not None and priority is not None:
+        excess = -dis_cap_q - _station_sum(st, np.minimum(lower, 0.0), n_st)
+        if (excess > 0).any():
+            room = np.where(lower < 0, np.minimum(upper, 0.0) - lower, 0.0)
+            lower = lower + _fill(st, priority, room, np.maximum(excess, 0.0))
+    if cap_q is not None:
+        over = _station_sum(st, lower, n_st) > cap_q
+        if over.any():
+            lower = np.where(over[st], np.minimum(lower, 0.0), lower)
+    return lower, upper
+
+
+def _pick_range(st: np.ndarray, n_st: int, ranges: list[tuple[np.ndarray, np.ndarray]], target: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per station, the first of ``ranges`` (narrowest first) whose sums hold ``target``;
+    the last one where none does."""
+    lower, upper = ranges[-1]
+    for lo, hi in reversed(ranges[:-1]):
+        fits = (_station_sum(st, lo, n_st) <= target) & (target <= _station_sum(st, hi, n_st))
+        lower = np.where(fits[st], lo, lower)
+        upper = np.where(fits[st], hi, upper)
+    return lower, upper
+
+
+def _per_ev_target(st: np.ndarray, n_st: int, wish: np.ndarray, guide_q: np.ndarray, followable: np.ndarray,
+                   lower: np.ndarray, upper: np.ndarray, request_q: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Station totals and the EVs' ranges, in quanta, when each EV rounds its own plan
+    (``rounding="per_ev"``).
+
+    ``wish`` :math:`w_e` is EV e's guide :math:`g_e` plus its lag behind the guide's energy
+    trajectory; the lags are the station's accumulated rounding error split by EV. With
+    :math:`o = r - \sum_e g_e` the part of the request :math:`r` outside the EVs' plans (0 for a
+    per-EV optimum), the *window* :math:`[\lceil \hat r - 1\rceil, \lfloor \hat r + 1\rfloor]`
+    surrounds what the EVs can follow, :math:`\hat r = o + \sum_e \min(\max(g_e, \hat L_e), \hat U_e)`
+    (``followable``: their own ranges before the site caps) — the request, unless an EV cannot
+    follow its plan. A window below the EVs' lowest sum (a request that limits the plans,
+    such as a fallback cap) lowers their ranges to :math:`\min(L_e, 0)`, one above their
+    highest sum raises them to :math:`\max(U_e, 0)`: towards 0, never across it. With the aims
+    :math:`a_e = \min(\max(w_e, L_e), U_e)` the station total is the sigma-delta value
+    :math:`\operatorname{round}(o + \sum_e a_e)`, clipped to
+
+    - the *band* :math:`[\sum_e \lfloor a_e\rfloor, \sum_e \lceil a_e\rceil]`, in which
+      largest-remainder rounding gives every EV the floor or the ceiling of its aim, so no
+      lag grows beyond one quantum-step, where it meets the window;
+    - the window alone where they do not meet;
+
+    then to :math:`[\sum_e L_e, \sum_e U_e]`. So what one EV cannot do stays at the station
+    instead of being made up by the others (R6.2.3.3: within one quantum of the request
+    wherever the EVs can follow their plans).
+    """
+    offset = request_q - _station_sum(st, guide_q, n_st)
+    win_lo = np.ceil(offset + followable - 1.0 - GRID_ATOL)
+    win_hi = np.floor(offset + followable + 1.0 + GRID_ATOL)
+    limited = (_station_sum(st, lower, n_st) > win_hi)[st]
+    lower = np.where(limited, np.minimum(lower, 0.0), lower)
+    limited = (_station_sum(st, upper, n_st) < win_lo)[st]
+    upper = np.where(limited, np.maximum(upper, 0.0), upper)
+    aim = np.clip(wish, lower, upper)
+    value = np.round(offset + _station_sum(st, aim, n_st))
+    lo = np.maximum(win_lo, _station_sum(st, np.floor(aim + GRID_ATOL), n_st))
+    hi = np.minimum(win_hi, _station_sum(st, np.ceil(aim - GRID_ATOL), n_st))
+    meet = lo <= hi
+    target = np.clip(value, np.where(meet, lo, win_lo), np.where(meet, hi, win_hi))
+    return np.clip(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st)), lower, upper
+
+
+def _station_target(st: np.ndarray, n_st: int, lower: np.ndarray, upper: np.ndarray, wanted: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    r"""Station totals, in quanta, and the next carry, when the station setpoint comes first.
+
+    Sigma-delta: the request plus the carried rounding error, :math:`w`, is rounded and
+    clipped to what the EVs can do, :math:`[\sum_e L_e, \sum_e U_e]`; only the rounding error
+    :math:`w - \operatorname{round}(w)` is carried (at most half a quantum), what the EVs could
+    not absorb in a clipped step stays at the station and is dropped.
+    """
+    rounded = np.round(wanted)
+    target = np.clip(rounded, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st))
+    return target, np.where(target == rounded, wanted - target, 0.0)
+
+
+def _within_caps(target: np.ndarray, sum_lo: np.ndarray, sum_hi: np.ndarray, cap_q: np.ndarray | None,
+                 dis_cap_q: np.ndarray | None) -> np.ndarray:
+    """Station totals clipped to the site caps (unless the EVs' lowest or highest sum is beyond them)."""
+    if cap_q is not None:
+        target = np.minimum(target, np.maximum(cap_q, sum_lo))
+    if dis_cap_q is not None:
+        target = np.maximum(target, np.minimum(-dis_cap_q, sum_hi))
+    return target
 
 
 def _fill(group: np.ndarray, priority: np.ndarray, room: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -89,11 +353,99 @@ def _fill(group: np.ndarray, priority: np.ndarray, room: np.ndarray, need: np.nd
     return out
 
 
+def _ranges(st: np.ndarray, n_st: int, lim: _StepLimits, guide_q: np.ndarray | None, rounding: str, enforce: bool,
+            cap_q: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The candidate ranges of the EVs, narrowest first, in quanta, before the site caps:
+    the physical one without a guide; with one, the EV's own range (``"per_ev"``) and for
+    ``"station"`` also the guide's side of 0 and the physical one; with ``enforce`` the
+    departure needs raise them (:func:`_protected`)."""
+    if guide_q is None:
+        ranges, planned = [(lim.lo, lim.hi)], np.zeros(lim.lo.size)
+    else:
+        own = _guide_range(guide_q, lim)
+        ranges, planned = [own], own[0]
+        if rounding == "station":
+            ranges += [_sign_range(guide_q, lim, *own), (lim.lo, lim.hi)]
+    if enforce:
+        protect = _protected(st, n_st, lim.must, planned, cap_q)
+        ranges = [_protect(lo, hi, lim.must, protect) for lo, hi in ranges]
+    return ranges
+
+
+def _proportional_wish(st: np.ndarray, n_st: int, lower: np.ndarray, upper: np.ndarray, target: np.ndarray
+                       ) -> np.ndarray:
+    """Without a guide: each EV wishes the same fraction of its range as the station target
+    is of the station's."""
+    sum_lo, sum_hi = _station_sum(st, lower, n_st), _station_sum(st, upper, n_st)
+    span = np.where(sum_hi > sum_lo, sum_hi - sum_lo, 1.0)
+    frac = np.clip((target - sum_lo) / span, 0.0, 1.0)
+    return lower + (upper - lower) * frac[st]
+
+
+def on_setpoint_grid(p_kw: np.ndarray, p_ch_max_kw: np.ndarray, p_dis_max_kw: np.ndarray,
+                     quantum_kw: float = QUANTUM_KW, atol: float = GRID_ATOL) -> np.ndarray:
+    """Whether each setpoint is one the plant may receive (R6.5.2): a whole number of quanta,
+    or exactly the EV's own charge limit ``p_ch_max_kw`` or discharge limit ``−p_dis_max_kw``
+    (full power; module docstring). Limits may be NaN (unknown: only the grid counts)."""
+    p = np.asarray(p_kw, float)
+    q = float(quantum_kw)
+    grid = np.abs(p / q - np.round(p / q)) <= atol
+    with np.errstate(invalid="ignore"):
+        full = (np.abs(p - np.asarray(p_ch_max_kw, float)) <= atol * q) \
+            | (np.abs(p + np.asarray(p_dis_max_kw, float)) <= atol * q)
+    return grid | full
+
+
+def _full_power(evs: EVArrays, st: np.ndarray, n_st: int, p_q: np.ndarray, wish: np.ndarray, lim: _StepLimits,
+                a: np.ndarray, e: np.ndarray, dt_h: float, q: float, site_max_kw: np.ndarray | None,
+                site_dis_max_kw: np.ndarray | None) -> np.ndarray:
+    r"""Setpoints in kW: the quanta ``p_q`` times :math:`q`, with EVs at the top (bottom) of
+    their grid range that wish for more (less) raised to their exact charge (discharge)
+    limit when it lies off the grid and the battery has room for it; per station only if
+    the station then stays within its caps (module docstring)."""
+    p = p_q * q
+    full_ch = a * evs.p_ch_max_kw
+    full_dis = a * evs.p_dis_max_kw
+    room_ch = np.maximum(evs.capacity_kwh - e, 0.0) / (evs.eff_ch * dt_h)
+    room_dis = np.maximum(e - evs.e_min_kwh, 0.0) * evs.eff_dis / dt_h
+    up = (p_q >= lim.hi) & (p_q > 0) & (wish > p_q + GRID_ATOL) & (full_ch > p + GRID_ATOL * q) & (room_ch >= full_ch)
+    down = (p_q <= lim.lo) & (p_q < 0) & (wish < p_q - GRID_ATOL) & (full_dis > -p + GRID_ATOL * q) \
+        & (room_dis >= full_dis)
+    new = np.where(up, full_ch, np.where(down, -full_dis, p))
+    ok = np.ones(n_st, dtype=bool)
+    if site_max_kw is not None:
+        ok &= _station_sum(st, new, n_st) <= np.asarray(site_max_kw, float) + GRID_ATOL * q
+    if site_dis_max_kw is not None:
+        ok &= _station_sum(st, np.maximum(-new, 0.0), n_st) <= np.asarray(site_dis_max_kw, float) + GRID_ATOL * q
+    return np.where(ok[st], new, p)
+
+
+def _allocate(st: np.ndarray, n_st: int, wish: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+              target: np.ndarray, must: np.ndarray, need_bonus: float) -> np.ndarray:
+    """Setpoints in quanta: each wish rounded down onto its range, then the missing quanta to
+    the EVs furthest below their wish and the surplus quanta from those furthest above it
+    (largest remainder); an EV whose departure need requires more than its base gets
+    ``need_bonus`` of priority for a missing quantum and keeps its quanta last."""
+    base = np.floor(np.clip(wish, lower, upper) + GRID_ATOL)
+    diff = target - _station_sum(st, base, n_st)
+    needy = (must > base).astype(float)
+    at_need = (must >= base).astype(float)
+    up = _fill(st, (wish - base) + need_bonus * needy, upper - base, np.clip(diff, 0, None))
+    down = _fill(st, (base - wish) - need_bonus * at_need, base - lower, np.clip(-diff, 0, None))
+    return base + up - down
+
+
 def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_kw: np.ndarray | None = None,
                  quantum_kw: float = QUANTUM_KW, enforce_departure: bool | None = None,
-                 site_max_kw: np.ndarray | None = None, site_dis_max_kw: np.ndarray | None = None
-                 ) -> Disaggregation:
+                 site_max_kw: np.ndarray | None = None, site_dis_max_kw: np.ndarray | None = None,
+                 rounding: str = "per_ev") -> Disaggregation:
     """Share each station's net setpoint (n_st × T, charge positive) among its EVs.
+
+    The rule is the module docstring's: with a guide, each EV rounds its own guide (never
+    a sign flip, never another EV's rounding); the station total follows the request as
+    closely as those ranges and the site caps allow, and the rest stays at the station.
+    The state (battery energies, lags) is carried from step to step; the loop runs over
+    steps, everything else is vectorised over EVs.
 
     Parameters
     ----------
@@ -104,20 +456,38 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     station_p_kw : ndarray (n_st, T)
         Requested net station power per step (charge positive).
     guide_kw : ndarray (n_ev, T), optional
-        Preferred per-EV net power (for example the per-EV optimum).
+        Per-EV plan (for example the per-EV optimum): each setpoint is a rounding of it.
     quantum_kw : float
         Setpoint resolution.
     enforce_departure : bool, optional
         Make the departure protection a hard lower bound, even if the station then draws
         more than requested. Default: True without a guide (a station setpoint from an
         aggregate model may under-provide), False with one (the guide already meets every
-        need, so protection only sets priorities and any rounding shortfall, at most about
-        one quantum-step of energy, is reported).
+        need, so protection only sets priorities and any rounding shortfall, at most one
+        quantum-step of energy, is reported).
     site_max_kw, site_dis_max_kw : ndarray (n_st,), optional
-        Station caps on net charging and on net discharging (R7.2.2). They are physical
+        Station caps on net charging and on discharging (R7.2.2; with a guide the sum of
+        the EVs' discharges, as in the LP, without one the net discharge). They are physical
         limits and win over departure protection: at a station whose protected needs
         exceed its cap, protection only sets priorities and the shortfall is reported.
+    rounding : {"per_ev", "station"}
+        What the guide is. ``"per_ev"`` (default): a per-EV plan that sums to the station
+        setpoint (the per-EV LP optimum, a controller's plan); each EV rounds its own guide
+        and whatever the EVs cannot absorb within those ranges stays at the station.
+        ``"station"``: a preference only (the envelope split of
+        :func:`optev.blocks.envelope.disaggregation_guide`, which may exceed an EV's limits);
+        the station setpoint comes first. Per station, the EVs keep their own ranges when
+        those can hold the station total, else they widen to their guide's side of 0
+        (:math:`[0, hi]` for a guide > 0, :math:`[lo, 0]` for one < 0, 0 for a guide of 0),
+        and only where even that cannot to their physical limits. Ignored without a guide.
+
+    Raises
+    ------
+    DataError
+        For an unknown ``rounding``.
     """
+    if rounding not in ROUNDINGS:
+        raise DataError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     enforce = guide_kw is None if enforce_departure is None else enforce_departure
     n, T = evs.plugged.shape
     n_st = station_p_kw.shape[0]
@@ -129,63 +499,41 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     e_out = np.zeros((n, T))
     steps_left = np.cumsum(evs.plugged[:, ::-1], axis=1)[:, ::-1]  # plugged steps from t to the end
     eta_c, eta_d = evs.eff_ch, evs.eff_dis
-    tiny = 1e-9
     carry = np.zeros(n_st)
-    cap_q = None if site_max_kw is None else np.floor(np.asarray(site_max_kw, float) / q + tiny)
-    dis_cap_q = None if site_dis_max_kw is None else np.floor(np.asarray(site_dis_max_kw, float) / q + tiny)
+    cap_q = None if site_max_kw is None else np.floor(np.asarray(site_max_kw, float) / q + GRID_ATOL)
+    dis_cap_q = None if site_dis_max_kw is None else np.floor(np.asarray(site_dis_max_kw, float) / q + GRID_ATOL)
+    per_ev = guide_kw is not None and rounding == "per_ev"
     for t in range(T):
         a = evs.plugged[:, t]
-        room = np.maximum(evs.capacity_kwh - e, 0.0)
-        hi = np.minimum(a * evs.p_ch_max_kw, room / (eta_c * dt_h))
-        lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
-        lo_physical = lo
         later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
-        # least power that still reaches the need: battery-side energy → grid-side power
-        # (charging stores η_ch·p·Δt, discharging removes p·Δt/η_dis)
-        gap = evs.e_need_kwh - e - later
-        must = np.minimum(np.maximum(np.where(gap > 0, gap / (eta_c * dt_h), gap * eta_d / dt_h), lo), hi)
-        if enforce:
-            lo = must
-            if cap_q is not None:
-                # a cap is physical: where protected needs exceed it, protection only sets priorities
-                need_q = np.bincount(st, weights=np.maximum(np.ceil(must / q - tiny), 0.0), minlength=n_st)
-                over = need_q > cap_q
-                if over.any():
-                    lo = np.where(over[st], lo_physical, must)
-        # top-off (module docstring): the last partial quantum before a full battery is allowed
-        hi_q = np.minimum(np.floor(a * evs.p_ch_max_kw / q + tiny),
-                          np.ceil(np.where(room > TOP_OFF_MIN_KWH, hi, 0.0) / q - tiny))
-        lo_q = np.minimum(np.ceil(lo / q - tiny), hi_q)
-        must_q = np.minimum(np.ceil(must / q - tiny), hi_q)
-        sum_lo = np.bincount(st, weights=lo_q, minlength=n_st)
-        sum_hi = np.bincount(st, weights=hi_q, minlength=n_st)
-        # station-level sigma-delta: carry the rounding error so the station's energy tracks the request
-        wanted = station_p_kw[:, t] / q + carry
-        rounded = np.round(wanted)
-        target = np.clip(rounded, sum_lo, sum_hi)
-        if cap_q is not None:
-            target = np.minimum(target, np.maximum(cap_q, sum_lo))
-        if dis_cap_q is not None:
-            target = np.maximum(target, np.minimum(-dis_cap_q, sum_hi))
-        # only the rounding error is carried (at most half a quantum), so each setpoint lies within
-        # one quantum of its request; what the EVs could not deliver in a clipped step is dropped
-        carry = np.where(target == rounded, wanted - target, 0.0)
-        if guide_kw is not None:
-            # follow the guide's energy trajectory: catch up what rounding left behind
-            wish = (guide_kw[:, t] + (e_guide - e) / (eta_c * dt_h)) / q
+        lim = _step_limits(evs, e, a, later, dt_h, q)
+        gq = None if guide_kw is None else guide_kw[:, t] / q
+        ranges = _ranges(st, n_st, lim, gq, rounding, enforce, cap_q)
+        if gq is None:
+            priority = None
         else:
-            span = np.where(sum_hi > sum_lo, sum_hi - sum_lo, 1.0)
-            frac = np.clip((target - sum_lo) / span, 0.0, 1.0)
-            wish = lo_q + (hi_q - lo_q) * frac[st]
-        base = np.floor(np.clip(wish, lo_q, hi_q) + tiny)
-        diff = target - np.bincount(st, weights=base, minlength=n_st)
-        # departure needs first: an EV whose need requires more than its base gets missing quanta
-        # first and loses surplus quanta last; otherwise the furthest from its wish goes first
-        needy = (must_q > base).astype(float)
-        at_need = (must_q >= base).astype(float)
-        up = _fill(st, (wish - base) + 1e3 * needy, hi_q - base, np.clip(diff, 0, None))
-        down = _fill(st, (base - wish) - 1e3 * at_need, base - lo_q, np.clip(-diff, 0, None))
-        p = (base + up - down) * q
+            # follow the guide's energy trajectory: catch up what rounding left behind (within the range)
+            wish = gq + (e_guide - e) / (eta_c * dt_h * q)
+            followable = _station_sum(st, np.clip(gq, *ranges[0]), n_st)
+            priority = [wish - lo for lo, _ in ranges]
+        ranges = [_capped_range(st, n_st, lo, hi, cap_q, dis_cap_q, None if priority is None else priority[k])
+                  for k, (lo, hi) in enumerate(ranges)]
+        if per_ev:
+            target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], station_p_kw[:, t] / q)
+            target = _within_caps(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st), cap_q,
+                                  dis_cap_q)
+        else:
+            target, carry = _station_target(st, n_st, *ranges[-1], station_p_kw[:, t] / q + carry)
+            target = _within_caps(target, _station_sum(st, ranges[-1][0], n_st),
+                                  _station_sum(st, ranges[-1][1], n_st), cap_q, dis_cap_q)
+            lower, upper = _pick_range(st, n_st, ranges, target)
+            if gq is None:
+                wish = _proportional_wish(st, n_st, lower, upper, target)
+        p_q = _allocate(st, n_st, wish, lower, upper, target, lim.must, PRIORITY_TIE if per_ev else PRIORITY_FIRST)
+        if not per_ev:  # without a per-EV plan, EVs at their grid limit wish more when the station asks for more
+            excess = station_p_kw[:, t] / q - _station_sum(st, p_q, n_st)
+            wish = np.where(excess[st] > GRID_ATOL, np.inf, np.where(excess[st] < -GRID_ATOL, -np.inf, wish))
+        p = _full_power(evs, st, n_st, p_q, wish, lim, a, e, dt_h, q, site_max_kw, site_dis_max_kw)
         p_out[:, t] = p
         e = np.minimum(e + dt_h * eta_c * np.maximum(p, 0.0), np.maximum(evs.capacity_kwh, e)) \
             - dt_h * np.maximum(-p, 0.0) / eta_d
@@ -197,5 +545,5 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     np.add.at(station, st, p_out)
     last = e_out[np.arange(n), evs.departure_step] if n else np.zeros(0)
     shortfall = np.maximum(evs.e_need_kwh - last, 0.0)
-    shortfall[shortfall < 1e-6] = 0.0
+    shortfall[shortfall < SHORTFALL_MIN_KWH] = 0.0
     return Disaggregation(p_out, e_out, station, shortfall)

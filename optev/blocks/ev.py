@@ -163,9 +163,10 @@ def diagnose(ctx: ModelContext) -> list[str]:
     short = np.flatnonzero(reachable < ev.e_req_kwh - 1e-6)
     out = []
     for k in short[:5]:
+        since = "at the window start" if ev.arrival_step[k] == 0 else "at arrival"
         out.append(f"EV session {ev.session_id[k]} (ev {ev.ev_id[k]}) cannot reach its departure energy "
                    f"{ev.e_req_kwh[k]:.1f} kWh even charging at full power ({ev.p_ch_max_kw[k]:g} kW) from "
-                   f"arrival: at most {reachable[k]:.1f} kWh")
+                   f"{ev.e_init_kwh[k]:.1f} kWh {since}: at most {reachable[k]:.1f} kWh")
     if short.size > 5:
         out.append(f"... and {short.size - 5} more EV sessions")
     return out

@@ -132,7 +132,7 @@ from optev.blocks.network import declare_grid
 from optev.blocks.objectives import term
 from optev.blocks.polygon import apparent_power_rows
 from optev.errors import DataError
-from optev.lp.expr import LinExpr, VarArray, group_sum
+from optev.lp.expr import LinExpr, VarArray, group_sum, total
 from optev.powerflow.network import RadialNetwork
 
 OPTIONS: dict[str, tuple[Any, str]] = {
@@ -142,7 +142,18 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "loss_correction": (True, "re-linearise around the AC power flow of the previous solution (losses)"),
     "loss_tolerance_pu": (1e-4, "stop correcting when LinDistFlow and AC voltages agree within this, p.u."),
     "max_corrections": (10, "most loss-correction re-solves per window"),
+    "voltage_margin_pu": (0.0, "planning margin inside the voltage limits, p.u.: plans keep v_min + m ≤ |V| ≤ "
+                               "v_max − m (the operator's allowance for forecast and rounding error: setpoints "
+                               "rounded to the 1 kW grid, EVs arriving during the interval)"),
+    "reactive_cost_per_kvarh": (0.0, "price of |q| of every reactive injection its own block leaves unpriced "
+                                     "(V2G stations, PV, wind and storage inverters), currency/kvarh: without "
+                                     "one the reactive dispatch is arbitrary and may circulate reactive power "
+                                     "whose losses the LP does not see; generators are priced by the DER block"),
 }
+
+REACTIVE_PRICED = "reactive_priced"
+"""Handle: names of the injections whose reactive power their own block prices (the DER
+block adds ``"generators"``); the network block's ``reactive_cost_per_kvarh`` skips them."""
 
 VOLTAGE_SLACK_UNIT_PU2 = 1e-3
 """A voltage slack of this many p.u.² costs ``slack_penalty`` (soft limits)."""
@@ -176,6 +187,12 @@ class LinDistFlowModel:
     """(P0 kW, Q0 kvar, w0 p.u.²) of the ``network_losses`` expansion, each n_branch × T."""
     losses_relinearised: bool = False
     history: list[float] = field(default_factory=list)
+    nu: np.ndarray | None = None
+    """Voltage factors of the thermal limits (limit_branch × T), 1 until an AC point is known."""
+    seeded: bool = False
+    """True when the first solve started from a known AC operating point (:func:`seed`)."""
+    converged: bool | None = None
+    """Whether the last :func:`refine` found LinDistFlow and AC within the tolerance (None before)."""
 
 
 # -- tree helpers (lossless LinDistFlow of given bus loads) -------------------------------------
@@ -255,6 +272,48 @@ def _branch_ratings(ctx: ModelContext, net: RadialNetwork) -> np.ndarray:
     return rating
 
 
+def planning_voltage_limits(feeder: Any, margin_pu: float, roots: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Voltage limits the plan keeps at each bus: ``v_min_pu + m`` and ``v_max_pu − m``, p.u.
+
+    Parameters
+    ----------
+    feeder : Feeder
+        Its ``buses`` table gives ``v_min_pu`` and ``v_max_pu``.
+    margin_pu : float
+        The option ``voltage_margin_pu`` (≥ 0), p.u.
+    roots : ndarray of int, optional
+        Substation buses (their voltage is a set point, not a limit): they keep the
+        feeder's values.
+
+    Returns
+    -------
+    vmin, vmax : ndarray
+        Per bus (feeder order), p.u.
+
+    Raises
+    ------
+    DataError
+        A negative or non-finite margin, or one that leaves a (non-root) bus no voltage band.
+    """
+    m = float(margin_pu)
+    if not (np.isfinite(m) and m >= 0.0):
+        raise DataError(f"network option voltage_margin_pu must be a finite number ≥ 0, got {margin_pu!r}")
+    buses = feeder.buses
+    shift = np.full(len(buses), m)
+    if roots is not None:
+        shift[np.asarray(roots, np.int64)] = 0.0
+    vmin = buses["v_min_pu"].to_numpy(float) + shift
+    vmax = buses["v_max_pu"].to_numpy(float) - shift
+    bad = np.flatnonzero((vmin > vmax) & (shift > 0))
+    if bad.size:
+        k = bad[0]
+        raise DataError(f"voltage_margin_pu = {m:g} leaves bus {buses['bus_id'].iloc[k]!r} no voltage band "
+                        f"({buses['v_min_pu'].iloc[k]:g}..{buses['v_max_pu'].iloc[k]:g} p.u. narrowed by {m:g} "
+                        f"at each end)", table="buses", row=f"{k}")
+    return vmin, vmax
+
+
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflow") -> None:
     """Declare the LinDistFlow network (see module docstring)."""
     opts = {k: d for k, (d, _) in OPTIONS.items()}
@@ -268,7 +327,6 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
     lp = ctx.lp
     T, n_bus, nb = w.steps, net.n_bus, net.n_branch
     s_base = 1e3 * net.base_mva
-    buses = w.instance.feeder.buses
     roots = net.root
     is_root = np.zeros(n_bus, dtype=bool)
     is_root[roots] = True
@@ -281,8 +339,8 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
                               description="reactive power imported at each substation, kvar")
 
     # squared voltages: roots fixed, other buses within limits (hard) or free (soft/no limits)
-    vmin2 = buses["v_min_pu"].to_numpy(float) ** 2
-    vmax2 = buses["v_max_pu"].to_numpy(float) ** 2
+    vmin, vmax = planning_voltage_limits(w.instance.feeder, float(opts["voltage_margin_pu"]), roots)
+    vmin2, vmax2 = vmin ** 2, vmax ** 2
     hard_v = bool(opts["voltage_limits"]) and not ctx.soft_limits
     lo = np.where(hard_v, vmin2, 0.0)
     hi = np.where(hard_v, vmax2, np.inf)
@@ -296,27 +354,26 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
     line_q = lp.add_variables("line_q", (nb, T), -np.inf, np.inf, block="line",
                               description="reactive power entering each branch at its parent end, kvar")
 
-    # bus balances collecting every injection
-    inj_p = LinExpr.constant(np.zeros((n_bus, T)))
-    inj_q = LinExpr.constant(np.zeros((n_bus, T)))
-    for inj in ctx.injections:
-        inj_p = inj_p + group_sum(inj.p_kw, inj.bus, n_bus)
-        if inj.q_kvar is not None:
-            inj_q = inj_q + group_sum(inj.q_kvar, inj.bus, n_bus)
+    # bus balances collecting every injection (terms concatenated once: lp.expr.total)
     g_kw = net.y_shunt.real * s_base
     b_kvar = net.y_shunt.imag * s_base
-    p_lhs = (inj_p + group_sum(buy - sell, roots, n_bus) + group_sum(line_p, net.child, n_bus)
-             - group_sum(line_p, net.parent, n_bus))
-    q_lhs = (inj_q + group_sum(grid_q, roots, n_bus) + group_sum(line_q, net.child, n_bus)
-             - group_sum(line_q, net.parent, n_bus))
+    p_terms = [group_sum(inj.p_kw, inj.bus, n_bus) for inj in ctx.injections]
+    q_terms = [group_sum(inj.q_kvar, inj.bus, n_bus) for inj in ctx.injections if inj.q_kvar is not None]
+    p_terms += [group_sum(buy - sell, roots, n_bus), group_sum(line_p, net.child, n_bus),
+                -group_sum(line_p, net.parent, n_bus)]
+    q_terms += [group_sum(grid_q, roots, n_bus), group_sum(line_q, net.child, n_bus),
+                -group_sum(line_q, net.parent, n_bus)]
     if np.any(g_kw):
-        p_lhs = p_lhs - v2 * g_kw[:, None]
+        p_terms.append(v2 * -g_kw[:, None])
     if np.any(b_kvar):
-        q_lhs = q_lhs + v2 * b_kvar[:, None]
+        q_terms.append(v2 * b_kvar[:, None])
+    p_lhs = total([LinExpr.constant(np.zeros((n_bus, T)))] + p_terms)
+    q_lhs = total([LinExpr.constant(np.zeros((n_bus, T)))] + q_terms)
     lp.add_constraints("bus_p_balance", p_lhs, "==", w.load_p_kw.T, block="bus",
                        description="active power balance at every bus, kW")
     lp.add_constraints("bus_q_balance", q_lhs, "==", w.load_q_kvar.T, block="bus",
                        description="reactive power balance at every bus, kvar")
+    price_reactive(ctx, float(opts["reactive_cost_per_kvarh"]))
 
     # voltage drop along every branch
     r, x = net.z.real, net.z.imag
@@ -363,11 +420,164 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
     ctx.diagnostics.append(diagnose)
 
 
+_UNIT_PREFIX = {"stations": "station", "generators": "gen"}
+"""Family prefix of the units of an injection (``<unit>_q_abs``) where it differs from its name."""
+
+
+def price_reactive(ctx: ModelContext, price_per_kvarh: float) -> None:
+    r"""Price :math:`|q|` of the reactive injections that their own block leaves unpriced.
+
+    For every injection not in the handle :data:`REACTIVE_PRICED` and every unit whose
+    reactive power can move (some variable of its :math:`q_{u,t}` has a non-empty range),
+    ``<unit>_q_abs[u,t]`` :math:`a_{u,t} \ge 0` kvar with ``<unit>_q_abs_upper``
+    :math:`q - a \le 0` and ``<unit>_q_abs_lower`` :math:`q + a \ge 0`, so
+    :math:`a = |q|` at the optimum; the objective contribution ``reactive_cost`` is
+    :math:`c^q \Delta t \sum_{u,t} a_{u,t}` currency (weight 1, like the DER block's
+    ``gen_reactive_cost``).
+
+    Parameters
+    ----------
+    ctx : ModelContext
+        After every injecting block was built.
+    price_per_kvarh : float
+        :math:`c^q`, currency/kvarh (option ``reactive_cost_per_kvarh``); 0 declares nothing.
+
+    Raises
+    ------
+    DataError
+        A negative or non-finite price.
+    """
+    c = float(price_per_kvarh)
+    if not (np.isfinite(c) and c >= 0.0):
+        raise DataError(f"network option reactive_cost_per_kvarh must be a finite number ≥ 0, "
+                        f"got {price_per_kvarh!r}")
+    if c == 0.0:
+        return
+    lp = ctx.lp
+    T = ctx.window.steps
+    skip = set(ctx.handles.get(REACTIVE_PRICED, ()))
+    col_lo, col_hi = lp.column_bounds()
+    total: LinExpr | None = None
+    for inj in ctx.injections:
+        if inj.q_kvar is None or inj.name in skip or not inj.bus.size:
+            continue
+        q = inj.q_kvar
+        safe = np.where(q.ids >= 0, q.ids, 0)
+        movable = (q.ids >= 0) & (q.coeffs != 0) & (col_hi[safe] > col_lo[safe])
+        units = np.flatnonzero(movable.reshape(inj.bus.size, -1).any(axis=1))
+        if not units.size:
+            continue
+        name = f"{_UNIT_PREFIX.get(inj.name, inj.name)}_q_abs"
+        a = lp.add_variables(name, (units.size, T), 0.0, np.inf,
+                             description=f"|reactive power| of {inj.name} (priced by the network block), kvar")
+        lp.add_constraints(f"{name}_upper", q[units] - a, "<=", 0.0)
+        lp.add_constraints(f"{name}_lower", q[units] + a, ">=", 0.0)
+        total = a.sum() if total is None else total + a.sum()
+    if total is not None:
+        lp.add_objective("reactive_cost", total, c * ctx.window.dt_h, block="objective",
+                         description="regularising price of reactive power of stations and inverters, currency")
+
+
 # -- loss correction ------------------------------------------------------------------------------
 def branch_currents(net: RadialNetwork, vm_pu: np.ndarray, va_deg: np.ndarray) -> np.ndarray:
     """Series current of every branch (T × n_branch, p.u.) from AC bus voltages (T × n_bus)."""
     v = vm_pu * np.exp(1j * np.deg2rad(va_deg))
     return (v[:, net.parent] / net.tap - v[:, net.child]) / net.z
+
+
+def relinearise(ctx: ModelContext, vm_pu: np.ndarray, va_deg: np.ndarray, ok: np.ndarray) -> None:
+    """Move the loss terms to an AC operating point (see module docstring, "Loss correction").
+
+    Sets :math:`\\ell_{b,t} = |I_{b,t}|^2` in the right-hand sides of ``bus_p_balance``,
+    ``bus_q_balance`` and ``line_voltage_drop``, the voltage factors :math:`\\nu_{b,t}` of
+    ``line_apparent_power`` and, the first time, the operating point of the
+    ``network_losses`` expansion, at the steps ``ok``; other steps keep theirs. Only
+    right-hand sides and the objective change, never the matrix.
+
+    Parameters
+    ----------
+    ctx : ModelContext
+        The context the block was built in.
+    vm_pu, va_deg : ndarray
+        AC bus voltage magnitudes (p.u.) and angles (degrees), T × n_bus.
+    ok : ndarray of bool
+        Steps (T,) whose voltages are used (the AC power flow converged there).
+    """
+    m: LinDistFlowModel = ctx.handles["lindistflow"]
+    lp = ctx.lp
+    net = m.net
+    cur = branch_currents(net, vm_pu[ok], va_deg[ok])      # steps × branches
+    ell = m.ell.copy()
+    ell[:, ok] = (np.abs(cur) ** 2).T
+    m.ell = ell
+    r, x_, z2 = net.z.real, net.z.imag, np.abs(net.z) ** 2
+    loss_p = np.zeros_like(m.p_bound)
+    loss_q = np.zeros_like(m.q_bound)
+    loss_p[net.child] = m.s_base_kw * r[:, None] * ell
+    loss_q[net.child] = m.s_base_kw * x_[:, None] * ell
+    for name, base, extra in (("bus_p_balance", m.p_bound, loss_p), ("bus_q_balance", m.q_bound, loss_q),
+                              ("line_voltage_drop", m.drop_bound, z2[:, None] * ell)):
+        fam = lp.constraints[name]
+        fam.lower[...] = base + extra
+        fam.upper[...] = base + extra
+    if m.limit_branch.size:
+        # a line's limit is on its current: |S| = |V_parent|·|I| ≤ |V_parent|·S̄ (S̄ at 1 p.u.)
+        is_line = net.kind[m.limit_branch] == "line"
+        if m.nu is None:
+            m.nu = np.ones((m.limit_branch.size, ell.shape[1]))
+        m.nu[np.ix_(is_line, ok)] = vm_pu[ok][:, net.parent[m.limit_branch[is_line]]].T
+        fam = lp.constraints["line_apparent_power"]
+        fam.upper[...] = (m.limit_bound[:, None] * m.nu)[None, :, :]
+    if "network_losses" in lp.objective and not m.losses_relinearised:
+        vp = (vm_pu[ok] * np.exp(1j * np.deg2rad(va_deg[ok])))[:, net.parent] / net.tap
+        s_send = (vp * np.conj(cur)).T * m.s_base_kw                  # branches × steps, kVA
+        p0, q0, w0 = m.losses_point
+        p0, q0, w0 = p0.copy(), q0.copy(), w0.copy()
+        p0[:, ok], q0[:, ok] = s_send.real, s_send.imag
+        w0[:, ok] = (np.abs(vp) ** 2).T
+        m.losses_point = (p0, q0, w0)
+        term_ = lp.objective["network_losses"]
+        lp.objective["network_losses"] = replace(term_, expr=_losses_expr(m).sum())
+        m.losses_relinearised = True
+
+
+def seed(ctx: ModelContext, vm_pu: np.ndarray, va_deg: np.ndarray, ok: np.ndarray) -> bool:
+    """Start the loss correction at a known AC operating point instead of :math:`\\ell = 0`.
+
+    A rolling horizon calls it before the first solve of a window with the AC voltages of
+    the previous window's last loss-correction round, shifted to this window's steps, so
+    that the first solve already carries (nearly) the right losses and typically one
+    solve and one AC power flow suffice (:class:`~optev.compose.solve.WindowSolver`).
+    Does not count as a correction.
+
+    Parameters
+    ----------
+    ctx : ModelContext
+        Built, not solved yet.
+    vm_pu, va_deg : ndarray
+        AC bus voltages for this window's steps, T × n_bus (p.u., degrees).
+    ok : ndarray of bool
+        Steps (T,) whose voltages are known.
+
+    Returns
+    -------
+    bool
+        True when the block uses loss correction and the operating point was applied.
+    """
+    m: LinDistFlowModel | None = ctx.handles.get("lindistflow")
+    if m is None or "refine" not in ctx.handles:
+        return False
+    vm_pu = np.asarray(vm_pu, float)
+    va_deg = np.asarray(va_deg, float)
+    T = m.ell.shape[1]
+    if vm_pu.shape != (T, m.net.n_bus) or va_deg.shape != vm_pu.shape:
+        return False
+    ok = np.asarray(ok, bool) & np.isfinite(vm_pu).all(axis=1) & np.isfinite(va_deg).all(axis=1)
+    if not ok.any():
+        return False
+    relinearise(ctx, vm_pu, va_deg, ok)
+    m.seeded = True
+    return True
 
 
 def refine(ctx: ModelContext, x: np.ndarray, ac: Any) -> tuple[bool, float]:
@@ -388,51 +598,25 @@ def refine(ctx: ModelContext, x: np.ndarray, ac: Any) -> tuple[bool, float]:
         True when the constraints were updated and the LP must be solved again.
     max_abs_dv_pu : float
         Largest |LinDistFlow − AC| voltage magnitude of ``x`` over buses and converged
-        steps, p.u.
+        steps, p.u. (NaN when the AC power flow converged in no step).
+
+    Notes
+    -----
+    Sets ``m.converged`` (:class:`LinDistFlowModel`): True when the error is within
+    ``loss_tolerance_pu`` and the AC power flow converged in every step.
     """
     m: LinDistFlowModel = ctx.handles["lindistflow"]
-    lp = ctx.lp
-    net = m.net
     ok = np.asarray(ac.converged, bool) & np.isfinite(ac.vm_pu).all(axis=1)
     if not ok.any():
+        m.converged = False
         return False, float("nan")
-    vm_lin = np.sqrt(np.maximum(lp.values(m.bus_v2.name, x), 0.0)).T  # T × n_bus
+    vm_lin = np.sqrt(np.maximum(ctx.lp.values(m.bus_v2.name, x), 0.0)).T  # T × n_bus
     err = float(np.max(np.abs(vm_lin[ok] - ac.vm_pu[ok])))
     m.history.append(err)
+    m.converged = bool(err <= m.tolerance_pu and ok.all())
     if err <= m.tolerance_pu or m.corrections >= m.max_corrections:
         return False, err
-    cur = branch_currents(net, ac.vm_pu[ok], ac.va_deg[ok])      # steps × branches
-    ell = m.ell.copy()
-    ell[:, ok] = (np.abs(cur) ** 2).T
-    m.ell = ell
-    r, x_, z2 = net.z.real, net.z.imag, np.abs(net.z) ** 2
-    loss_p = np.zeros_like(m.p_bound)
-    loss_q = np.zeros_like(m.q_bound)
-    loss_p[net.child] = m.s_base_kw * r[:, None] * ell
-    loss_q[net.child] = m.s_base_kw * x_[:, None] * ell
-    for name, base, extra in (("bus_p_balance", m.p_bound, loss_p), ("bus_q_balance", m.q_bound, loss_q),
-                              ("line_voltage_drop", m.drop_bound, z2[:, None] * ell)):
-        fam = lp.constraints[name]
-        fam.lower[...] = base + extra
-        fam.upper[...] = base + extra
-    if m.limit_branch.size:
-        # a line's limit is on its current: |S| = |V_parent|·|I| ≤ |V_parent|·S̄ (S̄ at 1 p.u.)
-        is_line = net.kind[m.limit_branch] == "line"
-        nu = np.ones((m.limit_branch.size, ell.shape[1]))
-        nu[np.ix_(is_line, ok)] = ac.vm_pu[ok][:, net.parent[m.limit_branch[is_line]]].T
-        fam = lp.constraints["line_apparent_power"]
-        fam.upper[...] = (m.limit_bound[:, None] * nu)[None, :, :]
-    if "network_losses" in lp.objective and not m.losses_relinearised:
-        vp = (ac.vm_pu[ok] * np.exp(1j * np.deg2rad(ac.va_deg[ok])))[:, net.parent] / net.tap
-        s_send = (vp * np.conj(cur)).T * m.s_base_kw                  # branches × steps, kVA
-        p0, q0, w0 = m.losses_point
-        p0, q0, w0 = p0.copy(), q0.copy(), w0.copy()
-        p0[:, ok], q0[:, ok] = s_send.real, s_send.imag
-        w0[:, ok] = (np.abs(vp) ** 2).T
-        m.losses_point = (p0, q0, w0)
-        term_ = lp.objective["network_losses"]
-        lp.objective["network_losses"] = replace(term_, expr=_losses_expr(m).sum())
-        m.losses_relinearised = True
+    relinearise(ctx, ac.vm_pu, ac.va_deg, ok)
     m.corrections += 1
     return True, err
 
@@ -508,12 +692,14 @@ def diagnose(ctx: ModelContext) -> list[str]:
     out: list[str] = []
     if opts["voltage_limits"]:
         vm = np.sqrt(np.maximum(tree_voltages(net, p0, q0), 0.0))
-        vmin = feeder.buses["v_min_pu"].to_numpy(float)
-        vmax = feeder.buses["v_max_pu"].to_numpy(float)
+        margin = float(opts["voltage_margin_pu"])
+        vmin, vmax = planning_voltage_limits(feeder, margin, net.root)
         nonroot = np.ones(net.n_bus, dtype=bool)
         nonroot[net.root] = False
-        for label, bad, lim in (("below v_min", (vm < vmin[:, None] - 1e-9) & nonroot[:, None], vmin),
-                                ("above v_max", (vm > vmax[:, None] + 1e-9) & nonroot[:, None], vmax)):
+        lo_name, hi_name = (("v_min + voltage_margin_pu", "v_max − voltage_margin_pu") if margin
+                            else ("v_min", "v_max"))
+        for label, bad, lim in ((f"below {lo_name}", (vm < vmin[:, None] - 1e-9) & nonroot[:, None], vmin),
+                                (f"above {hi_name}", (vm > vmax[:, None] + 1e-9) & nonroot[:, None], vmax)):
             k, t = np.nonzero(bad)
             if k.size:
                 j = int(np.argmax(np.abs(vm[k, t] - lim[k])))
@@ -537,5 +723,6 @@ def diagnose(ctx: ModelContext) -> list[str]:
     return out
 
 
-__all__ = ["OPTIONS", "LinDistFlowModel", "build", "refine", "branch_currents", "subtree_sums", "tree_voltages",
-           "network_losses", "voltage_deviation", "diagnose"]
+__all__ = ["OPTIONS", "LinDistFlowModel", "build", "refine", "relinearise", "seed", "price_reactive",
+           "planning_voltage_limits", "branch_currents", "subtree_sums", "tree_voltages", "network_losses",
+           "voltage_deviation", "diagnose"]

@@ -12,11 +12,29 @@ that are present for the whole interval (an EV that arrives mid-step is picked u
 next step, one that leaves mid-step is not counted on in its last partial step). This is
 conservative: the model never relies on energy from partial steps.
 
+Energy at the window start
+--------------------------
+A session that arrives in the window starts from ``soc_arrival · capacity``. A session
+already plugged in when the window starts (a mid-day window) starts from what the
+instance's uncontrolled baseline has given it by then (:func:`baseline_energy`): full
+power from its arrival — its charging limit (vehicle and charger, before rounding to the
+setpoint grid) times the vehicle × charger efficiency — stopping at its session target
+(``soc_target · capacity``) or the battery's capacity, whichever comes first; an EV that
+arrived above its target keeps its arrival energy. A measured state passed as
+``ev_energy_kwh`` (the MPC state, or any energies the caller knows) replaces this for the
+sessions it lists.
+
 Setpoint grid (R6.5.2)
 ----------------------
-Setpoints are multiples of ``quantum_kw`` (1 kW by default), so the usable power limits
-are rounded down to that grid: a 6.6 kW charger is commanded at most 6 kW with a 1 kW
-quantum. ``quantum_kw=None`` keeps the limits continuous.
+Setpoints are multiples of ``quantum_kw`` (1 kW by default) or exactly an EV's own power
+limit — its *full power* (:func:`optev.blocks.disaggregate.on_setpoint_grid`): a 6.6 kW
+charger is commanded at 6.6 kW when the plan wants it at full power, not capped at 6 kW
+(uncontrolled charging would give it 6.6 kW). The window keeps the limits exact; the
+quantum enters through the rounding margin below and the disaggregation. At a station whose
+site cap ``p_site_max_kw`` is below its chargers' total the limits are rounded down to the
+grid instead: where
+the cap binds, a plan with several EVs at a fractional full power could not be realised by
+setpoints on the grid within the cap, and a plan must be realisable.
 
 Departure requirement and terminal condition
 --------------------------------------------
@@ -48,6 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from optev.data.baseload import align_series, base_load, renewable_availability
 from optev.data.instance import Instance
 from optev.data.stations import FAST_CHARGER_MIN_KW
 from optev.errors import DataError
@@ -62,7 +81,7 @@ class EVArrays:
     ev_id: np.ndarray
     station: np.ndarray          # station index
     capacity_kwh: np.ndarray
-    e_init_kwh: np.ndarray       # energy at the start of the window (or at arrival if later)
+    e_init_kwh: np.ndarray       # energy at the window start (baseline or given state), or at arrival if later
     e_req_kwh: np.ndarray        # energy planned at the last plugged step (need + rounding margin)
     e_need_kwh: np.ndarray       # energy needed at the last plugged step (terminal condition applied)
     e_target_kwh: np.ndarray     # energy required at departure
@@ -137,40 +156,29 @@ class Window:
         return int(self.load_p_kw.shape[1])
 
 
-def _align(frame: pd.DataFrame, times: pd.DatetimeIndex, name: str) -> pd.DataFrame:
-    """Piecewise-constant values of ``frame`` at ``times``; wraps by time of day when the
-    series is a whole number of days and the window lies outside it."""
-    if frame.empty or not len(frame.columns):
-        return pd.DataFrame(index=times)
-    idx = frame.index
-    step = idx[1] - idx[0] if len(idx) > 1 else pd.Timedelta(days=1)
-    end = idx[-1] + step
-    if times[0] >= idx[0] and times[-1] < end:
-        pos = np.searchsorted(idx.asi8, times.asi8, side="right") - 1
-        return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
-    span = end - idx[0]
-    if span % pd.Timedelta(days=1) == pd.Timedelta(0):
-        offset = (times - idx[0]) % span
-        pos = np.searchsorted((idx - idx[0]).asi8, offset.asi8, side="right") - 1
-        return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
-    raise DataError(f"window {times[0]} – {times[-1]} lies outside the time series "
-                    f"({idx[0]} – {idx[-1]}) and the series is not a whole number of days", table=name)
-
-
 def window_times(instance: Instance, start: str | pd.Timestamp | None, steps: int, step: str | pd.Timedelta
                  ) -> pd.DatetimeIndex:
     meta = instance.metadata
-    step_td = pd.Timedelta(step)
-    if step_td <= pd.Timedelta(0):
+    try:
+        step_td = pd.Timedelta(step)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"step {step!r} is not a duration (for example 15min, 1h)") from None
+    if pd.isna(step_td) or step_td <= pd.Timedelta(0):
         raise DataError(f"step must be positive, got {step!r}")
     if steps < 1:
         raise DataError(f"steps must be at least 1, got {steps}")
-    if start is None:
-        t0 = pd.Timestamp(meta.start)
-    elif isinstance(start, str) and start.count(":") == 1 and "T" not in start and "-" not in start:
-        t0 = pd.Timestamp(meta.start).normalize() + pd.Timedelta(hours=int(start[:2]), minutes=int(start[3:]))
-    else:
-        t0 = pd.Timestamp(start)
+    try:
+        if start is None:
+            t0 = pd.Timestamp(meta.start)
+        elif isinstance(start, str) and start.count(":") == 1 and "T" not in start and "-" not in start:
+            hh, mm = start.split(":")
+            t0 = pd.Timestamp(meta.start).normalize() + pd.Timedelta(hours=int(hh), minutes=int(mm))
+        else:
+            t0 = pd.Timestamp(start)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"start {start!r} is neither HH:MM nor an ISO timestamp") from None
+    if pd.isna(t0):
+        raise DataError(f"start {start!r} is neither HH:MM nor an ISO timestamp")
     if t0.tzinfo is None:
         t0 = t0.tz_localize(meta.timezone)
     return pd.date_range(t0, periods=steps, freq=step_td)
@@ -199,8 +207,11 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
     step : str or Timedelta
         Step length (1 to 15 minutes for control, R6.2.2.2; any length is accepted).
     ev_energy_kwh : dict, optional
-        Measured battery energy by session id at the window start (MPC state); sessions
-        not listed start from ``soc_arrival · capacity``.
+        Measured battery energy by session id at the window start (MPC state); it wins
+        over the default. Sessions not listed start from ``soc_arrival · capacity`` when
+        they arrive in the window and, when already plugged in at the window start, from
+        the uncontrolled baseline's energy then (full power from arrival up to the
+        session target; module docstring, "Energy at the window start").
     with_network : bool
         Compile the feeder for network blocks (needs a radial feeder with a substation).
     quantum_kw : float or None
@@ -216,48 +227,25 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
     bus_ids = feeder.bus_ids
     n_bus = len(bus_ids)
 
-    price = _align(ts.price, times, "price") if len(ts.price.columns) else pd.DataFrame(index=times)
+    price = align_series(ts.price, times, "price") if len(ts.price.columns) else pd.DataFrame(index=times)
     sub = feeder.substations
     flat_buy = float(sub["price_buy_per_kwh"].mean()) if len(sub) else 0.0
     flat_sell = float(sub["price_sell_per_kwh"].mean()) if len(sub) else 0.0
     price_buy = price["buy_per_kwh"].to_numpy(float) if "buy_per_kwh" in price else np.full(steps, flat_buy)
     price_sell = price["sell_per_kwh"].to_numpy(float) if "sell_per_kwh" in price else np.full(steps, flat_sell)
 
-    load_p = np.broadcast_to(feeder.buses["p_load_kw"].to_numpy(float), (steps, n_bus)).copy()
-    load_q = np.broadcast_to(feeder.buses["q_load_kvar"].to_numpy(float), (steps, n_bus)).copy()
+    load_p, load_q = base_load(instance, times)
     pos = {b: i for i, b in enumerate(bus_ids)}
-    for table, target in (("load_p_kw", load_p), ("load_q_kvar", load_q)):
-        frame = getattr(ts, table)
-        if len(frame.columns):
-            aligned = _align(frame, times, table)
-            cols = [pos[c] for c in aligned.columns]
-            target[:, cols] = aligned.to_numpy(float)
-
     stations = _station_arrays(instance, times, pos, price_buy, price_sell)
     evs = _ev_arrays(instance, times, dt_h, stations, ev_energy_kwh or {}, quantum_kw)
 
-    avail = _align(ts.availability, times, "availability") if len(ts.availability.columns) else None
-    pv_avail = _der_avail(feeder.pv, "pv_id", avail, steps)
-    wind_avail = _der_avail(feeder.wind, "wind_id", avail, steps)
+    pv_avail, wind_avail = renewable_availability(instance, times)
     if not (with_network and n_bus):
         network = None
     elif network is None:
         network = compile_network(feeder)
     return Window(instance, times, dt_h, price_buy, price_sell, load_p, load_q, evs, stations, network,
                   pv_avail, wind_avail, quantum_kw)
-
-
-def _der_avail(units: pd.DataFrame, key: str, avail: pd.DataFrame | None, steps: int) -> np.ndarray:
-    if not len(units):
-        return np.zeros((0, steps))
-    profiles = units["profile"].where(units["profile"].notna(), units[key])
-    rated = units["p_rated_kw"].to_numpy(float)
-    if avail is None:
-        return np.broadcast_to(rated[:, None], (len(units), steps)).copy()
-    missing = [p for p in profiles if p not in avail.columns]
-    if missing:
-        raise DataError(f"availability profile {missing[0]!r} not in the time series", table="availability")
-    return avail[list(profiles)].to_numpy(float).T * rated[:, None]
 
 
 def _station_arrays(instance: Instance, times: pd.DatetimeIndex, bus_pos: dict[str, int], price_buy: np.ndarray,
@@ -302,6 +290,33 @@ def _station_arrays(instance: Instance, times: pd.DatetimeIndex, bus_pos: dict[s
                          s_max, site, site_dis, buy, sell)
 
 
+def baseline_energy(e_arrival_kwh: np.ndarray, e_target_kwh: np.ndarray, capacity_kwh: np.ndarray,
+                    p_stored_kw: np.ndarray, plugged_s: np.ndarray) -> np.ndarray:
+    """Battery energy of sessions after ``plugged_s`` seconds of uncontrolled charging.
+
+    The instance's uncontrolled baseline: from its arrival energy each EV charges at full
+    power, storing ``p_stored_kw`` (charging limit × charger and vehicle efficiencies),
+    and stops at its session target (an EV that arrived above its target keeps its
+    arrival energy), never above the battery's capacity. Element-wise over sessions.
+
+    Parameters
+    ----------
+    e_arrival_kwh, e_target_kwh, capacity_kwh : ndarray
+        Energy at plug-in, energy required at departure and battery capacity, kWh.
+    p_stored_kw : ndarray
+        Power into the battery at full charging power, kW.
+    plugged_s : ndarray
+        Time plugged in so far, s (0 for sessions that have not arrived yet).
+
+    Returns
+    -------
+    ndarray
+        Energy, kWh.
+    """
+    charged = e_arrival_kwh + p_stored_kw * np.maximum(plugged_s, 0.0) / 3600.0
+    return np.minimum(np.maximum(e_arrival_kwh, np.minimum(charged, e_target_kwh)), capacity_kwh)
+
+
 def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, stations: StationArrays,
                energy: dict[str, float], quantum_kw: float | None) -> EVArrays:
     ses = instance.sessions
@@ -326,14 +341,17 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
     p_vehicle = np.where(fast, vt_rows["p_ch_max_kw"].to_numpy(float),
                          np.where(np.isnan(vt_rows["p_ch_ac_max_kw"].to_numpy(float)),
                                   vt_rows["p_ch_max_kw"].to_numpy(float), vt_rows["p_ch_ac_max_kw"].to_numpy(float)))
-    p_ch = np.minimum(p_vehicle, stations.p_ch_max_kw[station])
-    if quantum_kw:
-        p_ch = np.floor(p_ch / quantum_kw + 1e-9) * quantum_kw
+    p_full = np.minimum(p_vehicle, stations.p_ch_max_kw[station])
+    # full power is a valid setpoint, except under a finite site cap (module docstring, "Setpoint grid")
+    capped = stations.p_site_max_kw[station] < stations.n_chargers[station] * stations.p_ch_max_kw[station] - 1e-9
+    p_ch = np.where(capped, np.floor(p_full / quantum_kw + 1e-9) * quantum_kw, p_full) if quantum_kw else p_full
     charger_models = instance.station_power().set_index("station_id")
     eff_ch = vt_rows["eff_ch"].to_numpy(float) * charger_models["eff_ch"].reindex(ses["station_id"]).to_numpy(float)
     eff_dis = vt_rows["eff_dis"].to_numpy(float) * charger_models["eff_dis"].reindex(ses["station_id"]).to_numpy(float)
     soc_min = ev_rows["soc_min"].to_numpy(float)
-    e_init = ses["soc_arrival"].to_numpy(float) * cap
+    e_target = np.maximum(ses["soc_target"].to_numpy(float) * cap, 0.0)
+    e_init = baseline_energy(ses["soc_arrival"].to_numpy(float) * cap, e_target, cap, eff_ch * p_full,
+                             np.maximum(t_start - arr, 0.0))
     if energy:
         override = ses["session_id"].map(energy).to_numpy(float)
         e_init = np.where(np.isnan(override), e_init, override)
@@ -342,9 +360,10 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
            & (stations.p_dis_max_kw[station] > 0) & (e_init >= e_floor - 1e-9))
     p_dis = np.where(v2g, np.minimum(vt_rows["p_dis_max_kw"].to_numpy(float), stations.p_dis_max_kw[station]), 0.0)
     if quantum_kw:
-        p_dis = np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw
+        dis_capped = stations.p_site_dis_max_kw[station] < stations.n_chargers[station] \
+            * stations.p_dis_max_kw[station] - 1e-9
+        p_dis = np.where(dis_capped, np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw, p_dis)
     e_min = np.where(v2g, e_floor, np.minimum(e_init, cap))
-    e_target = np.maximum(ses["soc_target"].to_numpy(float) * cap, 0.0)
     starts = t_start + np.arange(steps) * step_s
     plugged = ((arr[:, None] <= starts[None, :] + 1e-6) & (dep[:, None] >= starts[None, :] + step_s - 1e-6)
                ).astype(float)

@@ -60,6 +60,7 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | 
     p_ch, p_dis = station_setpoints(ctx, x)
     guide = None
     enforce = None
+    rounding = "per_ev"  # the per-EV optimum is a plan each EV rounds (optev.blocks.disaggregate)
     if "ev_p_ch" in ctx.handles:
         ev_ch = lp.evaluate(ctx.handles["ev_p_ch"], x)
         ev_dis = lp.evaluate(ctx.handles["ev_p_dis"], x)
@@ -70,13 +71,14 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | 
         # unless departures are soft, and the station's envelope trajectory, split in
         # proportion to each EV's own envelope, guides the allocation when it exists
         enforce = ctx.options.get("ev", {}).get("departure", "hard") == "hard"
+        rounding = "station"  # the envelope split is a preference: the station setpoint comes first
         if "station_e" in ctx.handles:
             from optev.blocks.envelope import disaggregation_guide
 
             guide = disaggregation_guide(evs, w.dt_h, lp.values(ctx.handles["station_e"].name, x),
                                          departed_at_need=ctx.handles["station_envelope"].departed_at_need)
     plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide, enforce_departure=enforce,
-                        site_max_kw=st.p_site_max_kw, site_dis_max_kw=st.p_site_dis_max_kw)
+                        site_max_kw=st.p_site_max_kw, site_dis_max_kw=st.p_site_dis_max_kw, rounding=rounding)
     extra["energy_delivered_kwh"] = float(np.maximum(plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["energy_discharged_kwh"] = float(np.maximum(-plan.ev_p_kw, 0).sum() * w.dt_h)
     extra["shortfall_kwh"] = float(plan.shortfall_kwh.sum())
@@ -98,7 +100,7 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | 
     np.add.at(st_dis, evs.station, np.maximum(-ev_p, 0.0))
     q = lp.evaluate(as_expr(ctx.handles["station_q"]), x) if "station_q" in ctx.handles else np.zeros((st.n, T))
     station_table = pd.DataFrame({
-        "station_id": np.repeat(st.station_id, T), "time": np.tile(times, st.n),
+        "station_id": np.repeat(st.station_id, T), "time": times[np.tile(np.arange(T), st.n)],  # stays datetime64
         "p_ch_kw": st_ch.ravel(), "p_dis_kw": st_dis.ravel(), "q_kvar": q.ravel(),
     })
     tables = {"ev": ev_table, "station": station_table}

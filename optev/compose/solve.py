@@ -3,13 +3,19 @@
 ``solve_window`` is the one-window pipeline behind ``optev solve`` and each MPC step:
 
 1. build the window arrays and declare every block of the formulation into one LP;
-2. compile and solve with HiGHS (warm, in place, when only data changed);
+2. compile and solve with HiGHS (warm, in place, when only data changed; from the
+   previous window's basis translated element by element when the structure changed,
+   :mod:`optev.compose.basis`);
 3. on infeasibility, raise :class:`~optev.errors.InfeasibleError` naming the likely cause
    (each block contributes diagnostics), unless ``soft_limits`` turns hard limits into
    penalised slacks, whose use is reported;
 4. run the AC power flow on the LP's bus injections and compare LinDistFlow and AC
    voltages; for LinDistFlow with ``loss_correction`` re-linearise around the AC solution
-   and re-solve (warm, same structure) until the voltages agree within the tolerance;
+   and re-solve (warm, same matrix) until the voltages agree within the tolerance — or
+   stop at ``max_corrections``, keep the round closest to AC and say so
+   (``summary["loss_correction_converged"]`` False, ``summary["loss_error_pu"]``); a
+   :class:`WindowSolver` used for consecutive windows starts each window from the
+   previous one's operating point;
 5. disaggregate station setpoints to EVs on the 1 kW grid (R6.5.2, R6.2.3.3), then check
    what would be applied — the bus injections with the stations' realised (rounded,
    clipped) power — with a final AC power flow, whose voltages, line flows and
@@ -27,6 +33,7 @@ import pandas as pd
 
 from optev.blocks.context import ModelContext
 from optev.blocks.window import Window, build_window
+from optev.compose.basis import Labeller, ModelLabels, translate
 from optev.compose.formulation import BLOCKS, Formulation
 from optev.data.instance import Instance
 from optev.errors import InfeasibleError, SolverError
@@ -61,7 +68,8 @@ class WindowResult:
     termination : str
         HiGHS model status of the final solve.
     objective : float
-        Objective value (currency or weighted units).
+        Objective value: the weighted sum of the objective terms, in the instance's
+        currency (``summary["currency"]``; the weights convert other units into it).
     objective_terms : dict
         Weighted value of each objective term.
     build_s, solve_s, check_s : float
@@ -94,56 +102,158 @@ class WindowResult:
     """AC power flow of the LP's own injections (compared with LinDistFlow)."""
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """AC bus voltages of a window's last loss-correction round, kept for the next window.
+
+    Attributes
+    ----------
+    times : DatetimeIndex
+        The window's step start times.
+    vm_pu, va_deg : ndarray
+        AC voltage magnitudes (p.u.) and angles (degrees), T × n_bus.
+    ok : ndarray of bool
+        Steps whose AC power flow converged.
+    z : ndarray of complex
+        Branch impedances of the network they belong to (to recognise it).
+    p_last_kw, q_last_kvar : ndarray
+        Net injection at each bus in the window's last step (the plan's: EVs, DER,
+        storage), kW and kvar.
+    """
+
+    times: pd.DatetimeIndex
+    vm_pu: np.ndarray
+    va_deg: np.ndarray
+    ok: np.ndarray
+    z: np.ndarray
+    p_last_kw: np.ndarray
+    q_last_kvar: np.ndarray
+
+    def on(self, times: pd.DatetimeIndex, z: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Voltages at ``times`` (T × n_bus each), the known steps and the steps after this
+        point's last one; None without overlap.
+
+        Steps of ``times`` that this point has take its voltages; steps after its last step
+        take the last step's (a rolling window moves one step on; :meth:`WindowSolver.solve`
+        replaces them by the AC power flow of the last step's injections on the new steps'
+        own load); steps before its first are unknown. The network must be the same (``z``)
+        and at least one step must coincide.
+        """
+        if z.shape != self.z.shape or not np.array_equal(z, self.z):
+            return None
+        idx = self.times.get_indexer(times)
+        if not (idx >= 0).any():
+            return None
+        later = (idx < 0) & (times > self.times[-1])
+        idx = np.where(later, len(self.times) - 1, idx)
+        known = idx >= 0
+        safe = np.where(known, idx, 0)
+        return self.vm_pu[safe].copy(), self.va_deg[safe].copy(), known & self.ok[safe], later
+
+
 class WindowSolver:
     """Solves windows of one formulation, keeping one HiGHS model across calls.
 
     Each call declares the window's LP afresh with vectorised NumPy (cheap); when its
     structure equals the previous call's (same window shape, only data changed), HiGHS
     receives only the changed costs and bounds and restarts from its previous basis.
+    Loss-correction rounds change only right-hand sides (and the ``network_losses``
+    expansion): they reuse the compiled matrix and re-solve warm.
+
+    With ``map_basis`` (default) a window whose LP structure differs from the previous
+    call's starts from the previous optimal basis translated element by element
+    (:mod:`optev.compose.basis`: same bus, branch, station or EV session and same absolute
+    step), instead of from scratch.
+
+    With ``carry_losses`` (default) a LinDistFlow window with loss correction starts from
+    the AC operating point of the previous call's last round (:class:`OperatingPoint`,
+    :func:`optev.blocks.lindistflow.seed`) when their steps overlap — the next window of a
+    rolling horizon; its new last step from an AC power flow of the previous last step's
+    injections on the new step's load — instead of from :math:`\\ell = 0`, so that one
+    or two solves and AC power flows suffice. If that first solve is infeasible the window
+    is solved again from :math:`\\ell = 0`, as without a carried point.
 
     Parameters
     ----------
     formulation : Formulation
     log : bool
         Show HiGHS output.
+    carry_losses : bool
+        Start each window's loss correction from the previous window's operating point.
+    map_basis : bool
+        Start a window of another structure from the previous window's basis.
+    drop_redundant_rows : bool
+        Give HiGHS only the rows the column bounds do not satisfy on their own
+        (``LinearProgram.compile(drop_redundant=True)``): a model started from a basis is
+        solved without presolve, and in a city window about half the rows are polygon
+        sides that cannot bind. Off by default: HiGHS's row duals then cover only the rows
+        kept (``LPArrays.full_rows``), and callers that read them by family need all rows.
     """
 
-    def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
+    def __init__(self, formulation: Formulation, *, log: bool = False, carry_losses: bool = True,
+                 map_basis: bool = True, drop_redundant_rows: bool = False) -> None:
         self.formulation = formulation
         self.session = HighsSession(time_limit_s=formulation.solver.get("time_limit_s"),
                                     threads=formulation.solver.get("threads"), log=log)
+        self.carry_losses = bool(carry_losses)
+        self.operating_point: OperatingPoint | None = None
+        self.map_basis = bool(map_basis)
+        self.drop_redundant_rows = bool(drop_redundant_rows)
+        self._labeller = Labeller()
+        self._labels: dict[int, tuple[ModelContext, ModelLabels]] = {}
+        self._last_ctx: ModelContext | None = None
+        """The model HiGHS holds (its basis is translated when the next one differs)."""
+        self._mapping_s = 0.0
 
     def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
+        """Solve ``window`` (module docstring, steps 1–5); see :class:`WindowResult`."""
         t0 = time.perf_counter()
+        self._mapping_s = 0.0
         ctx = build_model(self.formulation, window, soft_limits=soft_limits)
-        arrays = ctx.lp.compile()
+        check = ac_check and window.network is not None
+        seeded = check and self._seed(ctx, window)
+        arrays = ctx.lp.compile(drop_redundant=self.drop_redundant_rows)
         build_s = time.perf_counter() - t0
-        outcome = self._solve(ctx, arrays)
+        try:
+            outcome = self._solve(ctx, arrays)
+        except InfeasibleError:
+            if not seeded:
+                raise
+            self.operating_point = None  # the carried losses may be far off: start again from ℓ = 0
+            return self.solve(window, soft_limits=soft_limits, ac_check=ac_check)
         solve_s = outcome.solve_s
         check_s = 0.0
-        refine = ctx.handles.get("refine")
-        check = ac_check and window.network is not None
+        refine = ctx.handles.get("refine") if check else None
         ac = None
+        inj: tuple[np.ndarray, np.ndarray] | None = None
         x = outcome.x
         history: list[float] = []
+        best: tuple[float, np.ndarray, SolveOutcome, PowerFlowResult, Any] | None = None
         while True:
             t_check = time.perf_counter()
             if check:
-                p_bus, q_bus = bus_injections(ctx, x)
-                ac = self._powerflow(window, p_bus, q_bus)
+                inj = bus_injections(ctx, x)
+                ac = self._powerflow(window, *inj)
             check_s += time.perf_counter() - t_check
             if refine is None or ac is None:
                 break
             changed, err = refine(ctx, x, ac)
             history.append(err)
+            if np.isfinite(err) and (best is None or err < best[0]):
+                best = (err, x, outcome, ac, inj)
             if not changed:
                 break
             t_build = time.perf_counter()
-            arrays = ctx.lp.compile()
+            arrays = ctx.lp.compile_data(arrays)  # only right-hand sides and costs changed
             build_s += time.perf_counter() - t_build
             outcome = self._solve(ctx, arrays)
             solve_s += outcome.solve_s
             x = outcome.x
+        loss = _loss_status(ctx, refine, history, seeded)
+        if loss["loss_correction_converged"] is False and best is not None and best[0] < history[-1]:
+            _, x, outcome, ac, inj = best  # not converged: keep the round whose plan is closest to AC
+        self._remember(window, ac if refine is not None else None, inj)
 
         def applied(plan: Any) -> PowerFlowResult | None:
             if not check:
@@ -157,7 +267,52 @@ class WindowSolver:
             np.add.at(shift.T, st.bus[on_bus], (plan.station_p_kw - (p_ch - p_dis))[on_bus])
             return self._powerflow(window, p_bus - shift, q_bus)
 
-        return _assemble(self.formulation, ctx, x, outcome, ac, applied, build_s, solve_s, check_s, history)
+        build_s += self._mapping_s  # loading the model into HiGHS, with the basis translation
+        result = _assemble(self.formulation, ctx, x, outcome, ac, applied, build_s, solve_s, check_s, history)
+        result.summary.update(loss)
+        return result
+
+    def _labels_of(self, ctx: ModelContext) -> ModelLabels:
+        """Labels of the model in ``ctx`` (computed once per model; the last two are kept)."""
+        hit = self._labels.get(id(ctx))
+        if hit is None or hit[0] is not ctx:
+            self._labels = {k: v for k, v in self._labels.items() if v[0] is self._last_ctx}
+            hit = (ctx, self._labeller.labels(ctx))
+            self._labels[id(ctx)] = hit
+        return hit[1]
+
+    def _seed(self, ctx: ModelContext, window: Window) -> bool:
+        """Start the loss correction from the previous window's operating point, if it overlaps."""
+        from optev.blocks.lindistflow import seed
+
+        op = self.operating_point
+        m = ctx.handles.get("lindistflow")
+        if not self.carry_losses or op is None or m is None or "refine" not in ctx.handles:
+            return False
+        point = op.on(window.times, m.net.z)
+        if point is None:
+            return False
+        vm, va, ok, later = point
+        if later.any():
+            # steps after the previous window: its last step's injections on these steps' own load
+            rows = np.flatnonzero(later)
+            ac = run_powerflow(window.instance.feeder, window.load_p_kw[rows] - op.p_last_kw,
+                               window.load_q_kvar[rows] - op.q_last_kvar, network=window.network,
+                               raise_on_failure=False)
+            good = np.asarray(ac.converged, bool) & np.isfinite(ac.vm_pu).all(axis=1)
+            vm[rows[good]], va[rows[good]] = ac.vm_pu[good], ac.va_deg[good]
+        return seed(ctx, vm, va, ok)
+
+    def _remember(self, window: Window, ac: PowerFlowResult | None,
+                  injections: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Keep the AC operating point of the last round for the next window (or forget it)."""
+        if ac is None or window.network is None or injections is None:
+            self.operating_point = None
+            return
+        ok = np.asarray(ac.converged, bool) & np.isfinite(ac.vm_pu).all(axis=1)
+        self.operating_point = OperatingPoint(window.times, np.array(ac.vm_pu, float), np.array(ac.va_deg, float),
+                                              ok, window.network.z.copy(), injections[0][-1].copy(),
+                                              injections[1][-1].copy())
 
     @staticmethod
     def _powerflow(window: Window, p_bus: np.ndarray, q_bus: np.ndarray) -> PowerFlowResult:
@@ -165,7 +320,23 @@ class WindowSolver:
                              network=window.network, raise_on_failure=False)
 
     def _solve(self, ctx: ModelContext, arrays: LPArrays) -> SolveOutcome:
-        self.session.load(arrays)
+        """Load ``arrays`` (from the previous basis when the structure changed) and run HiGHS;
+        the time before the run is added to ``_mapping_s`` (reported as build time)."""
+        t0 = time.perf_counter()
+        previous = self._last_ctx
+        start = None
+        if (self.map_basis and previous is not None and arrays.integer is None
+                and not self.session.same_structure(arrays)):
+            status = self.session.basis()  # of the previous model, before HiGHS gets the new one
+            held = self.session.loaded
+            if status is not None and held is not None:
+                start = translate(self._labels_of(previous).of_rows(held.row_index), status,
+                                  self._labels_of(ctx).of_rows(arrays.row_index), arrays.col_lower, arrays.col_upper)
+        warm = self.session.load(arrays)
+        self._last_ctx = ctx
+        if not warm and start is not None:
+            self.session.start_from(*start)
+        self._mapping_s += time.perf_counter() - t0
         outcome = self.session.solve()
         if outcome.optimal:
             return outcome
@@ -186,6 +357,28 @@ def solve_window(formulation: Formulation, instance: Instance, *, start: Any = N
     window = build_window(instance, start=start, steps=int(steps or formulation.window["steps"]),
                           step=step or formulation.window["step"], ev_energy_kwh=ev_energy_kwh)
     return WindowSolver(formulation).solve(window, soft_limits=soft_limits, ac_check=ac_check)
+
+
+def _loss_status(ctx: ModelContext, refine: Any, history: list[float], seeded: bool) -> dict[str, Any]:
+    """Summary entries of the loss correction (see :meth:`WindowSolver.solve`).
+
+    ``loss_correction_converged``: True when LinDistFlow and AC voltages agreed within
+    ``loss_tolerance_pu`` in every step, False when the correction stopped at
+    ``max_corrections`` (or the AC power flow failed), None without loss correction (no
+    LinDistFlow, the option off, or no AC check); ``loss_error_pu``: the error of the
+    returned plan, p.u.; ``loss_correction_rounds``: LP solves of the window;
+    ``loss_correction_seeded``: the first solve started from the previous window's
+    operating point.
+    """
+    if refine is None:
+        return {"loss_correction_converged": None, "loss_error_pu": None, "loss_correction_rounds": 1,
+                "loss_correction_seeded": False}
+    m = ctx.handles["lindistflow"]
+    finite = [e for e in history if np.isfinite(e)]
+    converged = bool(m.converged) if m.converged is not None else False
+    err = (history[-1] if converged else min(finite)) if finite else None
+    return {"loss_correction_converged": converged, "loss_error_pu": err, "loss_correction_rounds": len(history),
+            "loss_correction_seeded": bool(seeded)}
 
 
 def bus_injections(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +417,7 @@ def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcom
         "formulation": formulation.name,
         "termination": outcome.status,
         "objective": float(outcome.objective),
+        "currency": w.instance.metadata.currency,
         "objective_terms": terms,
         "build_s": build_s, "solve_s": solve_s, "check_s": check_s,
         "steps": w.steps, "step_minutes": w.dt_h * 60.0, "start": str(w.times[0]),

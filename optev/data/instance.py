@@ -19,6 +19,9 @@ INSTANCE_TABLES: dict[str, TableSchema] = {
 }
 """Tables held directly by an :class:`Instance` (feeder and road tables live in their objects)."""
 
+DEFAULT_CURRENCY = "CNY"
+"""Currency of an instance that does not name one (:attr:`Metadata.currency`)."""
+
 
 @dataclass
 class Metadata:
@@ -38,6 +41,11 @@ class Metadata:
         Time step of the time series, minutes.
     start : str
         ISO timestamp of the first step (local time).
+    currency : str
+        ISO 4217 code of every money figure of the instance — prices and tariffs
+        (currency/kWh), generation costs — and of the costs optev reports for it. Default
+        ``"CNY"``: the standard (T/JES 012-2026) and all shipped data are Chinese (V2Sim
+        cases are priced in CNY).
     extra : dict
         Free-form additional metadata, kept on round-trips (R5.3).
     """
@@ -48,6 +56,7 @@ class Metadata:
     timezone: str = "UTC"
     step_minutes: float = 15.0
     start: str = "2026-01-01T00:00:00"
+    currency: str = DEFAULT_CURRENCY
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,11 +2,13 @@
 processes, or on a Dask cluster (issue 5, deliverable 7).
 
 An executor has one method, ``map(fn, items) -> list``, returning ``[fn(x) for x in items]``
-in order. ``fn`` must be a module-level function and every item and result picklable,
-because they cross process boundaries: the hierarchy sends each region as an
-:class:`~optev.data.Instance` plus parameters and builds the window in the worker
-(a compiled :class:`~optev.blocks.window.Window` holds a SuperLU factor, which does not
-pickle), and gets back plain arrays and frames.
+in order. The executors here also have ``map_as_completed(fn, items)``, an iterator of
+``(index, fn(items[index]))`` pairs in the order the jobs finish (what progress reports
+need; :func:`optev.sweep` uses it when an executor has it). ``fn`` must be a module-level
+function and every item and result picklable, because they cross process boundaries: the
+hierarchy sends each region as an :class:`~optev.data.Instance` plus parameters and
+builds the window in the worker (a compiled :class:`~optev.blocks.window.Window` holds a
+SuperLU factor, which does not pickle), and gets back plain arrays and frames.
 
 =======================  ==============================================================
 executor                 runs jobs
@@ -31,7 +33,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,6 +55,11 @@ class SerialExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return [fn(item) for item in items]
+
+    def map_as_completed(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
+        """``(index, fn(item))`` as each job finishes (here: in order)."""
+        for index, item in enumerate(items):
+            yield index, fn(item)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -111,6 +118,23 @@ class LocalProcessExecutor:
         if not items:
             return []
         return list(self._ensure().map(fn, items))
+
+    def map_as_completed(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
+        """``(index, fn(item))`` as each job finishes; the first job that raises cancels
+        the jobs not started yet and re-raises here."""
+        from concurrent.futures import as_completed
+
+        items = list(items)
+        if not items:
+            return
+        pool = self._ensure()
+        futures = {pool.submit(fn, item): index for index, item in enumerate(items)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
     def close(self) -> None:
         """Stop the worker processes."""
@@ -171,6 +195,18 @@ class DaskExecutor:
             return []
         futures = self.client.map(fn, items, pure=False)
         return list(self.client.gather(futures))
+
+    def map_as_completed(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
+        """``(index, fn(item))`` as each task finishes; a task's exception is re-raised here."""
+        from distributed import as_completed
+
+        items = list(items)
+        if not items:
+            return
+        futures = self.client.map(fn, items, pure=False)
+        index = {future.key: k for k, future in enumerate(futures)}
+        for future in as_completed(futures):
+            yield index[future.key], future.result()
 
     def close(self) -> None:
         """Close the client and cluster this executor created."""

@@ -82,6 +82,7 @@ TABLE_NAMES = (*ALL_SCHEMAS, *TIMESERIES_TABLES)
 _EXTENSIONS = {".csv": "csv", ".parquet": "parquet"}
 _MANIFEST_KEYS = {"format", "format_version", "metadata", "extra", "feeder", "tables", "columns", "timeseries"}
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _ISO_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _TIME_UNITS = ("s", "ms", "us", "ns")
 _MANIFEST_HEADER = "# optev instance folder; format described in optev/io/INSTANCE_FORMAT.md\n"
@@ -828,6 +829,9 @@ def _metadata(manifest: dict[str, Any], manifest_path: Path) -> Metadata:
         elif isinstance(default, str) and not isinstance(value, str):
             raise FormatError(f"{manifest_path}: [metadata] {name} must be a string, not {value!r}")
         values[name] = value
+    if "currency" in values and not _CURRENCY_RE.match(values["currency"]):
+        raise FormatError(f"{manifest_path}: [metadata] currency must be an ISO 4217 code of three capital "
+                          f"letters such as CNY or EUR, not {values['currency']!r}")
     return Metadata(**values, extra=dict(manifest.get("extra", {})))
 
 

@@ -31,7 +31,8 @@ and raises :class:`~optev.errors.FormatError` for an unknown unit. A bare number
 what V2Sim assumes for it: per unit on the grid bases (``Sb``, ``Ub``) for powers,
 voltages and impedances, kA for ``MaxIkA``, kW for ``max_pc``/``max_pd``.
 ``pu`` powers are × ``Sb``; ``pu`` impedances × ``Ub²/Sb``; ``$`` is read as the
-(unnamed) currency of the case.
+case's currency, :data:`V2SIM_CURRENCY` (``metadata.currency``): V2Sim's cases are
+Chinese cities priced in yuan whatever the sign.
 
 ======================================  =======================================  =========================
 V2Sim element / attribute               optev table.column                       conversion
@@ -182,8 +183,11 @@ from optev.data.timeseries import TimeSeries, sample_step_profile
 from optev.data.validate import validate
 from optev.errors import DataError, FormatError
 
-__all__ = ["V2SIM_LICENCE", "V2SIM_FAST_KW", "V2SIM_SLOW_KW", "V2SIM_V2G_KW", "Bases",
+__all__ = ["V2SIM_CURRENCY", "V2SIM_LICENCE", "V2SIM_FAST_KW", "V2SIM_SLOW_KW", "V2SIM_V2G_KW", "Bases",
            "parse_quantity", "read_v2sim"]
+
+V2SIM_CURRENCY = "CNY"
+"""Currency of V2Sim's prices and costs (written ``$`` in its files)."""
 
 V2SIM_LICENCE = ("BSD-3-Clause (V2Sim; T. Qian et al., IEEE Trans. Smart Grid "
                  "16(4):3167-3178, 2025)")
@@ -1032,7 +1036,8 @@ def read_v2sim(path: str | Path, *, step_minutes: float = 15.0, days: int = 1,
     if road.location:
         extra["road_location"] = road.location
     metadata = Metadata(name=files.folder.name, source=str(path), licence=V2SIM_LICENCE,
-                        timezone=timezone, step_minutes=float(step_minutes), start=str(start), extra=extra)
+                        timezone=timezone, step_minutes=float(step_minutes), start=str(start),
+                        currency=V2SIM_CURRENCY, extra=extra)
     timeseries = TimeSeries(index=index, price=grid.price, load_p_kw=grid.load_p, load_q_kvar=grid.load_q,
                             availability=grid.availability)
     instance = Instance(metadata=metadata, feeder=grid.feeder, road=road.network, charger_models=models,

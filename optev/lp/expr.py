@@ -103,6 +103,10 @@ class LinExpr:
         if isinstance(other, VarArray):
             other = other.to_expr()
         if isinstance(other, LinExpr):
+            if other.n_terms == 0:  # a constant: no term arrays to copy
+                return self + other.const
+            if self.n_terms == 0:
+                return other + self.const
             shape = np.broadcast_shapes(self.shape, other.shape)
             a, b = self._broadcast(shape), other._broadcast(shape)
             return LinExpr(np.concatenate([a.coeffs, b.coeffs], axis=-1),
@@ -164,6 +168,27 @@ def as_expr(value: Any) -> LinExpr:
     if isinstance(value, VarArray):
         return value.to_expr()
     return LinExpr.constant(value)
+
+
+def total(terms: list[Any]) -> LinExpr:
+    """The sum of several expressions (and constants), broadcast like ``+``.
+
+    Equal to ``terms[0] + terms[1] + …`` but the term arrays are concatenated once, not
+    once per addition (which copies the growing sum k − 1 times).
+    """
+    es = [as_expr(t) for t in terms]
+    if not es:
+        return LinExpr.constant(0.0)
+    shape = np.broadcast_shapes(*(e.shape for e in es))
+    es = [e._broadcast(shape) for e in es]
+    const = np.zeros(shape)
+    for e in es:
+        const = const + e.const
+    parts = [e for e in es if e.n_terms]
+    if not parts:
+        return LinExpr.constant(const)
+    return LinExpr(np.concatenate([e.coeffs for e in parts], axis=-1),
+                   np.concatenate([e.ids for e in parts], axis=-1), const)
 
 
 def group_sum(expr: LinExpr | VarArray, groups: np.ndarray, n_groups: int) -> LinExpr:

@@ -79,6 +79,11 @@ class LPArrays:
     matrix: sp.csc_matrix
     integer: np.ndarray | None = None
     """Boolean mask of integer columns, None for a pure LP."""
+    row_index: np.ndarray | None = None
+    """Rows of the program these arrays hold, in order (None: all of them); see
+    :meth:`LinearProgram.compile` with ``drop_redundant``."""
+    program_rows: int | None = None
+    """Rows of the program (with ``row_index``)."""
 
     @property
     def n_cols(self) -> int:
@@ -87,6 +92,53 @@ class LPArrays:
     @property
     def n_rows(self) -> int:
         return int(self.row_lower.size)
+
+    def full_rows(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Row values of these arrays (activities, duals) placed at the program's row positions,
+        ``fill`` at the rows left out (a redundant row's dual is 0)."""
+        if self.row_index is None:
+            return np.asarray(values)
+        out = np.full(int(self.program_rows or 0), fill, dtype=float)
+        out[self.row_index] = values
+        return out
+
+
+REDUNDANT_ROW_ATOL = 1e-9
+"""A row is redundant when its activity range stays within its bounds to this (absolute,
+scaled by 1 + |bound|) tolerance, far below a solver's feasibility tolerance (1e-7)."""
+
+
+def redundant_rows(matrix: sp.spmatrix, col_lower: np.ndarray, col_upper: np.ndarray, row_lower: np.ndarray,
+                   row_upper: np.ndarray) -> np.ndarray:
+    r"""Rows that the column bounds alone keep within their bounds.
+
+    With :math:`a_i` row i of the matrix and :math:`l \le x \le u`, the activity lies in
+    :math:`[\sum_j \min(a_{ij} l_j, a_{ij} u_j), \sum_j \max(a_{ij} l_j, a_{ij} u_j)]`; the
+    row is redundant when that interval lies within :math:`[\underline r_i, \bar r_i]` (an
+    infinite column bound makes a side infinite unless its coefficient is 0).
+
+    Returns
+    -------
+    ndarray of bool
+        One per row.
+    """
+    a = sp.csr_matrix(matrix)
+    lo = np.asarray(col_lower, float)
+    hi = np.asarray(col_upper, float)
+    cols = a.indices
+    v = a.data
+    with np.errstate(invalid="ignore"):  # 0·inf: a zero coefficient contributes nothing
+        at_lo, at_hi = v * lo[cols], v * hi[cols]
+        at_lo = np.where(v == 0, 0.0, at_lo)
+        at_hi = np.where(v == 0, 0.0, at_hi)
+    rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    low = np.bincount(rows, weights=np.minimum(at_lo, at_hi), minlength=a.shape[0])
+    high = np.bincount(rows, weights=np.maximum(at_lo, at_hi), minlength=a.shape[0])
+    rl, ru = np.asarray(row_lower, float), np.asarray(row_upper, float)
+    with np.errstate(invalid="ignore"):
+        up_ok = ~np.isfinite(ru) | (high <= ru + REDUNDANT_ROW_ATOL * (1.0 + np.abs(ru)))
+        lo_ok = ~np.isfinite(rl) | (low >= rl - REDUNDANT_ROW_ATOL * (1.0 + np.abs(rl)))
+    return up_ok & lo_ok  # an infinite (or NaN: +inf and −inf terms) side is never within a finite bound
 
 
 @dataclass
@@ -99,6 +151,8 @@ class LinearProgram:
     objective: dict[str, ObjectiveTerm] = field(default_factory=dict)
     n_cols: int = 0
     n_rows: int = 0
+    _dropped: tuple[np.ndarray, sp.csr_matrix] | None = field(default=None, repr=False, compare=False)
+    """Rows the last ``compile(drop_redundant=True)`` left out, and their terms."""
 
     @staticmethod
     def _block(name: str, block: str | None) -> str:
@@ -164,20 +218,29 @@ class LinearProgram:
                                              description)
 
     # -- compilation ----------------------------------------------------------------------
-    def compile(self) -> LPArrays:
-        """Assemble the solver arrays (duplicate terms in a row are summed, zeros dropped)."""
-        cost = np.zeros(self.n_cols)
-        offset = 0.0
-        for term in self.objective.values():
-            ids = term.expr.ids.ravel()
-            vals = term.expr.coeffs.ravel() * term.weight
-            ok = ids >= 0
-            cost += np.bincount(ids[ok], weights=vals[ok], minlength=self.n_cols)
-            offset += float(term.expr.const.sum()) * term.weight
-        col_lo = np.concatenate([f.lower.ravel() for f in self.variables.values()]) if self.variables \
-            else np.zeros(0)
-        col_hi = np.concatenate([f.upper.ravel() for f in self.variables.values()]) if self.variables \
-            else np.zeros(0)
+    def column_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of every column declared so far, in column order."""
+        if not self.variables:
+            return np.zeros(0), np.zeros(0)
+        return (np.concatenate([f.lower.ravel() for f in self.variables.values()]),
+                np.concatenate([f.upper.ravel() for f in self.variables.values()]))
+
+    def compile(self, *, drop_redundant: bool = False) -> LPArrays:
+        """Assemble the solver arrays (duplicate terms in a row are summed, zeros dropped).
+
+        Parameters
+        ----------
+        drop_redundant : bool
+            Leave out rows that the column bounds alone satisfy (:func:`redundant_rows`:
+            the row's activity cannot leave its bounds whatever the columns do within theirs,
+            rows without terms included). The arrays' ``row_index`` names the rows kept. A solver
+            given the arrays sees the same feasible set; row activities and duals come back
+            for the kept rows only (:meth:`LPArrays.full_rows`). Worth it when a model must
+            be solved without presolve (HiGHS started from a given basis): in a city window
+            about half the rows are station and line polygon sides that cannot bind.
+        """
+        cost, offset = self.objective_arrays()
+        col_lo, col_hi = self.column_bounds()
         rows, cols, vals, lo, hi = [], [], [], [], []
         for fam in self.constraints.values():
             k = fam.expr.n_terms
@@ -202,7 +265,73 @@ class LinearProgram:
         integer = None
         if any(f.integer for f in self.variables.values()):
             integer = np.concatenate([np.full(f.size, f.integer) for f in self.variables.values()])
+        self._dropped = None
+        if drop_redundant and self.n_rows:
+            csr = matrix.tocsr()
+            drop = redundant_rows(csr, col_lo, col_hi, row_lo, row_hi)  # empty rows too, if 0 is within bounds
+            if drop.any():
+                keep = np.flatnonzero(~drop)
+                self._dropped = (np.flatnonzero(drop), csr[drop])
+                return LPArrays(cost, offset, col_lo, col_hi, row_lo[keep], row_hi[keep], csr[keep].tocsc(), integer,
+                                row_index=keep, program_rows=self.n_rows)
         return LPArrays(cost, offset, col_lo, col_hi, row_lo, row_hi, matrix, integer)
+
+    def _n_dropped(self) -> int:
+        return 0 if self._dropped is None else int(self._dropped[0].size)
+
+    def row_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of every row declared so far, in row order."""
+        if not self.constraints:
+            return np.zeros(0), np.zeros(0)
+        return (np.concatenate([f.lower.ravel() for f in self.constraints.values()]),
+                np.concatenate([f.upper.ravel() for f in self.constraints.values()]))
+
+    def objective_arrays(self) -> tuple[np.ndarray, float]:
+        """Cost vector and constant offset of the weighted objective."""
+        cost = np.zeros(self.n_cols)
+        offset = 0.0
+        for term in self.objective.values():
+            ids = term.expr.ids.ravel()
+            vals = term.expr.coeffs.ravel() * term.weight
+            ok = ids >= 0
+            cost += np.bincount(ids[ok], weights=vals[ok], minlength=self.n_cols)
+            offset += float(term.expr.const.sum()) * term.weight
+        return cost, offset
+
+    def compile_data(self, prev: LPArrays) -> LPArrays:
+        """Arrays after only bounds and objective changed since ``prev`` was compiled.
+
+        Costs, offset and bounds are assembled again; the matrix (and integrality) is
+        ``prev``'s own object, which tells :class:`~optev.solvers.highs.HighsSession` that
+        the structure is unchanged without comparing it. For in-place updates of
+        ``ConFamily.lower``/``upper``, ``VarFamily.lower``/``upper`` and objective terms
+        (the loss correction of LinDistFlow); a changed constraint expression needs
+        :meth:`compile`.
+
+        With arrays of ``compile(drop_redundant=True)`` the same rows are left out as long
+        as they stay redundant under the new bounds; otherwise the program is compiled again
+        (a new matrix, so the solver sees a new structure).
+
+        Raises
+        ------
+        ValueError
+            Families were added since ``prev`` (its shape differs).
+        """
+        kept = self.n_rows if prev.row_index is None else prev.row_index.size + self._n_dropped()
+        if prev.n_cols != self.n_cols or kept != self.n_rows:
+            raise ValueError(f"compile_data: the program has {self.n_rows} × {self.n_cols}, the previous arrays "
+                             f"{prev.n_rows} × {prev.n_cols}; families were added — use compile()")
+        cost, offset = self.objective_arrays()
+        col_lo, col_hi = self.column_bounds()
+        row_lo, row_hi = self.row_bounds()
+        if prev.row_index is None:
+            return LPArrays(cost, offset, col_lo, col_hi, row_lo, row_hi, prev.matrix, prev.integer)
+        dropped, rows = self._dropped
+        if redundant_rows(rows, col_lo, col_hi, row_lo[dropped], row_hi[dropped]).all():
+            keep = prev.row_index
+            return LPArrays(cost, offset, col_lo, col_hi, row_lo[keep], row_hi[keep], prev.matrix, prev.integer,
+                            row_index=keep, program_rows=self.n_rows)
+        return self.compile(drop_redundant=True)  # a left-out row can bind now: a new structure
 
     # -- results ----------------------------------------------------------------------------
     def values(self, name: str, x: np.ndarray) -> np.ndarray:

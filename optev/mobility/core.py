@@ -131,7 +131,8 @@ class PlantConfig:
     ----------
     horizon_s : float
         End of the simulated day, s after the instance start (sessions still open then
-        are reported as ``censored``).
+        are reported as ``censored``). It is also the expected departure of a car parked at
+        its last stop of the day (no next trip), which the plant reports to a controller.
     fcs_soc_target : float
         SOC at which a car leaves a fast station (raised when the rest of the trip needs
         more). 0.8: fast charging usually stops at 80 %, where DC power tapers off.
@@ -823,7 +824,9 @@ class EventCore:
         """EV ``i`` parks at ``node`` from ``t`` until ``dep``: private or public slow charging."""
         cfg = self.config
         park = dep - t
-        expdep = dep if dep != np.inf else np.nan
+        # the last stop of the day has no next trip: the day's end is its expected departure, as in the
+        # sessions table of optev generate (a controller then knows when the energy is due)
+        expdep = dep if dep != np.inf else max(cfg.horizon_s, t)
         cap = self.cap[i]
         e = self.e[i]
         if park > 0.0 and park >= cfg.private_min_park_s and e < cfg.slow_soc_target * cap - SNAP_KWH:

@@ -164,6 +164,7 @@ class Plant:
             open_sessions = [core.sess[i] for i in core.plugged_all]
             e_start = {k: core.s_gin[k] - core.s_gout[k] for k in open_sessions}  # by session
             st_start = np.asarray(core.st_gin) - np.asarray(core.st_gout)
+            ses_start = _SessionMark(core, sorted(open_sessions))
         core.run_until(t1)
         self._flush_telemetry(t0, t1)
         events = core.events
@@ -177,6 +178,7 @@ class Plant:
                                  "queued": sum(len(q) for q in core.queue.values())})
         if report:
             self._fill_report(rep, events, e_start, st_start, ignored, clipped, t1)
+            rep.sessions = ses_start.realised(core, t0, t1)
         core.events = []
         core.record_events = False
         return rep
@@ -358,6 +360,42 @@ class Plant:
         core = self.core
         core.settle_all(core.now)
         return {str(core.ev_ids[i]): core.e[i] / core.cap[i] for i in sorted(core.plugged_all)}
+
+
+class _SessionMark:
+    """Cumulative energies of the open sessions at an interval start, to report what every
+    session plugged in during the interval realised in it (:data:`SESSION_STEP_COLUMNS`)."""
+
+    def __init__(self, core: EventCore, open_sessions: list[int]) -> None:
+        self.open = np.asarray(open_sessions, dtype=np.int64)
+        self.start = {name: np.asarray(getattr(core, name), dtype=float)[self.open]
+                      for name in ("s_gin", "s_gout", "s_ch", "s_dis")}
+
+    def realised(self, core: EventCore, t0: float, t1: float) -> dict[str, list]:
+        """Columns of the sessions plugged in at ``t0`` or plugged in during the interval
+        (new arrivals, and EVs that waited in an FCS queue)."""
+        plug = np.asarray(core.s_plug, dtype=float)
+        with np.errstate(invalid="ignore"):
+            new = np.flatnonzero(plug >= t0)  # NaN (queued, turned away) compares False
+        new = np.setdiff1d(new, self.open, assume_unique=True)
+        k = np.concatenate([self.open, new])
+        delta = {}
+        for name in ("s_gin", "s_gout", "s_ch", "s_dis"):
+            now = np.asarray(getattr(core, name), dtype=float)[k]
+            delta[name] = now - np.concatenate([self.start[name], np.zeros(new.size)])
+        dep = np.asarray(core.s_dep, dtype=float)[k]
+        ev = np.asarray(core.s_ev, dtype=np.int64)[k]
+        left = ~np.isnan(dep)
+        e_now = np.asarray(core.e, dtype=float)[ev]
+        e_end = np.where(left, np.asarray(core.s_e_dep, dtype=float)[k], e_now)
+        cap = np.asarray(core.cap, dtype=float)[ev]
+        plugged_s = np.minimum(np.where(left, dep, t1), t1) - np.maximum(plug[k], t0)
+        return {"session_id": [_session_id(int(j)) for j in k], "ev_id": core.ev_ids[ev].tolist(),
+                "station_id": core.st_ids[np.asarray(core.s_st, dtype=np.int64)[k]].tolist(),
+                "import_kwh": delta["s_gin"].tolist(), "export_kwh": delta["s_gout"].tolist(),
+                "charged_kwh": delta["s_ch"].tolist(), "discharged_kwh": delta["s_dis"].tolist(),
+                "e_kwh": e_end.tolist(), "soc": (e_end / np.where(cap > 0, cap, 1.0)).tolist(),
+                "plugged_s": np.maximum(plugged_s, 0.0).tolist(), "departed": left.tolist()}
 
 
 def _session_id(k: int) -> str:

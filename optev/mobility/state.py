@@ -67,8 +67,9 @@ class PluggedEV:
     soc_min : float
         SOC floor of discharging (R6.1.5).
     departure_s : float or None
-        Expected departure (the EV's next trip); None when unknown (at an FCS the EV leaves
-        when charged, so the time depends on the power it gets).
+        Expected departure (the EV's next trip; at its last stop of the day, the end of the
+        simulated day); None when unknown (at an FCS the EV leaves when charged, so the time
+        depends on the power it gets).
     p_ch_max_kw, p_dis_max_kw : float
         Grid-side power limits of this EV at this charger (vehicle and charger); the
         discharge limit is 0 unless the EV, its user and the charger can do V2G.
@@ -132,6 +133,15 @@ class StationState:
     p_kw: float
 
 
+SESSION_STEP_COLUMNS = ("session_id", "ev_id", "station_id", "import_kwh", "export_kwh", "charged_kwh",
+                       "discharged_kwh", "e_kwh", "soc", "plugged_s", "departed")
+"""Keys of :attr:`StepReport.sessions`: every session plugged in at some time during the
+interval, with what it realised in it — grid-side energy imported and exported (kWh),
+battery-side energy charged and discharged (kWh), battery energy (kWh) and SOC at the end
+of the interval (at departure for a session that left during it), seconds plugged in during
+the interval and whether it left."""
+
+
 @dataclass
 class StepReport:
     """What the plant realised during one interval ``[t_start_s, t_end_s)``.
@@ -158,6 +168,11 @@ class StepReport:
     counts : dict of str to int
         Numbers of arrivals, plug-ins, departures, rejections, stranded EVs in the interval
         and of EVs plugged in / queued at the end; filled also when ``report=False``.
+    sessions : dict of str to list
+        Realised energy of every session plugged in during the interval, column-wise
+        (:data:`SESSION_STEP_COLUMNS`): also the EVs that arrived during the interval and
+        charged under the local rule, and those that left during it. Their grid-side sums
+        per station equal :attr:`stations`' ``energy_kwh``.
     """
 
     t_start_s: float
@@ -173,6 +188,7 @@ class StepReport:
     ignored_ev_setpoints: list[str] = field(default_factory=list)
     clipped_ev_setpoints: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    sessions: dict[str, list] = field(default_factory=dict)
 
     def soc(self) -> dict[str, float]:
         """SOC per plugged EV id at the end of the interval."""
@@ -197,4 +213,5 @@ class StepReport:
                    stations=[StationState(**s) for s in data.get("stations", [])],
                    ignored_ev_setpoints=list(data.get("ignored_ev_setpoints", [])),
                    clipped_ev_setpoints={str(k): float(v) for k, v in data.get("clipped_ev_setpoints", {}).items()},
-                   counts={str(k): int(v) for k, v in data.get("counts", {}).items()}, **events)
+                   counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+                   sessions={str(k): list(v) for k, v in (data.get("sessions") or {}).items()}, **events)

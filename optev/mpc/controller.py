@@ -160,11 +160,14 @@ class MonolithicStrategy(WindowSolver):
     """The whole window as one LP in one HiGHS model, kept across calls (default strategy).
 
     Adds to each result's summary ``warm`` (the first HiGHS run of the call was an in-place
-    data update), ``iterations`` and ``highs_runs`` (loss-correction rounds included).
+    data update), ``mapped_basis`` (it started from the previous window's basis translated
+    to a new structure, :mod:`optev.compose.basis`), ``iterations`` and ``highs_runs``
+    (loss-correction rounds included). Consecutive calls also carry LinDistFlow's loss
+    correction over (:class:`~optev.compose.solve.WindowSolver`).
     """
 
     def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
-        super().__init__(formulation, log=log)
+        super().__init__(formulation, log=log, drop_redundant_rows=True)  # nobody reads its row duals
         self.session = _RecordingSession(time_limit_s=formulation.solver.get("time_limit_s"),
                                          threads=formulation.solver.get("threads"), log=log)
 
@@ -173,14 +176,33 @@ class MonolithicStrategy(WindowSolver):
         result = super().solve(window, soft_limits=soft_limits, ac_check=ac_check)
         runs = self.session.runs
         result.summary["warm"] = bool(runs[0].warm) if runs else False
+        result.summary["mapped_basis"] = bool(runs[0].from_basis) if runs else False
         result.summary["iterations"] = int(sum(r.iterations for r in runs))
         result.summary["highs_runs"] = len(runs)
         return result
 
 
+def _duration(value: Any, what: str, examples: str) -> pd.Timedelta:
+    """``value`` as a Timedelta, or a :class:`DataError` naming ``what`` it should be."""
+    try:
+        td = pd.Timedelta(value)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"{what} {value!r} is not a duration (for example {examples})") from None
+    if pd.isna(td):
+        raise DataError(f"{what} {value!r} is not a duration (for example {examples})")
+    return td
+
+
 def parse_step(step: str | pd.Timedelta | float) -> pd.Timedelta:
-    """A control interval of 1–15 minutes (R6.2.2.2); numbers are seconds."""
-    td = pd.Timedelta(seconds=float(step)) if isinstance(step, (int, float)) else pd.Timedelta(step)
+    """A control interval of 1–15 minutes (R6.2.2.2); numbers are seconds.
+
+    Raises
+    ------
+    DataError
+        ``step`` is not a duration, or outside 1–15 minutes.
+    """
+    td = _duration(step, "control interval", "15min, 5min") if not isinstance(step, (int, float)) \
+        else pd.Timedelta(seconds=float(step))
     if not MIN_STEP <= td <= MAX_STEP:
         raise DataError(f"control interval must be 1 to 15 minutes (R6.2.2.2), got {step!r}")
     return td
@@ -195,7 +217,7 @@ def horizon_steps(horizon: str | pd.Timedelta | int | None, step: pd.Timedelta, 
             raise DataError(f"horizon must be at least one step, got {horizon}")
         return int(horizon)
     else:
-        dur = pd.Timedelta(horizon)
+        dur = _duration(horizon, "horizon", "8h, 90min")
     n = int(np.ceil(dur / step - 1e-9))
     if n < 1:
         raise DataError(f"horizon {horizon!r} is shorter than one step of {step}")
@@ -230,6 +252,11 @@ class Controller:
         Run the AC power flow on each window's plan (LinDistFlow's loss correction and
         its voltage error need it). Default: only for formulations whose network block is
         LinDistFlow (a copper-plate plan's AC check costs more than its solve).
+    soft_limits : bool, optional
+        Solve every window with soft limits (hard limits as penalised slacks) from the
+        start; default: the formulation's ``[solver] soft_limits``. For a dispatcher that
+        cannot change the load that breaks a limit (the uncontrolled baseline's DER
+        dispatch, :mod:`optev.mpc.baseline`) soft limits are the formulation, not a fallback.
     soft_fallback : bool
         Re-solve an infeasible window with soft limits (default True).
     storage_terminal : {"initial", "free"}, optional
@@ -254,7 +281,8 @@ class Controller:
     def __init__(self, formulation: Formulation | str, instance: Instance, *, step: str | pd.Timedelta = "15min",
                  horizon: str | pd.Timedelta | int | None = None, forecaster: Any = None,
                  quantum_kw: float = QUANTUM_KW, strategy: WindowStrategy | Callable[[Formulation], Any] | None = None,
-                 edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_fallback: bool = True,
+                 edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_limits: bool | None = None,
+                 soft_fallback: bool = True,
                  storage_terminal: str | None = None, protect_departures: bool = True, ev_plan: bool = True,
                  arrival_reserve: bool = True, log: bool = False) -> None:
         form = load_formulation(formulation) if isinstance(formulation, str) else formulation
@@ -285,6 +313,7 @@ class Controller:
         self.ac_check = lindistflow if ac_check is None else bool(ac_check)
         self.protect_departures = bool(protect_departures)
         self.soft_fallback = bool(soft_fallback)
+        self.soft_limits = soft_limits
         self.ev_plan = bool(ev_plan)
         self.arrival_reserve = bool(arrival_reserve)
         self.origin = instance_origin(instance)
@@ -363,8 +392,10 @@ class Controller:
         return float(mean_kw.sum())
 
     @staticmethod
-    def _clip_needs(w: Window, real: np.ndarray) -> tuple[int, float]:
-        """Lower needs that full-power charging can no longer reach (see "Terminal conditions")."""
+    def _clip_needs(w: Window, real: np.ndarray, counted: np.ndarray | None = None) -> tuple[int, float]:
+        """Lower needs that full-power charging can no longer reach (see "Terminal conditions");
+        ``real`` marks the sessions plugged in now (the others are forecast); the count and
+        energy returned are those of the ``counted`` sessions (default: the real ones)."""
         ev = w.evs
         if not ev.n:
             return 0, 0.0
@@ -388,11 +419,17 @@ class Controller:
                                                          ev.e_min_kwh[fc]))
         ev.e_need_kwh = np.minimum(ev.e_need_kwh, reach)
         ev.e_req_kwh = np.minimum(ev.e_req_kwh, reach)
-        return int((over & real).sum()), float(lowered[real].sum())
+        counted = real if counted is None else counted
+        return int((over & counted).sum()), float(lowered[counted].sum())
 
     def _solve(self, w: Window) -> tuple[WindowResult | None, str, str]:
+        if self.soft_limits:
+            try:
+                return self.strategy.solve(w, soft_limits=True, ac_check=self.ac_check), "soft_limits", ""
+            except OptevError as exc:
+                return None, "failed", str(exc)
         try:
-            return self.strategy.solve(w, soft_limits=None, ac_check=self.ac_check), "optimal", ""
+            return self.strategy.solve(w, soft_limits=self.soft_limits, ac_check=self.ac_check), "optimal", ""
         except InfeasibleError as exc:
             if not self.soft_fallback:
                 return None, "failed", str(exc)
@@ -443,7 +480,9 @@ class Controller:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
         reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else 0.0
-        n_clip, clip_kwh = self._clip_needs(w, real)
+        # an unknown departure (fast station) is estimated so that full power is needed: not a clipped need
+        waiting = pd.Index(w.evs.session_id).isin([e.session_id for e in live if e.departure_s is None])
+        n_clip, clip_kwh = self._clip_needs(w, real, counted=real & ~waiting)
         self.last_window = w
         result, status, message = self._solve(w)
         self.last_result = result
@@ -518,7 +557,14 @@ class Controller:
             iterations=int(summ.get("iterations", 0)),
             planned_shortfall_kwh=float(short[real].sum()) if ev.n else 0.0,
             slack_used={str(k): float(v) for k, v in (summ.get("slack_used") or {}).items() if v},
-            max_abs_dv_pu=_finite(summ.get("max_abs_dv_pu")))
+            max_abs_dv_pu=_finite(summ.get("max_abs_dv_pu")),
+            loss_converged=_flag(summ.get("loss_correction_converged")),
+            loss_error_pu=_finite(summ.get("loss_error_pu")), loss_rounds=_loss_rounds(summ),
+            mapped_basis=bool(summ.get("mapped_basis", False)))
+        if stats.loss_converged is False:
+            note = (f"loss correction did not converge: LinDistFlow and AC voltages differ by "
+                    f"{stats.loss_error_pu if stats.loss_error_pu is not None else float('nan'):.2g} p.u.")
+            stats.message = f"{message}; {note}" if message else note
         return ControlDecision(time_s=float(state.time_s), step_s=self.step_s, setpoints=Setpoints(ev_kw, station_kw),
                                storage_kw=storage_kw, plan_start_s=float(state.time_s), plan_step_s=self.step_s,
                                station_plan_kw=station_plan, ev_plan_kw=ev_plan, storage_plan_kw=storage_plan,
@@ -527,7 +573,8 @@ class Controller:
     def _leaving_setpoints(self, leaving: list, now: float, ev_kw: dict[str, float], station_kw: dict[str, float],
                            st: Any) -> None:
         """EVs that leave during the interval (not in the window): charge what their need asks
-        for in the time left, at most full power, within the site cap left by the plan."""
+        for in the time left, at most full power, within the site cap left by the plan; an EV
+        whose departure is unknown (a driver waiting at a fast station) gets full power."""
         q = self.quantum_kw
         cap, p_ch, eff, _ = ev_station_params(self.instance, [e.ev_id for e in leaving],
                                               [e.station_id for e in leaving])
@@ -539,8 +586,11 @@ class Controller:
         p_need = np.divide(need, eff * tau_h, out=np.zeros(len(leaving)), where=ok)
         p_max = np.minimum(p_ch, np.divide(np.maximum(cap - energy, 0.0), eff * tau_h, out=np.zeros(len(leaving)),
                                            where=ok))
-        p = np.minimum(np.ceil(p_need / q - 1e-9), np.floor(p_max / q + 1e-9)) * q
+        p = np.minimum(np.ceil(p_need / q - 1e-9) * q, np.where(p_max >= p_ch, p_ch, np.floor(p_max / q + 1e-9) * q))
         p = np.where(ok, np.maximum(p, 0.0), 0.0)
+        # unknown departure (fast station): the driver waits until charged, so full power until the target
+        waiting = np.array([e.departure_s is None for e in leaving], bool)
+        p = np.where(waiting & (need > 0), p_ch, p)
         site = dict(zip(st.station_id, st.p_site_max_kw))
         for k, e in enumerate(leaving):
             head = np.floor(max(site.get(e.station_id, np.inf) - station_kw[e.station_id], 0.0) / q + 1e-9) * q
@@ -563,6 +613,18 @@ class Controller:
         return ControlDecision(time_s=float(state.time_s), step_s=self.step_s, setpoints=Setpoints(ev_kw, station_kw),
                                storage_kw=zero, plan_start_s=float(state.time_s), plan_step_s=self.step_s,
                                modes=modes, stats=SolveStats(status="failed", message=message))
+
+
+def _loss_rounds(summary: dict[str, Any]) -> int:
+    """LP solves of the loss correction (0 when the window had none)."""
+    if summary.get("loss_correction_converged") is None:
+        return 0
+    return int(summary.get("loss_correction_rounds", 0))
+
+
+def _flag(v: Any) -> bool | None:
+    """A summary's yes/no entry as bool, None when absent."""
+    return None if v is None else bool(v)
 
 
 def _finite(v: Any) -> float | None:

@@ -130,14 +130,24 @@ class Outage:
     stations: tuple[str, ...]
 
 
-def _seconds(instance: Instance, value: Any) -> float:
+def _seconds(instance: Instance, value: Any, where: str = "time") -> float:
+    """Seconds after the instance start of a number (seconds), ``"HH:MM"`` on the first
+    day or a timestamp; a :class:`DataError` naming ``where`` for anything else."""
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
     origin = instance_origin(instance)
+    bad = DataError(f"{where} {value!r} is neither seconds after the instance start, HH:MM nor an ISO timestamp")
     if isinstance(value, str) and value.count(":") == 1 and "T" not in value and "-" not in value:
         hh, mm = value.split(":")
+        if not (hh.strip().isdigit() and mm.strip().isdigit()):
+            raise bad
         return (origin.normalize() + pd.Timedelta(hours=int(hh), minutes=int(mm)) - origin).total_seconds()
-    t = pd.Timestamp(value)
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        raise bad from None
+    if pd.isna(t):
+        raise bad
     if t.tzinfo is None:
         t = t.tz_localize(instance.metadata.timezone)
     return (t - origin).total_seconds()
@@ -179,7 +189,8 @@ def parse_outages(outages: Iterable[Any] | None, instance: Instance,
             stations = tuple(str(s) for s in sites[target])
         else:
             raise DataError(f"outage {k}: {target!r} is neither a station, a site, a region of `regions` nor '*'")
-        s0, s1 = _seconds(instance, start), _seconds(instance, end)
+        s0, s1 = _seconds(instance, start, f"outage {k} ({target}): start"), \
+            _seconds(instance, end, f"outage {k} ({target}): end")
         if not s1 > s0:
             raise DataError(f"outage {k} ({target}): end must be after start, got {start!r} – {end!r}")
         out.append(Outage(target, s0, s1, stations))
@@ -244,8 +255,11 @@ def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s
 
     Arrival is the plug-in time (at most ``now_s``); the SOC is the measured one (the
     window takes the measured energy from ``ev_energy_kwh``). An unknown departure (fast
-    station) is estimated as the end of the first whole step by which full-power
-    charging reaches the target (at least one step).
+    station: the driver waits and leaves when charged) is the time full-power charging
+    takes to reach the target: the window's whole steps up to then need full power (the
+    controller lowers the need to what they reach) and the rest of the session is served
+    as an EV leaving during the interval, at the power its need requires — the driver is
+    never kept waiting longer than uncontrolled charging would.
     """
     if not evs:
         return SESSIONS.empty()
@@ -258,7 +272,7 @@ def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s
     p_rep = np.array([np.nan if e.p_ch_max_kw is None else e.p_ch_max_kw for e in evs], float)
     p_use = np.where(np.isnan(p_rep), p_ch, p_rep)
     need_h = np.maximum(target * cap - energy, 0.0) / np.maximum(eff * p_use, 1e-9)
-    est = now_s + np.maximum(np.ceil(need_h * 3600.0 / step_s - 1e-9), 1.0) * step_s
+    est = now_s + need_h * 3600.0
     dep = np.where(np.isnan(dep), est, dep)
     arr = np.minimum(np.array([e.arrival_s for e in evs], float), now_s)
     return SESSIONS.conform(pd.DataFrame({
@@ -334,7 +348,9 @@ def local_setpoints(instance: Instance, evs: Sequence[EVState], now_s: float, st
     full = policy.fallback == "full" or (np.isin(st.kind[ev.station], ["fcs"]) if ev.n else False)
     spread = np.where(full, np.where(gap > 0, ev.p_ch_max_kw, 0.0), gap / (ev.eff_ch * left_h))
     spread = np.minimum(np.minimum(spread, ev.p_ch_max_kw), room) * plugged
-    spread_q = np.minimum(np.ceil(spread / q - 1e-9), np.floor(np.minimum(ev.p_ch_max_kw, room) / q + 1e-9)) * q
+    # on the quantum grid, or the EV's full power when that is its limit (on_setpoint_grid)
+    top = np.where(room >= ev.p_ch_max_kw, ev.p_ch_max_kw, np.floor(room / q + 1e-9) * q)
+    spread_q = np.minimum(np.ceil(spread / q - 1e-9) * q, top)
     spread_q = np.maximum(spread_q, 0.0)
     fb_req = np.bincount(ev.station, weights=spread_q, minlength=n_st) if ev.n else np.zeros(n_st)
     cap = st.p_site_max_kw.copy()
@@ -354,13 +370,15 @@ def local_setpoints(instance: Instance, evs: Sequence[EVState], now_s: float, st
         k = sched.index(now_s)
         guide[e] = plan[k] if (plan is not None and k is not None and k < len(plan)) else 0.0
         have_plan[e] = plan is not None
-    # hold without per-EV plans at a station: share in proportion to the EVs' ranges (no guide)
+    # hold without per-EV plans at a station: share in proportion to the EVs' ranges (no guide);
+    # EVs that arrived after the held plan have none: the schedule comes first (rounding="station")
     use_guide = bool((~hold_ev).any() or have_plan.any())
+    rounding = "station" if (hold_ev & plugged & ~have_plan).any() else "per_ev"
 
     def share(enforce: bool) -> np.ndarray:
         return disaggregate(ev, dt, req[:, None], guide_kw=guide[:, None] if use_guide else None, quantum_kw=q,
                             enforce_departure=enforce, site_max_kw=st.p_site_max_kw,
-                            site_dis_max_kw=st.p_site_dis_max_kw).ev_p_kw[:, 0]
+                            site_dis_max_kw=st.p_site_dis_max_kw, rounding=rounding).ev_p_kw[:, 0]
 
     p = share(True)
     if hold_ev.any() and not policy.protect_departures:

@@ -237,6 +237,14 @@ class ReplayPlant:
             "rejections": 0, "stranded": 0, "plugged": int(plugged_end.sum()), "queued": 0})
         if report:
             self._fill(rep, arrived, leaving, plugged_end, g_in - g_out, ignored, clipped_mask, p, duration_s)
+            i = np.flatnonzero(active)
+            cap = np.where(self.cap > 0, self.cap, 1.0)
+            rep.sessions = {
+                "session_id": self.session_ids[i].tolist(), "ev_id": self.ev_ids[i].tolist(),
+                "station_id": self.station_ids[self.st[i]].tolist(), "import_kwh": g_in[i].tolist(),
+                "export_kwh": g_out[i].tolist(), "charged_kwh": de_ch[i].tolist(),
+                "discharged_kwh": de_dis[i].tolist(), "e_kwh": self.e[i].tolist(), "soc": (self.e / cap)[i].tolist(),
+                "plugged_s": (tau_h[i] * 3600.0).tolist(), "departed": leaving[i].tolist()}
         return rep
 
     def _fill(self, rep: StepReport, arrived: np.ndarray, leaving: np.ndarray, plugged_end: np.ndarray,

@@ -197,6 +197,20 @@ class SolveStats:
         Slack used per soft limit (status ``soft_limits``).
     max_abs_dv_pu : float or None
         Largest |LinDistFlow − AC| voltage difference of the window, p.u.
+    loss_converged : bool or None
+        LinDistFlow's loss correction reached ``loss_tolerance_pu`` (True) or stopped at
+        ``max_corrections`` / on a failed AC power flow (False: the plan's voltages are
+        off by ``loss_error_pu``; the applied setpoints are still AC-checked); None
+        without loss correction.
+    loss_error_pu : float or None
+        |LinDistFlow − AC| voltage error of the plan the decision comes from, p.u.
+    loss_rounds : int
+        LP solves of the loss correction (1: the first plan was already within the
+        tolerance; 0 without loss correction).
+    mapped_basis : bool
+        The first HiGHS run started from the previous window's basis translated to this
+        window's structure (:mod:`optev.compose.basis`; ``warm`` is the in-place update of
+        an unchanged structure).
     """
 
     status: str = "optimal"
@@ -217,6 +231,10 @@ class SolveStats:
     planned_shortfall_kwh: float = 0.0
     slack_used: dict[str, float] = field(default_factory=dict)
     max_abs_dv_pu: float | None = None
+    loss_converged: bool | None = None
+    loss_error_pu: float | None = None
+    loss_rounds: int = 0
+    mapped_basis: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -225,10 +243,14 @@ class SolveStats:
     def from_dict(cls, data: dict[str, Any]) -> "SolveStats":
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
-        for k in ("objective", "max_abs_dv_pu"):
+        for k in ("objective", "max_abs_dv_pu", "loss_error_pu"):
             kw[k] = _num(kw.get(k))
+        conv = kw.get("loss_converged")
+        kw["loss_converged"] = None if conv is None else bool(conv)
         kw["slack_used"] = {str(k): float(v) for k, v in (kw.get("slack_used") or {}).items()}
         kw["warm"] = bool(kw.get("warm", False))
+        kw["mapped_basis"] = bool(kw.get("mapped_basis", False))
+        kw["loss_rounds"] = int(kw.get("loss_rounds", 0))
         kw["iterations"] = int(kw.get("iterations", 0))
         kw["evs"] = int(kw.get("evs", 0))
         kw["forecast_arrivals"] = int(kw.get("forecast_arrivals", 0))

@@ -17,25 +17,37 @@ import pandas as pd
 from optev.data.instance import Instance
 
 HEADLINE = (
-    ("cost", "cost", "grid import cost of the applied steps at the realised prices, currency"),
-    ("baseline_cost", "baseline_cost", "the same for the uncontrolled baseline, currency"),
-    ("ev_energy_cost", "ev_energy_cost", "EV load priced at the grid price (V2G export at the sell price), currency"),
+    ("cost", "cost", "grid import + generation + curtailment cost of the compared steps, realised, currency"),
+    ("baseline_cost", "baseline_cost", "the same for the uncontrolled baseline (same DER rule), currency"),
+    ("ev_energy_cost", "ev_energy_cost", "realised EV load priced at the grid price (V2G export at the sell price), "
+                                         "currency"),
     ("baseline_ev_energy_cost", "baseline_ev_energy_cost", "the same for the uncontrolled baseline, currency"),
-    ("peak_import_kw", "peak_import_kw", "highest substation import of a step, kW"),
+    ("peak_import_kw", "peak_import_kw", "highest substation import (AC) of a compared step, kW"),
     ("baseline_peak_import_kw", "baseline_peak_import_kw", "the same for the uncontrolled baseline, kW"),
     ("peak_reduction_kw", "peak_reduction_kw", "baseline peak minus controlled peak, kW"),
-    ("energy_delivered_kwh", "energy_delivered_kwh", "EV charging energy, grid side, kWh"),
-    ("energy_discharged_kwh", "energy_discharged_kwh", "V2G energy, grid side, kWh"),
+    ("peak_ev_kw", "peak_ev_kw", "highest realised EV power of a step, kW"),
+    ("baseline_peak_ev_kw", "baseline_peak_ev_kw", "the same for the uncontrolled baseline, kW"),
+    ("energy_delivered_kwh", "energy_delivered_kwh", "realised EV charging energy, grid side, kWh"),
+    ("energy_local_kwh", "energy_local_kwh", "of which drawn by EVs arriving during a step (local rule), kWh"),
+    ("energy_discharged_kwh", "energy_discharged_kwh", "realised V2G energy, grid side, kWh"),
     ("energy_unmet_kwh", "energy_unmet_kwh", "departure needs not met, sessions that left, kWh"),
     ("baseline_energy_unmet_kwh", "baseline_energy_unmet_kwh", "the same for the uncontrolled baseline, kWh"),
+    ("energy_deferred_kwh", "energy_deferred_kwh", "need still owed to sessions plugged in at the end, kWh"),
     ("sessions_with_shortfall", "sessions_with_shortfall", "sessions that left short of their need"),
     ("sessions_departed", "sessions_departed", "sessions that left during the run"),
+    ("sessions_worse_than_uncontrolled", "sessions_worse_than_uncontrolled",
+     "departed sessions left with less than uncontrolled charging gave them (beyond one quantum-step, V2G opt-ins "
+     "paid excepted)"),
     ("soc_floor_violations", "soc_floor_violations", "EV-steps discharged below the SOC floor (must be 0)"),
     ("limit_violations", "limit_violations_total", "setpoint grid, charger, station and plant limit breaches "
                                                    "(must be 0)"),
+    ("identities_ok", "identities_ok", "the accounting identities hold (station = Σ EVs, battery energy, import)"),
     ("ac_violations", None, "AC power-flow check violations of the applied steps (all kinds)"),
     ("ac_violation_steps", "ac_violation_steps", "steps with at least one AC-check violation"),
     ("baseline_ac_violations", None, "AC-check violations of the uncontrolled baseline"),
+    ("excluded_steps", None, "steps left out of costs and peaks: their AC power flow did not converge in either day"),
+    ("grid_loadability", "grid_loadability", "largest uniform factor on the base load that the grid carries within "
+                                             "limits (no EVs)"),
     ("lindistflow_error_pu", "lindistflow_error_pu", "max |LinDistFlow − AC| voltage of the plans, p.u. "
                                                      "(None without LinDistFlow)"),
     ("solve_s_median", None, "median HiGHS time per step, s"),
@@ -76,7 +88,9 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
     -------
     dict
         ``ev_energy_cost``, ``baseline_ev_energy_cost`` (currency), ``ev_cost_saving``
-        (baseline minus controlled), ``voltage_limits_pu`` ([lowest v_min, highest v_max]
+        (baseline minus controlled), ``currency`` (the instance's ``metadata.currency``:
+        the unit of these and of the summary's ``cost`` and ``baseline_cost``),
+        ``voltage_limits_pu`` ([lowest v_min, highest v_max]
         of the feeder's buses, or None without buses), ``v2g_stations`` (ids of the
         stations whose charger model allows discharge, with a discharge cap above 0).
     """
@@ -84,7 +98,8 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
 
     times = pd.DatetimeIndex(steps["time"])
     dt_h = step_minutes / 60.0
-    out: dict[str, Any] = {"ev_energy_cost": None, "baseline_ev_energy_cost": None, "ev_cost_saving": None}
+    out: dict[str, Any] = {"ev_energy_cost": None, "baseline_ev_energy_cost": None, "ev_cost_saving": None,
+                           "currency": instance.metadata.currency}
     if len(times):
         actual = actual_series(instance, times)
         out["ev_energy_cost"] = ev_energy_cost(steps["ev_kw"], actual.price_buy, actual.price_sell, dt_h)
@@ -111,6 +126,7 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
         if key is not None:
             row[column] = summary.get(key)
     row["ac_violations"] = int(sum((summary.get("ac_violations") or {}).values()))
+    row["excluded_steps"] = len(summary.get("excluded_steps") or [])
     row["baseline_ac_violations"] = int(sum((summary.get("baseline_ac_violations") or {}).values()))
     solve = summary.get("solve_s") or {}
     row["solve_s_median"] = solve.get("median")

@@ -46,16 +46,23 @@ class ProgressLine:
         Where to write (default ``sys.stderr`` at construction).
     force : bool
         Show it even when ``stream`` is not a terminal (plain lines, see module docstring).
+    unit : str
+        What is counted (``44/96 steps``).
+    every : int, optional
+        Off a terminal, print a plain line every ``every`` items (default: about every 5 %,
+        :data:`PLAIN_UPDATES` lines) and after the last one.
     """
 
-    def __init__(self, total: int, *, label: str = "optev", stream: TextIO | None = None, force: bool = False) -> None:
+    def __init__(self, total: int, *, label: str = "optev", stream: TextIO | None = None, force: bool = False,
+                 unit: str = "steps", every: int | None = None) -> None:
         self.total = max(int(total), 1)
         self.label = label
+        self.unit = unit
         self.stream = sys.stderr if stream is None else stream
         isatty = getattr(self.stream, "isatty", None)
         self.tty = bool(isatty and isatty())
         self.enabled = self.tty or force
-        self.every = max(self.total // PLAIN_UPDATES, 1)
+        self.every = max(int(every), 1) if every is not None else max(self.total // PLAIN_UPDATES, 1)
         self.t0 = time.perf_counter()
         self.width = 0
         self.shown = False
@@ -70,7 +77,7 @@ class ProgressLine:
         filled = int(round(BAR_WIDTH * done / self.total))
         elapsed = time.perf_counter() - self.t0
         text = f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done:>{len(str(self.total))}}/{self.total} " \
-               f"steps"
+               f"{self.unit}"
         if note:
             text += f"  {note}"
         text += f"  elapsed {elapsed:.1f} s"
@@ -89,7 +96,11 @@ class ProgressLine:
         self.shown = True
 
     def update(self, done: int, total: int | None = None, info: dict[str, Any] | None = None) -> None:
-        """After step ``done`` (the :func:`optev.mpc.simulate` progress callback)."""
+        """After step ``done`` (the :func:`optev.mpc.simulate` progress callback).
+
+        ``info`` may hold ``time`` (shown as ``HH:MM``), ``status`` (shown unless
+        ``"optimal"``) and ``note`` (text shown as it is).
+        """
         if not self.enabled:
             return
         if total is not None:
@@ -102,6 +113,8 @@ class ProgressLine:
             note = t.strftime("%H:%M")
         if (info or {}).get("status") not in (None, "optimal"):
             note += f" ({info['status']})"  # type: ignore[index]
+        if (info or {}).get("note"):
+            note += f" {info['note']}"  # type: ignore[index]
         self._write(self._text(done, note.strip()))
 
     def close(self) -> None:

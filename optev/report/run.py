@@ -3,7 +3,7 @@
 ::
 
     import optev
-    res = optev.run()                      # embedded default: instances/ux37_fleet, station_v2g, a day
+    res = optev.run()                      # embedded default: instances/ux37_fleet, city_dispatch, a day
     res.summary()["peak_reduction_kw"]
     res.ev.head()                          # tidy frames: ev, station, bus, line, mode, steps, sessions, ...
     res.write("out/")                      # tables, summary.json and plots/*.png
@@ -17,17 +17,15 @@ over the same steps — and wraps the :class:`~optev.mpc.MPCRun` in a :class:`Ru
 
 Defaults (the main job)
 -----------------------
-* **Formulation** ``station_v2g`` (:data:`DEFAULT_FORMULATION`): per-EV ordered charging
-  with station-level V2G on a copper plate, controlled by the rolling horizon, the applied
-  steps checked by the AC power flow. Chosen because it runs a whole day of the embedded
-  default (300 EVs, 96 steps of 15 min, 8-h horizon) in about 15 s on 2 cores
-  (median HiGHS time about 0.05 s per step). The LinDistFlow formulations run too
-  (``formulation="city_dispatch"``: generators, reactive support and LinDistFlow voltages,
-  with the LinDistFlow error reported) but take 55–70 s for the same day on the same
-  machine (4-h and 8-h horizon), above the main job's one-minute budget; with the
-  copper plate the summary's ``lindistflow_error_pu`` is None.
-* **Horizon** 8 h (:data:`DEFAULT_HORIZON`): on the embedded default a 24-h horizon gives
-  the same cost and peak within 0.1 % and takes 3.5 times longer.
+* **Formulation** ``city_dispatch`` (:data:`DEFAULT_FORMULATION`): the mission's composition
+  — per-EV ordered charging with station-level V2G above the 20 % SOC floor, V2G
+  chargers' reactive power, the case's generators, PV, wind and storage, on a LinDistFlow
+  network with loss correction and voltage and thermal limits — in the rolling horizon,
+  every applied step checked by the AC power flow; the summary reports the LinDistFlow-vs-AC
+  error. On the embedded default (300 EVs, 96 steps of 15 min, 8-h horizon) the day runs in
+  about 20 s on 2 cores (``benchmarks/README.md``, "The main job"). ``station_v2g`` (copper
+  plate) and the other shipped formulations run with ``formulation=``.
+* **Horizon** 8 h (:data:`DEFAULT_HORIZON`).
 * **Steps** one day of the control interval from the instance start (96 × 15 min).
 """
 
@@ -42,14 +40,17 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
+from optev.blocks.window import window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.io.embedded import default_instance
+from optev.mpc.controller import parse_step
 from optev.mpc.simulate import MPCRun, simulate
+from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 
 
-DEFAULT_FORMULATION = "station_v2g"
+DEFAULT_FORMULATION = "city_dispatch"
 """Formulation of the main job (see the module docstring for the choice)."""
 
 DEFAULT_HORIZON = "8h"
@@ -98,8 +99,6 @@ def resolve_formulation(formulation: Formulation | str | Path | None) -> Formula
 
 def day_steps(step: str | pd.Timedelta) -> int:
     """Control steps in one day (rounded up)."""
-    from optev.mpc.controller import parse_step
-
     return int(math.ceil(pd.Timedelta(days=1) / parse_step(step) - 1e-9))
 
 
@@ -122,9 +121,12 @@ class RunResult:
         What was run: ``instance`` (path or name), ``formulation`` (name),
         ``formulation_file``, ``start``, ``steps``, ``step``, ``horizon``, ``outages``.
     figures : dict
-        Derived figures (:func:`optev.report.metrics.derived_figures`).
+        Derived figures (:func:`optev.report.metrics.derived_figures`) and the base-load
+        adequacy of the feeder over the run's steps (``grid_adequacy``,
+        ``grid_base_violations``, ``grid_loadability``; :mod:`optev.powerflow.adequacy`).
     timings_s : dict
-        Wall time of ``read`` (instance and formulation) and ``simulate``, s; ``write``
+        Wall time of ``read`` (instance and formulation), ``grid`` (base-load adequacy) and
+        ``simulate``, s; ``write``
         and ``plots`` are added by :meth:`write`.
     outputs : dict
         After :meth:`write`: ``out`` (the folder), ``tables`` (file and rows of each) and
@@ -275,7 +277,8 @@ class _Written:
 def run(instance: Instance | str | Path | None = None, formulation: Formulation | str | Path | None = None, *,
         start: Any = None, steps: int | None = None, step: str | pd.Timedelta = DEFAULT_STEP,
         horizon: str | pd.Timedelta | int | None = DEFAULT_HORIZON, outages: Iterable[Any] | None = None,
-        progress: bool | Callable[[int, int, dict[str, Any]], None] = False, **options: Any) -> RunResult:
+        progress: bool | Callable[[int, int, dict[str, Any]], None] = False,
+        announce: Callable[[str], None] | None = None, **options: Any) -> RunResult:
     """Run the main job: a closed-loop day of ``instance`` under ``formulation``.
 
     Parameters
@@ -300,6 +303,12 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     progress : bool or callable
         True: a progress line on standard error (:class:`optev.report.progress.ProgressLine`);
         a callable ``progress(done, total, info)`` is called after every step.
+    announce : callable, optional
+        Called with the one-line base-load adequacy verdict of the feeder over the run's
+        steps (:mod:`optev.powerflow.adequacy`) before the day is simulated, when the
+        instance has a feeder (``optev run`` prints it on standard error). The figures
+        ``grid_adequacy``, ``grid_base_violations`` and ``grid_loadability`` are in
+        :attr:`RunResult.figures` (and the summary) either way.
     **options
         Passed on to :func:`optev.mpc.simulate`: ``forecaster``, ``edge``, ``regions``,
         ``ac_check``, ``plant_config``, ``router``, ``keep_decisions``, ``controller``.
@@ -332,6 +341,11 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
 
         parse_outages(outage_list, inst, options.get("regions"))  # fails before the day is simulated
     t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    grid, grid_line = grid_verdict(inst, times=window_times(inst, start, n_steps, parse_step(step)))
+    if grid_line is not None and announce is not None:
+        announce(grid_line)
+    t_grid = time.perf_counter() - t0
     callback: Callable[[int, int, dict[str, Any]], None] | None
     bar = None
     if progress is True:
@@ -355,10 +369,11 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     t_sim = time.perf_counter() - t0
     from optev.report.metrics import derived_figures
 
-    figures = derived_figures(inst, mpc.tables["steps"], mpc.baseline["steps"], float(mpc.summary["step_minutes"]))
+    figures = {**derived_figures(inst, mpc.tables["steps"], mpc.baseline["steps"], float(mpc.summary["step_minutes"])),
+               **adequacy_summary(grid)}
     inputs = {"instance": label, "formulation": form.name, "formulation_file": form.source,
               "start": mpc.summary["start"], "steps": n_steps, "step": str(step),
               "horizon": None if horizon is None else str(horizon),
               "outages": [dict(o) if isinstance(o, Mapping) else list(o) for o in outage_list]}
     return RunResult(mpc=mpc, instance=inst, inputs=inputs, figures=figures,
-                     timings_s={"read": t_read, "simulate": t_sim})
+                     timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})

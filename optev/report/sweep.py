@@ -10,7 +10,8 @@ The grid is a mapping of parameter → list of values; the scenarios are its Car
 product, in the order the grid lists them (the last parameter varies fastest). Each
 scenario is run by :func:`optev.report.run.run` on a copy of the base instance changed by
 the scenario's parameters, and gives one row: the parameter values, then the headline
-figures (:data:`optev.report.metrics.HEADLINE`), then ``scenario`` (0, 1, ...).
+figures (:data:`optev.report.metrics.HEADLINE`), ``currency`` (the unit of the cost
+columns, the instance's ``metadata.currency``), ``wall_s``, then ``scenario`` (0, 1, ...).
 
 Parameters of a grid
 --------------------
@@ -54,6 +55,16 @@ instance cost about as much as a day of the embedded default); use ``"processes"
 many long scenarios (in a script, call :func:`sweep` under ``if __name__ == "__main__":``,
 Python's rule for worker processes started by ``forkserver`` or ``spawn``). Results do not
 depend on the executor.
+
+Progress
+--------
+``progress=True`` prints a progress line on standard error as each scenario finishes
+(:class:`~optev.report.progress.ProgressLine`: redrawn in place on a terminal, one plain
+line per scenario elsewhere), with the scenario's parameters; a callable is called
+``progress(done, total, info)`` instead, with ``info`` = ``{"scenario": index,
+"parameters": {...}, "wall_s": seconds, "note": text}``. With the serial and process executors (and
+Dask) a scenario is reported when it finishes, in the order scenarios finish; an executor
+object with only ``map`` reports every scenario once they have all finished.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ import dataclasses
 import itertools
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -188,7 +199,7 @@ def run_scenario(job: tuple[Instance, dict[str, Any], dict[str, Any], int]) -> d
     formulation = kwargs.pop("formulation", None)
     t0 = time.perf_counter()
     res = run(inst, formulation, **kwargs)
-    row = {**params, **res.headline()}
+    row = {**params, **res.headline(), "currency": inst.metadata.currency}
     row["wall_s"] = time.perf_counter() - t0
     return row
 
@@ -208,8 +219,44 @@ def _executor(executor: Any, n: int) -> tuple[Any, bool]:
     return executor, False
 
 
+def _progress_callback(progress: Any, total: int) -> tuple[Callable[[int, int, dict[str, Any]], None] | None, Any]:
+    """(callback, progress line to close) of the ``progress`` argument of :func:`sweep`."""
+    if progress is True:
+        from optev.report.progress import ProgressLine
+
+        bar = ProgressLine(total, label="optev.sweep", force=True, unit="scenarios", every=1)
+        return bar.update, bar
+    if callable(progress):
+        return progress, None
+    if progress is False or progress is None:
+        return None, None
+    raise DataError(f"progress must be True, False or a callable progress(done, total, info), got {progress!r}")
+
+
+def _run_jobs(ex: Any, jobs: list[tuple[Instance, dict[str, Any], dict[str, Any], int]],
+              report: Callable[[int, int, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Rows of every job, in job order; ``report(done, total, info)`` as each finishes."""
+    if report is None:
+        return list(ex.map(run_scenario, jobs))
+    total = len(jobs)
+    if hasattr(ex, "map_as_completed"):
+        done_rows: list[Any] = [None] * total
+        pairs = ex.map_as_completed(run_scenario, jobs)
+    else:  # an executor with map only: every row at the end
+        done_rows = list(ex.map(run_scenario, jobs))
+        pairs = enumerate(done_rows)
+    for done, (index, row) in enumerate(pairs, start=1):
+        done_rows[index] = row
+        params = jobs[index][1]
+        note = ", ".join(f"{k}={v}" for k, v in params.items())
+        report(done, total, {"scenario": index, "parameters": dict(params), "wall_s": row.get("wall_s"),
+                             "note": f"scenario {index}: {note}" if note else f"scenario {index}"})
+    return done_rows
+
+
 def sweep(grid: Mapping[str, Sequence[Any]], base: Instance | str | Path | None = None, *,
-          formulation: Any = None, executor: Any = None, seed: int = 0, **options: Any) -> pd.DataFrame:
+          formulation: Any = None, executor: Any = None, seed: int = 0,
+          progress: bool | Callable[[int, int, dict[str, Any]], None] = False, **options: Any) -> pd.DataFrame:
     """Run every scenario of ``grid`` and return one table (module docstring).
 
     Parameters
@@ -225,6 +272,10 @@ def sweep(grid: Mapping[str, Sequence[Any]], base: Instance | str | Path | None 
         How scenarios run (default serial; module docstring, "Execution").
     seed : int
         Seed of the ``v2g_share`` draw unless the grid varies ``seed``.
+    progress : bool or callable
+        True: a progress line on standard error per finished scenario; a callable
+        ``progress(done, total, info)`` is called instead (module docstring, "Progress").
+        The runs themselves show no progress.
     **options
         Options of every run (:func:`optev.report.run.run`: ``steps``, ``start``,
         ``horizon``, ``step``, ``outages``, ``ac_check``, ...); the grid's run parameters
@@ -234,21 +285,22 @@ def sweep(grid: Mapping[str, Sequence[Any]], base: Instance | str | Path | None 
     -------
     DataFrame
         One row per scenario, in grid order: the grid's parameters, the headline figures
-        (:data:`optev.report.metrics.HEADLINE`), ``wall_s`` and ``scenario``.
+        (:data:`optev.report.metrics.HEADLINE`), ``currency``, ``wall_s`` and ``scenario``.
     """
     from optev.report.run import resolve_instance
 
     points = scenarios(grid)
-    if "progress" in options:
-        raise DataError("sweep runs many scenarios: the progress option is not available")
+    report, bar = _progress_callback(progress, len(points))
     inst, _ = resolve_instance(base)
     if formulation is not None:
         options = {**options, "formulation": formulation}
     jobs = [(inst, params, dict(options), int(seed)) for params in points]
     ex, own = _executor(executor, len(jobs))
     try:
-        rows = ex.map(run_scenario, jobs)
+        rows = _run_jobs(ex, jobs, report)
     finally:
+        if bar is not None:
+            bar.close()
         if own:
             ex.close()
     table = pd.DataFrame(rows)

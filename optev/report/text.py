@@ -4,7 +4,7 @@ Example (the embedded default, abridged)::
 
     instance     ux37_fleet (instances/ux37_fleet): 300 EVs, event plant, forecaster seasonal
     control      station_v2g, 96 steps of 15 min from 2026-01-01T00:00:00+08:00, horizon 32 steps
-    cost         243,215.0 grid import (uncontrolled 243,729.5); EV load 5,170.3 (uncontrolled 5,684.8)
+    cost         243,215.0 CNY grid import (uncontrolled 243,729.5 CNY); EV load 5,170.3 CNY (uncontrolled 5,684.8 CNY)
     peak import  21,769.1 kW (uncontrolled 22,344.1 kW, -575.0 kW)
     ...
 
@@ -28,6 +28,22 @@ def _kinds(counts: Mapping[str, int] | None) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items())
 
 
+def _cost_line(s: Mapping[str, Any], money: str) -> str:
+    """Total cost (grid import + generation + curtailment) of both days, its parts, and the
+    EV load's energy cost."""
+    parts = s.get("cost_parts") or {}
+    base = s.get("baseline_cost_parts") or {}
+    text = f"{_num(s.get('cost'), ',.1f', money)} (uncontrolled {_num(s.get('baseline_cost'), ',.1f', money)})"
+    shown = [k for k in ("import", "generation", "curtailment") if parts.get(k) or base.get(k)]
+    if shown:
+        text += ": " + ", ".join(f"{'grid import' if k == 'import' else k} {_num(parts.get(k), ',.1f', money)} vs "
+                                 f"{_num(base.get(k), ',.1f', money)}" for k in shown)
+    if s.get("ev_energy_cost") is not None:
+        text += (f"; EV load {_num(s.get('ev_energy_cost'), ',.1f', money)} (uncontrolled "
+                 f"{_num(s.get('baseline_ev_energy_cost'), ',.1f', money)})")
+    return text
+
+
 def format_report(s: Mapping[str, Any], out: str | Path | None = None) -> str:
     """The report as text (lines without trailing spaces, ending without a newline).
 
@@ -44,32 +60,54 @@ def format_report(s: Mapping[str, Any], out: str | Path | None = None) -> str:
                  f"{s.get('plant')} plant, forecaster {s.get('forecaster')}")
     lines.append(f"control      {s.get('formulation')}, {s.get('steps')} steps of {s.get('step_minutes', 0):g} min from "
                  f"{s.get('start')}, horizon {s.get('horizon_steps')} steps")
-    cost = f"{_num(s.get('cost'), ',.1f')} grid import (uncontrolled {_num(s.get('baseline_cost'), ',.1f')})"
-    if s.get("ev_energy_cost") is not None:
-        cost += (f"; EV load {_num(s.get('ev_energy_cost'), ',.1f')} (uncontrolled "
-                 f"{_num(s.get('baseline_ev_energy_cost'), ',.1f')})")
-    lines.append(f"cost         {cost}")
+    lines.append(f"grid         {(s.get('grid_adequacy') or {}).get('text', 'n/a (no feeder)')}")
+    money = f" {s['currency']}" if s.get("currency") else ""  # the unit after every money figure
+    lines.append(f"cost         {_cost_line(s, money)}")
     red = s.get("peak_reduction_kw")
     lines.append(f"peak import  {_num(s.get('peak_import_kw'), ',.1f', ' kW')} (uncontrolled "
                  f"{_num(s.get('baseline_peak_import_kw'), ',.1f', ' kW')}"
-                 + (f", {-red:+,.1f} kW)" if red is not None else ")"))
-    lines.append(f"energy       {_num(s.get('energy_delivered_kwh'), ',.1f')} kWh charged, "
-                 f"{_num(s.get('energy_discharged_kwh'), ',.1f')} kWh V2G (grid side)")
+                 + (f", {-red:+,.1f} kW)" if red is not None else ")")
+                 + f"; EV peak {_num(s.get('peak_ev_kw'), ',.1f', ' kW')} (uncontrolled "
+                   f"{_num(s.get('baseline_peak_ev_kw'), ',.1f', ' kW')})")
+    excluded = s.get("excluded_steps") or []
+    if excluded:
+        lines.append(f"EXCLUDED     {len(excluded)} step(s) whose AC power flow did not converge (controlled or "
+                     f"uncontrolled) are left out of costs and peaks: {', '.join(str(t)[11:16] for t in excluded[:6])}"
+                     + (" ..." if len(excluded) > 6 else ""))
+    lines.append(f"energy       {_num(s.get('energy_delivered_kwh'), ',.1f')} kWh charged (of which "
+                 f"{_num(s.get('energy_local_kwh'), ',.1f')} kWh by EVs arriving during a step, local rule; "
+                 f"setpoints {_num(s.get('energy_setpoint_kwh'), ',.1f')} kWh), "
+                 f"{_num(s.get('energy_discharged_kwh'), ',.1f')} kWh V2G (grid side; uncontrolled "
+                 f"{_num(s.get('baseline_energy_kwh'), ',.1f')} kWh charged)")
     lines.append(f"unmet        {_num(s.get('energy_unmet_kwh'), ',.1f')} kWh in {s.get('sessions_with_shortfall', 0):,} "
                  f"of {s.get('sessions_departed', 0):,} departed sessions (uncontrolled "
                  f"{_num(s.get('baseline_energy_unmet_kwh'), ',.1f')} kWh in "
-                 f"{s.get('baseline_sessions_with_shortfall', 0):,})")
+                 f"{s.get('baseline_sessions_with_shortfall', 0):,}); still owed at the end "
+                 f"{_num(s.get('energy_deferred_kwh'), ',.1f')} kWh (uncontrolled "
+                 f"{_num(s.get('baseline_energy_deferred_kwh'), ',.1f')} kWh)")
+    worse = s.get("worse_than_uncontrolled_kwh") or {}
+    lines.append(f"drivers      {s.get('sessions_worse_than_uncontrolled', 'n/a')} of {s.get('sessions_compared', 0):,} "
+                 f"sessions worse off than uncontrolled (beyond one setpoint quantum-step; V2G opt-ins paid: "
+                 f"{s.get('sessions_v2g_exempt', 0)}); lowest difference {_num(worse.get('min'), '+,.2f', ' kWh')}")
     limits = s.get("limit_violations") or {}
     breached = {k: v for k, v in limits.items() if v}
     lines.append(f"invariants   SOC floor {s.get('soc_floor_violations', 0)}, limits "
                  f"{s.get('limit_violations_total', 0)}" + (f" ({_kinds(breached)})" if breached else "")
                  + f"; energy continuity max error {_num(s.get('energy_continuity_max_err_kwh'), '.1e', ' kWh')}")
+    ident = s.get("identities") or {}
+    lines.append("identities   " + ("hold" if s.get("identities_ok") else "BROKEN") + " (station = Σ EVs "
+                 f"{_num(ident.get('station_kwh'), '.1e', ' kWh')}, battery energy {_num(ident.get('battery_kwh'), '.1e', ' kWh')}"
+                 f", import = load + EV + storage − DER + losses {_num(ident.get('import_kw'), '.1e', ' kW')})")
     ac = s.get("ac_violations") or {}
     lines.append(f"AC check     {sum(ac.values()):,} violation(s) in {s.get('ac_violation_steps', 0)} of {s.get('steps')} "
-                 f"steps: {_kinds(ac)} (uncontrolled: {_kinds(s.get('baseline_ac_violations'))})")
+                 f"steps: {_kinds(ac)} (uncontrolled: {_kinds(s.get('baseline_ac_violations'))} in "
+                 f"{s.get('baseline_ac_violation_steps', 0)} steps)" if s.get("grid_checked", True)
+                 else "AC check     n/a (no feeder checked: import is the lossless sum of the loads)")
     lin = s.get("lindistflow_error_pu")
+    unconverged = s.get("loss_correction_unconverged_steps") or 0
     lines.append("LinDistFlow  " + (f"max |V_lin - V_ac| = {lin:.2e} p.u." if lin is not None
-                                    else "n/a (no LinDistFlow network in this formulation)"))
+                                    else "n/a (no LinDistFlow network in this formulation)")
+                 + (f"; LOSS CORRECTION DID NOT CONVERGE in {unconverged} step(s)" if unconverged else ""))
     solve = s.get("solve_s") or {}
     lines.append(f"solve        median {_num(solve.get('median'), '.3f', ' s')}, max {_num(solve.get('max'), '.3f', ' s')}, "
                  f"total {_num(solve.get('total'), '.1f', ' s')}; {s.get('warm_steps', 0)} warm, "

@@ -5,15 +5,25 @@ passes a model; when the next model has the same sparsity pattern and coefficien
 (only costs and bounds changed, as when prices, arrivals or initial energies change
 between control steps), only the changed entries are sent and HiGHS restarts from its
 previous basis instead of solving from scratch.
+
+HiGHS prints a start-up banner on the process's standard output (file descriptor 1) when
+the first ``Highs`` instance of a process is created, before any option can turn output
+off. :func:`new_highs` creates every instance optev uses and keeps that banner off
+standard output, so that a command's (or a script's) standard output holds only what it
+prints itself — ``optev solve --json`` prints exactly one JSON object.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -60,6 +70,8 @@ class SolveOutcome:
     n_rows: int = 0
     solution: Any = field(default=None, repr=False, compare=False)
     """The ``highspy.HighsSolution`` snapshot (a copy: later runs do not change it)."""
+    from_basis: bool = False
+    """True when a new model started from a basis given by :meth:`HighsSession.start_from`."""
 
     @cached_property
     def row_activity(self) -> np.ndarray:
@@ -78,6 +90,65 @@ class SolveOutcome:
         return np.asarray(sol.row_dual, float)
 
 
+_BANNER_LOCK = threading.Lock()
+_banner_printed = False
+"""Whether this process has created its first ``Highs`` instance (the one that prints)."""
+
+
+@contextlib.contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """Send what is written to file descriptor 1 (by native code too) to the null device meanwhile.
+
+    What Python had buffered for standard output is flushed first; what C's stdio buffered
+    meanwhile is flushed into the null device before descriptor 1 is restored. Without a
+    descriptor 1 (or on a system without ``dup``) it does nothing.
+    """
+    import ctypes
+
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to protect
+        yield
+        return
+    try:
+        libc: Any = ctypes.CDLL(None)
+    except OSError:  # no C library to flush (not a POSIX system)
+        libc = None
+    if libc is not None:
+        libc.fflush(None)  # what C buffered before belongs to standard output
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        if libc is not None:
+            libc.fflush(None)  # whatever native code left in C's stdout buffer goes to the null device
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def new_highs() -> Any:
+    """A new ``highspy.Highs`` instance; its start-up banner never reaches standard output.
+
+    The first instance of a process is created with file descriptor 1 sent to the null
+    device (:func:`native_stdout_silenced`): HiGHS prints its banner then, whatever its
+    options say. Later instances print nothing and are created as they are. Set
+    ``output_flag`` on the instance for HiGHS's solver log.
+    """
+    import highspy
+
+    global _banner_printed
+    with _BANNER_LOCK:
+        if _banner_printed:
+            return highspy.Highs()
+        with native_stdout_silenced():
+            h = highspy.Highs()
+        _banner_printed = True
+        return h
+
+
 class HighsSession:
     """One HiGHS instance reused across solves of models of the same shape."""
 
@@ -86,7 +157,7 @@ class HighsSession:
         import highspy
 
         self._hs = highspy
-        self.h = highspy.Highs()
+        self.h = new_highs()
         self.h.setOptionValue("output_flag", bool(log))
         if time_limit_s is not None:
             self.h.setOptionValue("time_limit", float(time_limit_s))
@@ -94,6 +165,18 @@ class HighsSession:
             self.h.setOptionValue("threads", int(threads))
         self._loaded: LPArrays | None = None
         self._warm = False
+        self._from_basis = False
+        self._devex = False
+        self._last_x: np.ndarray | None = None
+
+    @property
+    def loaded(self) -> LPArrays | None:
+        """The arrays HiGHS holds (None before the first :meth:`load`)."""
+        return self._loaded
+
+    def same_structure(self, arrays: LPArrays) -> bool:
+        """Whether :meth:`load` would pass ``arrays`` as an in-place data update."""
+        return self._loaded is not None and _same_structure(self._loaded, arrays)
 
     def load(self, arrays: LPArrays) -> bool:
         """Give the model to HiGHS; return True if it was an in-place data update."""
@@ -102,30 +185,105 @@ class HighsSession:
             self._update(prev, arrays)
             self._loaded = arrays
             self._warm = True
+            self._from_basis = False
             return True
-        lp = self._hs.HighsLp()
-        lp.num_col_ = arrays.n_cols
-        lp.num_row_ = arrays.n_rows
-        lp.col_cost_ = arrays.cost
-        lp.col_lower_ = arrays.col_lower
-        lp.col_upper_ = arrays.col_upper
-        lp.row_lower_ = arrays.row_lower
-        lp.row_upper_ = arrays.row_upper
-        lp.offset_ = arrays.offset
         m = arrays.matrix
-        lp.a_matrix_.format_ = self._hs.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = m.indptr.astype(np.int32)
-        lp.a_matrix_.index_ = m.indices.astype(np.int32)
-        lp.a_matrix_.value_ = m.data.astype(float)
-        if arrays.integer is not None:
-            lp.integrality_ = [self._hs.HighsVarType.kInteger if i else self._hs.HighsVarType.kContinuous
-                               for i in arrays.integer]
-        status = self.h.passModel(lp)
+        # the array form of passModel copies each array once (a HighsLp's members are copied
+        # on assignment and again when passed): about 5x faster for a window of the ux37 day
+        integrality = (np.zeros(arrays.n_cols, np.int32) if arrays.integer is None
+                       else np.where(arrays.integer, int(self._hs.HighsVarType.kInteger),
+                                     int(self._hs.HighsVarType.kContinuous)).astype(np.int32))
+
+        def f64(v: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(v, dtype=float)
+
+        status = self.h.passModel(arrays.n_cols, arrays.n_rows, int(m.nnz), int(self._hs.MatrixFormat.kColwise),
+                                  int(self._hs.ObjSense.kMinimize), float(arrays.offset), f64(arrays.cost),
+                                  f64(arrays.col_lower), f64(arrays.col_upper), f64(arrays.row_lower),
+                                  f64(arrays.row_upper), m.indptr[:-1].astype(np.int32), m.indices.astype(np.int32),
+                                  f64(m.data), integrality)
         if status == self._hs.HighsStatus.kError:
             raise SolverError("HiGHS rejected the model (passModel returned an error)")
         self._loaded = arrays
         self._warm = False
+        if self._devex:  # a new model from scratch: HiGHS's own choice again
+            self.h.setOptionValue("simplex_dual_edge_weight_strategy", CHOOSE)
+            self._devex = False
+        self._from_basis = False
+        self._last_x = None
         return False
+
+    def basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column and row status of HiGHS's current basis (:data:`BASIS_CODES`), or None.
+
+        Read after an optimal solve to start a later model of another structure from it
+        (:meth:`start_from`); None otherwise (no optimal solution, or a MIP).
+        """
+        a = self._loaded
+        x = self._last_x
+        if a is None or a.integer is not None or x is None or x.size != a.n_cols or not np.isfinite(x).all():
+            return None
+        # which variables are basic comes from HiGHS as one integer array (its HighsBasis holds a
+        # list of enum objects, about 20 ms to read for a 30 000-row window); the bound a
+        # nonbasic column or row sits at follows from the solution
+        status, basic = self.h.getBasicVariables()
+        if status == self._hs.HighsStatus.kError or basic.size != a.n_rows:
+            return None
+        act = a.matrix @ x
+        cols = _side(x, a.col_lower, a.col_upper)
+        rows = _side(act, a.row_lower, a.row_upper)
+        cols[basic[basic >= 0]] = BASIC
+        rows[-1 - basic[basic < 0]] = BASIC
+        return cols, rows
+
+    def start_from(self, col_status: np.ndarray, row_status: np.ndarray) -> bool:
+        """Make the next :meth:`solve` of the loaded model start from the given basis.
+
+        The statuses — typically mapped from an earlier model's basis
+        (:mod:`optev.compose.basis`) — are first made consistent with the loaded model:
+        a nonbasic status at an infinite bound moves to the finite one (free columns:
+        ``ZERO``), and the number of basic columns and rows is brought to the number of
+        rows (missing ones: row slacks made basic, from the last row up; extra ones:
+        structural columns made nonbasic, from the last column down). HiGHS repairs a
+        singular basis by slacks itself. An LP that starts from a basis is solved without
+        presolve.
+
+        Parameters
+        ----------
+        col_status, row_status : ndarray of int
+            :data:`BASIS_CODES` per column and row of the loaded model.
+
+        Returns
+        -------
+        bool
+            True when HiGHS accepted the basis.
+        """
+        a = self._loaded
+        if a is None or a.integer is not None:
+            return False
+        cols = _consistent(np.asarray(col_status, np.int8).copy(), a.col_lower, a.col_upper)
+        rows = _consistent(np.asarray(row_status, np.int8).copy(), a.row_lower, a.row_upper)
+        if cols.size != a.n_cols or rows.size != a.n_rows:
+            return False
+        n_basic = int((cols == BASIC).sum() + (rows == BASIC).sum())
+        if n_basic < a.n_rows:
+            idx = np.flatnonzero(rows != BASIC)[::-1][:a.n_rows - n_basic]
+            rows[idx] = BASIC
+        elif n_basic > a.n_rows:
+            idx = np.flatnonzero(cols == BASIC)[::-1][:n_basic - a.n_rows]
+            cols[idx] = _consistent(np.full(idx.size, LOWER, np.int8), a.col_lower[idx], a.col_upper[idx])
+        table = np.array([self._hs.HighsBasisStatus(int(c)) for c in range(len(BASIS_CODES))], dtype=object)
+        hb = self._hs.HighsBasis()
+        hb.col_status = table[cols].tolist()
+        hb.row_status = table[rows].tolist()
+        hb.valid = True
+        self._from_basis = self.h.setBasis(hb) != self._hs.HighsStatus.kError
+        if self._from_basis and not self._devex:
+            # Devex pricing: steepest-edge weights would first be computed afresh for the given
+            # basis, which costs about a third of a warm-started window solve
+            self.h.setOptionValue("simplex_dual_edge_weight_strategy", DEVEX)
+            self._devex = True
+        return self._from_basis
 
     def _update(self, prev: LPArrays, new: LPArrays) -> None:
         h = self.h
@@ -161,8 +319,9 @@ class HighsSession:
         iterations = int(max(info.simplex_iteration_count, 0) + max(info.ipm_iteration_count, 0)
                          + max(getattr(info, "mip_node_count", 0), 0))
         objective = float(info.objective_function_value) if optimal else float("nan")
+        self._last_x = x if optimal else None
         return SolveOutcome(status, optimal, objective, x, solve_s, iterations, self._warm,
-                            n_rows=self._loaded.n_rows, solution=sol)
+                            n_rows=self._loaded.n_rows, solution=sol, from_basis=self._from_basis)
 
     def write_mps(self, path: str | Path) -> Path:
         """Write the loaded model as MPS (for solver benchmarking)."""
@@ -172,8 +331,36 @@ class HighsSession:
         return p
 
 
+BASIS_CODES = ("lower", "basic", "upper", "zero", "nonbasic")
+"""HiGHS basis status codes (``HighsBasisStatus``): nonbasic at the lower bound, basic,
+nonbasic at the upper bound, nonbasic free at zero, nonbasic."""
+LOWER, BASIC, UPPER, ZERO = 0, 1, 2, 3
+CHOOSE, DEVEX = -1, 1
+"""Values of HiGHS's ``simplex_dual_edge_weight_strategy`` (its default, and Devex)."""
+
+
+def _side(value: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Nonbasic status of values: the nearer finite bound (``ZERO`` for free ones)."""
+    lo, hi = np.isfinite(lower), np.isfinite(upper)
+    nearer_upper = hi & (~lo | (np.abs(value - upper) < np.abs(value - lower)))
+    return np.where(nearer_upper, UPPER, np.where(lo, LOWER, ZERO)).astype(np.int8)
+
+
+def _consistent(status: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Nonbasic statuses moved to a finite bound (``ZERO`` when both are infinite)."""
+    lo, hi = np.isfinite(lower), np.isfinite(upper)
+    at_bound = np.where(lo, LOWER, np.where(hi, UPPER, ZERO)).astype(np.int8)
+    nonbasic = status != BASIC
+    bad = nonbasic & (((status == LOWER) & ~lo) | ((status == UPPER) & ~hi) | ((status == ZERO) & (lo | hi))
+                      | (status > ZERO))
+    status[bad] = at_bound[bad]
+    return status
+
+
 def _same_structure(a: LPArrays, b: LPArrays) -> bool:
     ma, mb = a.matrix, b.matrix
+    if ma is mb and a.integer is b.integer:  # LinearProgram.compile_data: the matrix was reused
+        return True
     same_int = (a.integer is None and b.integer is None) or (
         a.integer is not None and b.integer is not None and np.array_equal(a.integer, b.integer))
     return (same_int and ma.shape == mb.shape and ma.nnz == mb.nnz and np.array_equal(ma.indptr, mb.indptr)

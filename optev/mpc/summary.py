@@ -1,0 +1,299 @@
+"""Tables and summary of a closed-loop day (:func:`optev.mpc.simulate`), from realised records.
+
+Every figure describes what the plant did (:mod:`optev.mpc.accounting`) and what the AC
+power flow found (:mod:`optev.mpc.gridcheck`); plans appear only in columns and keys that
+say so (``p_set_kw``, ``ev_set_kw``, ``energy_setpoint_kwh``). Comparisons with the
+uncontrolled day use the same steps, the same DER rule and the same cost accounting: steps
+whose power flow did not converge in either day are excluded and named
+(``excluded_steps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.disaggregate import on_setpoint_grid
+from optev.compose.formulation import Formulation
+from optev.data.instance import Instance
+from optev.mpc.accounting import (compare_sessions, ev_table, identities, identities_ok, station_table)
+from optev.mpc.controller import Controller
+from optev.mpc.edge import OutageSchedule, ev_station_params
+from optev.mpc.forecast import actual_series
+from optev.mpc.gridcheck import comparable, import_cost, per_step_counts
+from optev.mpc.loop import LoopRecord
+from optev.mpc.result import BASELINE_STEP_COLUMNS, MODE_COLUMNS, STEP_COLUMNS, MPCRun
+from optev.powerflow.checks import count_by_kind
+from optev.testing import LIMIT_ATOL_KW, SETPOINT_GRID_ATOL, SOC_ATOL
+
+
+def _row_min(a: np.ndarray) -> np.ndarray:
+    """Minimum of each row ignoring NaN (NaN for an all-NaN or empty row), without warnings."""
+    if a.ndim != 2 or a.shape[1] == 0:
+        return np.full(a.shape[0], np.nan)
+    filled = np.where(np.isnan(a), np.inf, a).min(axis=1)
+    return np.where(np.isfinite(filled), filled, np.nan)
+
+
+def _site_caps(instance: Instance, station_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    st = instance.station_power().set_index("station_id").reindex(station_ids)
+    n = st["n_chargers"].to_numpy(float)
+    ch = np.minimum(st["p_site_max_kw"].to_numpy(float), n * st["p_ch_max_kw"].to_numpy(float))
+    dis = np.where(st["v2g"].fillna(False).to_numpy(bool), st["p_dis_max_kw"].to_numpy(float), 0.0)
+    return ch, np.minimum(st["p_site_dis_max_kw"].to_numpy(float), n * dis)
+
+
+def setpoint_checks(records: pd.DataFrame, instance: Instance, quantum_kw: float, step_s: float) -> dict[str, Any]:
+    """Limit, SOC-floor and energy-continuity checks of the applied setpoints and realised SOC.
+
+    ``setpoint_grid`` (setpoints neither on the quantum grid nor at the EV's own limit,
+    :func:`optev.blocks.disaggregate.on_setpoint_grid`), ``ev_charge_limit`` /
+    ``ev_discharge_limit`` (setpoints beyond the EV's limits at its charger) count
+    commanded EV-steps; ``soc_floor`` counts EV-steps that discharged and ended below the
+    SOC floor; ``continuity`` is the largest |measured − expected| battery energy at the end
+    of a commanded step in which the EV stayed plugged in, the expected energy being the
+    start energy plus the setpoint's energy (a battery stops charging when full).
+    """
+    none = {"limits": {"setpoint_grid": 0, "ev_charge_limit": 0, "ev_discharge_limit": 0}, "soc_floor": 0,
+            "continuity": 0.0}
+    if not len(records):
+        return none
+    dt_h = step_s / 3600.0
+    floor = records["ev_id"].map(instance.evs.set_index("ev_id")["soc_min"]).to_numpy(float)
+    soc = records["soc"].to_numpy(float)
+    below = (records["export_kwh"].to_numpy(float) > 0) & (soc < floor - SOC_ATOL)
+    cmd = records[records["p_set_kw"].notna()]
+    if not len(cmd):
+        return {**none, "soc_floor": int(below.sum())}
+    p = cmd["p_set_kw"].to_numpy(float)
+    cap, p_ch, eff_ch, eff_dis = ev_station_params(instance, cmd["ev_id"].tolist(), cmd["station_id"].tolist())
+    pch = np.where(cmd["p_ch_max_kw"].notna(), cmd["p_ch_max_kw"].to_numpy(float), p_ch)
+    pdis = cmd["p_dis_max_kw"].fillna(0.0).to_numpy(float)
+    pdis_known = np.where(cmd["p_dis_max_kw"].notna(), pdis, np.nan)
+    grid = ~on_setpoint_grid(p, pch, pdis_known, quantum_kw, SETPOINT_GRID_ATOL)
+    e0 = cmd["e_start_kwh"].to_numpy(float)
+    expected = np.minimum(e0 + dt_h * eff_ch * np.maximum(p, 0.0), np.maximum(cap, e0)) \
+        - dt_h * np.maximum(-p, 0.0) / eff_dis
+    whole = ~cmd["departed"].to_numpy(bool) & (cmd["plugged_s"].to_numpy(float) >= step_s - 1e-6)
+    err = np.where(whole, np.abs(cmd["e_kwh"].to_numpy(float) - expected), 0.0)
+    return {"limits": {"setpoint_grid": int(grid.sum()), "ev_charge_limit": int((p > pch + LIMIT_ATOL_KW).sum()),
+                       "ev_discharge_limit": int((p < -pdis - LIMIT_ATOL_KW).sum())},
+            "soc_floor": int(below.sum()), "continuity": float(np.nanmax(err, initial=0.0))}
+
+
+def _grid_tables(day: Any, times: pd.DatetimeIndex, bus_ids: list[str], vm_lin: np.ndarray,
+                 vm_model: np.ndarray) -> dict[str, pd.DataFrame]:
+    steps, n_bus = len(times), len(bus_ids)
+    vm_ac = day.grid.vm_pu if n_bus else np.zeros((steps, 0))
+    out = {"bus": pd.DataFrame({
+        "bus_id": np.tile(np.asarray(bus_ids, dtype=object), steps), "time": np.repeat(times, n_bus),
+        "vm_pu_lindistflow": vm_lin.ravel(), "vm_pu_ac_model": vm_model.ravel(), "vm_pu_ac": vm_ac.ravel()})}
+    cols = ["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"]
+    if day.grid.ac is not None:
+        frame = day.grid.ac.line_frame()[cols].reset_index(drop=True)
+        bad = ~pd.DatetimeIndex(frame["time"]).isin(times[day.grid.converged])
+        frame.loc[bad, ["p_kw", "q_kvar", "current_a", "loading"]] = np.nan  # no figure without convergence
+        out["line"] = frame
+    else:
+        out["line"] = pd.DataFrame(columns=cols)
+    return out
+
+
+def _steps_frame(loop_rows: list[dict[str, Any]] | None, day: Any, times: pd.DatetimeIndex, actual: Any,
+                 dt_h: float) -> pd.DataFrame:
+    rec = day.records
+    local = np.zeros(len(times))
+    if len(rec):
+        is_local = rec["mode"].to_numpy(object) == "local"
+        net = (rec["import_kwh"].to_numpy(float) - rec["export_kwh"].to_numpy(float)) / dt_h
+        np.add.at(local, rec["k"].to_numpy(np.int64)[is_local], net[is_local])
+    df = pd.DataFrame(loop_rows) if loop_rows is not None else pd.DataFrame({"time": times})
+    df["ev_kw"] = (day.arrays["ch"] - day.arrays["dis"]).sum(axis=1)
+    df["ev_local_kw"] = local
+    df["storage_kw"] = day.storage.p.sum(axis=0)
+    df["der_kw"] = day.der.p.sum(axis=0)
+    df["import_kw"] = day.grid.import_kw
+    df["loss_kw"] = day.grid.loss_kw
+    df["converged"] = day.grid.converged if day.grid.checked else np.full(len(times), None, dtype=object)
+    vm = day.grid.vm_pu
+    df["vm_min_pu"] = _row_min(vm)
+    df["vm_max_pu"] = -_row_min(-vm)
+    df["ac_violations"] = per_step_counts(day.grid.violations, times)
+    df["price_buy_per_kwh"] = actual.price_buy
+    return df
+
+
+def _energy(day: Any, dt_h: float) -> dict[str, float]:
+    rec = day.records
+    local = rec["mode"].to_numpy(object) == "local" if len(rec) else np.zeros(0, bool)
+    set_kw = rec["p_set_kw"].to_numpy(float) if len(rec) else np.zeros(0)
+    return {"delivered": float(rec["import_kwh"].sum()) if len(rec) else 0.0,
+            "discharged": float(rec["export_kwh"].sum()) if len(rec) else 0.0,
+            "local": float((rec["import_kwh"].to_numpy(float)[local]).sum()) if len(rec) else 0.0,
+            "setpoint": float(np.nansum(np.maximum(set_kw, 0.0)) * dt_h)}
+
+
+def _sessions_figures(sessions: pd.DataFrame, prefix: str) -> dict[str, Any]:
+    settled = sessions[sessions["settled"].to_numpy(bool)]
+    open_ = sessions[~sessions["settled"].to_numpy(bool)]
+    left = sessions[~sessions["censored"].to_numpy(bool)]
+    return {f"{prefix}energy_unmet_kwh": float(settled["shortfall_kwh"].sum()),
+            f"{prefix}sessions_with_shortfall": int((settled["shortfall_kwh"] > 0).sum()),
+            f"{prefix}sessions_departed": int(len(left)),
+            f"{prefix}sessions_due_at_end": int(len(settled) - len(left)),
+            f"{prefix}energy_by_departure_kwh": float((left["charged_kwh"] - left["discharged_kwh"]).sum()),
+            f"{prefix}energy_deferred_kwh": float(np.maximum(open_["need_kwh"] - open_["e_departure_kwh"], 0.0).sum()),
+            f"{prefix}sessions_open_at_end": int(len(open_))}
+
+
+def _peak(x: np.ndarray, mask: np.ndarray) -> float | None:
+    v = np.asarray(x, float)[mask]
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else None
+
+
+def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.DatetimeIndex, step_s: float,
+              day: Any, base: Any, loop: LoopRecord, schedule: OutageSchedule, dispatch_stats: dict[str, Any] | None,
+              *, t_wall: float, keep_decisions: bool) -> Any:
+    """Build the :class:`~optev.mpc.simulate.MPCRun` of a day (module docstring).
+
+    Summary keys: ``currency``; ``cost``/``baseline_cost`` = grid import cost + generation
+    cost + curtailment cost over the compared steps (``cost_parts``/``baseline_cost_parts``);
+    ``peak_import_kw``, ``baseline_peak_import_kw``, ``peak_reduction_kw`` (AC import over the
+    compared steps; None when no step can be compared); ``peak_ev_kw``,
+    ``baseline_peak_ev_kw`` (realised EV power); ``compared_steps``, ``excluded_steps``,
+    ``nonconverged_steps``/``baseline_nonconverged_steps`` (lists of times);
+    ``energy_delivered_kwh``/``energy_discharged_kwh`` (realised, grid side),
+    ``energy_local_kwh`` (drawn by EVs arriving during a step), ``energy_setpoint_kwh``
+    (the plan's charging energy), ``baseline_energy_kwh``; per day (``baseline_`` prefix
+    for the uncontrolled one) ``energy_unmet_kwh``, ``sessions_with_shortfall``,
+    ``sessions_departed``, ``energy_by_departure_kwh``, ``energy_deferred_kwh`` (need left
+    of sessions still plugged in at the end), ``sessions_open_at_end``; the session
+    comparison (:func:`optev.mpc.accounting.compare_sessions`):
+    ``sessions_worse_than_uncontrolled`` and its distribution; ``identities`` (largest
+    error of each) and ``identities_ok``; ``soc_floor_violations``, ``limit_violations``,
+    ``limit_violations_total`` (must be 0), ``energy_continuity_max_err_kwh``;
+    ``ac_violations``, ``ac_violation_steps``, ``baseline_ac_violations``;
+    ``lindistflow_error_pu`` (plans' first steps, LinDistFlow vs the AC power flow of the
+    same injections), ``lindistflow_vs_applied_pu``, ``loss_correction_unconverged_steps``;
+    ``der``/``baseline_der`` (energy per technology); ``solve_s`` statistics and per step;
+    ``warm_steps``, ``soft_limit_steps``, ``failed_steps``, ``needs_clipped``, ``modes``,
+    ``outages``, ``baseline_dispatch`` and ``wall_s``.
+    """
+    dt_h = step_s / 3600.0
+    steps = len(times)
+    station_ids = instance.stations["station_id"].astype(str).to_numpy(object)
+    actual = actual_series(instance, times)
+    bus_ids = instance.feeder.bus_ids
+    tables: dict[str, pd.DataFrame] = {"ev": ev_table(day.records, times, dt_h),
+                                       "station": station_table(station_ids, times, day.arrays, loop.station_q)}
+    tables.update(_grid_tables(day, times, bus_ids, loop.vm_lin, loop.vm_model))
+    if len(day.der.units):
+        tables["der"] = day.der.table()
+    if len(day.storage.bank.ids):
+        tables["storage"] = day.storage.table()
+    tables["mode"] = pd.DataFrame(loop.mode_rows, columns=list(MODE_COLUMNS))
+    steps_df = _steps_frame(loop.step_rows, day, times, actual, dt_h)
+    base_steps = _steps_frame(None, base, times, actual, dt_h)
+    steps_df["baseline_ev_kw"] = base_steps["ev_kw"].to_numpy(float)
+    steps_df["baseline_import_kw"] = base_steps["import_kw"].to_numpy(float)
+    tables["steps"] = steps_df[list(STEP_COLUMNS)]
+    baseline = {"station": station_table(station_ids, times, base.arrays, np.zeros((steps, station_ids.size))),
+                "steps": base_steps[list(BASELINE_STEP_COLUMNS)], "ev": ev_table(base.records, times, dt_h)}
+    if len(base.der.units):
+        baseline["der"] = base.der.table()
+    if len(base.storage.bank.ids):
+        baseline["storage"] = base.storage.table()
+
+    mask = comparable(day.grid, base.grid)
+    by_id = not len(instance.trips)
+    comparison, compared = compare_sessions(day.sessions, base.sessions, instance, ctl.quantum_kw, dt_h, by_id=by_id)
+    checks = setpoint_checks(day.records, instance, ctl.quantum_kw, step_s)
+    limit = dict(checks["limits"])
+    limit["plant_clipped"] = int(day.clipped)
+    site_ch, site_dis = _site_caps(instance, station_ids)
+    limit["station_site_cap"] = int(((day.arrays["ch"] - day.arrays["dis"]) > site_ch[None, :] + LIMIT_ATOL_KW).sum())
+    limit["station_discharge_cap"] = int((day.arrays["dis"] > site_dis[None, :] + LIMIT_ATOL_KW).sum())
+    ident = identities(day.records, day.metered_kwh, day.arrays, instance, dt_h)
+    ident["import_kw"] = day.grid.import_identity_kw()
+    base_ident = identities(base.records, base.metered_kwh, base.arrays, instance, dt_h)
+    base_ident["import_kw"] = base.grid.import_identity_kw()
+    identity_errors = {**ident, **{f"baseline_{k}": v for k, v in base_ident.items()}}
+
+    def costs(d: Any) -> dict[str, float]:
+        parts = {"import": import_cost(d.grid.import_kw if d.grid.checked else _copper(d, actual), actual.price_buy,
+                                       actual.price_sell, dt_h, mask), **d.der.cost(dt_h, mask)}
+        return {"import": parts["import"], "generation": parts["generation_cost"],
+                "curtailment": parts["curtailment_cost"]}
+
+    cost, base_cost = costs(day), costs(base)
+    imp = day.grid.import_kw if day.grid.checked else _copper(day, actual)
+    base_imp = base.grid.import_kw if base.grid.checked else _copper(base, actual)
+    peak, base_peak = _peak(imp, mask), _peak(base_imp, mask)
+    energy, base_energy = _energy(day, dt_h), _energy(base, dt_h)
+    solve = steps_df["solve_s"].to_numpy(float)
+    lin_err = np.abs(loop.vm_lin - loop.vm_model)
+    lin_app = np.abs(loop.vm_lin - day.grid.vm_pu) if len(bus_ids) else np.zeros((steps, 0))
+    loss_ok = steps_df["loss_converged"]
+    s: dict[str, Any] = {
+        "instance": instance.metadata.name, "formulation": ctl.formulation.name,
+        "plant": "event" if len(instance.trips) else "replay",
+        "forecaster": getattr(ctl.forecaster, "name", type(ctl.forecaster).__name__),
+        "start": times[0].isoformat(), "steps": int(steps), "step_minutes": step_s / 60.0,
+        "horizon_steps": int(ctl.steps), "evs": int(len(instance.evs)),
+        "currency": getattr(instance.metadata, "currency", None), "grid_checked": bool(day.grid.checked),
+        "ev_off_feeder_kwh": float(day.off_feeder_kw.sum() * dt_h),
+        "cost": float(sum(cost.values())) if mask.any() else None,
+        "baseline_cost": float(sum(base_cost.values())) if mask.any() else None,
+        "cost_parts": cost, "baseline_cost_parts": base_cost,
+        "peak_import_kw": peak, "baseline_peak_import_kw": base_peak,
+        "peak_reduction_kw": None if peak is None or base_peak is None else base_peak - peak,
+        "peak_ev_kw": _peak(steps_df["ev_kw"], np.ones(steps, bool)),
+        "baseline_peak_ev_kw": _peak(base_steps["ev_kw"], np.ones(steps, bool)),
+        "compared_steps": int(mask.sum()), "excluded_steps": [t.isoformat() for t in times[~mask]],
+        "nonconverged_steps": day.grid.nonconverged_times(times),
+        "baseline_nonconverged_steps": base.grid.nonconverged_times(times),
+        "energy_delivered_kwh": energy["delivered"], "energy_discharged_kwh": energy["discharged"],
+        "energy_local_kwh": energy["local"], "energy_setpoint_kwh": energy["setpoint"],
+        "baseline_energy_kwh": base_energy["delivered"],
+        **_sessions_figures(day.sessions, ""), **_sessions_figures(base.sessions, "baseline_"), **compared,
+        "identities": identity_errors, "identities_ok": identities_ok(identity_errors),
+        "soc_floor_violations": int(checks["soc_floor"]),
+        "limit_violations": limit, "limit_violations_total": int(sum(limit.values())),
+        "ignored_setpoints": int(day.ignored),
+        "energy_continuity_max_err_kwh": float(checks["continuity"]),
+        "ac_violations": count_by_kind(day.grid.violations) if len(day.grid.violations) else {},
+        "ac_violation_steps": int((steps_df["ac_violations"] > 0).sum()),
+        "baseline_ac_violations": count_by_kind(base.grid.violations) if len(base.grid.violations) else {},
+        "baseline_ac_violation_steps": int((base_steps["ac_violations"] > 0).sum()),
+        "lindistflow_error_pu": float(np.nanmax(lin_err)) if np.isfinite(lin_err).any() else None,
+        "lindistflow_vs_applied_pu": float(np.nanmax(lin_app)) if np.isfinite(lin_app).any() else None,
+        "loss_correction_unconverged_steps": int((loss_ok == False).sum()),  # noqa: E712 (None: no LinDistFlow)
+        "der": {**day.der.energy(dt_h), "storage_kwh_end": dict(day.storage.bank.e_kwh)},
+        "baseline_der": {**base.der.energy(dt_h), "storage_kwh_end": dict(base.storage.bank.e_kwh)},
+        "solve_s": {"median": float(np.median(solve)), "mean": float(solve.mean()), "max": float(solve.max()),
+                    "total": float(solve.sum())},
+        "solve_s_per_step": [float(v) for v in solve],
+        "wall_s_per_step": [float(v) for v in steps_df["wall_s"]],
+        "warm_steps": int(steps_df["warm"].sum()),
+        "soft_limit_steps": int((steps_df["status"] == "soft_limits").sum()),
+        "failed_steps": int((steps_df["status"] == "failed").sum()),
+        "needs_clipped": int(steps_df["needs_clipped"].sum()),
+        "modes": loop.mode_count, "outages": [dataclasses.asdict(o) for o in schedule.outages],
+        "baseline_dispatch": dispatch_stats,
+        "wall_s": time.perf_counter() - t_wall,
+    }
+    return MPCRun(tables=tables, violations=day.grid.violations, baseline=baseline, sessions=day.sessions,
+                  baseline_sessions=base.sessions, summary=s, decisions=loop.decisions if keep_decisions else [],
+                  controller=ctl, session_comparison=comparison)
+
+
+def _copper(day: Any, actual: Any) -> np.ndarray:
+    """Import of a day without an AC check (no feeder, or the check switched off): the
+    lossless sum of its net loads, EVs at stations off the feeder included (labelled in the
+    summary by ``grid_checked: false``)."""
+    return day.grid.net_p_kw.sum(axis=1) + day.off_feeder_kw
