@@ -176,7 +176,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers: int, refine_scope: str = "all",
                 aggregate: str = "station", batch_evs: int = 1000, formulation: str = FORMULATION,
-                overrides: dict[str, dict[str, Any]] | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None, limit_arrivals: bool = False,
                 log: bool = False) -> dict[str, Any]:
     """The closed loop in this process (module docstring, 1); timings, stats and summary."""
     t_all = time.perf_counter()
@@ -194,7 +194,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     with MemorySampler() as mem, LocalProcessExecutor(workers) as ex:
         strategy = HierarchicalStrategy(form, executor=ex, refine_scope=refine_scope, aggregate=aggregate,
                                         batch_evs=batch_evs)
-        ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False)
+        ctl = Controller(form, inst, step="15min", horizon=horizon, strategy=strategy, ev_plan=False,
+                         limit_arrivals=limit_arrivals)
         step = ctl.step
 
         def timed_step(state: Any, forecasts: Any = None) -> Any:
@@ -243,6 +244,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         "formulation_overrides": FORMULATION_OVERRIDES if overrides is None else overrides,
         "steps": steps, "start": summ["start"], "horizon": horizon, "horizon_steps": int(ctl.steps),
         "workers": workers, "refine_scope": refine_scope, "aggregate": aggregate, "batch_evs": batch_evs,
+        "limit_arrivals": bool(limit_arrivals),
         "wall_s": {"total": time.perf_counter() - t_all, "read": read_s,
                    "before_loop": (marks[0] - t_sim) if marks else float("nan"),
                    "loop": (ends[-1] - marks[0]) if ends else float("nan"),
@@ -460,7 +462,8 @@ def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = 
             out["closed_loop"] = run_child("closed_loop", instance=cfg["instance"], steps=int(cfg["steps"]),
                                            start=str(cfg["start"]), horizon=str(cfg["horizon"]),
                                            workers=int(cfg["workers"]), refine_scope=str(cfg["refine_scope"]),
-                                           aggregate=str(cfg["aggregate"]), batch_evs=int(cfg["batch_evs"]), log=log)
+                                           aggregate=str(cfg["aggregate"]), batch_evs=int(cfg["batch_evs"]),
+                                           limit_arrivals=bool(cfg.get("limit_arrivals", False)), log=log)
         out["goals"] = goals(out["closed_loop"]) if not smoke else {}
     if only in (None, "resolve"):
         out["resolve"] = run_child("resolve", n_evs=int(cfg["resolve_evs"]), repeats=int(cfg["resolve_repeats"]),
@@ -491,7 +494,8 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"Closed loop: {loop['evs']:,} EVs, {loop['stations']:,} stations, {loop['regions']} regions, "
                 f"{loop['steps']} steps of 15 min from {loop['start'][:16]}, horizon {loop['horizon']} "
                 f"({loop['horizon_steps']} steps), {loop['workers']} workers, refine_scope={loop['refine_scope']}, "
-                f"aggregate={loop['aggregate']}, batch_evs={loop['batch_evs']}",
+                f"aggregate={loop['aggregate']}, batch_evs={loop['batch_evs']}, "
+                f"limit_arrivals={loop.get('limit_arrivals', False)}",
                 "",
                 "| figure | value |", "|---|---:|",
                 f"| whole run (read + baseline + loop + AC check) | {w['total']:.0f} s ({w['total'] / 60:.1f} min) |",
@@ -609,11 +613,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine-scope", choices=("all", "first_step"), help="station level scope")
     parser.add_argument("--aggregate", choices=("station", "bus"), help="region LP over station or bus aggregates")
     parser.add_argument("--batch-evs", type=int, help="sessions per station-problem LP (default 250)")
+    parser.add_argument("--limit-arrivals", action="store_true", default=None,
+                        help="EVs arriving during a step share the power the plan reserved (Controller limit_arrivals)")
     parser.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
     args = parser.parse_args(argv)
     results = run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
                              start=args.start, horizon=args.horizon, workers=args.workers,
-                             refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs)
+                             refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs,
+                             limit_arrivals=args.limit_arrivals)
     print(markdown_tables(results))
     m = results["machine"]
     print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "

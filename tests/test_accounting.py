@@ -197,3 +197,28 @@ def test_compare_sessions_owes_what_uncontrolled_charging_gave() -> None:
     assert summary["sessions_worse_than_uncontrolled"] == 2 and summary["sessions_v2g_exempt"] == 1
     assert summary["sessions_still_plugged_in"] == 1
     assert summary["worse_than_uncontrolled_kwh"]["min"] == pytest.approx(-22.0)
+
+
+def test_arrivals_can_be_held_to_the_power_the_plan_reserved(city) -> None:
+    """With ``limit_arrivals`` the EVs arriving during a step share their slow station's
+    allowance (the plan's reserve): their realised mean power stays within it; at fast
+    stations they charge at full power."""
+    from optev.mpc import Controller
+
+    ctl = Controller("station_v2g", city, horizon="3h", limit_arrivals=True)
+    run = simulate(city, "station_v2g", start="17:00", steps=6, controller=ctl, keep_decisions=True)
+    kinds = city.stations.set_index("station_id")["kind"]
+    local = run.tables["ev"][run.tables["ev"]["mode"] == "local"]
+    assert len(local)
+    per_station = local.groupby(["time", "station_id"])["p_kw"].sum()
+    for decision, t in zip(run.decisions, pd.DatetimeIndex(run.tables["steps"]["time"])):
+        allowance = decision.arrival_allowance_kw
+        assert allowance and not any(kinds[s] == "fcs" for s in allowance)
+        assert decision.plant_setpoints().station_kw == allowance
+        for (time, sid), p in per_station.items():
+            if time == t and sid in allowance:
+                assert p <= allowance[sid] + 1e-6
+    # without the option: no allowance, arrivals at full power
+    plain = Controller("station_v2g", city, horizon="3h")
+    run = simulate(city, "station_v2g", start="17:00", steps=1, controller=plain, keep_decisions=True)
+    assert run.decisions[0].arrival_allowance_kw == {} and run.decisions[0].plant_setpoints().station_kw == {}

@@ -313,6 +313,16 @@ def test_full_default_main_job(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert summary["peak_import_kw"] < summary["baseline_peak_import_kw"]
     assert summary["ev_energy_cost"] < summary["baseline_ev_energy_cost"]
     assert len(summary["solve_s_per_step"]) == 96
+    # issue 9's acceptance: a grid that carries its base load, broken by uncontrolled charging
+    # and kept by control, V2G for a reason, nobody worse off, LinDistFlow close to AC
+    assert summary["grid_base_violations"]["total"] == 0 and summary["grid_loadability"] > 1.0
+    assert summary["formulation"] == "city_dispatch"
+    assert summary["ac_violations"] == {} and summary["nonconverged_steps"] == [] and not summary["excluded_steps"]
+    assert sum(summary["baseline_ac_violations"].values()) >= 1
+    assert summary["v2g"]["energy_kwh"] > 0 and summary["v2g"]["share_at_voltage_limit"] > 0.5
+    assert summary["sessions_worse_than_uncontrolled"] == 0 and summary["identities_ok"]
+    assert summary["lindistflow_error_pu"] <= 1e-4 and summary["loss_correction_unconverged_steps"] == 0
+    assert summary["cost"] < summary["baseline_cost"]
     for name in PLOTS:
         png_size(out / "plots" / name)
     assert "results" in report

@@ -491,6 +491,8 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     enforce = guide_kw is None if enforce_departure is None else enforce_departure
     n, T = evs.plugged.shape
     n_st = station_p_kw.shape[0]
+    if n == 0:  # nothing to share: every station at 0
+        return Disaggregation(np.zeros((0, T)), np.zeros((0, T)), np.zeros((n_st, T)), np.zeros(0))
     q = float(quantum_kw)
     st = evs.station
     e = evs.e_init_kwh.astype(float).copy()

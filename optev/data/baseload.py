@@ -95,8 +95,8 @@ def renewable_availability(instance: Instance, times: pd.DatetimeIndex | None) -
     feeder = instance.feeder
     ts = instance.timeseries
     steps = 1 if times is None else len(times)
-    avail = None
-    if times is not None and len(ts.availability.columns):
+    avail: pd.DataFrame | None = None
+    if times is not None and ts.availability is not None and len(ts.availability.columns):
         avail = align_series(ts.availability, times, "availability")
     return (_plant_availability(feeder.pv, "pv_id", avail, steps),
             _plant_availability(feeder.wind, "wind_id", avail, steps))

@@ -105,7 +105,8 @@ class FixedEVLoadForecaster:
         return out
 
     def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
-        fc = copy.copy(self.inner.forecast(instance, times, state))
+        series = getattr(self.inner, "forecast_series", None)
+        fc = copy.copy(series(instance, times) if series is not None else self.inner.forecast(instance, times, state))
         load = fc.load_p_kw if fc.load_p_kw is not None else actual_series(instance, times).load_p_kw
         fc.load_p_kw = np.asarray(load, float) + self._ev_load(times)
         fc.arrivals = empty_sessions()

@@ -33,20 +33,36 @@ Arrivals during an interval
 ---------------------------
 The window plans whole steps, so an EV expected to arrive during the first interval is
 plugged in from the second step on; the controller gives it no setpoint (it does not know
-it yet), and a plant lets it charge at full power within its station's site cap until the
-next decision (:meth:`~optev.mpc.state.ControlDecision.plant_setpoints`). With
-``arrival_reserve`` (default) the controller plans for that: every forecast session
+it yet). With ``arrival_reserve`` (default) the controller plans for it: every forecast session
 arriving at :math:`a \in (t_0, t_0 + \Delta t)` is expected to draw
 
 .. math::
     \bar p = \min\Bigl(\bar P^{ch}, \frac{\max(E^{need} - E^{arr}, 0)}{\eta^{ch}\,\tau}\Bigr)
-    \frac{\tau}{\Delta t},\qquad \tau = t_0 + \Delta t - a,
+    \frac{\tau}{\Delta t},\qquad \tau = \min(t_0 + \Delta t, d) - a,
 
-on average over the first step (kW, grid side); the sum per station (at most its site cap)
+with :math:`d` its departure (a short stop leaving within the interval counts too), on
+average over the first step (kW, grid side); the sum per station (at most its site cap)
 is added to the first step's load at the station's bus, so the network, the substation
 limits and the generators of the plan account for it, and those sessions start the
 second step with the energy it gives them (:math:`E^{arr} + \eta^{ch}\bar p\,\Delta t`).
 The total is ``stats.arrival_reserve_kw``.
+
+What the EVs that really arrive during the interval draw is the plant's business until the
+next decision. Two policies (``limit_arrivals``):
+
+* ``False`` (default, drivers first): they charge at full power within the site cap. The
+  plan's reserve and the network block's voltage margin cover them as far as the forecast
+  is right; where more arrive than forecast the applied step may exceed the plan, and the
+  closed loop's realised accounting and AC check show it.
+* ``True`` (grid first): each slow or private station's share of the reserve is its
+  ``decision.arrival_allowance_kw``, the station setpoint that the EVs arriving during the
+  interval share (:meth:`~optev.mpc.state.ControlDecision.plant_setpoints`; what OCPP calls
+  a default charging profile for new transactions), so that they draw at most what the plan
+  reserved and the plan's grid limits hold in the applied step. A station with no expected
+  arrival has an allowance of 0: an EV arriving there waits for the next decision (at most
+  one interval), which can leave a short stop with less energy than uncontrolled charging
+  gives it. Fast stations get no allowance: a driver waiting at a fast charger charges at
+  full power.
 
 The controller itself keeps no plant state between calls: everything measured comes in
 the :class:`~optev.mpc.state.ControlState`; only the solver (its model and basis), the
@@ -274,6 +290,10 @@ class Controller:
         Reserve the expected power of the forecast EVs arriving during the first interval
         in the window's first step (module docstring, "Arrivals during an interval";
         default True).
+    limit_arrivals : bool
+        EVs arriving during an interval share the power the plan reserved for them at their
+        (slow or private) station, instead of charging at full power until the next decision
+        (module docstring, "Arrivals during an interval"; default False).
     log : bool
         Show HiGHS output.
     """
@@ -284,7 +304,7 @@ class Controller:
                  edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_limits: bool | None = None,
                  soft_fallback: bool = True,
                  storage_terminal: str | None = None, protect_departures: bool = True, ev_plan: bool = True,
-                 arrival_reserve: bool = True, log: bool = False) -> None:
+                 arrival_reserve: bool = True, limit_arrivals: bool = False, log: bool = False) -> None:
         form = load_formulation(formulation) if isinstance(formulation, str) else formulation
         if storage_terminal is not None:
             if "storage" not in form.blocks:
@@ -316,8 +336,10 @@ class Controller:
         self.soft_limits = soft_limits
         self.ev_plan = bool(ev_plan)
         self.arrival_reserve = bool(arrival_reserve)
+        self.limit_arrivals = bool(limit_arrivals)
         self.origin = instance_origin(instance)
         self.station_ids = instance.stations["station_id"].astype(str).tolist()
+        self._station_kinds = instance.stations["kind"].astype(str).tolist()
         self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
                           for d in ("buy", "sell")}
         self.last_window: Window | None = None
@@ -364,32 +386,58 @@ class Controller:
             plain = ~pd.Index(st.station_id).isin(self._tariffed[direction])  # hashed: np.isin on objects is O(n·m)
             table[plain] = np.asarray(grid, float)[None, :]
 
-    def _reserve_arrivals(self, w: Window, arrivals: pd.DataFrame, now: float) -> float:
+    def _reserve_arrivals(self, w: Window, arrivals: pd.DataFrame, now: float) -> np.ndarray:
         """Reserve the first-interval power of forecast arrivals (module docstring, "Arrivals
-        during an interval"); return the total, kW."""
-        ev, st = w.evs, w.stations
-        if not len(arrivals) or not ev.n:
-            return 0.0
+        during an interval"); return it per station of the window, kW.
+
+        Every forecast session arriving during the interval counts, also one that leaves
+        before the interval ends (a short stop at a fast station has no whole step in the
+        window, but draws power in this one): :math:`\tau` is the part of the interval it is
+        plugged in, its need is its target minus its arrival energy.
+        """
+        st = w.stations
+        none = np.zeros(st.n)
+        if not len(arrivals) or not st.n:
+            return none
         t1 = now + self.step_s
         arr = arrivals["arrival_s"].to_numpy(float)
         soon = (arr > now) & (arr < t1)
         if not soon.any():
-            return 0.0
-        rows = pd.Index(ev.session_id).get_indexer(arrivals["session_id"].astype(str).to_numpy(object)[soon])
-        tau_h = (t1 - arr[soon])[rows >= 0] / 3600.0
-        rows = rows[rows >= 0]
-        room_kwh = np.maximum(np.minimum(ev.e_need_kwh[rows], ev.capacity_kwh[rows]) - ev.e_init_kwh[rows], 0.0)
-        p = np.minimum(ev.p_ch_max_kw[rows], room_kwh / (ev.eff_ch[rows] * tau_h))
-        mean_kw = np.bincount(ev.station[rows], weights=p * tau_h / w.dt_h, minlength=st.n)
+            return none
+        fc = arrivals.loc[soon]
+        station = pd.Index(st.station_id).get_indexer(fc["station_id"].astype(str).to_numpy(object))
+        cap, p_ch, eff, _ = ev_station_params(self.instance, fc["ev_id"].astype(str).tolist(),
+                                              fc["station_id"].astype(str).tolist())
+        tau_h = (np.minimum(fc["departure_s"].to_numpy(float), t1) - arr[soon]) / 3600.0
+        ok = (station >= 0) & (tau_h > 0)
+        need = np.maximum(fc["soc_target"].to_numpy(float) - fc["soc_arrival"].to_numpy(float), 0.0) * cap
+        p = np.where(ok, np.minimum(p_ch, np.divide(need, eff * tau_h, out=np.zeros_like(need), where=ok)), 0.0)
+        mean_kw = np.bincount(station[ok], weights=(p * tau_h / w.dt_h)[ok], minlength=st.n)
         scale = np.divide(np.minimum(mean_kw, st.p_site_max_kw), mean_kw, out=np.zeros(st.n), where=mean_kw > 0)
         mean_kw = mean_kw * scale
-        # they start the second step with what they charged in the first
-        ev.e_init_kwh[rows] = np.minimum(ev.e_init_kwh[rows] + ev.eff_ch[rows] * p * tau_h * scale[ev.station[rows]],
-                                         ev.capacity_kwh[rows])
+        # those in the window start its second step with what they charged in the first
+        ev = w.evs
+        rows = pd.Index(ev.session_id).get_indexer(fc["session_id"].astype(str).to_numpy(object)) if ev.n \
+            else np.full(len(fc), -1)
+        inw = (rows >= 0) & ok
+        ev.e_init_kwh[rows[inw]] = np.minimum(
+            ev.e_init_kwh[rows[inw]] + eff[inw] * p[inw] * tau_h[inw] * scale[station[inw]], ev.capacity_kwh[rows[inw]])
         on_bus = st.bus >= 0
         if w.n_bus and on_bus.any():
             np.add.at(w.load_p_kw[0], st.bus[on_bus], mean_kw[on_bus])
-        return float(mean_kw.sum())
+        return mean_kw
+
+    def _allowances(self, w: Window, reserve: np.ndarray, state: ControlState) -> dict[str, float]:
+        """Per slow or private station, the power reserved for EVs arriving during the
+        interval (module docstring, "Arrivals during an interval"); none for fast stations,
+        unavailable ones, or without ``limit_arrivals`` and the arrival reserve."""
+        if not (self.arrival_reserve and self.limit_arrivals):
+            return {}
+        st = w.stations
+        by_station = dict(zip(st.station_id, reserve))
+        down = set(state.unavailable_stations)
+        return {s: float(by_station.get(s, 0.0)) for s, kind in zip(self.station_ids, self._station_kinds)
+                if kind != "fcs" and s not in down}
 
     @staticmethod
     def _clip_needs(w: Window, real: np.ndarray, counted: np.ndarray | None = None) -> tuple[int, float]:
@@ -479,7 +527,7 @@ class Controller:
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
-        reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else 0.0
+        reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else np.zeros(w.stations.n)
         # an unknown departure (fast station) is estimated so that full power is needed: not a clipped need
         waiting = pd.Index(w.evs.session_id).isin([e.session_id for e in live if e.departure_s is None])
         n_clip, clip_kwh = self._clip_needs(w, real, counted=real & ~waiting)
@@ -492,7 +540,9 @@ class Controller:
             decision = self._decision(state, w, result, real, status, message)
         decision.stats.needs_clipped = n_clip
         decision.stats.needs_clipped_kwh = clip_kwh
-        decision.stats.arrival_reserve_kw = reserve
+        decision.stats.arrival_reserve_kw = float(reserve.sum())
+        if result is not None:
+            decision.arrival_allowance_kw = self._allowances(w, reserve, state)
         decision.stats.evs = int(real.sum())
         decision.stats.forecast_arrivals = int(w.evs.n - real.sum())
         decision.stats.wall_s = time.perf_counter() - t_wall
@@ -643,9 +693,10 @@ def _storage_plan(result: WindowResult, w: Window) -> tuple[dict[str, float], di
     if table is None or not len(table):
         return {}, {}
     net = (table["p_ch_kw"] - table["p_dis_kw"]).to_numpy(float)
-    frame = pd.DataFrame({"storage_id": table["storage_id"].astype(str).to_numpy(object),
-                          "k": w.times.get_indexer(pd.DatetimeIndex(table["time"])), "p": net})
-    wide = frame.pivot_table(index="storage_id", columns="k", values="p", aggfunc="sum").reindex(
-        columns=range(w.steps), fill_value=0.0).fillna(0.0)
-    plan = {str(s): [float(v) for v in wide.loc[s]] for s in wide.index}
-    return {s: p[0] for s, p in plan.items()}, plan
+    codes, ids = pd.factorize(table["storage_id"].astype(str).to_numpy(object), sort=True)
+    k = w.times.get_indexer(pd.DatetimeIndex(table["time"]))
+    wide = np.zeros((ids.size, w.steps))
+    ok = k >= 0
+    np.add.at(wide, (codes[ok], k[ok]), net[ok])
+    plan = {str(sid): wide[i].tolist() for i, sid in enumerate(ids)}
+    return {sid: values[0] for sid, values in plan.items()}, plan

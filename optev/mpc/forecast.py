@@ -9,7 +9,10 @@ the real arrivals (:func:`optev.mpc.simulate`). A forecaster is any object with
     nothing);
 ``forecast(instance, times, state) -> Forecast``
     the forecast for the window steps ``times`` (a regular, timezone-aware
-    :class:`pandas.DatetimeIndex`).
+    :class:`pandas.DatetimeIndex`);
+``forecast_series(instance, times) -> Forecast`` (optional)
+    the same without arrivals (prices, loads, availability), for callers that plan no
+    EVs (the uncontrolled baseline's DER dispatch, :mod:`optev.mpc.baseline`).
 
 A :class:`Forecast` field left ``None`` means "use the instance's own data as
 :func:`optev.blocks.window.build_window` reads it" (the time series, wrapped by time of
@@ -132,19 +135,31 @@ def actual_series(instance: Instance, times: pd.DatetimeIndex) -> Forecast:
                     pv_avail_kw=w.pv_avail_kw, wind_avail_kw=w.wind_avail_kw, source="actual")
 
 
-def _daily_profile(frame: pd.DataFrame, times: pd.DatetimeIndex) -> np.ndarray | None:
-    """Mean over the series' days of the value at each time of day, sampled at ``times``
-    (piecewise constant); None for an empty frame."""
-    if frame is None or frame.empty or not len(frame.columns):
-        return None
+def _time_of_day_means(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Times of day (s, sorted) and the mean over the series' days of the value at each."""
     idx = frame.index
     tod = (idx - idx.normalize()).total_seconds().to_numpy(float)
     prof = pd.DataFrame(frame.to_numpy(float), columns=frame.columns).groupby(tod, sort=True).mean()
-    keys = prof.index.to_numpy(float)
+    return prof.index.to_numpy(float), prof.to_numpy(float)
+
+
+def _daily_profile(frame: pd.DataFrame, times: pd.DatetimeIndex,
+                   cache: dict[int, tuple[pd.DataFrame, np.ndarray, np.ndarray]] | None = None) -> np.ndarray | None:
+    """Mean over the series' days of the value at each time of day, sampled at ``times``
+    (piecewise constant); None for an empty frame. ``cache`` keeps the means per frame."""
+    if frame is None or frame.empty or not len(frame.columns):
+        return None
+    hit = cache.get(id(frame)) if cache is not None else None
+    if hit is not None and hit[0] is frame:
+        keys, values = hit[1], hit[2]
+    else:
+        keys, values = _time_of_day_means(frame)
+        if cache is not None:
+            cache[id(frame)] = (frame, keys, values)
     want = (times - times.normalize()).total_seconds().to_numpy(float)
     pos = np.searchsorted(keys, want, side="right") - 1
     pos = np.where(pos < 0, keys.size - 1, pos)  # before the first time of day: the last one of the day before
-    return prof.to_numpy(float)[pos]
+    return values[pos]
 
 
 class SeasonalProfileForecaster:
@@ -171,6 +186,7 @@ class SeasonalProfileForecaster:
             raise DataError(f"seasonal forecaster: bin must be positive and at most a day, got {bin!r}")
         self.days = days
         self._profile: tuple[int, pd.DataFrame] | None = None
+        self._means: dict[int, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
 
     def observe(self, state: ControlState) -> None:
         """Nothing to learn online: the profile comes from the history."""
@@ -201,8 +217,14 @@ class SeasonalProfileForecaster:
         return prof
 
     def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
+        fc = self.forecast_series(instance, times)
+        fc.arrivals = self._arrivals(instance, times, state)
+        return fc
+
+    def forecast_series(self, instance: Instance, times: pd.DatetimeIndex) -> Forecast:
+        """Prices, base loads and availability only (no arrivals)."""
         ts = instance.timeseries
-        price = _daily_profile(ts.price, times)
+        price = _daily_profile(ts.price, times, self._means)
         fc = Forecast(source=self.name)
         if price is not None:
             cols = list(ts.price.columns)
@@ -213,13 +235,12 @@ class SeasonalProfileForecaster:
             pos = {b: i for i, b in enumerate(buses)}
             for name, nominal in (("load_p_kw", "p_load_kw"), ("load_q_kvar", "q_load_kvar")):
                 frame = getattr(ts, name)
-                prof = _daily_profile(frame, times)
+                prof = _daily_profile(frame, times, self._means)
                 if prof is None:
                     continue
                 base = np.broadcast_to(instance.feeder.buses[nominal].to_numpy(float), (len(times), len(buses))).copy()
                 base[:, [pos[c] for c in frame.columns]] = prof
                 setattr(fc, name, base)
-        fc.arrivals = self._arrivals(instance, times, state)
         return fc
 
     def _arrivals(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> pd.DataFrame:
@@ -307,6 +328,12 @@ class PersistenceForecaster:
             rec["departure_s"] = e.departure_s
 
     def forecast(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> Forecast:
+        fc = self.forecast_series(instance, times)
+        fc.arrivals = self._arrivals(instance, times, state)
+        return fc
+
+    def forecast_series(self, instance: Instance, times: pd.DatetimeIndex) -> Forecast:
+        """Prices, base loads and availability only (no arrivals)."""
         if self.values == "day":
             fc = actual_series(instance, times - pd.Timedelta(days=1))
         else:
@@ -318,7 +345,6 @@ class PersistenceForecaster:
                           pv_avail_kw=np.repeat(now.pv_avail_kw, T, axis=1),
                           wind_avail_kw=np.repeat(now.wind_avail_kw, T, axis=1))
         fc.source = self.name
-        fc.arrivals = self._arrivals(instance, times, state)
         return fc
 
     def _arrivals(self, instance: Instance, times: pd.DatetimeIndex, state: ControlState) -> pd.DataFrame:

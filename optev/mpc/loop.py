@@ -10,9 +10,11 @@ Every step of :func:`controlled_day`:
 4. storage follows the decision's first step within its limits, DER the plan's first step
    (:mod:`optev.mpc.injections`);
 5. the plant realises the interval with the real arrivals and departures; EVs that arrive
-   during it have no setpoint and charge under the plant's local rule (full power within
-   the site cap until the next decision) — what they draw is recorded like every other
-   session's (:mod:`optev.mpc.accounting`).
+   during it have no setpoint: at a central slow or private station they share the power
+   the plan reserved for arrivals there (``decision.arrival_allowance_kw``), elsewhere they
+   charge under the plant's local rule (full power within the site cap) until the next
+   decision — what they draw is recorded like every other session's
+   (:mod:`optev.mpc.accounting`).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class _Edge:
     def local(self, evs: list[EVState], now: float, modes: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
         if not modes:
             return {}, {}
-        return local_setpoints(self.instance, evs, now, self.step_s, modes, self.frozen, self.policy)
+        held = {s: h for s, h in self.frozen.items() if h is not None}
+        return local_setpoints(self.instance, evs, now, self.step_s, modes, held, self.policy)
 
     def remember(self, decision: ControlDecision, evs: list[EVState]) -> None:
         if decision.stats.status != "failed":
@@ -112,9 +115,13 @@ def controlled_day(instance: Instance, controller: Controller, run: PlantRun, ti
         applied = {e.ev_id: (local_kw.get(e.ev_id, 0.0) if e.station_id in modes
                              else float(decision.setpoints.ev_kw.get(e.ev_id, 0.0))) for e in evs}
         sto_applied = storage.bank.apply(decision.storage_kw, dt_h)
-        new = run.advance(k, evs, applied, modes)
+        # EVs arriving during the step share the plan's allowance at central stations (fast
+        # stations and stations without dispatch: full power within the site cap)
+        allowance = {s: v for s, v in decision.arrival_allowance_kw.items() if s not in modes}
+        new = run.advance(k, evs, applied, modes, allowance)
         res = controller.last_result if decision.stats.status != "failed" else None
-        t0 = controller.last_window.times[0] if res is not None else times[k]
+        window = controller.last_window
+        t0 = window.times[0] if res is not None and window is not None else times[k]
         _plan_first_step(rec, k, res, t0, st_index, bus_pos, modes, station_ids, der, storage, sto_applied)
         commanded = np.zeros(station_ids.size)
         for e in evs:

@@ -112,13 +112,14 @@ class PlantRun:
         return out
 
     def advance(self, k: int, evs: list[EVState], ev_kw: Mapping[str, float] | None,
-                modes: Mapping[str, str]) -> StepReport:
+                modes: Mapping[str, str], station_kw: Mapping[str, float] | None = None) -> StepReport:
         """Realise step ``k`` with the EV setpoints ``ev_kw`` (None: uncontrolled) and record it.
 
         ``evs`` are the EVs of the state the setpoints were decided for; ``modes`` the mode
-        of every commanded EV's station (central, hold, fallback).
+        of every commanded EV's station (central, hold, fallback); ``station_kw`` the
+        station setpoints that EVs without an EV setpoint (arrivals during the step) share.
         """
-        sp = None if ev_kw is None else Setpoints(ev_kw=dict(ev_kw), station_kw={})
+        sp = None if ev_kw is None else Setpoints(ev_kw=dict(ev_kw), station_kw=dict(station_kw or {}))
         new = self.plant.advance(self.step_s, sp)
         self._note_arrivals(new)
         self.clipped += len(new.clipped_ev_setpoints)
@@ -128,7 +129,7 @@ class PlantRun:
         e_start = {e.session_id: e.energy_kwh for e in evs}
         for ev in new.plug_ins:
             e_start.setdefault(str(ev.session_id), ev.soc * self.caps[ev.ev_id])
-        limits = {e.session_id: (e.p_ch_max_kw, e.p_dis_max_kw) for e in evs} if ev_kw is not None else {}
+        limits = {e.session_id: (_nan(e.p_ch_max_kw), _nan(e.p_dis_max_kw)) for e in evs} if ev_kw is not None else {}
         self.records.add(k, new, set_by, mode_by, e_start, limits)
         for s in new.stations:
             self.metered_kwh[k, self._st_index[s.station_id]] = s.energy_kwh
@@ -145,6 +146,10 @@ class PlantRun:
                     & (table["arrival_s"].to_numpy(float) < t_end))
             table = table.loc[keep].reset_index(drop=True)
         return session_results(table, self.instance, t_end)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def session_results(table: pd.DataFrame, instance: Instance, t_end: float) -> pd.DataFrame:

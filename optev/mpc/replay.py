@@ -23,10 +23,12 @@ Rules
     ``[−p_dis, p_ch]`` (discharge only if the user opted in and vehicle and charger can
     do V2G, and not at or below the SOC floor; no charge of a full battery) — clipped
     setpoints are reported like the plant does;
-  - a station setpoint is shared by the station's other EVs plugged in at the interval
-    start, in proportion to their charge (or discharge) limits, within the site caps
-    left by the EV setpoints; an EV arriving during the interval at a station with a
-    setpoint waits (0 kW) for the next interval;
+  - a station setpoint is shared by the station's other EVs — those plugged in at the
+    interval start without an EV setpoint and those arriving during the interval — in
+    proportion to their charge (or discharge) limits, within the site caps left by the EV
+    setpoints. An arriving EV holds its share (constant) over the part of the interval it
+    is plugged in, so the station's mean power stays within its setpoint (the event plant
+    re-shares at every arrival; both keep the setpoint as the station's limit);
   - an EV with neither charges at full power up to its session target (the uncontrolled
     baseline), also from a mid-interval arrival; the station's uncontrolled EVs share
     the site cap in proportion to their limits.
@@ -186,8 +188,8 @@ class ReplayPlant:
         clipped_mask = has_ev & (np.abs(p_ev - np.nan_to_num(ev_sp)) > 1e-9)
         fixed_ch = np.bincount(self.st, weights=np.where(has_ev, np.maximum(p_ev, 0.0), 0.0), minlength=self.n_st)
         fixed_dis = np.bincount(self.st, weights=np.where(has_ev, np.maximum(-p_ev, 0.0), 0.0), minlength=self.n_st)
-        # station setpoints shared by the other EVs plugged in at t0
-        shared = at_start & ~has_ev & has_st[self.st]
+        # station setpoints shared by the other EVs: plugged in at t0 or arriving during the interval
+        shared = active & ~has_ev & has_st[self.st]
         sum_c = np.bincount(self.st, weights=np.where(shared, can_ch, 0.0), minlength=self.n_st)
         sum_d = np.bincount(self.st, weights=np.where(shared, can_dis, 0.0), minlength=self.n_st)
         total = np.clip(np.nan_to_num(st_sp), -sum_d, sum_c)

@@ -293,6 +293,13 @@ class ControlDecision:
         state's outage flags.
     shortfall_kwh : dict of str to float
         Planned shortfall of EV sessions that will not reach their need (only > 0).
+    arrival_allowance_kw : dict of str to float
+        With the controller's ``limit_arrivals``: the power the plan reserved, per slow or
+        private station, for EVs that arrive during the interval (kW; 0 where no arrival is
+        expected), the station-level limit those EVs share until the next decision — what an
+        OCPP charge point applies as its default profile for new transactions. Empty
+        otherwise; fast stations are never listed (a driver waiting at a fast charger is
+        never held back).
     stats : SolveStats
     """
 
@@ -307,19 +314,20 @@ class ControlDecision:
     storage_plan_kw: dict[str, list[float]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
     shortfall_kwh: dict[str, float] = field(default_factory=dict)
+    arrival_allowance_kw: dict[str, float] = field(default_factory=dict)
     stats: SolveStats = field(default_factory=SolveStats)
 
     def plant_setpoints(self) -> Setpoints:
         """The setpoints as :meth:`optev.mobility.Plant.advance` reads them.
 
-        Every EV of the state has its own setpoint and no station setpoint is sent, so an
-        EV arriving during the interval (not yet known to the controller) charges at full
-        power within its station's site cap until the next decision — the local
-        "departure needs first" rule (R6.2.2.3). Holding new arrivals at 0 kW instead
-        left up to one interval of charging undone per session and more energy unmet
-        than uncontrolled charging.
+        Every EV of the state has its own setpoint; a station of
+        :attr:`arrival_allowance_kw` gets that allowance as its station setpoint, which the
+        plant shares among the EVs without an EV setpoint — those that arrive during the
+        interval — so they draw no more than the plan reserved for them. At a station
+        without an allowance (the default; fast stations always) new arrivals charge at full
+        power within the site cap until the next decision.
         """
-        return Setpoints(ev_kw=dict(self.setpoints.ev_kw), station_kw={})
+        return Setpoints(ev_kw=dict(self.setpoints.ev_kw), station_kw=dict(self.arrival_allowance_kw))
 
     def to_dict(self) -> dict[str, Any]:
         return {"time_s": float(self.time_s), "step_s": float(self.step_s), "setpoints": self.setpoints.to_dict(),
@@ -327,7 +335,7 @@ class ControlDecision:
                 "plan_step_s": float(self.plan_step_s), "station_plan_kw": _clean(self.station_plan_kw),
                 "ev_plan_kw": _clean(self.ev_plan_kw), "storage_plan_kw": _clean(self.storage_plan_kw),
                 "modes": {str(k): str(v) for k, v in self.modes.items()}, "shortfall_kwh": _clean(self.shortfall_kwh),
-                "stats": self.stats.to_dict()}
+                "arrival_allowance_kw": _clean(self.arrival_allowance_kw), "stats": self.stats.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False, sort_keys=True)
@@ -346,6 +354,8 @@ class ControlDecision:
                    storage_plan_kw=plans("storage_plan_kw"),
                    modes={str(k): str(v) for k, v in (data.get("modes") or {}).items()},
                    shortfall_kwh={str(k): float(v) for k, v in (data.get("shortfall_kwh") or {}).items()},
+                   arrival_allowance_kw={str(k): float(v)
+                                         for k, v in (data.get("arrival_allowance_kw") or {}).items()},
                    stats=SolveStats.from_dict(data.get("stats") or {}))
 
     @classmethod

@@ -150,6 +150,50 @@ def _sessions_figures(sessions: pd.DataFrame, prefix: str) -> dict[str, Any]:
             f"{prefix}sessions_open_at_end": int(len(open_))}
 
 
+VOLTAGE_BINDING_ATOL_PU = 1e-4
+"""A plan's voltage counts as at its limit (with the formulation's margin) within this, p.u."""
+
+PEAK_QUANTILE = 0.9
+"""Steps whose realised import is at or above this quantile of the day are "peak steps"."""
+
+
+def v2g_figures(records: pd.DataFrame, instance: Instance, price_buy: np.ndarray, price_sell: np.ndarray,
+                vm_plan: np.ndarray, margin_pu: float, import_kw: np.ndarray) -> dict[str, Any]:
+    """Why the EVs discharged (R6.2.3.1, R6.5.1.1): how much, at what price, against what the
+    same sessions paid to charge and the users' reservation prices, and how much of it fell in
+    steps where the plan's voltage limit bound (lowest planned voltage within
+    :data:`VOLTAGE_BINDING_ATOL_PU` of ``v_min`` plus the formulation's margin) or in the day's
+    peak-import steps (:data:`PEAK_QUANTILE`). Energies grid side, kWh; prices currency/kWh."""
+    out: dict[str, Any] = {"energy_kwh": 0.0, "sessions": 0, "evs": 0}
+    if not len(records) or not (records["export_kwh"] > 0).any():
+        return out
+    k = records["k"].to_numpy(np.int64)
+    exp = records["export_kwh"].to_numpy(float)
+    imp = records["import_kwh"].to_numpy(float)
+    dis = exp > 0
+    sessions = set(records.loc[dis, "session_id"])
+    same = records["session_id"].isin(sessions).to_numpy(bool)
+    res = instance.evs.set_index("ev_id")["v2g_reservation_price_per_kwh"].reindex(
+        records.loc[dis, "ev_id"].unique()).to_numpy(float)
+    vmin = instance.feeder.buses["v_min_pu"].to_numpy(float) if len(instance.feeder.buses) else np.zeros(0)
+    gap = _row_min(vm_plan - (vmin + margin_pu)[None, :]) if vm_plan.size and vmin.size \
+        else np.full(len(price_buy), np.nan)
+    with np.errstate(invalid="ignore"):
+        binding = gap <= VOLTAGE_BINDING_ATOL_PU
+    finite = import_kw[np.isfinite(import_kw)]
+    peak = import_kw >= np.quantile(finite, PEAK_QUANTILE) if finite.size else np.zeros(len(price_buy), bool)
+    total = float(exp.sum())
+    charged = float(imp[same].sum())
+    out.update({
+        "energy_kwh": total, "sessions": len(sessions), "evs": int(records.loc[dis, "ev_id"].nunique()),
+        "mean_price_at_discharge": float(np.sum(exp * price_sell[k]) / total),
+        "mean_price_at_charge": float(np.sum(imp[same] * price_buy[k[same]]) / charged) if charged else None,
+        "reservation_price": {"min": float(res.min()), "median": float(np.median(res)), "max": float(res.max())},
+        "share_at_voltage_limit": float(exp[binding[k]].sum() / total),
+        "share_at_peak_import": float(exp[peak[k]].sum() / total)})
+    return out
+
+
 def _peak(x: np.ndarray, mask: np.ndarray) -> float | None:
     v = np.asarray(x, float)[mask]
     v = v[np.isfinite(v)]
@@ -180,6 +224,7 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     ``ac_violations``, ``ac_violation_steps``, ``baseline_ac_violations``;
     ``lindistflow_error_pu`` (plans' first steps, LinDistFlow vs the AC power flow of the
     same injections), ``lindistflow_vs_applied_pu``, ``loss_correction_unconverged_steps``;
+    ``v2g`` (:func:`v2g_figures`: why the EVs discharged);
     ``der``/``baseline_der`` (energy per technology); ``solve_s`` statistics and per step;
     ``warm_steps``, ``soft_limit_steps``, ``failed_steps``, ``needs_clipped``, ``modes``,
     ``outages``, ``baseline_dispatch`` and ``wall_s``.
@@ -188,6 +233,8 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     steps = len(times)
     station_ids = instance.stations["station_id"].astype(str).to_numpy(object)
     actual = actual_series(instance, times)
+    price_buy = np.asarray(actual.price_buy, float)
+    price_sell = np.asarray(actual.price_sell, float)
     bus_ids = instance.feeder.bus_ids
     tables: dict[str, pd.DataFrame] = {"ev": ev_table(day.records, times, dt_h),
                                        "station": station_table(station_ids, times, day.arrays, loop.station_q)}
@@ -225,8 +272,8 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     identity_errors = {**ident, **{f"baseline_{k}": v for k, v in base_ident.items()}}
 
     def costs(d: Any) -> dict[str, float]:
-        parts = {"import": import_cost(d.grid.import_kw if d.grid.checked else _copper(d, actual), actual.price_buy,
-                                       actual.price_sell, dt_h, mask), **d.der.cost(dt_h, mask)}
+        parts = {"import": import_cost(d.grid.import_kw if d.grid.checked else _copper(d, actual), price_buy,
+                                       price_sell, dt_h, mask), **d.der.cost(dt_h, mask)}
         return {"import": parts["import"], "generation": parts["generation_cost"],
                 "curtailment": parts["curtailment_cost"]}
 
@@ -273,6 +320,8 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
         "lindistflow_error_pu": float(np.nanmax(lin_err)) if np.isfinite(lin_err).any() else None,
         "lindistflow_vs_applied_pu": float(np.nanmax(lin_app)) if np.isfinite(lin_app).any() else None,
         "loss_correction_unconverged_steps": int((loss_ok == False).sum()),  # noqa: E712 (None: no LinDistFlow)
+        "v2g": v2g_figures(day.records, instance, price_buy, price_sell, loop.vm_lin,
+                           _voltage_margin(ctl.formulation), imp),
         "der": {**day.der.energy(dt_h), "storage_kwh_end": dict(day.storage.bank.e_kwh)},
         "baseline_der": {**base.der.energy(dt_h), "storage_kwh_end": dict(base.storage.bank.e_kwh)},
         "solve_s": {"median": float(np.median(solve)), "mean": float(solve.mean()), "max": float(solve.max()),
@@ -290,6 +339,11 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     return MPCRun(tables=tables, violations=day.grid.violations, baseline=baseline, sessions=day.sessions,
                   baseline_sessions=base.sessions, summary=s, decisions=loop.decisions if keep_decisions else [],
                   controller=ctl, session_comparison=comparison)
+
+
+def _voltage_margin(formulation: Formulation) -> float:
+    variant, options = formulation.blocks.get("network", ("copperplate", {}))
+    return float(options.get("voltage_margin_pu", 0.0)) if variant == "lindistflow" else 0.0
 
 
 def _copper(day: Any, actual: Any) -> np.ndarray:

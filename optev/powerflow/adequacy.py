@@ -328,26 +328,23 @@ def _loadability(within: Callable[[float], bool], ok_at_one: bool, max_factor: f
                  ) -> tuple[float, bool]:
     """Bisection for the largest factor with ``within(factor)`` (module docstring):
     ``(factor, capped)``."""
+    lo, hi = (1.0, max_factor) if ok_at_one else (0.0, 1.0)
     if ok_at_one:
-        lo, hi = 1.0, None
         while lo < max_factor:
             trial = min(2.0 * lo, max_factor)
             if not within(trial):
                 hi = trial
                 break
             lo = trial
-        if hi is None:
+        else:
             return lo, True
     else:
-        lo, hi = None, 1.0
         trial = 0.5
-        while trial >= LOADABILITY_MIN:
-            if within(trial):
-                lo = trial
-                break
+        while trial >= LOADABILITY_MIN and not within(trial):
             hi, trial = trial, 0.5 * trial
-        if lo is None:
+        if trial < LOADABILITY_MIN:
             return 0.0, False
+        lo = trial
     while hi - lo > rel_tol * lo:
         mid = 0.5 * (lo + hi)
         if within(mid):

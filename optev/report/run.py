@@ -59,14 +59,15 @@ DEFAULT_HORIZON = "8h"
 DEFAULT_STEP = "15min"
 """Control interval of the main job (R6.2.2.2 default)."""
 
-RUN_TABLES = ("ev", "station", "bus", "line", "mode", "steps", "storage", "sessions", "baseline_steps",
-              "baseline_station", "baseline_sessions", "violations")
-"""Frames of a :class:`RunResult` (``storage`` only when the feeder has storage), in the
-order they are written. ``ev``, ``station``, ``bus``, ``line`` have the schemas of
-``optev solve``; ``mode``, ``steps``, ``sessions`` are described in :mod:`optev.mpc.simulate`
-(``MODE_COLUMNS``, ``STEP_COLUMNS``, ``SESSION_RESULT_COLUMNS``); ``baseline_*`` are the
-uncontrolled day over the same steps; ``violations`` the AC-check violations (time, kind,
-element_id, value, limit, excess, unit)."""
+RUN_TABLES = ("ev", "station", "bus", "line", "der", "storage", "mode", "steps", "sessions", "baseline_steps",
+              "baseline_station", "baseline_ev", "baseline_der", "baseline_storage", "baseline_sessions", "violations")
+"""Frames of a :class:`RunResult` (``der``/``storage`` only when the feeder has DER/storage),
+in the order they are written. ``ev`` and ``station`` are realised
+(:mod:`optev.mpc.accounting`), ``bus`` and ``line`` have the schemas of ``optev solve``;
+``der``, ``storage`` (:mod:`optev.mpc.injections`), ``mode``, ``steps``, ``sessions`` are
+described in :mod:`optev.mpc.result` (``MODE_COLUMNS``, ``STEP_COLUMNS``,
+``SESSION_RESULT_COLUMNS``); ``baseline_*`` are the uncontrolled day over the same steps;
+``violations`` the AC-check violations (time, kind, element_id, value, limit, excess, unit)."""
 
 
 
@@ -148,15 +149,9 @@ class RunResult:
         """Every frame of the run (:data:`RUN_TABLES`), by name."""
         m = self.mpc
         out: dict[str, pd.DataFrame] = {}
-        for name in ("ev", "station", "bus", "line", "mode", "steps", "storage"):
-            if name in m.tables:
-                out[name] = m.tables[name]
-        out["sessions"] = m.sessions
-        out["baseline_steps"] = m.baseline["steps"]
-        out["baseline_station"] = m.baseline["station"]
-        out["baseline_sessions"] = m.baseline_sessions
-        out["violations"] = m.violations
-        return out
+        frames = {**m.tables, "sessions": m.sessions, "baseline_sessions": m.baseline_sessions,
+                  "violations": m.violations, **{f"baseline_{k}": v for k, v in m.baseline.items()}}
+        return {name: frames[name] for name in RUN_TABLES if name in frames}
 
     @property
     def ev(self) -> pd.DataFrame:

@@ -85,6 +85,15 @@ def format_report(s: Mapping[str, Any], out: str | Path | None = None) -> str:
                  f"{s.get('baseline_sessions_with_shortfall', 0):,}); still owed at the end "
                  f"{_num(s.get('energy_deferred_kwh'), ',.1f')} kWh (uncontrolled "
                  f"{_num(s.get('baseline_energy_deferred_kwh'), ',.1f')} kWh)")
+    v2g = s.get("v2g") or {}
+    if v2g.get("energy_kwh"):
+        res = v2g.get("reservation_price") or {}
+        lines.append(f"V2G          {v2g['energy_kwh']:,.1f} kWh from {v2g.get('evs', 0)} EVs at a mean "
+                     f"{_num(v2g.get('mean_price_at_discharge'), '.2f', money)}/kWh (their charging: "
+                     f"{_num(v2g.get('mean_price_at_charge'), '.2f', money)}/kWh; reservation prices "
+                     f"{_num(res.get('min'), '.2f')}–{_num(res.get('max'), '.2f', money)}/kWh); "
+                     f"{100 * v2g.get('share_at_voltage_limit', 0.0):.0f} % in steps where the plan's voltage limit "
+                     f"binds, {100 * v2g.get('share_at_peak_import', 0.0):.0f} % in the day's peak-import steps")
     worse = s.get("worse_than_uncontrolled_kwh") or {}
     lines.append(f"drivers      {s.get('sessions_worse_than_uncontrolled', 'n/a')} of {s.get('sessions_compared', 0):,} "
                  f"sessions worse off than uncontrolled (beyond one setpoint quantum-step; V2G opt-ins paid: "
