@@ -708,8 +708,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines += [
             "| per-EV ordered charging | EVs | steps | variables | constraints | window | model + compile | pass "
             "| HiGHS | build + solve | check | site limit kW (lowest feasible peak; peak without limit) "
-            "| steps at limit |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+            "| steps at limit | shortfall kWh | AC violations of applied setpoints |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
         ]
         for r in solved:
             t = r["times"]
@@ -718,7 +718,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"| {_fmt_time(t['window_s'])} | {_fmt_time(t['model_s'])} | {_fmt_time(t['pass_s'])} "
                 f"| {_fmt_time(t['solve_s'])} | **{_fmt_time(t['build_solve_s'])}** | {_fmt_time(t['check_s'])} "
                 f"| {r['site_limit_kw']:,.0f} ({r['lowest_feasible_peak_kw']:,.1f}; {r['peak_without_limit_kw']:,.1f}) "
-                f"| {r['steps_at_limit']} |")
+                f"| {r['steps_at_limit']} | {r['shortfall_kwh']:.2f} "
+                f"| {_fmt_viol(r['violations'], r['max_violation']) if r['ac_check'] else 'no feeder'} |")
         lines.append("")
     city = [r for r in results.get("city") or [] if r.get("status") == "ok"]
     if city:
@@ -781,6 +782,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"| {_mark(g['ieee33_dv'])} |",
     ]
     return "\n".join(lines)
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
+    return markdown_table(results)
 
 
 def main(argv: list[str] | None = None) -> int:

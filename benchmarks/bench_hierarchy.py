@@ -288,7 +288,21 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {100 * e['gap']:+.3f} % | {_t(m['time_s'])} | {_t(h['time_s'])} ({_t(h['region_s_max'])}) "
             f"| {_t(e['time_s'])} | {m['shortfall_kwh']:.2f} / {h['shortfall_kwh']:.2f} "
             f"| {'none' if not viol else viol} |")
+    rows = [r for r in results["rows"] if r.get("status") == "ok"]
+    if rows:
+        worst = max(rows, key=lambda r: r["hierarchy"]["gap"])
+        worst_ev = max(rows, key=lambda r: r["hierarchy"]["gap_ev"])
+        met = {True: "met", False: "NOT met", None: "n/a"}[results.get("goal_met")]
+        lines += ["", f"Largest cost gap {100 * worst['hierarchy']['gap']:+.3f} % ({worst['case']}, "
+                      f"{worst['n_evs']:,} EVs; goal ≤ {100 * results['goal_gap']:g} %: {met}); largest gap / EV cost "
+                      f"{100 * worst_ev['hierarchy']['gap_ev']:+.2f} %; invariant violation messages (last column, "
+                      f"all plans): {results['violations']}."]
     return "\n".join(lines)
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
+    return markdown_table(results)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,9 @@ def check_invariants(result: WindowResult) -> None:
        :data:`SETPOINT_TRACKING_QUANTA` quanta in every step where the EVs, in the state the
        plan left them, can realise it (between the sum of their lowest and highest grid
        setpoints, the lowest including protected departure needs when the disaggregation
-       enforces them); otherwise the sum is at that range's nearest end;
+       enforces them); otherwise the sum is at that range's nearest end. With per-EV LP
+       variables each EV rounds its own plan, so the station follows the sum of the EVs'
+       plans clipped to what each can realise (what one EV cannot do stays at the station);
     10. with per-EV LP variables, no setpoint flips sign against the EV's own plan
         :math:`g = p^{ch} - p^{dis}` (:mod:`optev.blocks.disaggregate`: each EV rounds its
         own plan): no discharge where :math:`g \\ge 0`, no charge where :math:`g \\le 0` beyond
@@ -259,6 +261,7 @@ def check_invariants(result: WindowResult) -> None:
           lambda i: f"discharge {sum_dis[i]:g} kW > cap {dcap[i[0], 0]:g} kW")
 
     # 9. setpoints follow the LP's station power where the EVs can realise it within the site caps
+    #    (with a per-EV plan: the part of it the EVs can realise, EV by EV)
     lp_ch, lp_dis = station_setpoints(ctx, result.x)
     lp_net = lp_ch - lp_dis
     e0 = np.where(prev_idx >= 0, e_prev, evs.e_init_kwh[:, None])  # energy at the start of each step
@@ -284,6 +287,14 @@ def check_invariants(result: WindowResult) -> None:
     np.add.at(range_hi, evs.station, up_kw)
     np.add.at(range_lo, evs.station, down_q * q)
     target = np.clip(lp_net, range_lo, range_hi)
+    if "ev_p_ch" in ctx.handles:
+        # each EV rounds its own plan (optev.blocks.disaggregate): what one EV cannot realise of
+        # its plan stays at the station, the others do not make it up — the station follows
+        # the plan of what its EVs can realise, Σ clip(plan, realisable range)
+        g = ctx.lp.evaluate(ctx.handles["ev_p_ch"], result.x) - ctx.lp.evaluate(ctx.handles["ev_p_dis"], result.x)
+        own = np.clip(g, down_q * q, up_kw)
+        target = np.zeros((st.n, T))
+        np.add.at(target, evs.station, np.where(a > 0, own, 0.0))
     # site caps are physical and win over departure protection in the disaggregation
     target = np.maximum(np.minimum(target, cap), -dcap)
     miss = np.abs(net - target) > SETPOINT_TRACKING_QUANTA * q + LP_FEAS_ATOL_KW

@@ -6,10 +6,12 @@ For each step, in time order, every EV session at a station gets a setpoint
 - it is a whole number of quanta :math:`q` (1 kW by default, R6.5.2) — or exactly the
   EV's own power limit, :math:`a\bar P^{ch}` or :math:`-a\bar P^{dis}` (*full power*,
   :func:`on_setpoint_grid`): an EV whose limit is not a whole number of quanta (a 5.98 kW
-  on-board charger, a 6.6 kW wallbox) planned above the largest grid value below its
-  limit gets its limit, not the grid value (:func:`_full_power`), as long as its station's
-  cap allows — uncontrolled charging gives it that power, so rounding it down would leave
-  the driver worse off than no control at all;
+  on-board charger, a 6.6 kW wallbox) planned at its limit gets it, not the grid value below
+  (:func:`_planned_full_power`: the other EVs of the station then share the rest of the
+  request on the grid; without a per-EV plan, :func:`_full_power` raises EVs at their grid
+  limit while the station stays within one quantum of its request and its caps) —
+  uncontrolled charging gives it that power, so rounding it down would leave the driver
+  worse off than no control at all;
 - it respects the EV's power limits in that step, :math:`-a\bar P^{dis} \le p \le a\bar P^{ch}`;
 - it never takes the EV below its SOC floor nor above its capacity; a charging
   setpoint may round the last step before a full battery *up* to a whole quantum
@@ -396,13 +398,46 @@ def on_setpoint_grid(p_kw: np.ndarray, p_ch_max_kw: np.ndarray, p_dis_max_kw: np
     return grid | full
 
 
+def _fill_amounts(group: np.ndarray, priority: np.ndarray, amount: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Which candidates (``amount`` > 0) get their whole ``amount``: per group, in order of
+    ``priority``, as long as the running sum stays within the group's ``budget``."""
+    take = np.flatnonzero(amount > 0)
+    out = np.zeros(amount.size, dtype=bool)
+    if not take.size:
+        return out
+    order = take[np.lexsort((-priority[take], group[take]))]
+    g = group[order]
+    csum = np.cumsum(amount[order])
+    starts = np.searchsorted(g, g, side="left")
+    running = csum - np.where(starts > 0, csum[starts - 1], 0.0)
+    out[order] = running <= budget[g] + GRID_ATOL
+    return out
+
+
+def _planned_full_power(evs: EVArrays, lim: _StepLimits, a: np.ndarray, e: np.ndarray, dt_h: float, q: float,
+                        guide_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """EVs whose plan is their exact charge (discharge) limit, when that limit lies off the
+    quantum grid and the battery can take (give) it for the whole step: they get it."""
+    full_ch = a * evs.p_ch_max_kw
+    full_dis = a * evs.p_dis_max_kw
+    room_ch = np.maximum(evs.capacity_kwh - e, 0.0) / (evs.eff_ch * dt_h)
+    room_dis = np.maximum(e - evs.e_min_kwh, 0.0) * evs.eff_dis / dt_h
+    up = (full_ch > 0) & (guide_q >= full_ch / q - GUIDE_GRID_ATOL) & (full_ch / q > lim.hi + GRID_ATOL) \
+        & (room_ch >= full_ch)
+    down = (full_dis > 0) & (guide_q <= -full_dis / q + GUIDE_GRID_ATOL) & (-full_dis / q < lim.lo - GRID_ATOL) \
+        & (room_dis >= full_dis)
+    return up, down
+
+
 def _full_power(evs: EVArrays, st: np.ndarray, n_st: int, p_q: np.ndarray, wish: np.ndarray, lim: _StepLimits,
-                a: np.ndarray, e: np.ndarray, dt_h: float, q: float, site_max_kw: np.ndarray | None,
-                site_dis_max_kw: np.ndarray | None) -> np.ndarray:
+                a: np.ndarray, e: np.ndarray, dt_h: float, q: float, request_kw: np.ndarray,
+                site_max_kw: np.ndarray | None, site_dis_max_kw: np.ndarray | None) -> np.ndarray:
     r"""Setpoints in kW: the quanta ``p_q`` times :math:`q`, with EVs at the top (bottom) of
     their grid range that wish for more (less) raised to their exact charge (discharge)
-    limit when it lies off the grid and the battery has room for it; per station only if
-    the station then stays within its caps (module docstring)."""
+    limit when it lies off the grid and the battery has room for it (module docstring).
+    Per station the raises keep the station within one quantum of its requested power and
+    within the site caps, largest wish first: full power never takes a station further from
+    its request than the grid rounding may."""
     p = p_q * q
     full_ch = a * evs.p_ch_max_kw
     full_dis = a * evs.p_dis_max_kw
@@ -411,13 +446,20 @@ def _full_power(evs: EVArrays, st: np.ndarray, n_st: int, p_q: np.ndarray, wish:
     up = (p_q >= lim.hi) & (p_q > 0) & (wish > p_q + GRID_ATOL) & (full_ch > p + GRID_ATOL * q) & (room_ch >= full_ch)
     down = (p_q <= lim.lo) & (p_q < 0) & (wish < p_q - GRID_ATOL) & (full_dis > -p + GRID_ATOL * q) \
         & (room_dis >= full_dis)
-    new = np.where(up, full_ch, np.where(down, -full_dis, p))
-    ok = np.ones(n_st, dtype=bool)
+    if not (up.any() or down.any()):
+        return p
+    total = _station_sum(st, p, n_st)
+    # up to one quantum beyond the request, as far as the grid rounding itself may go
+    room_up = np.maximum(np.asarray(request_kw, float) + q - total, 0.0)
     if site_max_kw is not None:
-        ok &= _station_sum(st, new, n_st) <= np.asarray(site_max_kw, float) + GRID_ATOL * q
+        room_up = np.minimum(room_up, np.maximum(np.asarray(site_max_kw, float) - total, 0.0))
+    room_down = np.maximum(total - np.asarray(request_kw, float) + q, 0.0)
     if site_dis_max_kw is not None:
-        ok &= _station_sum(st, np.maximum(-new, 0.0), n_st) <= np.asarray(site_dis_max_kw, float) + GRID_ATOL * q
-    return np.where(ok[st], new, p)
+        dis = _station_sum(st, np.maximum(-p, 0.0), n_st)
+        room_down = np.minimum(room_down, np.maximum(np.asarray(site_dis_max_kw, float) - dis, 0.0))
+    raise_up = _fill_amounts(st, wish - p_q, np.where(up, full_ch - p, 0.0), room_up)
+    raise_down = _fill_amounts(st, p_q - wish, np.where(down, p + full_dis, 0.0), room_down)
+    return np.where(raise_up, full_ch, np.where(raise_down, -full_dis, p))
 
 
 def _allocate(st: np.ndarray, n_st: int, wish: np.ndarray, lower: np.ndarray, upper: np.ndarray,
@@ -510,6 +552,14 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
         lim = _step_limits(evs, e, a, later, dt_h, q)
         gq = None if guide_kw is None else guide_kw[:, t] / q
+        request_q = station_p_kw[:, t] / q
+        full_up = full_down = np.zeros(n, dtype=bool)
+        if per_ev:  # EVs planned at their off-grid full power get it; the others track the rest of the request
+            full_up, full_down = _planned_full_power(evs, lim, a, e, dt_h, q, gq)
+            extra = np.where(full_up, a * evs.p_ch_max_kw / q - lim.hi, 0.0) \
+                - np.where(full_down, a * evs.p_dis_max_kw / q + lim.lo, 0.0)
+            request_q = request_q - _station_sum(st, extra, n_st)
+            gq = np.where(full_up, lim.hi, np.where(full_down, lim.lo, gq))
         ranges = _ranges(st, n_st, lim, gq, rounding, enforce, cap_q)
         if gq is None:
             priority = None
@@ -521,7 +571,8 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         ranges = [_capped_range(st, n_st, lo, hi, cap_q, dis_cap_q, None if priority is None else priority[k])
                   for k, (lo, hi) in enumerate(ranges)]
         if per_ev:
-            target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], station_p_kw[:, t] / q)
+            wish = np.where(full_up, lim.hi, np.where(full_down, lim.lo, wish))
+            target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], request_q)
             target = _within_caps(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st), cap_q,
                                   dis_cap_q)
         else:
@@ -532,10 +583,13 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
             if gq is None:
                 wish = _proportional_wish(st, n_st, lower, upper, target)
         p_q = _allocate(st, n_st, wish, lower, upper, target, lim.must, PRIORITY_TIE if per_ev else PRIORITY_FIRST)
-        if not per_ev:  # without a per-EV plan, EVs at their grid limit wish more when the station asks for more
+        if per_ev:
+            p = np.where(full_up, a * evs.p_ch_max_kw, np.where(full_down, -a * evs.p_dis_max_kw, p_q * q))
+        else:  # without a per-EV plan, EVs at their grid limit wish more when the station asks for more
             excess = station_p_kw[:, t] / q - _station_sum(st, p_q, n_st)
-            wish = np.where(excess[st] > GRID_ATOL, np.inf, np.where(excess[st] < -GRID_ATOL, -np.inf, wish))
-        p = _full_power(evs, st, n_st, p_q, wish, lim, a, e, dt_h, q, site_max_kw, site_dis_max_kw)
+            wish = np.where(excess[st] > GRID_ATOL, p_q + 1.0, np.where(excess[st] < -GRID_ATOL, p_q - 1.0, wish))
+            p = _full_power(evs, st, n_st, p_q, wish, lim, a, e, dt_h, q, station_p_kw[:, t], site_max_kw,
+                            site_dis_max_kw)
         p_out[:, t] = p
         e = np.minimum(e + dt_h * eta_c * np.maximum(p, 0.0), np.maximum(evs.capacity_kwh, e)) \
             - dt_h * np.maximum(-p, 0.0) / eta_d

@@ -193,7 +193,7 @@ def instance_origin(instance: Instance) -> pd.Timestamp:
 def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None, steps: int = 96,
                  step: str | pd.Timedelta = "15min", ev_energy_kwh: dict[str, float] | None = None,
                  with_network: bool = True, quantum_kw: float | None = 1.0,
-                 network: RadialNetwork | None = None) -> Window:
+                 network: RadialNetwork | None = None, station_power: pd.DataFrame | None = None) -> Window:
     """Compile ``instance`` into the arrays of one window.
 
     Parameters
@@ -215,10 +215,13 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
     with_network : bool
         Compile the feeder for network blocks (needs a radial feeder with a substation).
     quantum_kw : float or None
-        Setpoint resolution; EV power limits are rounded down to it (None: continuous).
+        Setpoint resolution (module docstring, "Setpoint grid"; None: continuous).
     network : RadialNetwork, optional
         The feeder's compiled network from an earlier window (a controller builds a window
         every interval on the same feeder), to skip compiling it again.
+    station_power : DataFrame, optional
+        ``instance.station_power()`` from an earlier window on the same stations (a
+        controller's), to skip joining the stations and charger models again.
     """
     times = window_times(instance, start, steps, step)
     dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if steps > 1 else pd.Timedelta(step).total_seconds() / 3600
@@ -236,8 +239,9 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
 
     load_p, load_q = base_load(instance, times)
     pos = {b: i for i, b in enumerate(bus_ids)}
-    stations = _station_arrays(instance, times, pos, price_buy, price_sell)
-    evs = _ev_arrays(instance, times, dt_h, stations, ev_energy_kwh or {}, quantum_kw)
+    power = instance.station_power() if station_power is None else station_power
+    stations = _station_arrays(instance, power, times, pos, price_buy, price_sell)
+    evs = _ev_arrays(instance, power, times, dt_h, stations, ev_energy_kwh or {}, quantum_kw)
 
     pv_avail, wind_avail = renewable_availability(instance, times)
     if not (with_network and n_bus):
@@ -248,9 +252,8 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
                   pv_avail, wind_avail, quantum_kw)
 
 
-def _station_arrays(instance: Instance, times: pd.DatetimeIndex, bus_pos: dict[str, int], price_buy: np.ndarray,
-                    price_sell: np.ndarray) -> StationArrays:
-    st = instance.station_power()
+def _station_arrays(instance: Instance, st: pd.DataFrame, times: pd.DatetimeIndex, bus_pos: dict[str, int],
+                    price_buy: np.ndarray, price_sell: np.ndarray) -> StationArrays:
     n = len(st)
     steps = times.size
     p_ch = st["p_ch_max_kw"].to_numpy(float)
@@ -317,8 +320,8 @@ def baseline_energy(e_arrival_kwh: np.ndarray, e_target_kwh: np.ndarray, capacit
     return np.minimum(np.maximum(e_arrival_kwh, np.minimum(charged, e_target_kwh)), capacity_kwh)
 
 
-def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, stations: StationArrays,
-               energy: dict[str, float], quantum_kw: float | None) -> EVArrays:
+def _ev_arrays(instance: Instance, power: pd.DataFrame, times: pd.DatetimeIndex, dt_h: float,
+               stations: StationArrays, energy: dict[str, float], quantum_kw: float | None) -> EVArrays:
     ses = instance.sessions
     steps = times.size
     origin = instance_origin(instance)
@@ -345,7 +348,7 @@ def _ev_arrays(instance: Instance, times: pd.DatetimeIndex, dt_h: float, station
     # full power is a valid setpoint, except under a finite site cap (module docstring, "Setpoint grid")
     capped = stations.p_site_max_kw[station] < stations.n_chargers[station] * stations.p_ch_max_kw[station] - 1e-9
     p_ch = np.where(capped, np.floor(p_full / quantum_kw + 1e-9) * quantum_kw, p_full) if quantum_kw else p_full
-    charger_models = instance.station_power().set_index("station_id")
+    charger_models = power.set_index("station_id")
     eff_ch = vt_rows["eff_ch"].to_numpy(float) * charger_models["eff_ch"].reindex(ses["station_id"]).to_numpy(float)
     eff_dis = vt_rows["eff_dis"].to_numpy(float) * charger_models["eff_dis"].reindex(ses["station_id"]).to_numpy(float)
     soc_min = ev_rows["soc_min"].to_numpy(float)

@@ -470,6 +470,7 @@ class EventCore:
         self.n_chargers = self.st_n.tolist()
         self.kind = self.st_kind.tolist()
         # sessions (columns)
+        self.s_id: list[str] = []  # session ids, one string per session (reports share it)
         self.s_ev: list[int] = []
         self.s_st: list[int] = []
         self.s_arr: list[float] = []
@@ -672,6 +673,7 @@ class EventCore:
 
     # ------------------------------------------------------------------ sessions
     def _new_session(self, i: int, s: int, t: float, soc_target: float, expdep: float, trip: int) -> int:
+        self.s_id.append(f"s{len(self.s_ev):07d}")
         self.s_ev.append(i)
         self.s_st.append(s)
         self.s_arr.append(t)

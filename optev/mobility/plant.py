@@ -193,12 +193,12 @@ class Plant:
         for kind, t, i, s, ses, soc in events:
             lists[kind].append(PlantEvent(kind=kind, time_s=float(t), ev_id=str(ids[i]),
                                           station_id=str(sids[s]) if s >= 0 else None,
-                                          session_id=_session_id(ses) if ses >= 0 else None, soc=float(soc)))
+                                          session_id=core.s_id[ses] if ses >= 0 else None, soc=float(soc)))
         for i in sorted(core.plugged_all):
             ses = core.sess[i]
             exp = core.s_expdep[ses]
             rep.plugged.append(PluggedEV(
-                ev_id=str(ids[i]), station_id=str(sids[core.st[i]]), session_id=_session_id(ses),
+                ev_id=str(ids[i]), station_id=str(sids[core.st[i]]), session_id=core.s_id[ses],
                 soc=float(core.e[i] / core.cap[i]), p_kw=float(core.p[i]),
                 energy_kwh=float(core.s_gin[ses] - core.s_gout[ses] - e_start.get(ses, 0.0)),
                 soc_target=float(core.s_soc_tgt[ses]), soc_min=float(core.soc_min[i]),
@@ -278,7 +278,7 @@ class Plant:
         tgt = np.asarray(core.s_soc_tgt, dtype=float)
         wait = np.where(plugged, plug - arr, np.where(rej, 0.0, dep - arr)) / 60.0
         df = pd.DataFrame({
-            "session_id": [_session_id(k) for k in range(n)],
+            "session_id": list(core.s_id),
             "ev_id": core.ev_ids[ev] if n else np.zeros(0, dtype=object),
             "station_id": core.st_ids[st] if n else np.zeros(0, dtype=object),
             "arrival_s": np.where(plugged, plug, arr),
@@ -390,16 +390,12 @@ class _SessionMark:
         e_end = np.where(left, np.asarray(core.s_e_dep, dtype=float)[k], e_now)
         cap = np.asarray(core.cap, dtype=float)[ev]
         plugged_s = np.minimum(np.where(left, dep, t1), t1) - np.maximum(plug[k], t0)
-        return {"session_id": [_session_id(int(j)) for j in k], "ev_id": core.ev_ids[ev].tolist(),
+        return {"session_id": [core.s_id[j] for j in k.tolist()], "ev_id": core.ev_ids[ev].tolist(),
                 "station_id": core.st_ids[np.asarray(core.s_st, dtype=np.int64)[k]].tolist(),
                 "import_kwh": delta["s_gin"].tolist(), "export_kwh": delta["s_gout"].tolist(),
                 "charged_kwh": delta["s_ch"].tolist(), "discharged_kwh": delta["s_dis"].tolist(),
                 "e_kwh": e_end.tolist(), "soc": (e_end / np.where(cap > 0, cap, 1.0)).tolist(),
                 "plugged_s": np.maximum(plugged_s, 0.0).tolist(), "departed": left.tolist()}
-
-
-def _session_id(k: int) -> str:
-    return f"s{k:07d}"
 
 
 def _trip_index(core: EventCore, trip: np.ndarray) -> np.ndarray:

@@ -338,6 +338,9 @@ class Controller:
         self.arrival_reserve = bool(arrival_reserve)
         self.limit_arrivals = bool(limit_arrivals)
         self.origin = instance_origin(instance)
+        self._network: Any = None
+        self._station_power = instance.station_power()
+        self._power_by_id = self._station_power.set_index("station_id")
         self.station_ids = instance.stations["station_id"].astype(str).tolist()
         self._station_kinds = instance.stations["kind"].astype(str).tolist()
         self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
@@ -407,7 +410,7 @@ class Controller:
         fc = arrivals.loc[soon]
         station = pd.Index(st.station_id).get_indexer(fc["station_id"].astype(str).to_numpy(object))
         cap, p_ch, eff, _ = ev_station_params(self.instance, fc["ev_id"].astype(str).tolist(),
-                                              fc["station_id"].astype(str).tolist())
+                                              fc["station_id"].astype(str).tolist(), power_by_id=self._power_by_id)
         tau_h = (np.minimum(fc["departure_s"].to_numpy(float), t1) - arr[soon]) / 3600.0
         ok = (station >= 0) & (tau_h > 0)
         need = np.maximum(fc["soc_target"].to_numpy(float) - fc["soc_arrival"].to_numpy(float), 0.0) * cap
@@ -512,7 +515,7 @@ class Controller:
         self.last_forecast = fc
         down = set(state.unavailable_stations)
         live = [e for e in state.evs if e.station_id not in down]
-        plugged = sessions_of(self.instance, live, now, self.step_s)
+        plugged = sessions_of(self.instance, live, now, self.step_s, power_by_id=self._power_by_id)
         arrivals = fc.arrivals
         if len(arrivals):
             ok = (~arrivals["station_id"].isin(down) & arrivals["station_id"].isin(self.station_ids)
@@ -521,8 +524,10 @@ class Controller:
             arrivals = arrivals[ok]
         sessions = pd.concat([plugged, arrivals], ignore_index=True) if len(arrivals) else plugged
         work = with_sessions(self.instance, sessions)
-        w = build_window(work, start=times[0], steps=self.steps, step=self.step_td,
-                         ev_energy_kwh={e.session_id: e.energy_kwh for e in live}, quantum_kw=self.quantum_kw)
+        w = build_window(work, start=times[0], steps=self.steps, step=self.step_td, station_power=self._station_power,
+                         ev_energy_kwh={e.session_id: e.energy_kwh for e in live}, quantum_kw=self.quantum_kw,
+                         network=self._network)
+        self._network = w.network  # the feeder does not change between calls: compile it once
         self._apply_forecast(w, fc)
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
@@ -627,7 +632,7 @@ class Controller:
         whose departure is unknown (a driver waiting at a fast station) gets full power."""
         q = self.quantum_kw
         cap, p_ch, eff, _ = ev_station_params(self.instance, [e.ev_id for e in leaving],
-                                              [e.station_id for e in leaving])
+                                              [e.station_id for e in leaving], power_by_id=self._power_by_id)
         energy = np.array([e.energy_kwh for e in leaving], float)
         dep = np.array([now if e.departure_s is None else e.departure_s for e in leaving], float)
         tau_h = np.clip(dep - now, 0.0, self.step_s) / 3600.0

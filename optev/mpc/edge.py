@@ -225,17 +225,20 @@ class OutageSchedule:
 
 # -- per-EV parameters from the instance (as optev.blocks.window reads them) ------------------------------
 
-def ev_station_params(instance: Instance, ev_ids: Sequence[str], station_ids: Sequence[str]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def ev_station_params(instance: Instance, ev_ids: Sequence[str], station_ids: Sequence[str], *,
+                      power_by_id: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Battery capacity (kWh), charge limit (kW, grid side), charging and discharging
     efficiency of each (EV, station) pair, by the rules of
-    :func:`optev.blocks.window.build_window` (vehicle × charger efficiency)."""
+    :func:`optev.blocks.window.build_window` (vehicle × charger efficiency).
+    ``power_by_id``: ``instance.station_power()`` indexed by station id, when the caller
+    keeps it (a controller calls this every interval)."""
     evs = instance.evs.set_index("ev_id").reindex(list(ev_ids))
     if evs["vtype_id"].isna().any():
         bad = [e for e, v in zip(ev_ids, evs["vtype_id"]) if pd.isna(v)]
         raise DataError(f"unknown EV id(s) {bad[:5]}", table="evs", column="ev_id")
     vt = instance.vehicle_types.set_index("vtype_id").reindex(evs["vtype_id"])
-    st = instance.station_power().set_index("station_id").reindex(list(station_ids))
+    power = instance.station_power().set_index("station_id") if power_by_id is None else power_by_id
+    st = power.reindex(list(station_ids))
     if st["kind"].isna().any():
         bad = [s for s, v in zip(station_ids, st["kind"]) if pd.isna(v)]
         raise DataError(f"unknown station id(s) {bad[:5]}", table="stations", column="station_id")
@@ -250,7 +253,8 @@ def ev_station_params(instance: Instance, ev_ids: Sequence[str], station_ids: Se
     return cap, np.minimum(p_vehicle, p_charger), eff, eff_dis
 
 
-def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s: float) -> pd.DataFrame:
+def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s: float, *,
+                power_by_id: pd.DataFrame | None = None) -> pd.DataFrame:
     """The plugged EVs of a state as a sessions table (columns of :data:`optev.data.SESSIONS`).
 
     Arrival is the plug-in time (at most ``now_s``); the SOC is the measured one (the
@@ -265,7 +269,7 @@ def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s
         return SESSIONS.empty()
     ev_ids = [e.ev_id for e in evs]
     st_ids = [e.station_id for e in evs]
-    cap, p_ch, eff, _ = ev_station_params(instance, ev_ids, st_ids)
+    cap, p_ch, eff, _ = ev_station_params(instance, ev_ids, st_ids, power_by_id=power_by_id)
     energy = np.array([e.energy_kwh for e in evs], float)
     target = np.clip(np.array([e.soc_target for e in evs], float), 0.0, 1.0)
     dep = np.array([np.nan if e.departure_s is None else e.departure_s for e in evs], float)

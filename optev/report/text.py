@@ -3,9 +3,10 @@
 Example (the embedded default, abridged)::
 
     instance     ux37_fleet (instances/ux37_fleet): 300 EVs, event plant, forecaster seasonal
-    control      station_v2g, 96 steps of 15 min from 2026-01-01T00:00:00+08:00, horizon 32 steps
-    cost         243,215.0 CNY grid import (uncontrolled 243,729.5 CNY); EV load 5,170.3 CNY (uncontrolled 5,684.8 CNY)
-    peak import  21,769.1 kW (uncontrolled 22,344.1 kW, -575.0 kW)
+    control      city_dispatch, 96 steps of 15 min from 2026-01-01T00:00:00+08:00, horizon 32 steps
+    grid         base load carried within limits (min 0.936 p.u. at bus b0_18 19:00; loadability 1.09)
+    cost         70,292.4 CNY (uncontrolled 70,519.2 CNY): grid import 66,004.0 CNY vs 66,549.2 CNY, ...
+    peak import  5,480.0 kW (uncontrolled 5,687.7 kW, -207.7 kW); EV peak 1,559.3 kW (uncontrolled 1,342.7 kW)
     ...
 
 Every figure comes from the summary (:meth:`optev.report.run.RunResult.summary`); a figure
