@@ -198,9 +198,13 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                          limit_arrivals=limit_arrivals)
         step = ctl.step
 
+        reserves: list[tuple[float, float]] = []
+
         def timed_step(state: Any, forecasts: Any = None) -> Any:
             marks.append(time.perf_counter())
-            return step(state, forecasts)
+            decision = step(state, forecasts)
+            reserves.append((float(decision.stats.arrival_reserve_kw), float(decision.stats.leaving_reserve_kw)))
+            return decision
 
         ctl.step = timed_step  # type: ignore[method-assign]
 
@@ -220,6 +224,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                    "redispatch": sorted(str(r.get("redispatch")) for r in regions.values()),
                    "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
                    "sessions": int(summ.get("evs", 0)),
+                   "arrival_reserve_kw": reserves[-1][0] if reserves else float("nan"),
+                   "leaving_reserve_kw": reserves[-1][1] if reserves else float("nan"),
                    **_plan_first_step(res),
                    "rss_mb": mem.peak_total_mb}
             per_step.append(row)
@@ -305,15 +311,22 @@ def _plan_first_step(result: Any) -> dict[str, float]:
 
 
 def _applied_vs_plan(per_step: list[dict[str, Any]], steps: Any, limit_kw: float) -> dict[str, Any]:
-    """Applied import and EV power (``simulate``'s steps table) against the plans' first steps, kW."""
+    """Applied import and EV power (``simulate``'s steps table) against the plans' first steps, and
+    the power of EVs arriving during a step against the plan's arrival reserve, kW; copies the
+    applied figures into ``per_step``."""
     plan_imp = np.array([r["plan_import_kw"] for r in per_step], float)
     plan_ev = np.array([r["plan_ev_kw"] for r in per_step], float)
+    reserve = np.array([r.get("arrival_reserve_kw", np.nan) for r in per_step], float)
     imp = steps["import_kw"].to_numpy(float)[: plan_imp.size]
     ev = steps["ev_kw"].to_numpy(float)[: plan_ev.size]
+    local = steps["ev_local_kw"].to_numpy(float)[: plan_ev.size]
+    for r, row in zip(per_step, steps[["ev_kw", "ev_set_kw", "ev_local_kw", "import_kw", "arrivals", "forecast_arrivals"]].to_dict("records")):
+        r.update({"applied_" + k: float(v) for k, v in row.items()})
     return {"plan_import_max_kw": float(np.nanmax(plan_imp)) if plan_imp.size else float("nan"),
             "plan_steps_above_limit": int((plan_imp > limit_kw + 1.0).sum()),
             "import_minus_plan_kw": _stats((imp - plan_imp).tolist()),
-            "ev_minus_plan_kw": _stats((ev - plan_ev).tolist())}
+            "ev_minus_plan_kw": _stats((ev - plan_ev).tolist()),
+            "local_minus_reserve_kw": _stats((local - reserve).tolist())}
 
 
 def _shortfall(sessions: Any) -> dict[str, Any]:
@@ -519,9 +532,9 @@ def markdown_tables(results: dict[str, Any]) -> str:
                 f"{m['loop_process_maxrss'] / 1e3:.2f}"
                 f" / {m['sampled_workers_peak'] / 1e3:.2f} / {m['sampled_total_peak'] / 1e3:.2f} GB |",
                 f"| peak import: uncontrolled → controlled | {s['baseline_peak_import_kw'] / 1e3:,.1f} → "
-                f"{s['peak_import_kw'] / 1e3:,.1f} MW (−{s['peak_reduction_pct']:.1f} %) |",
+                f"{s['peak_import_kw'] / 1e3:,.1f} MW ({-s['peak_reduction_pct']:+.1f} %) |",
                 f"| peak EV load: uncontrolled → controlled | {loop['ev_load_kw']['baseline_peak'] / 1e3:,.1f} → "
-                f"{loop['ev_load_kw']['peak'] / 1e3:,.1f} MW (−{loop['ev_load_kw']['reduction_pct']:.1f} %) |",
+                f"{loop['ev_load_kw']['peak'] / 1e3:,.1f} MW ({-loop['ev_load_kw']['reduction_pct']:+.1f} %) |",
                 f"| steps with import above the substations' total limit ({loop['import_limit']['kw'] / 1e3:,.0f} MW):"
                 f" uncontrolled / controlled | {loop['import_limit']['baseline_steps_above']} / "
                 f"{loop['import_limit']['steps_above']} |",

@@ -36,7 +36,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DOCUMENTS = (REPO / "README.md", REPO / "benchmarks" / "README.md")
 
 FIG = re.compile(r"<!-- fig (?P<file>\S+) (?P<path>\S+) (?P<fmt>\S*) -->(?P<text>.*?)<!-- /fig -->", re.S)
-BLOCK = re.compile(r"<!-- block (?P<file>\S+) (?P<module>\S+) -->\n(?P<text>.*?)\n<!-- /block -->", re.S)
+BLOCK = re.compile(r"<!-- block (?P<file>\S+) (?P<module>\S+) -->\n(?P<text>.*?)<!-- /block -->", re.S)
 
 
 def value_at(data: Any, path: str) -> Any:

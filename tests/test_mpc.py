@@ -18,7 +18,7 @@ from optev.mobility.state import Setpoints
 from optev.mpc import (ControlDecision, ControlState, Controller, EdgePolicy, EVState, MonolithicStrategy,
                        PersistenceForecaster, ReplayPlant, SeasonalProfileForecaster, simulate)
 from optev.mpc.edge import OutageSchedule, ev_station_params
-from optev.mpc.forecast import actual_series
+from optev.mpc.forecast import actual_series, station_phase
 from optev.testing import (ENERGY_BALANCE_ATOL_KWH, LIMIT_ATOL_KW, MPC_SHORTFALL_QUANTUM_STEPS, SETPOINT_GRID_ATOL,
                            SHORTFALL_ATOL_KWH, SIM_ENERGY_ATOL_KWH, SOC_ATOL, SUM_ATOL_KW)
 
@@ -312,13 +312,14 @@ def test_forecast_arrivals_differ_from_realised_and_the_loop_works(inst50) -> No
     seasonal = SeasonalProfileForecaster(bin="30min").forecast(inst50, times, ControlState(time_s=t))
     assert len(seasonal.arrivals) == len(real)  # one day of history: the counts per bin are the day's
     assert not set(seasonal.arrivals["arrival_s"]) <= set(real["arrival_s"])  # placed by the profile
-    # the n arrivals of a station's bin are spread evenly over the bin
+    # the n arrivals of a station's bin are spread evenly over the bin, from the station's phase
     fa = seasonal.arrivals
     bins = np.floor(fa["arrival_s"].to_numpy(float) / 1800.0)
     spread = 0
-    for _, g in fa.assign(bin=bins).groupby(["station_id", "bin"]):
+    for (station, _), g in fa.assign(bin=bins).groupby(["station_id", "bin"]):
         offset = np.sort(g["arrival_s"].to_numpy(float) - g["bin"].iloc[0] * 1800.0)
-        np.testing.assert_allclose(offset, (np.arange(len(g)) + 0.5) / len(g) * 1800.0)
+        phase = station_phase(np.array([station]))[0]
+        np.testing.assert_allclose(offset, (np.arange(len(g)) + 1.0 - phase) / len(g) * 1800.0)
         spread += len(g) > 1
     assert spread > 0
     assert set(seasonal.arrivals["ev_id"]) < set(real["ev_id"])  # representative vehicles
@@ -458,6 +459,39 @@ def test_arrivals_during_the_first_interval_are_reserved() -> None:
     np.testing.assert_array_equal(w_on.evs.e_init_kwh[others], ev.e_init_kwh[others])
 
 
+def test_evs_leaving_during_the_first_interval_are_reserved() -> None:
+    """A plugged EV leaving 5 min into the interval is not in the window; the power its setpoint
+    asks for, averaged over the interval, is load at its station's bus in the first step."""
+    from optev.data.synthetic import synthetic_radial_feeder
+    from optev.mpc.forecast import Forecast
+
+    inst = synthetic_charging_instance(60, feeder=synthetic_radial_feeder(12, seed=1), n_stations=6, seed=4)
+    ses = inst.sessions
+    t = float(np.sort(ses["departure_s"].to_numpy(float))[20]) - 300.0
+    state = ReplayPlant(inst, start_s=t).control_state()
+    leaving = [e for e in state.evs if e.departure_s is not None and e.departure_s < t + 900.0]
+    assert leaving
+    none = Forecast(arrivals=ses.iloc[:0].copy())
+    runs = {}
+    for on in (True, False):
+        ctl = Controller("station_v2g", inst, horizon="24h", arrival_reserve=on)
+        runs[on] = (ctl.step(state, none), ctl.last_window)
+    (d_on, w_on), (d_off, w_off) = runs[True], runs[False]
+    assert d_off.stats.leaving_reserve_kw == 0.0 and d_on.stats.arrival_reserve_kw == 0.0
+    # by hand: the need over the time left, on the 1 kW grid, at most full power; mean over 15 min
+    cap, p_full, eff, _ = ev_station_params(inst, [e.ev_id for e in leaving], [e.station_id for e in leaving])
+    expected = 0.0
+    for k, e in enumerate(leaving):
+        tau_h = (e.departure_s - t) / 3600.0
+        need = max(e.soc_target * cap[k] - e.energy_kwh, 0.0)
+        p = min(np.ceil(need / (eff[k] * tau_h) - 1e-9), p_full[k]) if need > 0 else 0.0
+        expected += p * tau_h / 0.25
+        assert d_on.setpoints.ev_kw[e.ev_id] <= p + 1e-9
+    assert expected > 0 and d_on.stats.leaving_reserve_kw == pytest.approx(expected)
+    assert (w_on.load_p_kw[0].sum() - w_off.load_p_kw[0].sum()) == pytest.approx(expected)
+    np.testing.assert_array_equal(w_on.load_p_kw[1:], w_off.load_p_kw[1:])
+
+
 def test_replay_plant_control_state_is_what_the_plant_reports() -> None:
     inst = synthetic_charging_instance(20, seed=5)
     plant = ReplayPlant(inst, start_s=9 * 3600.0)
@@ -495,3 +529,30 @@ def test_same_inputs_give_the_same_run(inst50) -> None:
     for name in ("ev", "station", "bus", "line", "mode"):
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
     assert a.summary["cost"] == b.summary["cost"]
+
+
+def test_seasonal_arrivals_spread_over_intervals_shorter_than_a_bin() -> None:
+    """Forecast arrivals of many stations cover both halves of a 30-min bin as the history does,
+    and a station's arrival times do not depend on when the forecast is asked for."""
+    rng = np.random.default_rng(3)
+    inst = synthetic_charging_instance(n_evs=600, n_stations=300, seed=3)
+    hist = inst.sessions.copy()
+    bin_start = np.floor(hist["arrival_s"].to_numpy(float) / 1800.0) * 1800.0
+    hist["arrival_s"] = bin_start + rng.uniform(0.0, 1800.0, len(hist))
+    hist["departure_s"] = np.maximum(hist["departure_s"].to_numpy(float), hist["arrival_s"] + 900.0)
+    fc = SeasonalProfileForecaster(hist, bin="30min")
+    ctl = Controller("station_v2g", inst, horizon="6h")
+    t0 = 6 * 3600.0
+    arr = fc.forecast(inst, ctl.window_times(t0), ControlState(time_s=t0)).arrivals["arrival_s"].to_numpy(float)
+    real = hist["arrival_s"].to_numpy(float)
+    real = real[(real > t0) & (real < t0 + 6 * 3600.0)]
+    first_half = lambda a: int(((a % 1800.0) < 900.0).sum())  # noqa: E731
+    assert len(arr) == len(real) > 100
+    # with a common phase every single arrival of a bin would sit at its middle (a 15-min boundary)
+    assert 0.35 < first_half(arr) / len(arr) < 0.65
+    assert not np.isin(arr % 900.0, 0.0).any()
+    later = fc.forecast(inst, ctl.window_times(t0 + 3600.0), ControlState(time_s=t0 + 3600.0)).arrivals
+    later_s = later["arrival_s"].to_numpy(float)
+    common = arr[arr > t0 + 3600.0]
+    assert common.size > 50
+    np.testing.assert_array_equal(np.sort(later_s[later_s < t0 + 6 * 3600.0]), np.sort(common))

@@ -45,7 +45,10 @@ average over the first step (kW, grid side); the sum per station (at most its si
 is added to the first step's load at the station's bus, so the network, the substation
 limits and the generators of the plan account for it, and those sessions start the
 second step with the energy it gives them (:math:`E^{arr} + \eta^{ch}\bar p\,\Delta t`).
-The total is ``stats.arrival_reserve_kw``.
+The total is ``stats.arrival_reserve_kw``. The EVs plugged in now that leave during the
+interval are not in the window either; their setpoints (what their need asks for in the
+time left, at most full power) are known before the solve, so their mean power over the
+interval is reserved in the same way (``stats.leaving_reserve_kw``).
 
 What the EVs that really arrive during the interval draw is the plant's business until the
 next decision. Two policies (``limit_arrivals``):
@@ -287,9 +290,9 @@ class Controller:
         Put the per-EV plan of the horizon into each decision (the guide a station uses
         in hold; False saves memory for very large fleets).
     arrival_reserve : bool
-        Reserve the expected power of the forecast EVs arriving during the first interval
-        in the window's first step (module docstring, "Arrivals during an interval";
-        default True).
+        Reserve the expected power of the forecast EVs arriving during the first interval,
+        and the power of the plugged EVs leaving during it, in the window's first step
+        (module docstring, "Arrivals during an interval"; default True).
     limit_arrivals : bool
         EVs arriving during an interval share the power the plan reserved for them at their
         (slow or private) station, instead of charging at full power until the next decision
@@ -425,9 +428,7 @@ class Controller:
         inw = (rows >= 0) & ok
         ev.e_init_kwh[rows[inw]] = np.minimum(
             ev.e_init_kwh[rows[inw]] + eff[inw] * p[inw] * tau_h[inw] * scale[station[inw]], ev.capacity_kwh[rows[inw]])
-        on_bus = st.bus >= 0
-        if w.n_bus and on_bus.any():
-            np.add.at(w.load_p_kw[0], st.bus[on_bus], mean_kw[on_bus])
+        _add_first_step_load(w, mean_kw)
         return mean_kw
 
     def _allowances(self, w: Window, reserve: np.ndarray, state: ControlState) -> dict[str, float]:
@@ -533,6 +534,7 @@ class Controller:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
         reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else np.zeros(w.stations.n)
+        leaving_kw = self._leaving_reserve(w, live, now) if self.arrival_reserve else np.zeros(w.stations.n)
         # an unknown departure (fast station) is estimated so that full power is needed: not a clipped need
         waiting = pd.Index(w.evs.session_id).isin([e.session_id for e in live if e.departure_s is None])
         n_clip, clip_kwh = self._clip_needs(w, real, counted=real & ~waiting)
@@ -546,6 +548,7 @@ class Controller:
         decision.stats.needs_clipped = n_clip
         decision.stats.needs_clipped_kwh = clip_kwh
         decision.stats.arrival_reserve_kw = float(reserve.sum())
+        decision.stats.leaving_reserve_kw = float(leaving_kw.sum())
         if result is not None:
             decision.arrival_allowance_kw = self._allowances(w, reserve, state)
         decision.stats.evs = int(real.sum())
@@ -625,11 +628,15 @@ class Controller:
                                station_plan_kw=station_plan, ev_plan_kw=ev_plan, storage_plan_kw=storage_plan,
                                modes=self.expected_modes(state), shortfall_kwh=shortfall, stats=stats)
 
-    def _leaving_setpoints(self, leaving: list, now: float, ev_kw: dict[str, float], station_kw: dict[str, float],
-                           st: Any) -> None:
-        """EVs that leave during the interval (not in the window): charge what their need asks
-        for in the time left, at most full power, within the site cap left by the plan; an EV
-        whose departure is unknown (a driver waiting at a fast station) gets full power."""
+    def _leaving_power(self, leaving: list, now: float) -> tuple[np.ndarray, np.ndarray]:
+        r"""Setpoints of the EVs that leave during the interval (not in the window) before any
+        site cap, kW on the quantum grid, and their mean power over the interval, kW.
+
+        An EV charges what its need asks for in the time :math:`\tau` it has left, at most
+        full power (mean :math:`p\,\tau/\Delta t`); an EV whose departure is unknown (a
+        driver waiting at a fast station) gets full power until its target (mean
+        :math:`\bar P^{ch}\min(\Delta t, E^{need}/(\eta^{ch}\bar P^{ch}))/\Delta t`).
+        """
         q = self.quantum_kw
         cap, p_ch, eff, _ = ev_station_params(self.instance, [e.ev_id for e in leaving],
                                               [e.station_id for e in leaving], power_by_id=self._power_by_id)
@@ -643,9 +650,35 @@ class Controller:
                                            where=ok))
         p = np.minimum(np.ceil(p_need / q - 1e-9) * q, np.where(p_max >= p_ch, p_ch, np.floor(p_max / q + 1e-9) * q))
         p = np.where(ok, np.maximum(p, 0.0), 0.0)
-        # unknown departure (fast station): the driver waits until charged, so full power until the target
-        waiting = np.array([e.departure_s is None for e in leaving], bool)
-        p = np.where(waiting & (need > 0), p_ch, p)
+        waiting = np.array([e.departure_s is None for e in leaving], bool) & (need > 0)
+        p = np.where(waiting, p_ch, p)
+        step_h = self.step_s / 3600.0
+        t_full_h = np.divide(need, eff * p_ch, out=np.zeros(len(leaving)), where=p_ch > 0)
+        mean = np.where(waiting, p_ch * np.minimum(step_h, t_full_h), p * tau_h) / step_h
+        return p, mean
+
+    def _leaving_reserve(self, w: Window, live: list, now: float) -> np.ndarray:
+        """Reserve the mean power of the plugged EVs leaving during the interval in the
+        window's first step at their stations' buses (as the arrival reserve); per station, kW."""
+        st = w.stations
+        rows = pd.Index(w.evs.session_id).get_indexer([e.session_id for e in live]) if w.evs.n \
+            else np.full(len(live), -1)
+        leaving = [e for e, i in zip(live, rows) if i < 0 or w.evs.plugged[i, 0] <= 0]
+        if not leaving or not st.n:
+            return np.zeros(st.n)
+        _, mean = self._leaving_power(leaving, now)
+        station = pd.Index(st.station_id).get_indexer([e.station_id for e in leaving])
+        ok = station >= 0
+        per_station = np.minimum(np.bincount(station[ok], weights=mean[ok], minlength=st.n), st.p_site_max_kw)
+        _add_first_step_load(w, per_station)
+        return per_station
+
+    def _leaving_setpoints(self, leaving: list, now: float, ev_kw: dict[str, float], station_kw: dict[str, float],
+                           st: Any) -> None:
+        """EVs that leave during the interval (not in the window): their setpoints
+        (:meth:`_leaving_power`) within the site cap left by the plan."""
+        q = self.quantum_kw
+        p, _ = self._leaving_power(leaving, now)
         site = dict(zip(st.station_id, st.p_site_max_kw))
         for k, e in enumerate(leaving):
             head = np.floor(max(site.get(e.station_id, np.inf) - station_kw[e.station_id], 0.0) / q + 1e-9) * q
@@ -668,6 +701,14 @@ class Controller:
         return ControlDecision(time_s=float(state.time_s), step_s=self.step_s, setpoints=Setpoints(ev_kw, station_kw),
                                storage_kw=zero, plan_start_s=float(state.time_s), plan_step_s=self.step_s,
                                modes=modes, stats=SolveStats(status="failed", message=message))
+
+
+def _add_first_step_load(w: Window, per_station_kw: np.ndarray) -> None:
+    """Add a power per station of the window to the first step's load at the stations' buses, kW
+    (nothing without a network)."""
+    on_bus = w.stations.bus >= 0
+    if w.n_bus and on_bus.any():
+        np.add.at(w.load_p_kw[0], w.stations.bus[on_bus], per_station_kw[on_bus])
 
 
 def _loss_rounds(summary: dict[str, Any]) -> int:

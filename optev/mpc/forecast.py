@@ -1,4 +1,4 @@
-"""Forecasts for the rolling horizon: prices, bus base loads, expected EV arrivals (R6.3.2).
+r"""Forecasts for the rolling horizon: prices, bus base loads, expected EV arrivals (R6.3.2).
 
 The controller knows the EVs plugged in now (from the :class:`~optev.mpc.state.ControlState`)
 and, for the rest of the horizon, only what a *forecaster* expects; the plant realises
@@ -27,14 +27,19 @@ Built-in forecasters
     nominal values). *Arrivals*: from a history of sessions (by default the instance's
     ``sessions`` table, which holds the uncontrolled baseline sessions; :func:`simulate`
     passes the baseline day of a trip-based instance), per station and time-of-day bin
-    (``bin``, 30 min by default): the mean number of arrivals per day, the ``n`` expected
-    arrivals of a bin spread evenly over it (the ``k``-th at ``(k + ½)/n`` of the bin; one
-    arrival at its middle), each with the bin's mean dwell time, mean arrival
-    SOC and mean target SOC, and the vehicle (type, V2G consent) of the bin's first
-    historical session. Fractional daily counts are turned into whole sessions with a
-    running sum rounded half up, in time order per station (deterministic). The
-    forecast is thus a profile: arrival times, dwell times, energies and vehicles differ
-    from any particular realised day.
+    (``bin``, 30 min by default): the mean number of arrivals per day :math:`r_b`, each
+    arrival with the bin's mean dwell time, mean arrival SOC and mean target SOC, and the
+    vehicle (type, V2G consent) of the bin's first historical session. Whole arrivals
+    come from the station's running count :math:`N(t)` of expected arrivals since
+    midnight of day 0, growing evenly by :math:`r_b` over each bin: the :math:`j`-th
+    arrival is at the time where :math:`N(t) = j - \varphi_s`, with a fixed phase
+    :math:`\varphi_s \in [0, 1)` per station (:func:`station_phase`). With one day of
+    history a bin's :math:`n` arrivals are thus evenly spaced at
+    :math:`(k + 1 - \varphi_s)/n` of the bin (:math:`k = 0 … n-1`), and over many
+    stations the arrivals spread evenly over every part of the bin, which the
+    controller's arrival reserve relies on (:mod:`optev.mpc.controller`, "Arrivals during
+    an interval"). The forecast is a profile: arrival times, dwell times, energies and
+    vehicles differ from any particular realised day.
 :class:`PersistenceForecaster`
     "Tomorrow looks like today / the last observation". *Prices, loads, availability*:
     ``values="day"`` the values 24 h earlier (for a one-day series, which wraps by time
@@ -54,6 +59,7 @@ arrivals after the decision time are forecast.
 from __future__ import annotations
 
 import copy
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -135,6 +141,19 @@ def actual_series(instance: Instance, times: pd.DatetimeIndex) -> Forecast:
                     pv_avail_kw=w.pv_avail_kw, wind_avail_kw=w.wind_avail_kw, source="actual")
 
 
+def station_phase(station_ids: np.ndarray) -> np.ndarray:
+    """A fixed phase in [0, 1) per station id (CRC-32 of the id), for placing forecast arrivals.
+
+    Counting arrivals from a phase that differs between stations spreads the forecast
+    arrivals of many stations evenly over a bin, so that the city's expected arrivals in any
+    part of a bin (a control interval shorter than the bin) are right on average; a common
+    phase would put them all at the same instants (with ½, at the bins' middles — the
+    boundaries of 15-min intervals in 30-min bins). Deterministic, so every call places a
+    station's arrivals at the same times.
+    """
+    return np.array([zlib.crc32(str(s).encode()) / 2.0**32 for s in station_ids], float)
+
+
 def _time_of_day_means(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Times of day (s, sorted) and the mean over the series' days of the value at each."""
     idx = frame.index
@@ -199,7 +218,7 @@ class SeasonalProfileForecaster:
         arr = hist["arrival_s"].to_numpy(float)
         if arr.size == 0:
             prof = pd.DataFrame(columns=["station_id", "bin", "per_day", "dwell_s", "soc_arrival", "soc_target",
-                                         "ev_id"])
+                                         "ev_id", "cum_per_day", "day_total"])
         else:
             days = self.days or max(1, int(np.floor(arr.max() / DAY_S)) + 1)
             df = pd.DataFrame({"station_id": hist["station_id"].to_numpy(object),
@@ -213,6 +232,9 @@ class SeasonalProfileForecaster:
             prof = g.agg(count=("arrival_s", "size"), dwell_s=("dwell_s", "mean"), soc_arrival=("soc_arrival", "mean"),
                          soc_target=("soc_target", "mean"), ev_id=("ev_id", "first")).reset_index()
             prof["per_day"] = prof["count"] / float(days)
+            # expected arrivals per day at the station up to the end of the bin, and in the whole day
+            prof["cum_per_day"] = prof.groupby("station_id", sort=False)["per_day"].cumsum()
+            prof["day_total"] = prof.groupby("station_id", sort=False)["per_day"].transform("sum")
         self._profile = (key, prof)
         return prof
 
@@ -260,23 +282,19 @@ class SeasonalProfileForecaster:
         if not t.size:
             return empty_sessions()
         station = prof["station_id"].to_numpy(object)[row]
-        order = np.lexsort((t, station))
-        t, row, station = t[order], row[order], station[order]
         per_day = prof["per_day"].to_numpy(float)[row]
-        # whole sessions from fractional daily counts: running sum per station, rounded half up
-        csum = np.cumsum(per_day)
-        first = np.r_[True, station[1:] != station[:-1]]
-        start_idx = np.maximum.accumulate(np.where(first, np.arange(t.size), 0))
-        before = csum[start_idx] - per_day[start_idx]
-        run = csum - before
-        n = np.floor(run + 0.5 + 1e-9) - np.floor(run - per_day + 0.5 + 1e-9)
-        n = np.maximum(n, 0).astype(np.int64)
+        # the station's expected arrivals since midnight of day 0, at the end of the bin and at its start
+        run = np.floor(t / DAY_S) * prof["day_total"].to_numpy(float)[row] + prof["cum_per_day"].to_numpy(float)[row]
+        before = run - per_day
+        phase = station_phase(station)
+        n = np.maximum(np.floor(run + phase) - np.floor(before + phase), 0).astype(np.int64)
         rep = np.repeat(np.arange(t.size), n)
         if not rep.size:
             return empty_sessions()
         k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
-        # a bin's n arrivals spread evenly over it; those before now have happened (or not)
-        arr = t[rep] + (k + 0.5) / n[rep] * self.bin_s
+        # the j-th arrival when the running count reaches j - phase, the count growing evenly over the bin
+        level = np.floor(before[rep] + phase[rep]) + 1.0 + k - phase[rep]
+        arr = t[rep] + (level - before[rep]) / per_day[rep] * self.bin_s
         inside = (arr > now) & (arr < end)
         rep, k, arr = rep[inside], k[inside], arr[inside]
         if not rep.size:

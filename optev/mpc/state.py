@@ -191,6 +191,10 @@ class SolveStats:
         Mean power expected from the forecast EVs arriving during the first interval,
         reserved in the window's first step (:class:`~optev.mpc.controller.Controller`,
         "Arrivals during an interval"), kW.
+    leaving_reserve_kw : float
+        Mean power over the first interval of the plugged EVs that leave during it (the
+        window plans whole steps, so they are not in it): what their setpoints ask for,
+        reserved in the window's first step like the arrival reserve, kW.
     planned_shortfall_kwh : float
         Shortfall of the plan against the (clipped) needs, kWh.
     slack_used : dict of str to float
@@ -228,6 +232,7 @@ class SolveStats:
     needs_clipped: int = 0
     needs_clipped_kwh: float = 0.0
     arrival_reserve_kw: float = 0.0
+    leaving_reserve_kw: float = 0.0
     planned_shortfall_kwh: float = 0.0
     slack_used: dict[str, float] = field(default_factory=dict)
     max_abs_dv_pu: float | None = None
