@@ -146,9 +146,9 @@ def timed_solve(solver: Any, window: Any, *, window_s: float = 0.0, ac_check: bo
     rec: dict[str, Any] = {"pass_s": 0.0, "solve_wall_s": 0.0, "highs_s": 0.0, "warm": [], "iterations": []}
     load, run = session.load, session.solve
 
-    def timed_load(arrays: Any) -> bool:
+    def timed_load(arrays: Any, program: Any = None) -> bool:
         t0 = time.perf_counter()
-        warm = load(arrays)
+        warm = load(arrays, program)
         rec["pass_s"] += time.perf_counter() - t0
         rec["warm"].append(bool(warm))
         return warm

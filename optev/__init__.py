@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "run", "sweep"]
+__all__ = ["__version__", "package_version", "run", "sweep"]
+
+
+def package_version() -> str:
+    """optev's version: the installed package's metadata, else :data:`__version__`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optev")
+    except PackageNotFoundError:
+        return __version__
+
 
 if TYPE_CHECKING:  # pragma: no cover
     from optev.report.run import run

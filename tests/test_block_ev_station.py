@@ -20,6 +20,8 @@ station sums.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -244,8 +246,8 @@ def test_resolve_after_data_change_is_warm_and_matches_a_cold_solve(monkeypatch:
     warm: list[bool] = []
     load, solve = solver.session.load, solver.session.solve
 
-    def spy_load(arrays: LPArrays) -> bool:
-        loads.append(load(arrays))
+    def spy_load(arrays: LPArrays, *program: Any) -> bool:
+        loads.append(load(arrays, *program))
         return loads[-1]
 
     def spy_solve() -> SolveOutcome:

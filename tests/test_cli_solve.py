@@ -68,7 +68,8 @@ def test_solve_writes_every_table_and_the_summary(capsys: pytest.CaptureFixture[
     code, text, err = run(capsys, "solve", "station_v2g", str(instance_dir), *WINDOW, "--out", str(out))
     assert code == 0 and err == ""
     assert "termination  Optimal" in text and "objective" in text and "peak import" in text
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.csv" for t in RESULT_TABLES] + ["summary.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.csv" for t in RESULT_TABLES]
+                                                           + ["summary.json", ".optev-output"])
     summary = strict_json((out / "summary.json").read_text(encoding="utf-8"))
     assert REQUIRED_SUMMARY <= set(summary)
     assert summary["termination"] == "Optimal" and summary["steps"] == STEPS

@@ -272,9 +272,9 @@ def test_markdown_lists_every_column_with_unit_default_choices_and_bounds() -> N
     assert "| `kind` | str | - | *required* | Station kind. One of `fcs`, `scs`, `home`, `workplace`, " \
            "`campus`. |" in md
     assert "| `p_site_max_kw` | float | kW | `inf` |" in md
-    assert "| `eff_ch` | float | - | `0.95` | Grid-to-battery efficiency of the charger. Range 0 to 1. |" \
+    assert "| `eff_ch` | float | - | `0.95` | Grid-to-battery efficiency of the charger. Range above 0 to 1, finite. |" \
         in CHARGER_MODELS.markdown()
-    assert "At least 0." in md
+    assert "Range 0 to 1e+07, inf allowed." in md
 
 
 def test_every_schema_is_documented() -> None:

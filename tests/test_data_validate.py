@@ -165,7 +165,7 @@ def test_feeder_without_buses() -> None:
 def test_zero_base_voltage() -> None:
     t = edit("buses", 2, base_kv=0.0)
     with pytest.raises(DataError, match=esc("table 'buses', row 2 (bus_id='B3'), column 'base_kv': "
-                                            "base voltage must be positive")):
+                                            "value 0.0 must be above 0.0 kV")):
         validate_feeder(make_feeder(t))
 
 

@@ -14,6 +14,7 @@ import optev.io
 from optev.data import FEEDER_TABLES, INSTANCE_TABLES, Instance, TimeSeries
 from optev.errors import DataError, FormatError, OptevError
 from optev.io import instance_folder
+from optev.io.outdir import MARKER_NAME
 from optev.io.instance_folder import (MANIFEST_NAME, InstanceFolderExistsError, read_instance,
                                       write_instance)
 
@@ -53,9 +54,14 @@ def round_trip(instance: Instance, folder: Path, table_format: str = "auto", **r
 
 
 def with_index(instance: Instance, index: pd.DatetimeIndex) -> Instance:
-    """``instance`` with the same time-series values on a new time index."""
+    """``instance`` with the same time-series values on a new time index (and metadata that
+    agrees with it: its zone, its first timestamp as the start)."""
+    from optev.io.instance_folder import _tz_name
+
     ts = instance.timeseries
     instance.timeseries = TimeSeries(index=index, **{name: df.set_axis(index) for name, df in ts.tables().items()})
+    instance.metadata.timezone = _tz_name(index.tz)
+    instance.metadata.start = index[0].isoformat()
     return instance
 
 
@@ -100,7 +106,7 @@ def test_folder_layout(written: Path, small_instance: Instance) -> None:
     # empty tables (transformers, generators, wind) are not written
     assert set(m["tables"]) == {name for name, df in all_tables(small_instance).items() if len(df)}
     files = {p.name for p in written.iterdir()}
-    assert files == {MANIFEST_NAME, *m["tables"].values()}
+    assert files == {MANIFEST_NAME, MARKER_NAME, *m["tables"].values()}
     assert all(name.endswith(".csv") for name in m["tables"].values())
     price = (written / "price.csv").read_text(encoding="utf-8").splitlines()
     assert price[0] == "time,buy_per_kwh,sell_per_kwh"
@@ -135,10 +141,13 @@ def test_floats_round_trip_exactly(small_instance: Instance, tmp_path: Path, tab
                -0.0, 1e22, 123456789.12345679]
     values = rng.standard_normal(n) * 10.0 ** rng.integers(-300, 300, n)
     values[:len(special)] = special
-    nodes = pd.DataFrame({"node_id": [f"n{i}" for i in range(n)], "x": values, "y": rng.random(n)})
+    # schema columns hold only valid values (finite, plausible): the specials go to an extra column
+    plausible = np.isfinite(values) & (np.abs(values) <= 1e8)
+    nodes = pd.DataFrame({"node_id": [f"n{i}" for i in range(n)], "x": np.where(plausible, values, 0.1),
+                          "y": rng.random(n), "z": values})
     small_instance.road.nodes = pd.concat([small_instance.road.nodes, nodes], ignore_index=True)
     small_instance.feeder.buses["rating"] = [np.inf, np.nan, 1 / 7]
-    small_instance.timeseries.load_p_kw.iloc[:, 0] = [np.nan, np.inf, -np.inf, 2 / 3]
+    small_instance.timeseries.load_p_kw.iloc[:, 0] = [5e-324, -0.0, 1 / 3, 2 / 3]
     back = round_trip(small_instance, tmp_path / "case", table_format)
     assert_instances_equal(small_instance, back)
     assert np.isinf(back.feeder.buses["rating"].iloc[0]) and np.isnan(back.feeder.buses["rating"].iloc[1])
@@ -266,7 +275,7 @@ def test_time_series_with_rows_but_no_columns(small_instance: Instance, tmp_path
 def test_empty_instance_round_trips(tmp_path: Path, table_format: str) -> None:
     instance = Instance()
     folder = write_instance(instance, tmp_path / "empty", table_format=table_format)
-    assert [p.name for p in folder.iterdir()] == [MANIFEST_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST_NAME, MARKER_NAME])
     assert_instances_equal(instance, read_instance(folder))
 
 
@@ -306,13 +315,20 @@ def test_existing_empty_folder_is_filled(small_instance: Instance, tmp_path: Pat
 
 
 def test_overwrite_replaces_the_whole_folder(written: Path, small_instance: Instance) -> None:
-    (written / "stale.txt").write_text("old", encoding="utf-8")
     small_instance.metadata.name = "changed"
     small_instance.feeder.pv = small_instance.feeder.pv.iloc[:0]
     write_instance(small_instance, written, overwrite=True)
-    assert not (written / "stale.txt").exists()
     assert not (written / "pv.csv").exists()
     assert_instances_equal(small_instance, read_instance(written))
+    assert siblings(written) == []
+
+
+def test_overwrite_keeps_files_optev_did_not_write(written: Path, small_instance: Instance) -> None:
+    (written / "analysis.py").write_text("keep me", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in written.iterdir()}
+    with pytest.raises(InstanceFolderExistsError, match="analysis.py"):
+        write_instance(small_instance, written, overwrite=True)
+    assert {p.name: p.read_bytes() for p in written.iterdir()} == before
     assert siblings(written) == []
 
 

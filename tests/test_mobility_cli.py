@@ -81,7 +81,8 @@ def test_generate_then_simulate(generated: Path, tmp_path: Path, capsys: pytest.
     assert s["feeders"][0]["ev_peak_kw"] == pytest.approx(s["peak_load_kw"], rel=RTOL_EXACT)
     assert s["feeders"][0]["ev_energy_kwh"] == pytest.approx(s["grid_import_kwh"], rel=1e-9)
     assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == [
-        "ev_summary.parquet", "feeder_load.csv", "sessions.parquet", "station_series.parquet", "summary.json"]
+        ".optev-output", "ev_summary.parquet", "feeder_load.csv", "sessions.parquet", "station_series.parquet",
+        "summary.json"]
     summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
     assert summary == {k: v for k, v in s.items() if k in summary} and "simulate_s" not in summary
 
@@ -297,7 +298,7 @@ def test_cli_mistakes_about_inputs_and_outputs(small_case: Path, generated: Path
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     cases += [
         (["generate", "--case", str(small_case), "--evs", "5", "--out", str(tmp_path / "busy")],
-         "exists and is not an instance folder"),
+         "not an optev instance folder"),
         (["simulate", str(generated), "--out", str(tmp_path / "busy")], "refusing to replace a non-empty folder"),
     ]
     for argv, message in cases:

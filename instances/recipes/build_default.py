@@ -127,6 +127,7 @@ def calibrated_city(v2sim: Path):  # -> Instance
 def build(v2sim: Path, out: Path) -> int:
     """Generate the instance into ``out`` and add the licence and attribution; the exit code."""
     from optev.io import write_instance
+    from optev.io.outdir import MARKER_NAME
     from optev.mobility.build import generate_instance
     from optev.mobility.vehicles import DEFAULT_PREFERENCES
 
@@ -140,6 +141,8 @@ def build(v2sim: Path, out: Path) -> int:
         shutil.copyfile(v2sim / "LICENSE-V2Sim.txt", staged / "LICENSE-V2Sim.txt")
         (staged / "README.md").write_text(ATTRIBUTION.format(kv=BASE_KV, scale=LOAD_SCALE, evs=EVS, seed=SEED),
                                           encoding="utf-8")
+        # with the README and licence added it is a curated input, no longer an optev output folder
+        (staged / MARKER_NAME).unlink()
         if out.exists():
             if not (out / "instance.toml").is_file():
                 print(f"{out}: exists and is not an optev instance folder; not replaced", file=sys.stderr)

@@ -15,6 +15,8 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 V2SIM=${OPTEV_V2SIM:-$ROOT/../shared/v2sim}
 OUT=${1:-$ROOT/instances/nanjing_100k}
+# the licence copied below is not optev's output: remove it, or optev generate refuses to replace OUT
+rm -f "$OUT/LICENSE-V2Sim.txt"
 optev generate --case "$V2SIM/ux_Nanjing" --evs 100000 --seed 1 \
     --mix car=0.9,bus=0.03,logistics=0.07 --v2g-share 0.3 --private-share 0.5 \
     --name nanjing_100k --out "$OUT"

@@ -163,10 +163,14 @@ def diagnose(ctx: ModelContext) -> list[str]:
     short = np.flatnonzero(reachable < ev.e_req_kwh - 1e-6)
     out = []
     for k in short[:5]:
-        since = "at the window start" if ev.arrival_step[k] == 0 else "at arrival"
+        # an EV plugged in before the window starts from the window's estimate of its energy then
+        # (its arrival energy plus uncontrolled charging since, or a given state), not from its arrival
+        first = int(ev.arrival_step[k])
+        since = (f"its energy at the window start ({w.times[0]}; SOC {ev.e_init_kwh[k] / ev.capacity_kwh[k]:.2f})"
+                 if first == 0 else f"its arrival energy when plugged in at step {first} ({w.times[first]})")
         out.append(f"EV session {ev.session_id[k]} (ev {ev.ev_id[k]}) cannot reach its departure energy "
                    f"{ev.e_req_kwh[k]:.1f} kWh even charging at full power ({ev.p_ch_max_kw[k]:g} kW) from "
-                   f"{ev.e_init_kwh[k]:.1f} kWh {since}: at most {reachable[k]:.1f} kWh")
+                   f"{ev.e_init_kwh[k]:.1f} kWh, {since}: at most {reachable[k]:.1f} kWh")
     if short.size > 5:
         out.append(f"... and {short.size - 5} more EV sessions")
     return out

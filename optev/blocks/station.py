@@ -58,6 +58,40 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
     p_ch = group_sum(ctx.require("ev_p_ch", "station block"), w.evs.station, st.n)
     p_dis = group_sum(ctx.require("ev_p_dis", "station block"), w.evs.station, st.n)
     declare_station_limits(ctx, p_ch, p_dis, options)
+    ctx.diagnostics.append(diagnose)
+
+
+def diagnose(ctx: ModelContext) -> list[str]:
+    """Stations whose site cap cannot let their EVs store what they need in the window.
+
+    The bound is generous (every plugged EV at full power, limited only by the site cap at
+    the best efficiency of its EVs), so a station named here is a cause, not a suspect.
+    """
+    w = ctx.window
+    ev, st = w.evs, w.stations
+    if not ev.n:
+        return []
+    need = np.bincount(ev.station, weights=np.maximum(ev.e_req_kwh - ev.e_init_kwh, 0.0), minlength=st.n)
+    rate = np.zeros((st.n, w.steps))
+    np.add.at(rate, ev.station, ev.eff_ch[:, None] * ev.p_ch_max_kw[:, None] * ev.plugged)
+    best_eff = np.zeros(st.n)
+    np.maximum.at(best_eff, ev.station, ev.eff_ch)
+    cap = np.maximum(st.p_site_max_kw, 0.0)
+    most = w.dt_h * np.minimum(rate, (cap * best_eff)[:, None]).sum(axis=1)
+    short = np.flatnonzero(need > most + 1e-6)
+    if not short.size:
+        return []
+    n_ses = np.bincount(ev.station, minlength=st.n)
+    if (cap[need > 1e-6] == 0).all():
+        return [f"every station whose EVs need energy has a site cap of 0 kW (p_site_max_kw, or no chargers): "
+                f"{int(n_ses[short].sum())} EV sessions at {short.size} station(s) need {need[short].sum():.1f} kWh "
+                f"in the window (for example station {st.station_id[short[0]]})"]
+    out = [f"station {st.station_id[s]}: its site cap of {cap[s]:g} kW (p_site_max_kw, at most its chargers' "
+           f"total) lets its {int(n_ses[s])} EV sessions store at most {most[s]:.1f} kWh in the window, but they "
+           f"need {need[s]:.1f} kWh" for s in short[:5]]
+    if short.size > 5:
+        out.append(f"... and {short.size - 5} more stations")
+    return out
 
 
 def declare_station_limits(ctx: ModelContext, p_ch: Any, p_dis: Any, options: dict[str, Any]) -> None:

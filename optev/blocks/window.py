@@ -61,6 +61,7 @@ overridden and validated).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,9 @@ import pandas as pd
 from optev.data.baseload import align_series, base_load, renewable_availability
 from optev.data.instance import Instance
 from optev.data.stations import FAST_CHARGER_MIN_KW
-from optev.errors import DataError
+from optev.data.instance import check_time_zone, localize
+from optev.errors import OptionError
+from optev.options import duration_option, start_option, steps_option
 from optev.powerflow.network import RadialNetwork, compile_network
 
 
@@ -158,36 +161,59 @@ class Window:
 
 def window_times(instance: Instance, start: str | pd.Timestamp | None, steps: int, step: str | pd.Timedelta
                  ) -> pd.DatetimeIndex:
-    meta = instance.metadata
-    try:
-        step_td = pd.Timedelta(step)
-    except (ValueError, TypeError, OverflowError):
-        raise DataError(f"step {step!r} is not a duration (for example 15min, 1h)") from None
-    if pd.isna(step_td) or step_td <= pd.Timedelta(0):
-        raise DataError(f"step must be positive, got {step!r}")
-    if steps < 1:
-        raise DataError(f"steps must be at least 1, got {steps}")
-    try:
-        if start is None:
-            t0 = pd.Timestamp(meta.start)
-        elif isinstance(start, str) and start.count(":") == 1 and "T" not in start and "-" not in start:
-            hh, mm = start.split(":")
-            t0 = pd.Timestamp(meta.start).normalize() + pd.Timedelta(hours=int(hh), minutes=int(mm))
-        else:
-            t0 = pd.Timestamp(start)
-    except (ValueError, TypeError, OverflowError):
-        raise DataError(f"start {start!r} is neither HH:MM nor an ISO timestamp") from None
-    if pd.isna(t0):
-        raise DataError(f"start {start!r} is neither HH:MM nor an ISO timestamp")
-    if t0.tzinfo is None:
-        t0 = t0.tz_localize(meta.timezone)
-    return pd.date_range(t0, periods=steps, freq=step_td)
+    """The step start times of a window: ``steps`` of ``step`` from ``start``
+    (:func:`optev.options.start_option`; None: the instance start)."""
+    step_td = duration_option(step, "step")
+    steps = steps_option(steps)
+    return pd.date_range(instant(instance, start_option(start)), periods=steps, freq=step_td)
+
+
+def instant(instance: Instance, when: str | pd.Timestamp | float | None, name: str = "start") -> pd.Timestamp:
+    """An instant of ``instance`` from a checked time (:mod:`optev.options`): None (the
+    instance start), seconds after it, ``"HH:MM"`` on its first day (local time in
+    ``metadata.timezone``) or a Timestamp (naive: local time there)."""
+    origin = instance_origin(instance)
+    if when is None:
+        return origin
+    if isinstance(when, numbers.Real):
+        return origin + pd.Timedelta(seconds=float(when))
+    zone = instance.metadata.zone()
+    if isinstance(when, str):
+        hours, minutes = (int(part) for part in when.split(":"))
+        local = origin.tz_convert(zone).tz_localize(None).normalize()
+        return localize(local + pd.Timedelta(hours=hours, minutes=minutes), zone, name)
+    return localize(pd.Timestamp(when), zone, name)
 
 
 def instance_origin(instance: Instance) -> pd.Timestamp:
-    """The instant that session times (``arrival_s``) count from: the metadata start."""
-    t = pd.Timestamp(instance.metadata.start)
-    return t.tz_localize(instance.metadata.timezone) if t.tzinfo is None else t
+    """The instant that session times (``arrival_s``) count from: the metadata start, once
+    the time-zone rule holds (:func:`optev.data.instance.check_time_zone`)."""
+    return check_time_zone(instance.metadata, instance.timeseries.index)
+
+
+def check_in_data(instance: Instance, times: pd.DatetimeIndex, step: pd.Timedelta, *, wrap: bool = False,
+                  name: str = "start/steps", flag: str = "--wrap (wrap=True in Python)") -> None:
+    """Refuse a window ``times`` (steps of ``step``) that leaves the instance's time series.
+
+    Outside the data the prices and loads would repeat (:func:`align_series` wraps a series
+    of whole days) while the sessions stay where they are — a window of another day has
+    no EVs. That is only done when asked for (``wrap``). An instance without time series
+    has no span to check.
+
+    Raises
+    ------
+    OptionError
+        Naming ``name``, the window and the data's span, and ``flag`` to wrap.
+    """
+    index = instance.timeseries.index
+    if wrap or not len(index) or not len(times):
+        return
+    data_step = index[1] - index[0] if len(index) > 1 else step
+    end = index[-1] + data_step
+    if times[0] < index[0] or times[-1] + step > end:
+        raise OptionError(f"{name}: the window {times[0]} – {times[-1] + step} leaves the instance's data "
+                          f"({index[0]} – {end}); choose a window inside it, or pass {flag} to repeat the "
+                          "time series (sessions are not repeated)")
 
 
 def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None, steps: int = 96,

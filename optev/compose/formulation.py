@@ -30,19 +30,31 @@ weights of the objective terms, the default window and solver settings::
     peak = 0.0
 
 Every key is validated: an unknown block, variant, option or objective term is an error
-that lists the valid ones.
+that lists the valid ones, and every value is checked for its type and range — one line
+naming the file and the key, never a traceback:
+
+- ``name``, ``description``: strings; every section a TOML table.
+- ``[window]``: ``steps`` a whole number of at least 1, ``step`` a positive duration
+  (``optev.options``, the rules of the ``--steps``/``--step`` options).
+- ``[solver]``: ``soft_limits`` a boolean; ``slack_penalty`` and ``time_limit_s`` finite
+  numbers above 0; ``threads`` a whole number of at least 1.
+- block options: the type of the option's default (boolean, whole number, number, text;
+  ``intervals`` may also be a list); numbers finite and at least 0, whole numbers at least
+  :data:`OPTION_MINIMUM` where it names them.
+- ``[objective]`` weights: finite numbers, at least 0 (a negative weight would reward cost).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from optev.errors import DataError
+from optev.errors import DataError, OptionError
 
 FORMULATIONS_DIR = Path(__file__).resolve().parents[2] / "formulations"
 """The repository's ``formulations/`` folder (formulations can be named without a path)."""
@@ -77,6 +89,9 @@ BLOCKS: dict[str, BlockSpec] = {
 WINDOW_KEYS = {"steps": 96, "step": "15min"}
 SOLVER_KEYS = {"soft_limits": False, "slack_penalty": 1e3, "time_limit_s": 600.0, "threads": None}
 TOP_KEYS = ("name", "description", "window", "solver", "blocks", "objective")
+
+OPTION_MINIMUM = {"polygon_sides": 4, "pwl_segments": 1, "max_corrections": 0}
+"""Smallest value of the whole-number block options (others: at least 1)."""
 
 
 def objective_terms() -> dict[str, str]:
@@ -115,6 +130,62 @@ def _unknown(kind: str, name: str, valid: Any, where: str) -> DataError:
     return DataError(f"{where}: unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(value: Any, where: str, *, positive: bool = False, whole: bool = False,
+                  minimum: float = 0.0) -> None:
+    """Raise :class:`DataError` unless ``value`` is a finite number (whole, at least ``minimum``
+    or above 0 when ``positive``)."""
+    kind = "a whole number" if whole else "a finite number"
+    if not _is_number(value) or (whole and not float(value).is_integer()):
+        raise DataError(f"{where} must be {kind}, not {value!r}")
+    if positive and value <= 0:
+        raise DataError(f"{where} must be above 0, got {value!r}")
+    if value < minimum:
+        raise DataError(f"{where} must be at least {minimum:g}, got {value!r}")
+
+
+def _check_window(window: dict[str, Any], source: str) -> None:
+    from optev.options import duration_option, steps_option
+
+    try:
+        steps_option(window["steps"], f"{source}: [window] steps")
+        duration_option(window["step"], f"{source}: [window] step")
+    except OptionError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _check_solver(solver: dict[str, Any], source: str) -> None:
+    if not isinstance(solver["soft_limits"], bool):
+        raise DataError(f"{source}: [solver] soft_limits must be true or false, not {solver['soft_limits']!r}")
+    for key in ("slack_penalty", "time_limit_s"):
+        _check_number(solver[key], f"{source}: [solver] {key}", positive=True)
+    if solver["threads"] is not None:
+        _check_number(solver["threads"], f"{source}: [solver] threads", whole=True, minimum=1)
+
+
+def _check_option(key: str, value: Any, default: Any, where: str) -> None:
+    """An option value of the type of its default, in range (module docstring)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise DataError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        _check_number(value, where, whole=True, minimum=OPTION_MINIMUM.get(key, 1))
+    elif isinstance(default, float):
+        _check_number(value, where)
+    elif isinstance(default, str) and not isinstance(value, str) and not (key == "intervals" and isinstance(value, list)):
+        raise DataError(f"{where} must be text, not {value!r}")
+
+
+def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise DataError(f"{source}: {key!r} must be a table ([{key}]), not {value!r}")
+    return value
+
+
 def parse_formulation(data: dict[str, Any], source: str = "<formulation>") -> Formulation:
     """Validate a formulation given as a dict (the parsed TOML)."""
     for key in data:
@@ -122,21 +193,28 @@ def parse_formulation(data: dict[str, Any], source: str = "<formulation>") -> Fo
             raise _unknown("key", key, TOP_KEYS, source)
     if "name" not in data:
         raise DataError(f"{source}: missing key 'name'")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise DataError(f"{source}: {key!r} must be text, not {data[key]!r}")
     window = dict(WINDOW_KEYS)
-    for key, value in data.get("window", {}).items():
+    for key, value in _table(data, "window", source).items():
         if key not in WINDOW_KEYS:
             raise _unknown("window key", key, WINDOW_KEYS, source)
         window[key] = value
+    _check_window(window, source)
     solver = dict(SOLVER_KEYS)
-    for key, value in data.get("solver", {}).items():
+    for key, value in _table(data, "solver", source).items():
         if key not in SOLVER_KEYS:
             raise _unknown("solver key", key, SOLVER_KEYS, source)
         solver[key] = value
+    _check_solver(solver, source)
     blocks: dict[str, tuple[str, dict[str, Any]]] = {}
-    for name, table in data.get("blocks", {}).items():
+    for name, table in _table(data, "blocks", source).items():
         if name not in BLOCKS:
             raise _unknown("block", name, BLOCKS, source)
         spec = BLOCKS[name]
+        if not isinstance(table, dict):
+            raise DataError(f"{source}: [blocks.{name}] must be a table, not {table!r}")
         table = dict(table)
         variant = table.pop("variant", spec.variants[0])
         if variant not in spec.variants:
@@ -154,6 +232,7 @@ def parse_formulation(data: dict[str, Any], source: str = "<formulation>") -> Fo
         for key, value in table.items():
             if key not in known:
                 raise _unknown(f"option of block {name!r}", key, known, source)
+            _check_option(key, value, known[key][0], f"{source}: [blocks.{name}] {key}")
             options[key] = value
         blocks[name] = (variant, options)
     for needed in ("ev", "network"):
@@ -163,11 +242,10 @@ def parse_formulation(data: dict[str, Any], source: str = "<formulation>") -> Fo
         blocks["station"] = ("per_ev", {k: d for k, (d, _) in BLOCKS["station"].options().items()})
     terms = objective_terms()
     objective: dict[str, float] = {}
-    for key, weight in data.get("objective", {}).items():
+    for key, weight in _table(data, "objective", source).items():
         if key not in terms:
             raise _unknown("objective term", key, terms, source)
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise DataError(f"{source}: objective weight of {key!r} must be a number, got {weight!r}")
+        _check_number(weight, f"{source}: [objective] {key}")
         objective[key] = float(weight)
     if not any(objective.values()):
         raise DataError(f"{source}: the objective needs at least one term with a non-zero weight; "
@@ -189,4 +267,6 @@ def load_formulation(path_or_name: str | Path) -> Formulation:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{p}: invalid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot be read ({exc})") from None
     return parse_formulation(data, str(p))

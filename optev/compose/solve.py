@@ -32,12 +32,13 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
-from optev.blocks.window import Window, build_window
+from optev.blocks.window import Window, build_window, check_in_data, window_times
 from optev.compose.basis import Labeller, ModelLabels, translate
 from optev.compose.formulation import BLOCKS, Formulation
 from optev.data.instance import Instance
 from optev.errors import InfeasibleError, SolverError
 from optev.lp.program import LPArrays
+from optev.options import window_options
 from optev.powerflow import PowerFlowResult, run_powerflow, violations
 from optev.powerflow.checks import count_by_kind
 from optev.solvers.highs import HighsSession, SolveOutcome
@@ -332,7 +333,7 @@ class WindowSolver:
             if status is not None and held is not None:
                 start = translate(self._labels_of(previous).of_rows(held.row_index), status,
                                   self._labels_of(ctx).of_rows(arrays.row_index), arrays.col_lower, arrays.col_upper)
-        warm = self.session.load(arrays)
+        warm = self.session.load(arrays, ctx.lp)
         self._last_ctx = ctx
         if not warm and start is not None:
             self.session.start_from(*start)
@@ -347,16 +348,39 @@ class WindowSolver:
             hint = "; ".join(causes) if causes else "no single cause found; try soft_limits = true to see which " \
                                                     "limits need slack"
             raise InfeasibleError(f"formulation {self.formulation.name!r} is infeasible on this window: {hint}")
-        raise SolverError(f"HiGHS stopped with status {outcome.status!r}")
+        raise SolverError(self.session.stop_message(outcome))
 
 
 def solve_window(formulation: Formulation, instance: Instance, *, start: Any = None, steps: int | None = None,
                  step: str | None = None, soft_limits: bool | None = None, ac_check: bool = True,
-                 ev_energy_kwh: dict[str, float] | None = None) -> WindowResult:
-    """Solve one window of ``instance`` with ``formulation`` (window defaults from the file)."""
-    window = build_window(instance, start=start, steps=int(steps or formulation.window["steps"]),
-                          step=step or formulation.window["step"], ev_energy_kwh=ev_energy_kwh)
+                 ev_energy_kwh: dict[str, float] | None = None, wrap: bool = False,
+                 allow_large: bool = False) -> WindowResult:
+    """Solve one window of ``instance`` with ``formulation`` (window defaults from the file).
+
+    ``start``, ``steps`` and ``step`` follow :mod:`optev.options`; a window outside the
+    instance's time series needs ``wrap`` (:func:`optev.blocks.window.check_in_data`), one
+    longer than :data:`optev.options.LARGE_SPAN` needs ``allow_large``.
+    """
+    times, step_td = checked_window(instance, start=start, steps=steps, step=step, window=formulation.window,
+                                    wrap=wrap, allow_large=allow_large)
+    window = build_window(instance, start=times[0], steps=len(times), step=step_td, ev_energy_kwh=ev_energy_kwh)
     return WindowSolver(formulation).solve(window, soft_limits=soft_limits, ac_check=ac_check)
+
+
+def checked_window(instance: Instance, *, start: Any, steps: Any, step: Any, window: dict[str, Any],
+                   wrap: bool = False, allow_large: bool = False,
+                   names: tuple[str, str, str] = ("start", "steps", "step"),
+                   flags: tuple[str, str] = ("wrap=True", "allow_large=True")
+                   ) -> tuple[pd.DatetimeIndex, pd.Timedelta]:
+    """The step times and step of one window, its options checked (:mod:`optev.options`):
+    ``steps``/``step`` default to the formulation's ``window``; the size guard and
+    :func:`~optev.blocks.window.check_in_data` apply. ``names`` and ``flags`` spell the
+    options in messages (``--start`` on the command line)."""
+    start, n, step_td = window_options(start, steps, step, window, allow_large=allow_large, names=names,
+                                       flag=flags[1])
+    times = window_times(instance, start, n, step_td)
+    check_in_data(instance, times, step_td, wrap=wrap, name=f"{names[0]}/{names[1]}", flag=flags[0])
+    return times, step_td
 
 
 def _loss_status(ctx: ModelContext, refine: Any, history: list[float], seeded: bool) -> dict[str, Any]:

@@ -18,14 +18,19 @@ import numpy as np
 import pandas as pd
 
 from optev.data.schema import Field, TableSchema
+from optev.errors import DataError
+
+BASE_MVA_MAX = 1e6
+"""Largest accepted system power base, MVA (the base must be positive and finite)."""
 
 BUSES = TableSchema(
     "buses",
     (
         Field("bus_id", "str", "-", "Bus identifier as written in the source (MATPOWER bus number, V2Sim bus ID)."),
-        Field("base_kv", "float", "kV", "Nominal line-to-line voltage.", minimum=0.0),
-        Field("v_min_pu", "float", "p.u.", "Lower voltage limit.", 0.95, minimum=0.0),
-        Field("v_max_pu", "float", "p.u.", "Upper voltage limit.", 1.05, minimum=0.0),
+        Field("base_kv", "float", "kV", "Nominal line-to-line voltage.", minimum=0.0,
+              exclusive_minimum=True),
+        Field("v_min_pu", "float", "p.u.", "Lower voltage limit.", 0.95, minimum=0.0, maximum=2.0),
+        Field("v_max_pu", "float", "p.u.", "Upper voltage limit.", 1.05, minimum=0.0, maximum=2.0),
         Field("p_load_kw", "float", "kW", "Nominal (snapshot) active load of conventional demand.", 0.0),
         Field("q_load_kvar", "float", "kvar", "Nominal (snapshot) reactive load of conventional demand.", 0.0),
         Field("g_shunt_kw", "float", "kW", "Shunt conductance as active power drawn at 1 p.u. voltage.", 0.0),
@@ -46,7 +51,8 @@ LINES = TableSchema(
         Field("r_ohm", "float", "Ω", "Series resistance (lumped).", minimum=0.0),
         Field("x_ohm", "float", "Ω", "Series reactance (lumped)."),
         Field("b_us", "float", "µS", "Total shunt (charging) susceptance, split half to each end.", 0.0),
-        Field("ampacity_a", "float", "A", "Thermal current limit; inf when unknown.", float("inf"), minimum=0.0),
+        Field("ampacity_a", "float", "A", "Thermal current limit; inf when unknown.", float("inf"), minimum=0.0,
+              allow_inf=True),
         Field("in_service", "bool", "-", "False for open switches (tie lines).", True),
     ),
     key="line_id",
@@ -59,11 +65,12 @@ TRANSFORMERS = TableSchema(
         Field("transformer_id", "str", "-", "Transformer identifier."),
         Field("hv_bus", "str", "-", "High-voltage (upstream) bus."),
         Field("lv_bus", "str", "-", "Low-voltage (downstream) bus."),
-        Field("sn_kva", "float", "kVA", "Rated apparent power; inf when unknown.", float("inf"), minimum=0.0),
+        Field("sn_kva", "float", "kVA", "Rated apparent power; inf when unknown.", float("inf"), minimum=0.0,
+              allow_inf=True),
         Field("r_pu", "float", "p.u.", "Series resistance on the system base (S_base, LV base kV).", minimum=0.0),
         Field("x_pu", "float", "p.u.", "Series reactance on the system base (S_base, LV base kV)."),
         Field("tap", "float", "p.u.", "Off-nominal turns ratio at the HV side (MATPOWER convention).", 1.0,
-              minimum=1e-6),
+              minimum=0.5, maximum=2.0),
         Field("in_service", "bool", "-", "False when disconnected.", True),
     ),
     key="transformer_id",
@@ -77,8 +84,8 @@ SUBSTATIONS = TableSchema(
         Field("bus_id", "str", "-", "Slack bus where the feeder connects to the upstream grid."),
         Field("vm_pu", "float", "p.u.", "Voltage magnitude set point.", 1.0, minimum=0.5, maximum=1.5),
         Field("va_deg", "float", "deg", "Voltage angle set point.", 0.0),
-        Field("p_import_max_kw", "float", "kW", "Import limit.", float("inf"), minimum=0.0),
-        Field("p_export_max_kw", "float", "kW", "Export limit.", float("inf"), minimum=0.0),
+        Field("p_import_max_kw", "float", "kW", "Import limit.", float("inf"), minimum=0.0, allow_inf=True),
+        Field("p_export_max_kw", "float", "kW", "Export limit.", float("inf"), minimum=0.0, allow_inf=True),
         Field("price_buy_per_kwh", "float", "currency/kWh",
               "Flat import price; the time series `price` overrides it.", 0.0),
         Field("price_sell_per_kwh", "float", "currency/kWh",
@@ -95,8 +102,8 @@ GENERATORS = TableSchema(
         Field("bus_id", "str", "-", "Bus it connects to."),
         Field("p_min_kw", "float", "kW", "Minimum active output.", 0.0),
         Field("p_max_kw", "float", "kW", "Maximum active output.", minimum=0.0),
-        Field("q_min_kvar", "float", "kvar", "Minimum reactive output.", 0.0),
-        Field("q_max_kvar", "float", "kvar", "Maximum reactive output.", 0.0),
+        Field("q_min_kvar", "float", "kvar", "Minimum reactive output.", 0.0, allow_inf=True),
+        Field("q_max_kvar", "float", "kvar", "Maximum reactive output.", 0.0, allow_inf=True),
         Field("cost_a_per_kw2h", "float", "currency/(kW²·h)", "Quadratic cost coefficient.", 0.0),
         Field("cost_b_per_kwh", "float", "currency/kWh", "Linear cost coefficient.", 0.0),
         Field("cost_c_per_h", "float", "currency/h", "Fixed cost while on.", 0.0),
@@ -145,8 +152,10 @@ STORAGE = TableSchema(
         Field("e_init_kwh", "float", "kWh", "Stored energy at the start.", 0.0, minimum=0.0),
         Field("p_ch_max_kw", "float", "kW", "Maximum charging power.", minimum=0.0),
         Field("p_dis_max_kw", "float", "kW", "Maximum discharging power.", minimum=0.0),
-        Field("eff_ch", "float", "-", "Charging efficiency.", 0.95, minimum=0.0, maximum=1.0),
-        Field("eff_dis", "float", "-", "Discharging efficiency.", 0.95, minimum=0.0, maximum=1.0),
+        Field("eff_ch", "float", "-", "Charging efficiency.", 0.95, minimum=0.0, maximum=1.0,
+              exclusive_minimum=True),
+        Field("eff_dis", "float", "-", "Discharging efficiency.", 0.95, minimum=0.0, maximum=1.0,
+              exclusive_minimum=True),
         Field("s_rated_kva", "float", "kVA", "Inverter rating; NaN means max of the power limits.", float("nan"),
               minimum=0.0),
     ),
@@ -186,6 +195,10 @@ class Feeder:
     name: str = ""
 
     def __post_init__(self) -> None:
+        base = self.base_mva
+        if isinstance(base, bool) or not isinstance(base, (int, float, np.number)) or not 0 < base < BASE_MVA_MAX:
+            raise DataError(f"base_mva must be a number above 0 and below {BASE_MVA_MAX:g} MVA, not {base!r}",
+                            table="feeder", column="base_mva")
         for table_name, schema in FEEDER_TABLES.items():
             setattr(self, table_name, schema.conform(getattr(self, table_name)))
 

@@ -5,10 +5,28 @@ Every optev table is a :class:`pandas.DataFrame` whose columns are described by 
 description; :meth:`TableSchema.conform` turns user data into the canonical form
 (required columns present, defaults filled, dtypes cast) and keeps any extra user
 columns untouched (R5.3), so that they survive a write/read round-trip.
+
+Value rules of numeric columns
+------------------------------
+Every number is checked when a table is conformed (so on every read, whatever the
+format, and for tables built through the Python API), vectorised, and the first value
+that breaks a rule raises :class:`~optev.errors.DataError` naming the table, row and
+column:
+
+- **Missing (NaN)**: an error in a required column; in a column with a default, an empty
+  value takes the default; NaN is kept only where the default itself is NaN (where it
+  means "not given", as documented per column).
+- **Infinity**: an error, except in the columns marked "inf allowed" (limits where
+  ``inf`` means "no limit").
+- **Range**: the column's documented minimum and maximum (inclusive unless stated
+  "above"); a column without its own bounds must stay within the plausible magnitude of
+  its unit (:data:`UNIT_LIMITS`, for example ±1e7 kW), so that a typo such as ``1e308``
+  never reaches the solver.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -21,6 +39,15 @@ REQUIRED = object()
 """Sentinel default: the column must be given by the user."""
 
 _DTYPES = {"str", "float", "int", "bool"}
+
+UNIT_LIMITS: dict[str, float] = {
+    "-": 1e6, "p.u.": 1e4, "kV": 1e3, "kW": 1e7, "kvar": 1e7, "kVA": 1e7, "kWh": 1e8, "Ω": 1e6, "µS": 1e7,
+    "A": 1e6, "m": 1e8, "s": 1e9, "deg": 360.0, "currency/kWh": 1e6, "currency/(kW²·h)": 1e6,
+    "currency/h": 1e9, "kWh/km": 100.0, "m/s²": 100.0, "km/h": 1e3, "m/s": 1e3,
+}
+"""Plausible magnitude of a value by unit: the bound of a numeric column that documents no
+minimum or maximum of its own (±limit). Far beyond any real feeder or fleet (10 GW, 100 GWh,
+1000 kV), far below what would overflow or upset the LP solver."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +67,14 @@ class Field:
     default : Any
         Value filled in when the column is absent; :data:`REQUIRED` if it must be given.
     minimum, maximum : float, optional
-        Inclusive bounds checked by :meth:`TableSchema.conform`.
+        Inclusive bounds checked by :meth:`TableSchema.conform`; absent, the plausible
+        magnitude of the unit (:data:`UNIT_LIMITS`) bounds the column.
     choices : tuple of str, optional
         Allowed values of a string column.
+    allow_inf : bool
+        Whether ``inf`` (no limit) is a valid value; otherwise every value must be finite.
+    exclusive_minimum : bool
+        The value must be above ``minimum`` (a 0 kWh battery or a 0 efficiency is an error).
     """
 
     name: str
@@ -53,14 +85,71 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
+    allow_inf: bool = False
+    exclusive_minimum: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"field {self.name}: dtype must be one of {sorted(_DTYPES)}")
+        if self.dtype in ("float", "int") and (self.minimum is None or self.maximum is None) \
+                and self.unit not in UNIT_LIMITS:
+            raise ValueError(f"field {self.name}: unit {self.unit!r} has no plausible limit in UNIT_LIMITS; "
+                             "give minimum and maximum")
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def allow_nan(self) -> bool:
+        """NaN is a value of the column (meaning "not given") only where it is the default."""
+        return isinstance(self.default, float) and math.isnan(self.default)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Lower and upper bound of a numeric column: its own, or ± the unit's plausible limit."""
+        limit = UNIT_LIMITS.get(self.unit, math.inf)
+        return (-limit if self.minimum is None else self.minimum,
+                limit if self.maximum is None else self.maximum)
+
+    def rule_text(self) -> str:
+        """The column's value rules in words, for the documentation."""
+        if self.dtype not in ("float", "int"):
+            return ""
+        lo, hi = self.bounds
+        text = f"Range {'above ' if self.exclusive_minimum else ''}{lo:g} to {hi:g}"
+        return text + (", inf allowed." if self.allow_inf else ", finite.")
+
+    def violation(self, values: np.ndarray, *, allow_nan: bool | None = None) -> tuple[int, str] | None:
+        """The flat position of the first value breaking this column's rules, and why; None if all pass.
+
+        Parameters
+        ----------
+        values : ndarray of float
+            Values of the column (any shape; positions refer to ``values.ravel()``).
+        allow_nan : bool, optional
+            Whether NaN passes; default :attr:`allow_nan`.
+        """
+        v = np.asarray(values, dtype=float).ravel()
+        nan_ok = self.allow_nan if allow_nan is None else allow_nan
+        lo, hi = self.bounds
+        inf = np.isinf(v)
+        with np.errstate(invalid="ignore"):
+            below = (v <= lo) if self.exclusive_minimum else (v < lo)
+            above = v > hi
+        if self.allow_inf:
+            below &= ~inf if self.minimum is None else np.ones_like(inf)
+            above &= ~inf if self.maximum is None else np.ones_like(inf)
+        low = f"must be above {lo!r}" if self.exclusive_minimum else f"is below the minimum {lo!r}"
+        checks = ((np.zeros_like(inf) if nan_ok else np.isnan(v), lambda x: "empty value (NaN)"),
+                  (np.zeros_like(inf) if self.allow_inf else inf, lambda x: f"value {x!r} is not finite"),
+                  (below, lambda x: f"value {x!r} {low} {self.unit}"),
+                  (above, lambda x: f"value {x!r} is above the maximum {hi!r} {self.unit}"))
+        for mask, message in checks:
+            if mask.any():
+                pos = int(np.flatnonzero(mask)[0])
+                return pos, message(float(v[pos]))
+        return None
 
 
 @dataclass(frozen=True)
@@ -159,12 +248,8 @@ class TableSchema:
             desc = f.description
             if f.choices:
                 desc += f" One of {', '.join(f'`{c}`' for c in f.choices)}."
-            if f.minimum is not None and f.maximum is not None:
-                desc += f" Range {f.minimum:g} to {f.maximum:g}."
-            elif f.minimum is not None:
-                desc += f" At least {f.minimum:g}."
-            elif f.maximum is not None:
-                desc += f" At most {f.maximum:g}."
+            if f.rule_text():
+                desc += " " + f.rule_text()
             lines.append(f"| `{f.name}` | {f.dtype} | {f.unit} | {default} | {desc} |")
         return "\n".join(lines) + "\n"
 
@@ -215,28 +300,12 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
         raise DataError(f"value {values[bad]!r} is not a number", table=table,
                         row=_row_label(df, bad, key), column=f.name) from None
     nan = np.isnan(arr)
-    if nan.any():
-        if f.required or f.default is None or (isinstance(f.default, float) and np.isnan(f.default)):
-            if f.required:
-                pos = int(np.flatnonzero(nan)[0])
-                raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
-        else:
-            arr[nan] = f.default
-    finite = ~np.isnan(arr)
-    if f.minimum is not None:
-        bad = np.flatnonzero(finite & (arr < f.minimum))
-        if bad.size:
-            raise DataError(f"value {float(arr[bad[0]])!r} is below the minimum {f.minimum} {f.unit}",
-                            table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
-    if f.maximum is not None:
-        bad = np.flatnonzero(finite & (arr > f.maximum))
-        if bad.size:
-            raise DataError(f"value {float(arr[bad[0]])!r} is above the maximum {f.maximum} {f.unit}",
-                            table=table, row=_row_label(df, int(bad[0]), key), column=f.name)
+    if nan.any() and not f.required and not f.allow_nan and f.default is not None:
+        arr[nan] = f.default  # an empty value takes the column's default
+    bad = f.violation(arr)
+    if bad is not None:
+        raise DataError(bad[1], table=table, row=_row_label(df, bad[0], key), column=f.name)
     if f.dtype == "int":
-        if np.isnan(arr).any():
-            pos = int(np.flatnonzero(np.isnan(arr))[0])
-            raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
         if (arr != np.round(arr)).any():
             pos = int(np.flatnonzero(arr != np.round(arr))[0])
             raise DataError(f"value {float(arr[pos])!r} is not a whole number", table=table,

@@ -13,6 +13,12 @@ timestamp.
 ``availability``
     Renewable availability in p.u. of rated power (0..1), one column per PV or wind
     profile name.
+
+Every value must be a finite number — an empty (NaN) price or load is an error, never a
+default — within the range of its table in :data:`SERIES_FIELDS`: prices within ±1e6
+currency/kWh, loads within ±1e7 kW or kvar, availability from 0 to 1. The first value
+that breaks a rule raises :class:`~optev.errors.DataError` naming the table, the row
+(position and timestamp) and the column.
 """
 
 from __future__ import annotations
@@ -22,9 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from optev.data.schema import Field
 from optev.errors import DataError
 
 PRICE_COLUMNS = ("buy_per_kwh", "sell_per_kwh")
+
+SERIES_FIELDS: dict[str, Field] = {
+    "price": Field("price", "float", "currency/kWh", "Grid import and export price."),
+    "load_p_kw": Field("load_p_kw", "float", "kW", "Conventional active load of a bus."),
+    "load_q_kvar": Field("load_q_kvar", "float", "kvar", "Conventional reactive load of a bus."),
+    "availability": Field("availability", "float", "p.u.", "Renewable availability.", minimum=0.0, maximum=1.0),
+}
+"""The value rule of each time-series table (every column of a table alike); NaN is never
+a value."""
 
 
 def _empty(index: pd.DatetimeIndex) -> pd.DataFrame:
@@ -59,6 +75,7 @@ class TimeSeries:
                 df = df.astype(float)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"non-numeric value ({exc})", table=name) from None
+            _check_values(df, name)
             setattr(self, name, df)
         missing = [c for c in PRICE_COLUMNS if c not in self.price.columns]
         if len(self.price.columns) and missing:
@@ -78,6 +95,14 @@ class TimeSeries:
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"price": self.price, "load_p_kw": self.load_p_kw, "load_q_kvar": self.load_q_kvar,
                 "availability": self.availability}
+
+
+def _check_values(df: pd.DataFrame, name: str) -> None:
+    """Raise :class:`DataError` at the first value of ``df`` that breaks its table's rule."""
+    bad = SERIES_FIELDS[name].violation(df.to_numpy(dtype=float), allow_nan=False)
+    if bad is not None:
+        row, col = divmod(bad[0], len(df.columns))
+        raise DataError(bad[1], table=name, row=f"{row} ({df.index[row].isoformat()})", column=df.columns[col])
 
 
 def sample_step_profile(times_s: np.ndarray, values: np.ndarray, index: pd.DatetimeIndex,

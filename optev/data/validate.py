@@ -51,7 +51,8 @@ def _check_le(df: pd.DataFrame, low: str, high: str, table: str, key: str | None
 def validate_feeder(feeder: Feeder, *, require_radial: bool = True) -> Feeder:
     """Check a feeder's cross-table rules; return it unchanged or raise :class:`DataError`.
 
-    Rules: at least one bus; positive base voltages; v_min ≤ v_max; every line,
+    Rules: at least one bus; v_min ≤ v_max (value ranges, such as positive base voltages,
+    are column rules of the schemas); every line,
     transformer, substation, generator, PV, wind and storage bus exists; no branch from
     a bus to itself; storage e_min ≤ e_init ≤ e_max; generator p_min ≤ p_max and
     q_min ≤ q_max; and, when ``require_radial``, every connected component of in-service
@@ -60,10 +61,6 @@ def validate_feeder(feeder: Feeder, *, require_radial: bool = True) -> Feeder:
     buses = feeder.buses
     if not len(buses):
         raise DataError("the feeder has no buses", table="buses")
-    bad = np.flatnonzero(~(buses["base_kv"].to_numpy() > 0))
-    if bad.size:
-        raise DataError("base voltage must be positive", table="buses",
-                        row=_label(buses, int(bad[0]), "bus_id"), column="base_kv")
     _check_le(buses, "v_min_pu", "v_max_pu", "buses", "bus_id")
     known = pd.Index(buses["bus_id"])
     for table, key, cols in (("lines", "line_id", ("from_bus", "to_bus")),
@@ -167,6 +164,21 @@ def _loop_branch(f: np.ndarray, t: np.ndarray, names: list[tuple[str, str]], n: 
     raise AssertionError("no loop found")  # unreachable: caller found one by counting
 
 
+def _check_no_bus_users(instance: Instance) -> None:
+    """Raise :class:`DataError` when an instance without buses has feeder rows or bus loads.
+
+    Stations may exist without a feeder (mobility studies); a solve then needs the feeder.
+    """
+    feeder = instance.feeder
+    users = [(name, len(getattr(feeder, name))) for name in
+             ("lines", "transformers", "substations", "generators", "pv", "wind", "storage")]
+    users += [(name, len(getattr(instance.timeseries, name).columns)) for name in ("load_p_kw", "load_q_kvar")]
+    for name, n in users:
+        if n:
+            raise DataError(f"the feeder has no buses, but table {name!r} has {n} {'columns' if 'load' in name else 'rows'} "
+                            "that need one (is the buses table missing, for example from [tables]?)", table="buses")
+
+
 def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     """Check every cross-table rule of an instance; return it unchanged or raise :class:`DataError`.
 
@@ -183,12 +195,16 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
       (an EV may arrive below its floor) but ``soc_min < 1``.
     - trips: EV and road nodes exist.
     - sessions: EV and station exist; departure after arrival.
+    - without buses: no other feeder table and no bus load may be given (a
+      ``[tables]`` map that leaves out the buses is an error, not an instance without a grid).
     - time series: load columns name known buses; PV/wind profiles exist when an
       availability series is given (without one, PV and wind are available at their rated
       power); the step equals the metadata step.
     """
     feeder = instance.feeder
     has_feeder = len(feeder.buses) > 0
+    if not has_feeder:
+        _check_no_bus_users(instance)
     if has_feeder:
         validate_feeder(feeder, require_radial=require_radial)
     road = instance.road
@@ -289,3 +305,11 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
             raise DataError(f"time series step is {minutes:g} min but metadata says "
                             f"{instance.metadata.step_minutes:g} min", table="timeseries")
     return instance
+
+
+def finite_float(text: str) -> float:
+    """``float(text)`` for a finite number; ``ValueError`` for text that is not one (``nan``, ``inf``, ``1e999``)."""
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value

@@ -321,7 +321,7 @@ def envelope_allocation(cap_kw: np.ndarray, regions: list[Any], prices: tuple[np
         lp.add_constraints("city_import_cap", total[finite], "<=", (cap_kw - fixed.sum(axis=0))[finite],
                            block="city")
     session = HighsSession()
-    session.load(lp.compile())
+    session.load(lp.compile(), lp)
     out = session.solve()
     if not out.optimal:
         if "infeasible" in out.status.lower():

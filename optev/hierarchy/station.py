@@ -350,7 +350,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         build_s += time.perf_counter() - t0
         session = HighsSession(time_limit_s=formulation.solver.get("time_limit_s"),
                                threads=formulation.solver.get("threads"))
-        session.load(arrays)
+        session.load(arrays, lp)
         out = session.solve()
         solve_s += out.solve_s
         if not out.optimal:

@@ -27,12 +27,10 @@ import datetime as dt
 import math
 import os
 import re
-import secrets
-import shutil
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,12 +38,13 @@ import tomli_w
 
 from optev.data import ALL_SCHEMAS, FEEDER_TABLES, INSTANCE_TABLES
 from optev.data.feeder import Feeder
-from optev.data.instance import Instance, Metadata
+from optev.data.instance import Instance, Metadata, check_time_zone
 from optev.data.road import RoadNetwork
 from optev.data.schema import TableSchema
 from optev.data.timeseries import TimeSeries
 from optev.data.validate import validate as validate_instance
-from optev.errors import DataError, FormatError, OptevError
+from optev.errors import DataError, FormatError
+from optev.io.outdir import OutputFolderError, _fsync, check_target, output_folder
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "InstanceFolderExistsError", "MANIFEST_NAME", "PARQUET_MIN_ROWS",
@@ -88,8 +87,9 @@ _TIME_UNITS = ("s", "ms", "us", "ns")
 _MANIFEST_HEADER = "# optev instance folder; format described in optev/io/INSTANCE_FORMAT.md\n"
 
 
-class InstanceFolderExistsError(OptevError, FileExistsError):
-    """The target of :func:`write_instance` exists and may not be replaced."""
+InstanceFolderExistsError = OutputFolderError
+"""The target of :func:`write_instance` exists and may not be replaced (an
+:class:`optev.io.outdir.OutputFolderError`)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class InstanceFolderExistsError(OptevError, FileExistsError):
 # --------------------------------------------------------------------------------------
 
 def write_instance(instance: Instance, path: str | os.PathLike[str], *, table_format: str = "auto",
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, inputs: Mapping[str, Any] | None = None) -> Path:
     """Write ``instance`` as an instance folder at ``path``.
 
     Parameters
@@ -111,8 +111,11 @@ def write_instance(instance: Instance, path: str | os.PathLike[str], *, table_fo
         ``"auto"`` writes tables with more than :data:`PARQUET_MIN_ROWS` rows as Parquet
         and the others as CSV; ``"csv"`` and ``"parquet"`` force one format.
     overwrite : bool
-        Replace an existing non-empty instance folder. A non-empty folder without
-        ``instance.toml`` is never replaced.
+        Replace an existing non-empty instance folder written by optev (its
+        ``.optev-output`` marker lists every file in it; :mod:`optev.io.outdir`). Any
+        other non-empty folder is never replaced.
+    inputs : mapping of str to path, optional
+        Inputs ``path`` may not be, contain or lie inside (for example the case it was made from).
 
     Returns
     -------
@@ -123,7 +126,8 @@ def write_instance(instance: Instance, path: str | os.PathLike[str], *, table_fo
     ------
     InstanceFolderExistsError
         ``path`` exists and is a file, or is a non-empty folder and ``overwrite`` is false
-        (or it is not an instance folder).
+        (or it is not an instance folder optev wrote, or holds other files), or overlaps
+        an input, or another process is writing it.
     DataError
         A table breaks its schema (tables are conformed before writing), or a value cannot
         be stored (metadata not representable in TOML, a non-string or duplicate column
@@ -131,44 +135,24 @@ def write_instance(instance: Instance, path: str | os.PathLike[str], *, table_fo
 
     Notes
     -----
-    Everything is written into a temporary folder next to ``path`` that is renamed into
-    place only when every file is complete, so a failure leaves ``path`` as it was. When
-    an existing folder is replaced, it is first renamed aside and removed after the new
-    folder is in place; between the two renames ``path`` briefly does not exist.
+    Written by :func:`optev.io.outdir.output_folder`: into a temporary folder next to
+    ``path`` that is renamed into place only when every file is complete, so a failure
+    leaves ``path`` as it was. When an existing folder is replaced, it is first renamed
+    aside and its files removed after the new folder is in place; between the two renames
+    ``path`` briefly does not exist.
     """
     if table_format not in TABLE_FORMATS:
         raise ValueError(f"table_format must be one of {TABLE_FORMATS}, not {table_format!r}")
-    target = Path(os.path.abspath(path))
-    _check_target(target, overwrite)
+    target = check_target(path, "instance", inputs=inputs)
+    if not overwrite and target.is_dir() and any(target.iterdir()):
+        raise InstanceFolderExistsError(f"{target}: folder exists and is not empty; "
+                                        "pass overwrite=True to replace it")
     tables = _instance_tables(instance)
     _check_tables(tables)
     manifest = _manifest(instance, tables, table_format)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _unique_sibling(target, "tmp")
-    tmp.mkdir()
-    try:
+    with output_folder(target, "instance", inputs=inputs) as tmp:
         _write_folder(tmp, tables, manifest)
-        _move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    """Raise unless ``target`` is absent, an empty folder, or a replaceable instance folder."""
-    if target.is_symlink():
-        raise InstanceFolderExistsError(f"{target}: is a symbolic link; give the folder itself")
-    if target.exists() and not target.is_dir():
-        raise InstanceFolderExistsError(f"{target}: exists and is not a folder")
-    if not target.is_dir() or not any(target.iterdir()):
-        return
-    if not overwrite:
-        raise InstanceFolderExistsError(f"{target}: folder exists and is not empty; "
-                                        "pass overwrite=True to replace it")
-    if not (target / MANIFEST_NAME).is_file():
-        raise InstanceFolderExistsError(f"{target}: refusing to replace a non-empty folder that is not an "
-                                        f"optev instance folder (no {MANIFEST_NAME})")
 
 
 def _instance_tables(instance: Instance) -> dict[str, pd.DataFrame]:
@@ -387,45 +371,6 @@ def _column_text(values: np.ndarray, is_time: bool) -> np.ndarray:
     return np.array(["" if _is_missing(v) else str(v) for v in values], dtype=object)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file to disk; for a folder (its entries), best effort on POSIX only."""
-    is_dir = path.is_dir()
-    if is_dir and os.name != "posix":
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        if not is_dir:  # some file systems cannot fsync folders; files must be flushed
-            raise
-
-
-def _unique_sibling(target: Path, tag: str) -> Path:
-    """A hidden, not yet existing path next to ``target``."""
-    while True:
-        candidate = target.parent / f".{target.name}.optev-{tag}-{secrets.token_hex(4)}"
-        if not candidate.exists():
-            return candidate
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``, replacing an existing ``target`` folder."""
-    if not target.exists():
-        os.rename(tmp, target)
-        return
-    backup = _unique_sibling(target, "old")
-    os.rename(target, backup)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------
@@ -476,6 +421,7 @@ def read_instance(path: str | os.PathLike[str], *, validate: bool = True,
     metadata = _metadata(manifest, manifest_path)
     feeder_info = _feeder_info(manifest, manifest_path)
     timeseries = _read_timeseries(files, manifest, manifest_path)
+    _naming_file(lambda: check_time_zone(metadata, timeseries.index), {}, manifest_path)
     instance = _naming_file(lambda: _assemble(metadata, feeder_info, tables, timeseries), files, manifest_path)
     if validate:
         _naming_file(lambda: validate_instance(instance, require_radial=require_radial), files, manifest_path)
@@ -832,12 +778,16 @@ def _metadata(manifest: dict[str, Any], manifest_path: Path) -> Metadata:
     if "currency" in values and not _CURRENCY_RE.match(values["currency"]):
         raise FormatError(f"{manifest_path}: [metadata] currency must be an ISO 4217 code of three capital "
                           f"letters such as CNY or EUR, not {values['currency']!r}")
-    return Metadata(**values, extra=dict(manifest.get("extra", {})))
+    try:
+        return Metadata(**values, extra=dict(manifest.get("extra", {})))
+    except DataError as exc:  # an unknown time zone or an unparseable start
+        raise FormatError(f"{manifest_path}: [metadata] {exc}") from None
 
 
 def _number(value: Any, where: str, manifest_path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FormatError(f"{manifest_path}: '{where}' must be a number, not {value!r}")
+    """A manifest number (``feeder.base_mva``, ``metadata.step_minutes``): finite and above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise FormatError(f"{manifest_path}: '{where}' must be a number (finite, above 0), not {value!r}")
     return float(value)
 
 

@@ -20,6 +20,20 @@ constants of ``idx_bus``/``idx_brch``/``idx_gen``/``idx_cost``, numbers, ``+ - *
 (a loop, a call to another function, …) is refused with :class:`~optev.errors.FormatError`
 naming its line: a case is never silently misread.
 
+Every error of the interpreter — a division by zero, an overflow, ``sqrt`` of a negative
+number, a shape mismatch, an expression nested deeper than :data:`MAX_NESTING` levels — is
+a :class:`~optev.errors.FormatError` naming the file and line. The data are then checked
+column by column (:data:`_COLUMN_RULES`), naming the line of the offending matrix row:
+``baseMVA`` a finite number above 0; the data fields numeric matrices (not cell arrays or
+strings) of MATPOWER's width; bus, branch-end and generator-bus numbers positive whole
+numbers (2.5 is an error, never truncated), unique, and branch ends and generators on
+existing buses; bus types 1–4; loads, shunts, angles, reactances finite (a NaN load is an
+error, never 0 kW); base voltages, branch resistances, ratings and taps finite and at least
+0; voltage limits and set points finite and above 0; branch status 0 or 1; generator
+limits not NaN (``Inf`` means no limit); cost rows of model 1 or 2 with NCOST finite
+coefficients. Loads and generation may be negative (MATPOWER allows them). The converted
+tables then pass the optev schemas' own rules (:mod:`optev.data.schema`).
+
 Mapping to optev (MATPOWER's per-unit values are on ``baseMVA`` and each bus's ``baseKV``):
 
 =========================  ==============================================================
@@ -55,7 +69,7 @@ import pandas as pd
 
 from optev.data.feeder import Feeder
 from optev.data.validate import validate_feeder
-from optev.errors import FormatError
+from optev.errors import DataError, FormatError
 
 # MATPOWER column-name constants (1-based), as defined by idx_bus, idx_brch, idx_gen, idx_cost.
 _IDX: dict[str, dict[str, int]] = {
@@ -113,10 +127,10 @@ def _split_statements(source: str) -> list[_Statement]:
             j = source.find("\n", i)
             j = n if j < 0 else j
             if source.startswith("...", i):
-                # continuation: the newline does not end the statement
+                # continuation: the newline does not end the statement (\v keeps count of the line)
                 i = j + 1
                 line += 1
-                buf.append(" ")
+                buf.append("\v")
                 continue
             i = j
             continue
@@ -141,7 +155,7 @@ def _split_statements(source: str) -> list[_Statement]:
             continue
         if c == "\n":
             line += 1
-            buf.append(";" if depth and _in_square(buf) else " ")
+            buf.append("\n" if depth and _in_square(buf) else " ")  # a row break, kept to number rows
             i += 1
             continue
         if not buf or not "".join(buf).strip():
@@ -169,21 +183,53 @@ def _in_square(buf: list[str]) -> bool:
     return False
 
 
-def _parse_matrix(body: str, line: int) -> np.ndarray:
-    rows = [r for r in (r.strip() for r in body.split(";")) if r]
-    data = []
-    for r in rows:
-        items = [t for t in re.split(r"[\s,]+", r) if t]
+def _matrix_rows(body: str, line: int) -> list[tuple[str, int]]:
+    """The rows of a ``[...]`` literal (ended by ``;`` or a line break) with the line each starts on."""
+    rows: list[tuple[str, int]] = []
+    buf: list[str] = []
+    start: int | None = None
+    for ch in body + ";":
+        if ch in ";\n":
+            if start is not None:
+                rows.append(("".join(buf), start))
+            buf, start = [], None
+            line += ch == "\n"
+            continue
+        if ch == "\v":  # a continuation: same row, next line
+            line += 1
+            ch = " "
+        if start is None and not ch.isspace():
+            start = line
+        buf.append(ch)
+    return rows
+
+
+def _parse_matrix(body: str, line: int) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric matrix literal and the file line of each of its rows."""
+    data, lines = [], []
+    for text, row_line in _matrix_rows(body, line):
+        items = [t for t in re.split(r"[\s,]+", text) if t]
         try:
             data.append([_num(t) for t in items])
-        except ValueError as exc:
-            raise FormatError(f"line {line}: {exc}") from None
+        except ValueError:
+            bad = next(t for t in items if not _is_num(t))
+            raise FormatError(f"line {row_line}: {bad!r} is not a number (a data matrix holds numbers only)") from None
+        lines.append(row_line)
     if not data:
-        return np.zeros((0, 0))
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
     width = max(len(r) for r in data)
-    if any(len(r) != width for r in data):
-        raise FormatError(f"line {line}: matrix rows have different lengths")
-    return np.array(data, dtype=float)
+    short = next((k for k, r in enumerate(data) if len(r) != width), None)
+    if short is not None:
+        raise FormatError(f"line {lines[short]}: matrix rows have different lengths")
+    return np.array(data, dtype=float), np.array(lines, dtype=np.int64)
+
+
+def _is_num(t: str) -> bool:
+    try:
+        _num(t)
+    except ValueError:
+        return False
+    return True
 
 
 def _num(t: str) -> float:
@@ -197,12 +243,35 @@ def _num(t: str) -> float:
     return float(t)
 
 
+class _Cell(list):
+    """A MATLAB cell array of strings (``{'a', 'b'}``), such as ``mpc.bus_name``."""
+
+
+_EVALUATION_ERRORS = (ArithmeticError, ValueError, IndexError, TypeError, KeyError, AttributeError,
+                      RecursionError, MemoryError)
+"""What evaluating a statement can raise besides :class:`FormatError`: each becomes a
+:class:`FormatError` naming the line (a division by zero, an overflow, a shape mismatch, ...)."""
+
+MAX_NESTING = 64
+"""Deepest nesting of parentheses, brackets, function calls and signs in one expression."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ZeroDivisionError) or (isinstance(exc, FloatingPointError) and "divide" in str(exc)):
+        return "division by zero"
+    return str(exc) or type(exc).__name__
+
+
 class _Interpreter:
     """Evaluates the closed MATLAB subset described in the module docstring."""
 
     def __init__(self) -> None:
         self.mpc: dict[str, Any] = {}
         self.vars: dict[str, Any] = {}
+        self.lines: dict[str, int] = {}
+        """Line of the statement that last assigned each ``mpc`` field."""
+        self.row_lines: dict[str, np.ndarray] = {}
+        """Line of each row of the ``mpc`` matrices written as literals."""
 
     # -- statements ---------------------------------------------------------------------
     def run(self, st: _Statement) -> None:
@@ -221,32 +290,42 @@ class _Interpreter:
             return
         m = re.fullmatch(r"mpc\.(\w+)\s*=\s*\[(.*)\]", text, flags=re.S)
         if m:
-            self.mpc[m.group(1)] = _parse_matrix(m.group(2), st.line)
+            first = st.line + len(re.findall(r"[\n\v]", text[:m.start(2)]))
+            self.lines[m.group(1)] = st.line
+            self.mpc[m.group(1)], self.row_lines[m.group(1)] = _parse_matrix(m.group(2), first)
             return
         m = re.fullmatch(r"mpc\.(\w+)\s*=\s*\{(.*)\}", text, flags=re.S)
         if m:
-            self.mpc[m.group(1)] = re.findall(r"'([^']*)'", m.group(2))
+            self._set(m.group(1), _Cell(re.findall(r"'([^']*)'", m.group(2))), st.line)
             return
         m = re.fullmatch(r"mpc\.(\w+)\s*=\s*'([^']*)'", text)
         if m:
-            self.mpc[m.group(1)] = m.group(2)
+            self._set(m.group(1), m.group(2), st.line)
             return
         if "=" not in text or text.count("=") != 1:
             raise FormatError(f"line {st.line}: unsupported statement {text!r} (optev reads MATPOWER data "
                               "and simple unit conversions only)")
         lhs, rhs = (s.strip() for s in text.split("="))
+        shown = text if len(text) <= 80 else text[:77] + "..."
         try:
-            value = _Parser(rhs, self).parse()
-            self._assign(lhs, value)
+            with np.errstate(divide="raise", over="raise", invalid="raise", under="ignore"):
+                value = _Parser(rhs, self).parse()
+                self._assign(lhs, value, st.line)
         except FormatError as exc:
-            raise FormatError(f"line {st.line}: {exc} in statement {text!r}") from None
-        except (ValueError, IndexError, TypeError) as exc:
-            raise FormatError(f"line {st.line}: cannot evaluate {text!r} ({exc})") from None
+            raise FormatError(f"line {st.line}: {exc} in statement {shown!r}") from None
+        except _EVALUATION_ERRORS as exc:
+            raise FormatError(f"line {st.line}: cannot evaluate {shown!r} ({_describe(exc)})") from None
 
-    def _assign(self, lhs: str, value: Any) -> None:
+    def _set(self, name: str, value: Any, line: int) -> None:
+        """Replace the ``mpc`` field ``name`` as a whole (its row lines are no longer known)."""
+        self.mpc[name] = value
+        self.lines[name] = line
+        self.row_lines.pop(name, None)
+
+    def _assign(self, lhs: str, value: Any, line: int) -> None:
         m = re.fullmatch(r"mpc\.(\w+)", lhs)
         if m:
-            self.mpc[m.group(1)] = value
+            self._set(m.group(1), value, line)
             return
         m = re.fullmatch(r"[A-Za-z_]\w*", lhs)
         if m:
@@ -274,6 +353,14 @@ class _Parser:
         self.tokens = self._tokenize(text)
         self.pos = 0
         self.interp = interp
+        self.depth = 0
+
+    def _nest(self, step: int) -> None:
+        """Count one level of nesting in (``step=1``) or out (``-1``); refuse deep nesting
+        before Python's recursion limit is near."""
+        self.depth += step
+        if self.depth > MAX_NESTING:
+            raise FormatError(f"expression nested more than {MAX_NESTING} levels deep")
 
     @staticmethod
     def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -328,11 +415,13 @@ class _Parser:
         return args
 
     def _expr(self) -> Any:
+        self._nest(1)
         value = self._term()
         while self._peek() in (("op", "+"), ("op", "-")):
             op = self._take()[1]
             rhs = self._term()
             value = value + rhs if op == "+" else value - rhs
+        self._nest(-1)
         return value
 
     def _term(self) -> Any:
@@ -348,7 +437,9 @@ class _Parser:
     def _unary(self) -> Any:
         if self._peek() in (("op", "-"), ("op", "+")):
             op = self._take()[1]
+            self._nest(1)
             value = self._unary()
+            self._nest(-1)
             return -value if op == "-" else value
         return self._power()
 
@@ -356,7 +447,9 @@ class _Parser:
         base = self._primary()
         if self._peek() in (("op", "^"), ("op", ".^")):
             op = self._take()[1]
+            self._nest(1)
             exponent = self._unary()
+            self._nest(-1)
             if op == "^" and np.ndim(base):
                 raise FormatError("matrix power is not supported")
             return np.power(base, exponent)
@@ -366,7 +459,7 @@ class _Parser:
         tok = self._take()
         kind, text = tok
         if kind == "num":
-            return float(text)
+            return float(text)  # may be inf (1e999): caught with the matrix it ends up in
         if tok == ("op", "("):
             value = self._expr()
             self._take(")")
@@ -426,7 +519,127 @@ def parse_matpower(text: str) -> dict[str, Any]:
     for key in ("bus", "branch", "gen"):
         if key not in interp.mpc:
             raise FormatError(f"missing mpc.{key}")
-    return interp.mpc
+    return _Case(interp.mpc, interp.lines, interp.row_lines)
+
+
+class _Case(dict):
+    """Parsed ``mpc`` fields that remember the file line of each field and matrix row."""
+
+    def __init__(self, fields: dict[str, Any], lines: dict[str, int], row_lines: dict[str, np.ndarray]) -> None:
+        super().__init__(fields)
+        self.lines = lines
+        self.row_lines = row_lines
+
+    def where(self, key: str, row: int | None = None) -> str:
+        """``line N: mpc.key`` (and the row), as far as the lines are known."""
+        rows = self.row_lines.get(key)
+        line = int(rows[row]) if row is not None and rows is not None and row < rows.size else self.lines.get(key)
+        text = f"mpc.{key}" + (f" row {row + 1}" if row is not None else "")
+        return f"line {line}: {text}" if line is not None else text
+
+
+# Value rules of the MATPOWER columns optev reads (1-based, as in idx_bus, idx_brch, idx_gen):
+# id: positive whole number; finite; positive: finite and > 0; nonneg: finite and >= 0;
+# limit: not NaN (±Inf means no limit); a tuple: one of these values.
+_COLUMN_RULES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "bus": (("BUS_I", "id"), ("BUS_TYPE", (1, 2, 3, 4)), ("PD", "finite"), ("QD", "finite"), ("GS", "finite"),
+            ("BS", "finite"), ("VM", "positive"), ("VA", "finite"), ("BASE_KV", "nonneg"), ("VMAX", "positive"),
+            ("VMIN", "positive")),
+    "branch": (("F_BUS", "id"), ("T_BUS", "id"), ("BR_R", "nonneg"), ("BR_X", "finite"), ("BR_B", "finite"),
+               ("RATE_A", "nonneg"), ("TAP", "nonneg"), ("SHIFT", "finite"), ("BR_STATUS", (0, 1))),
+    "gen": (("GEN_BUS", "id"), ("QMAX", "limit"), ("QMIN", "limit"), ("VG", "positive"), ("GEN_STATUS", "finite"),
+            ("PMAX", "limit"), ("PMIN", "limit")),
+}
+_MIN_COLUMNS = {"bus": 13, "branch": 11, "gen": 10}
+_IDX_OF = {"bus": "idx_bus", "branch": "idx_brch", "gen": "idx_gen"}
+_PROBLEMS = {"id": "is not a positive whole number", "finite": "is not a finite number",
+             "positive": "must be a finite number above 0", "nonneg": "must be a finite number, at least 0",
+             "limit": "is not a number (Inf is a valid limit)"}
+
+
+def _breaks(rule: Any, v: np.ndarray) -> np.ndarray:
+    """Element-wise: which values of ``v`` break ``rule`` (see :data:`_COLUMN_RULES`)."""
+    with np.errstate(invalid="ignore"):
+        if isinstance(rule, tuple):
+            return ~np.isin(v, rule)
+        return {"id": lambda: ~(np.isfinite(v) & (v >= 1) & (v == np.round(v)) & (v < 2 ** 53)),
+                "finite": lambda: ~np.isfinite(v), "positive": lambda: ~(np.isfinite(v) & (v > 0)),
+                "nonneg": lambda: ~(np.isfinite(v) & (v >= 0)), "limit": lambda: np.isnan(v)}[rule]()
+
+
+def _matrix(case: _Case, key: str) -> np.ndarray:
+    """``mpc.key`` as a 2-D float matrix, or :class:`FormatError` if it is something else."""
+    value = case.get(key, np.zeros((0, 0)))
+    where = case.where(key)
+    if isinstance(value, list):
+        raise FormatError(f"{where} is a cell array {{...}}; MATPOWER data are a numeric matrix [...]")
+    if isinstance(value, str):
+        raise FormatError(f"{where} is the string {value!r}; MATPOWER data are a numeric matrix [...]")
+    try:
+        mat = np.atleast_2d(np.asarray(value, dtype=float))
+    except (TypeError, ValueError):
+        raise FormatError(f"{where} is not a numeric matrix") from None
+    if mat.ndim != 2:
+        raise FormatError(f"{where} is not a 2-D matrix")
+    return mat if mat.size else np.zeros((0, _MIN_COLUMNS.get(key, 0)))
+
+
+def _check_matrix(case: _Case, key: str, mat: np.ndarray) -> None:
+    """Check the width and every column rule of ``mpc.bus``, ``branch`` or ``gen``."""
+    where = case.where
+    if mat.shape[1] < _MIN_COLUMNS[key]:
+        raise FormatError(f"{where(key)} has {mat.shape[1]} columns, MATPOWER needs {_MIN_COLUMNS[key]}")
+    for column, rule in _COLUMN_RULES[key]:
+        j = _IDX[_IDX_OF[key]][column] - 1
+        bad = np.flatnonzero(_breaks(rule, mat[:, j]))
+        if bad.size:
+            problem = _PROBLEMS[rule] if isinstance(rule, str) else f"is not one of {list(rule)}"
+            raise FormatError(f"{where(key, int(bad[0]))}, column {column}: {float(mat[bad[0], j])!r} {problem}")
+
+
+def _check_case(case: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``baseMVA``, ``bus``, ``branch``, ``gen`` and ``gencost``, checked; :class:`FormatError` naming the line."""
+    case = case if isinstance(case, _Case) else _Case(case, {}, {})
+    where = case.where
+    base = case.get("baseMVA", 100.0)
+    if isinstance(base, np.ndarray) and base.size == 1:
+        base = float(base.ravel()[0])
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not 0 < base < math.inf:
+        raise FormatError(f"{where('baseMVA')} = {base!r}: the system base must be a finite number of MVA above 0")
+    mats = {key: _matrix(case, key) for key in ("bus", "branch", "gen", "gencost")}
+    if not mats["bus"].shape[0]:
+        raise FormatError(f"{where('bus')} has no rows")
+    for key in ("bus", "branch", "gen"):
+        if mats[key].shape[0]:
+            _check_matrix(case, key, mats[key])
+    numbers = mats["bus"][:, 0]
+    dup = np.flatnonzero(pd.Series(numbers).duplicated().to_numpy())
+    if dup.size:
+        raise FormatError(f"{where('bus', int(dup[0]))}: bus number {int(numbers[dup[0]])} is used twice")
+    for key, col in (("branch", "F_BUS"), ("branch", "T_BUS"), ("gen", "GEN_BUS")):
+        j = _IDX[_IDX_OF[key]][col] - 1
+        unknown = np.flatnonzero(~np.isin(mats[key][:, j], numbers)) if mats[key].shape[0] else np.zeros(0, int)
+        if unknown.size:
+            raise FormatError(f"{where(key, int(unknown[0]))}, column {col}: refers to unknown bus "
+                              f"{int(mats[key][unknown[0], j])}")
+    _check_gencost(case, mats["gencost"], where)
+    return float(base), mats["bus"], mats["branch"], mats["gen"], mats["gencost"]
+
+
+def _check_gencost(case: dict[str, Any], cost: np.ndarray, where: Callable[..., str]) -> None:
+    """Polynomial (2) or piecewise-linear (1) models with as many finite coefficients as NCOST says."""
+    if not cost.size:
+        return
+    if cost.shape[1] < 4:
+        raise FormatError(f"{where('gencost')} has {cost.shape[1]} columns, MATPOWER needs at least 4")
+    for k, row in enumerate(cost):
+        n = row[3]
+        width = 4 + (2 * n if row[0] == 1 else n)
+        if row[0] not in (1, 2) or not (np.isfinite(n) and n >= 0 and n == round(n)) or width > row.size:
+            raise FormatError(f"{where('gencost', k)}: not a MATPOWER cost row (MODEL 1 or 2, NCOST a whole "
+                              "number, NCOST coefficients)")
+        if not np.isfinite(row[4:int(width)]).all():
+            raise FormatError(f"{where('gencost', k)}: a cost coefficient is not a finite number")
 
 
 def read_matpower(path: str | Path, *, validate: bool = True) -> Feeder:
@@ -454,8 +667,10 @@ def read_matpower(path: str | Path, *, validate: bool = True) -> Feeder:
     try:
         mpc = parse_matpower(text)
         feeder = mpc_to_feeder(mpc, name=p.stem)
-    except FormatError as exc:
-        raise FormatError(f"{p}: {exc}") from None
+    except DataError as exc:  # FormatError included: every message names the file
+        new = type(exc)(f"{p}: {exc}")
+        new.table, new.row, new.column = exc.table, exc.row, exc.column
+        raise new from None
     if validate:
         validate_feeder(feeder)
     return feeder
@@ -469,15 +684,8 @@ def _col(mat: np.ndarray, idx: int, default: float = 0.0) -> np.ndarray:
 
 def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
     """Convert parsed MATPOWER fields (per unit, MW) into a :class:`Feeder` (Ω, kW)."""
-    base_mva = float(mpc.get("baseMVA", 100.0))
-    bus, branch, gen = (np.atleast_2d(np.asarray(mpc[k], float)) for k in ("bus", "branch", "gen"))
-    if bus.shape[1] < 13:
-        raise FormatError(f"mpc.bus has {bus.shape[1]} columns, MATPOWER needs 13")
-    if branch.size and branch.shape[1] < 11:
-        raise FormatError(f"mpc.branch has {branch.shape[1]} columns, MATPOWER needs 11")
-    if gen.size and gen.shape[1] < 10:
-        raise FormatError(f"mpc.gen has {gen.shape[1]} columns, MATPOWER needs 10")
-    all_numbers = set(bus[:, 0].astype(np.int64).tolist())
+    case = mpc if isinstance(mpc, _Case) else _Case(mpc, {}, {})
+    base_mva, bus, branch, gen, gencost = _check_case(case)
     bus = bus[bus[:, 1] != 4]
     num = bus[:, 0].astype(np.int64)
     ids = np.array([str(n) for n in num], dtype=object)
@@ -492,10 +700,6 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
     if branch.size:
         f = branch[:, 0].astype(np.int64)
         t = branch[:, 1].astype(np.int64)
-        for end, arr in (("F_BUS", f), ("T_BUS", t)):
-            unknown = [b for b in arr.tolist() if b not in all_numbers]
-            if unknown:
-                raise FormatError(f"mpc.branch {end} refers to unknown bus {unknown[0]}")
         live = np.array([a in known and b in known for a, b in zip(f.tolist(), t.tolist())], bool)
         branch, f, t = branch[live], f[live], t[live]
         row_no = np.flatnonzero(live) + 1
@@ -503,7 +707,8 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
         shift = branch[:, 9]
         if np.any(shift != 0):
             k = int(np.flatnonzero(shift != 0)[0])
-            raise FormatError(f"branch {row_no[k]}: phase-shifting transformers are not supported")
+            raise FormatError(f"{case.where('branch', int(row_no[k]) - 1)}: phase-shifting transformers are not "
+                              "supported")
         kv_f = np.array([kv_of[b] for b in f.tolist()])
         kv_t = np.array([kv_of[b] for b in t.tolist()])
         is_trafo = (tap != 0) | ~np.isclose(kv_f, kv_t)
@@ -528,7 +733,6 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
         })
     else:
         lines = transformers = None
-    gencost = np.atleast_2d(np.asarray(mpc.get("gencost", np.zeros((0, 0))), float))
     ref_buses = set(num[bus[:, 1] == 3].tolist())
     subs, gens = [], []
     for k in range(gen.shape[0] if gen.size else 0):
@@ -557,7 +761,7 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
         vm = float(bus[num == b, 7][0])
         subs.append({"substation_id": f"sub_{b}", "bus_id": str(b), "vm_pu": vm})
     if not subs:
-        raise FormatError("no reference (type 3) bus")
+        raise FormatError(f"{case.where('bus')}: no reference (type 3) bus")
     subs_df = pd.DataFrame(subs)
     return Feeder(base_mva=base_mva, buses=buses, lines=lines, transformers=transformers,
                   substations=subs_df, generators=pd.DataFrame(gens) if gens else None, name=name)

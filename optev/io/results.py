@@ -16,10 +16,15 @@ The table schemas are those of :mod:`optev.compose.results`. Tables are CSV or P
 timezone-aware timestamps and missing values are nulls. In ``summary.json`` every NaN or
 infinite number is ``null``.
 
-Everything is written into a temporary folder next to ``DIR`` that is renamed into
-place only when every file is complete, so a failure never leaves a half-written
-results folder. An existing ``DIR`` is replaced only if it is empty or is itself a
-results folder (holds ``summary.json``).
+The folder is written by :func:`optev.io.outdir.output_folder`: everything goes into a
+temporary folder next to ``DIR`` that is renamed into place only when every file is
+complete, so a failure or an interrupt never leaves a half-written results folder, and
+the folder gets an ``.optev-output`` marker listing the files optev wrote. An existing
+``DIR`` is replaced only if it is empty or carries that marker (kind ``results``, or
+``run`` for :meth:`optev.report.run.RunResult.write`) and holds nothing else; a folder
+that merely holds a ``summary.json`` is not replaced, and no file optev did not write is
+ever deleted. ``DIR`` may not be, contain or lie inside an input, nor be the current
+folder or one of its ancestors; concurrent writers to one ``DIR`` get an error (a lock).
 """
 
 from __future__ import annotations
@@ -28,18 +33,18 @@ import datetime as dt
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
 
-from optev.errors import OptevError
-from optev.io.instance_folder import _fsync, _move_into_place, _unique_sibling, _write_csv
+from optev.errors import DataError
+from optev.io.instance_folder import _write_csv
+from optev.io.outdir import OutputFolderError, _fsync, check_target, output_folder
 
 __all__ = ["RESULT_FORMATS", "RESULT_TABLES", "SUMMARY_NAME", "ResultsFolderExistsError", "SolvedWindow",
-           "check_results_target", "jsonable", "summary_json", "write_results"]
+           "check_results_target", "jsonable", "results_summary", "summary_json", "write_results", "write_tables"]
 
 RESULT_TABLES = ("ev", "station", "bus", "line")
 """Tables of a results folder, in the order they are written."""
@@ -48,11 +53,10 @@ RESULT_FORMATS = ("csv", "parquet")
 """Accepted values of ``table_format``."""
 
 SUMMARY_NAME = "summary.json"
-"""File name of the summary in a results folder (also what marks a folder as one)."""
+"""File name of the summary in a results folder."""
 
-
-class ResultsFolderExistsError(OptevError, FileExistsError):
-    """The target of :func:`write_results` exists and is not a results folder."""
+ResultsFolderExistsError = OutputFolderError
+"""The target of :func:`write_results` may not be written (an :class:`optev.io.outdir.OutputFolderError`)."""
 
 
 class SolvedWindow(Protocol):
@@ -115,22 +119,15 @@ def _storable(df: pd.DataFrame, table_format: str) -> pd.DataFrame:
     return out
 
 
-def check_results_target(out_dir: str | os.PathLike[str]) -> Path:
-    """Raise :class:`ResultsFolderExistsError` unless ``out_dir`` may be written by
-    :func:`write_results` (absent, empty, or a results folder); return it as an absolute path."""
-    target = Path(os.path.abspath(out_dir))
-    if target.is_symlink():
-        raise ResultsFolderExistsError(f"{target}: is a symbolic link; give the folder itself")
-    if target.exists() and not target.is_dir():
-        raise ResultsFolderExistsError(f"{target}: exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not (target / SUMMARY_NAME).is_file():
-        raise ResultsFolderExistsError(f"{target}: refusing to replace a non-empty folder that is not an optev "
-                                       f"results folder (no {SUMMARY_NAME}); choose another --out")
-    return target
+def check_results_target(out_dir: str | os.PathLike[str], kind: str = "results", *,
+                         inputs: Mapping[str, Any] | None = None) -> Path:
+    """Raise :class:`ResultsFolderExistsError` unless ``out_dir`` may be written as a
+    ``kind`` folder (:func:`optev.io.outdir.check_target`); return it as an absolute path."""
+    return check_target(out_dir, kind, inputs=inputs)
 
 
 def write_results(result: SolvedWindow, out_dir: str | os.PathLike[str], table_format: str = "csv", *,
-                  extra: Mapping[str, Any] | None = None) -> Path:
+                  extra: Mapping[str, Any] | None = None, inputs: Mapping[str, Any] | None = None) -> Path:
     """Write the tables and the summary of a solved window into ``out_dir``.
 
     Parameters
@@ -142,6 +139,8 @@ def write_results(result: SolvedWindow, out_dir: str | os.PathLike[str], table_f
     table_format : {"csv", "parquet"}
     extra : mapping, optional
         More entries for ``summary.json`` (for example the inputs of the run).
+    inputs : mapping of str to path, optional
+        Input paths ``out_dir`` may not be, contain or lie inside, by description.
 
     Returns
     -------
@@ -151,42 +150,44 @@ def write_results(result: SolvedWindow, out_dir: str | os.PathLike[str], table_f
     Raises
     ------
     ResultsFolderExistsError
-        ``out_dir`` is a file, or a non-empty folder that is not a results folder.
+        ``out_dir`` may not be written (module docstring), or another process is writing it.
     DataError
         A required table is missing from the result.
     """
-    from optev.errors import DataError
+    text, files = results_summary(result, table_format, extra)
+    with output_folder(out_dir, "results", inputs=inputs) as tmp:
+        write_tables(result.tables, tmp, files, text, table_format)
+    return Path(os.path.abspath(out_dir))
 
+
+def results_summary(result: SolvedWindow, table_format: str,
+                    extra: Mapping[str, Any] | None = None) -> tuple[str, dict[str, str]]:
+    """The ``summary.json`` text of ``result`` and the file name of each table; checks
+    everything that can be checked before a file is written."""
     if table_format not in RESULT_FORMATS:
         raise DataError(f"table format must be one of {', '.join(RESULT_FORMATS)}, not {table_format!r}")
     missing = [name for name in RESULT_TABLES if name not in result.tables]
     if missing:
         raise DataError(f"the result has no {', '.join(missing)} table(s)")
-    target = check_results_target(out_dir)
     names = [*RESULT_TABLES, *(n for n in result.tables if n not in RESULT_TABLES)]  # plus der, storage, ...
     files = {name: f"{name}.{table_format}" for name in names}
     summary = {**dict(result.summary), **dict(extra or {}),
                "tables": {name: {"file": files[name], "rows": int(len(result.tables[name]))}
                           for name in names}}
-    text = summary_json(summary)  # fails before anything is written if the summary cannot be stored
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _unique_sibling(target, "tmp")
-    tmp.mkdir()
-    try:
-        for name in names:
-            path = tmp / files[name]
-            df = _storable(result.tables[name], table_format)
-            if table_format == "parquet":
-                df.to_parquet(path, index=False, engine="pyarrow")
-            else:
-                _write_csv(df, path, name)
-            _fsync(path)
-        summary_path = tmp / SUMMARY_NAME
-        summary_path.write_text(text, encoding="utf-8")
-        _fsync(summary_path)
-        _fsync(tmp)
-        _move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return summary_json(summary), files
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], folder: Path, files: Mapping[str, str], summary_text: str,
+                 table_format: str) -> None:
+    """Write ``tables`` (as named by ``files``) and ``summary.json`` into ``folder`` and flush them."""
+    for name, file_name in files.items():
+        path = folder / file_name
+        df = _storable(tables[name], table_format)
+        if table_format == "parquet":
+            df.to_parquet(path, index=False, engine="pyarrow")
+        else:
+            _write_csv(df, path, name)
+        _fsync(path)
+    summary_path = folder / SUMMARY_NAME
+    summary_path.write_text(summary_text, encoding="utf-8")
+    _fsync(summary_path)

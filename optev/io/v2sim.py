@@ -180,7 +180,7 @@ from optev.data.instance import Instance, Metadata
 from optev.data.road import RoadNetwork
 from optev.data.stations import FAST_CHARGER_MIN_KW
 from optev.data.timeseries import TimeSeries, sample_step_profile
-from optev.data.validate import validate
+from optev.data.validate import finite_float, validate
 from optev.errors import DataError, FormatError
 
 __all__ = ["V2SIM_CURRENCY", "V2SIM_LICENCE", "V2SIM_FAST_KW", "V2SIM_SLOW_KW", "V2SIM_V2G_KW", "Bases",
@@ -419,9 +419,9 @@ def _float(path: Path, elem: ET.Element, name: str, default: float | None = None
             raise FormatError(f"{_where(path, elem)}: missing attribute '{name}'")
         return default
     try:
-        return float(value)
+        return finite_float(value)
     except ValueError:
-        raise FormatError(f"{_where(path, elem, name)}: {value!r} is not a number") from None
+        raise FormatError(f"{_where(path, elem, name)}: {value!r} is not a finite number") from None
 
 
 def _bool(path: Path, elem: ET.Element, name: str, default: bool) -> bool:
@@ -485,7 +485,7 @@ def _read_profile(path: Path, elem: ET.Element, quantity: str, bases: Bases,
     for k, item in enumerate(items):
         item_where = f"{where} <item> {k + 1}"
         try:
-            times[k] = float(item.get("time", ""))
+            times[k] = finite_float(item.get("time", ""))
         except ValueError:
             raise FormatError(f"{item_where}, attribute 'time': {item.get('time')!r} is not a number "
                               "of seconds") from None
@@ -879,7 +879,7 @@ def _tariff_items(path: Path, st: ET.Element, elem: ET.Element) -> list[tuple[fl
     kind = elem.get("type") or ("const" if "value" in elem.attrib and not has_items else "tou")
     if kind == "const":
         try:
-            return [(0.0, float(elem.get("value", "")))]
+            return [(0.0, finite_float(elem.get("value", "")))]
         except ValueError:
             raise FormatError(f"{where}, attribute 'value': {elem.get('value')!r} is not a price") from None
     if kind not in ("tou", "tou_soc", "tou_queue"):
@@ -888,7 +888,7 @@ def _tariff_items(path: Path, st: ET.Element, elem: ET.Element) -> list[tuple[fl
     items = []
     for k, item in enumerate(c for c in elem if c.tag == "item"):
         try:
-            btime, price = float(item.get("btime", "")), float(item.get("price", ""))
+            btime, price = finite_float(item.get("btime", "")), finite_float(item.get("price", ""))
         except ValueError:
             raise FormatError(f"{where} <item> {k + 1}: needs numeric 'btime' and 'price'") from None
         if not 0.0 <= btime < DAY_S:

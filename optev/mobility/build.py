@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -445,24 +446,29 @@ def clock(t_s: float) -> str:
 
 
 def write_simulation(result: SimulationResult, load: pd.DataFrame, summary: dict[str, Any],
-                     out_dir: str | Path) -> dict[str, Path]:
+                     out_dir: str | Path, *, inputs: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the session table, EV energy accounts, station series, feeder load and summary.
 
     Files: ``sessions.parquet``, ``ev_summary.parquet``, ``station_series.parquet``
     (:meth:`SimulationResult.write`), ``feeder_load.csv`` and ``summary.json``; the same
-    result gives byte-identical files.
+    result gives byte-identical files. The folder is written aside and swapped in when
+    complete (:func:`optev.io.outdir.output_folder`, kind ``simulation``); ``inputs`` are
+    paths it may not be, contain or lie inside.
     """
     import json
 
-    out = Path(out_dir)
-    paths = result.write(out)
-    paths["feeder_load"] = out / "feeder_load.csv"
-    load.to_csv(paths["feeder_load"], index=False, lineterminator="\n", float_format="%.6f")
-    paths["summary"] = out / "summary.json"
-    with open(paths["summary"], "w", encoding="utf-8", newline="\n") as fh:
-        json.dump(summary, fh, indent=1, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-    return paths
+    from optev.io.outdir import output_folder
+
+    out = Path(os.path.abspath(out_dir))
+    with output_folder(out, "simulation", inputs=inputs) as tmp:
+        result.write(tmp)
+        load.to_csv(tmp / "feeder_load.csv", index=False, lineterminator="\n", float_format="%.6f")
+        with open(tmp / "summary.json", "w", encoding="utf-8", newline="\n") as fh:
+            json.dump(summary, fh, indent=1, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+    names = {"sessions": "sessions.parquet", "evs": "ev_summary.parquet", "series": "station_series.parquet",
+             "feeder_load": "feeder_load.csv", "summary": "summary.json"}
+    return {key: out / name for key, name in names.items()}
 
 
 __all__ = ["DEFAULT_STEP_S", "GENERATE_KEY", "GeneratedInstance", "SESSION_EXTRA_COLUMNS", "SESSION_QUANTUM_KW",

@@ -26,6 +26,7 @@ from optev.mobility.core import PlantConfig
 from optev.mobility.plant import MAX_INTERVAL_S, Plant
 from optev.mobility.series import StationSeries
 from optev.mobility.travel import RouterLike
+from optev.options import output_file_option
 
 
 @dataclass
@@ -135,6 +136,8 @@ def simulate_day(instance: Instance, *, config: PlantConfig | None = None, route
     telemetry_stations : list of str, optional
         Restrict the telemetry to these stations.
     """
+    if telemetry is not None:  # a folder or an unwritable file fails now, not after the day
+        telemetry = output_file_option(telemetry, "telemetry", ".parquet")
     cfg = config or PlantConfig()
     plant = Plant(instance, cfg, router=router, telemetry=telemetry, telemetry_stations=telemetry_stations)
     try:

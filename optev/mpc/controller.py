@@ -147,10 +147,11 @@ from optev.mpc.edge import EdgePolicy, ev_station_params, local_setpoints, sessi
 from optev.mpc.forecast import Forecast, resolve_forecaster
 from optev.mpc.state import ControlDecision, ControlState, SolveStats
 from optev.mobility.state import Setpoints
+from optev.options import CONTROL_STEP_MAX, CONTROL_STEP_MIN, control_step_option, horizon_option
 from optev.solvers.highs import HighsSession, SolveOutcome
 
-MIN_STEP = pd.Timedelta(minutes=1)
-MAX_STEP = pd.Timedelta(minutes=15)
+MIN_STEP = CONTROL_STEP_MIN
+MAX_STEP = CONTROL_STEP_MAX
 """Control interval limits (R6.2.2.2)."""
 
 
@@ -201,46 +202,23 @@ class MonolithicStrategy(WindowSolver):
         return result
 
 
-def _duration(value: Any, what: str, examples: str) -> pd.Timedelta:
-    """``value`` as a Timedelta, or a :class:`DataError` naming ``what`` it should be."""
-    try:
-        td = pd.Timedelta(value)
-    except (ValueError, TypeError, OverflowError):
-        raise DataError(f"{what} {value!r} is not a duration (for example {examples})") from None
-    if pd.isna(td):
-        raise DataError(f"{what} {value!r} is not a duration (for example {examples})")
-    return td
-
-
-def parse_step(step: str | pd.Timedelta | float) -> pd.Timedelta:
-    """A control interval of 1–15 minutes (R6.2.2.2); numbers are seconds.
+def parse_step(step: str | pd.Timedelta | float, name: str = "step") -> pd.Timedelta:
+    """A control interval of 1–15 minutes (R6.2.2.2); numbers are seconds
+    (:func:`optev.options.control_step_option`).
 
     Raises
     ------
-    DataError
+    OptionError
         ``step`` is not a duration, or outside 1–15 minutes.
     """
-    td = _duration(step, "control interval", "15min, 5min") if not isinstance(step, (int, float)) \
-        else pd.Timedelta(seconds=float(step))
-    if not MIN_STEP <= td <= MAX_STEP:
-        raise DataError(f"control interval must be 1 to 15 minutes (R6.2.2.2), got {step!r}")
-    return td
+    return control_step_option(step, name)
 
 
-def horizon_steps(horizon: str | pd.Timedelta | int | None, step: pd.Timedelta, formulation: Formulation) -> int:
-    """Number of window steps of a horizon (duration rounded up to whole steps, or steps)."""
-    if horizon is None:
-        dur = pd.Timedelta(formulation.window.get("step", "15min")) * int(formulation.window.get("steps", 96))
-    elif isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool):
-        if horizon < 1:
-            raise DataError(f"horizon must be at least one step, got {horizon}")
-        return int(horizon)
-    else:
-        dur = _duration(horizon, "horizon", "8h, 90min")
-    n = int(np.ceil(dur / step - 1e-9))
-    if n < 1:
-        raise DataError(f"horizon {horizon!r} is shorter than one step of {step}")
-    return n
+def horizon_steps(horizon: str | pd.Timedelta | int | None, step: pd.Timedelta, formulation: Formulation,
+                  name: str = "horizon") -> int:
+    """Number of window steps of a horizon (duration rounded up to whole steps, or steps;
+    :func:`optev.options.horizon_option`)."""
+    return horizon_option(horizon, step, formulation.window, name)
 
 
 class Controller:

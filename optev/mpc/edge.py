@@ -38,12 +38,13 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
-from optev.blocks.window import build_window, instance_origin
+from optev.blocks.window import build_window, instance_origin, instant
 from optev.data.instance import Instance
 from optev.data.stations import FAST_CHARGER_MIN_KW
 from optev.data.vehicles import SESSIONS
 from optev.errors import DataError
 from optev.mpc.state import EVState
+from optev.options import time_option
 
 FALLBACK_POLICIES = ("spread", "full")
 
@@ -132,25 +133,11 @@ class Outage:
 
 def _seconds(instance: Instance, value: Any, where: str = "time") -> float:
     """Seconds after the instance start of a number (seconds), ``"HH:MM"`` on the first
-    day or a timestamp; a :class:`DataError` naming ``where`` for anything else."""
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    origin = instance_origin(instance)
-    bad = DataError(f"{where} {value!r} is neither seconds after the instance start, HH:MM nor an ISO timestamp")
-    if isinstance(value, str) and value.count(":") == 1 and "T" not in value and "-" not in value:
-        hh, mm = value.split(":")
-        if not (hh.strip().isdigit() and mm.strip().isdigit()):
-            raise bad
-        return (origin.normalize() + pd.Timedelta(hours=int(hh), minutes=int(mm)) - origin).total_seconds()
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        raise bad from None
-    if pd.isna(t):
-        raise bad
-    if t.tzinfo is None:
-        t = t.tz_localize(instance.metadata.timezone)
-    return (t - origin).total_seconds()
+    day or a timestamp (:func:`optev.options.time_option`); an error naming ``where``."""
+    when = time_option(value, where)
+    if isinstance(when, float):
+        return when
+    return float((instant(instance, when, where) - instance_origin(instance)).total_seconds())
 
 
 def parse_outages(outages: Iterable[Any] | None, instance: Instance,

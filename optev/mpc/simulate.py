@@ -37,14 +37,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from optev.blocks.window import instance_origin, window_times
+from optev.blocks.window import check_in_data, instance_origin, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.mobility.core import PlantConfig
 from optev.mpc.accounting import station_arrays
 from optev.mpc.baseline import dispatch_der, uncontrolled_day
-from optev.mpc.controller import Controller, parse_step
+from optev.mpc.controller import Controller, horizon_steps, parse_step
 from optev.mpc.edge import EdgePolicy, OutageSchedule
 from optev.mpc.forecast import SeasonalProfileForecaster, actual_series
 from optev.mpc.gridcheck import check_day, to_buses
@@ -53,6 +53,7 @@ from optev.mpc.loop import controlled_day
 from optev.mpc.plantrun import PlantRun
 from optev.mpc.result import (BASELINE_STEP_COLUMNS, MODE_COLUMNS, SESSION_RESULT_COLUMNS, STEP_COLUMNS, DayRecord,
                                MPCRun)
+from optev.options import size_guard, start_option, steps_option
 
 __all__ = ["MPCRun", "simulate", "STEP_COLUMNS", "MODE_COLUMNS", "BASELINE_STEP_COLUMNS", "SESSION_RESULT_COLUMNS"]
 
@@ -78,12 +79,32 @@ def _controller(instance: Instance, form: Formulation, controller: Controller | 
                       ac_check=None if ac_check else False)
 
 
+def _checked_options(instance: Instance, formulation: Formulation | str, start: Any, steps: Any, step: Any,
+                     horizon: Any, check_horizon: bool, wrap: bool, allow_large: bool
+                     ) -> tuple[pd.Timedelta, int, Formulation, float, pd.DatetimeIndex]:
+    """:func:`simulate`'s options checked (:mod:`optev.options`) before anything is simulated:
+    the step, the number of steps, the formulation, the start (s from the instance start) and
+    the applied steps' times."""
+    step_td = parse_step(step)
+    steps = steps_option(steps)
+    start = start_option(start)
+    size_guard(steps, step_td, allow_large)
+    form = load_formulation(formulation) if isinstance(formulation, str) else formulation
+    if check_horizon:  # a controller given by the caller brings its own horizon
+        size_guard(horizon_steps(horizon, step_td, form), step_td, allow_large, name="horizon")
+    t_start = _start_seconds(instance, start, step_td)
+    times = pd.date_range(instance_origin(instance) + pd.Timedelta(seconds=t_start), periods=steps, freq=step_td)
+    check_in_data(instance, times, step_td, wrap=wrap)
+    return step_td, steps, form, t_start, times
+
+
 def simulate(instance: Instance, formulation: Formulation | str, *, start: Any = None, steps: int = 96,
              step: str | pd.Timedelta = "15min", horizon: str | pd.Timedelta | int | None = None,
              forecaster: Any = None, outages: Iterable[Any] | None = None, controller: Controller | None = None,
              ac_check: bool = True, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
              edge: EdgePolicy | None = None, regions: Mapping[str, Sequence[str]] | None = None,
-             plant_config: PlantConfig | None = None, router: Any = None, keep_decisions: bool = False) -> MPCRun:
+             plant_config: PlantConfig | None = None, router: Any = None, keep_decisions: bool = False,
+             wrap: bool = False, allow_large: bool = False) -> MPCRun:
     """Run the controller against the plant for ``steps`` intervals (module docstring).
 
     Parameters
@@ -126,6 +147,12 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
         the road network when it has links).
     keep_decisions : bool
         Keep every :class:`ControlDecision` in the result.
+    wrap : bool
+        Allow applied steps outside the instance's time series, which then repeats (whole
+        days; :func:`optev.blocks.window.check_in_data`). The controller's look-ahead past
+        the end of the data always sees the repeated series: that is its forecast.
+    allow_large : bool
+        Allow runs longer than the size guard :data:`optev.options.LARGE_SPAN`.
 
     Returns
     -------
@@ -135,14 +162,10 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     from optev.mpc.summary import summarise
 
     t_wall = time.perf_counter()
-    form = load_formulation(formulation) if isinstance(formulation, str) else formulation
-    step_td = parse_step(step)
+    step_td, steps, form, t_start, times = _checked_options(instance, formulation, start, steps, step, horizon,
+                                                            controller is None, wrap, allow_large)
     step_s = step_td.total_seconds()
-    if steps < 1:
-        raise DataError(f"steps must be at least 1, got {steps}")
-    t_start = _start_seconds(instance, start, step_td)
     t_end = t_start + steps * step_s
-    times = pd.date_range(instance_origin(instance) + pd.Timedelta(seconds=t_start), periods=steps, freq=step_td)
     cfg = None
     if len(instance.trips):
         k0 = t_start / step_s

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
-from optev.blocks.window import window_times
+from optev.blocks.window import check_in_data, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.io.embedded import default_instance
-from optev.mpc.controller import parse_step
+from optev.mpc.controller import horizon_steps, parse_step
 from optev.mpc.simulate import MPCRun, simulate
+from optev.options import size_guard, start_option, steps_option
 from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 
 
@@ -104,7 +106,8 @@ def day_steps(step: str | pd.Timedelta) -> int:
 
 
 _SIMULATE_OPTIONS = frozenset(inspect.signature(simulate).parameters) - {"instance", "formulation", "start", "steps",
-                                                                           "step", "horizon", "outages", "progress"}
+                                                                           "step", "horizon", "outages", "progress",
+                                                                           "wrap", "allow_large"}
 """Further keyword options of :func:`run`, passed on to :func:`optev.mpc.simulate`."""
 
 
@@ -233,11 +236,14 @@ class RunResult:
     def write(self, out_dir: str | Path, table_format: str = "csv", *, plots: bool = True) -> Path:
         """Write the frames, ``summary.json`` and (with ``plots``) ``plots/*.png`` into ``out_dir``.
 
-        The tables and the summary are written by :func:`optev.io.results.write_results`
-        (atomically; an existing ``out_dir`` is replaced only if it is empty or a results
-        folder); the plots are rendered first and saved after, into ``out_dir/plots``.
+        Everything, plots included, is written into a fresh folder that replaces ``out_dir``
+        only when complete (:func:`optev.io.outdir.output_folder`, kind ``run``): an
+        existing ``out_dir`` is replaced only if it is empty or an optev run folder holding
+        only files optev wrote, and never if it is, contains or lies inside the instance or
+        the formulation file.
         """
-        from optev.io.results import write_results
+        from optev.io.outdir import output_folder
+        from optev.io.results import results_summary, write_tables
 
         rendered: dict[str, bytes] = {}
         if plots:
@@ -249,11 +255,18 @@ class RunResult:
         t0 = time.perf_counter()
         plot_files = [f"plots/{name}" for name in rendered]
         extra = {**self.figures, "inputs": self.inputs, "timings_s": self.timings_s, "plots": plot_files}
-        folder = write_results(_Written(self.tables, self.mpc.summary), out_dir, table_format, extra=extra)
-        if rendered:
-            from optev.report.plots import save
+        written = _Written(self.tables, self.mpc.summary)
+        text, files = results_summary(written, table_format, extra)
+        inputs = {what: path for what, path in (("instance", self.inputs.get("instance")),
+                                                 ("formulation file", self.inputs.get("formulation_file")))
+                  if isinstance(path, str) and os.path.exists(path)}  # not a label such as an instance's name
+        with output_folder(out_dir, "run", inputs=inputs) as tmp:
+            write_tables(written.tables, tmp, files, text, table_format)
+            if rendered:
+                from optev.report.plots import save
 
-            save(rendered, folder / "plots")
+                save(rendered, tmp / "plots")
+        folder = Path(os.path.abspath(out_dir))
         self.timings_s["write"] = time.perf_counter() - t0
         self.outputs = {"out": str(folder), "plots": plot_files,
                         "tables": {name: {"file": f"{name}.{table_format}", "rows": int(len(frame))}
@@ -273,7 +286,8 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         start: Any = None, steps: int | None = None, step: str | pd.Timedelta = DEFAULT_STEP,
         horizon: str | pd.Timedelta | int | None = DEFAULT_HORIZON, outages: Iterable[Any] | None = None,
         progress: bool | Callable[[int, int, dict[str, Any]], None] = False,
-        announce: Callable[[str], None] | None = None, **options: Any) -> RunResult:
+        announce: Callable[[str], None] | None = None, wrap: bool = False, allow_large: bool = False,
+        **options: Any) -> RunResult:
     """Run the main job: a closed-loop day of ``instance`` under ``formulation``.
 
     Parameters
@@ -304,6 +318,13 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         instance has a feeder (``optev run`` prints it on standard error). The figures
         ``grid_adequacy``, ``grid_base_violations`` and ``grid_loadability`` are in
         :attr:`RunResult.figures` (and the summary) either way.
+    wrap : bool
+        Allow steps outside the instance's time series, which then repeats (whole days);
+        without it such a window is an error naming the data's span
+        (:func:`optev.blocks.window.check_in_data`).
+    allow_large : bool
+        Allow runs and horizons longer than the size guard :data:`optev.options.LARGE_SPAN`
+        (7 days).
     **options
         Passed on to :func:`optev.mpc.simulate`: ``forecaster``, ``edge``, ``regions``,
         ``ac_check``, ``plant_config``, ``router``, ``keep_decisions``, ``controller``.
@@ -314,22 +335,29 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
 
     Raises
     ------
+    OptionError
+        An invalid option (:mod:`optev.options`), checked before the instance is read; a
+        window outside the instance's data without ``wrap``.
     DataError
         Unknown option, missing default instance, an instance without EV sessions or
-        trips, invalid outages or control interval.
+        trips, invalid outages.
     """
     unknown = sorted(set(options) - _SIMULATE_OPTIONS)
     if unknown:
         raise DataError(f"unknown run option(s) {', '.join(unknown)}; accepted: start, steps, step, horizon, "
-                        f"outages, progress, {', '.join(sorted(_SIMULATE_OPTIONS))}")
+                        f"outages, progress, wrap, allow_large, {', '.join(sorted(_SIMULATE_OPTIONS))}")
+    step_td = parse_step(step)
+    start = start_option(start)
+    n_steps = day_steps(step_td) if steps is None else steps_option(steps)
+    size_guard(n_steps, step_td, allow_large)
     t0 = time.perf_counter()
-    inst, label = resolve_instance(instance)
     form = resolve_formulation(formulation)
+    size_guard(horizon_steps(horizon, step_td, form), step_td, allow_large, name="horizon")
+    inst, label = resolve_instance(instance)
     if not len(inst.trips) and not len(inst.sessions):
         raise DataError(f"{label}: has no EV sessions or trips to control; make a fleet with optev generate")
-    n_steps = day_steps(step) if steps is None else int(steps)
-    if n_steps < 1:
-        raise DataError(f"steps must be at least 1, got {steps}")
+    times = window_times(inst, start, n_steps, step_td)
+    check_in_data(inst, times, step_td, wrap=wrap)
     outage_list = list(outages or [])
     if outage_list:
         from optev.mpc.edge import parse_outages
@@ -337,7 +365,7 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         parse_outages(outage_list, inst, options.get("regions"))  # fails before the day is simulated
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
-    grid, grid_line = grid_verdict(inst, times=window_times(inst, start, n_steps, parse_step(step)))
+    grid, grid_line = grid_verdict(inst, times=times)
     if grid_line is not None and announce is not None:
         announce(grid_line)
     t_grid = time.perf_counter() - t0
@@ -357,7 +385,7 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         if bar is not None:
             bar.start()
         mpc = simulate(inst, form, start=start, steps=n_steps, step=step, horizon=horizon, outages=outage_list,
-                       progress=callback, **options)
+                       progress=callback, wrap=wrap, allow_large=allow_large, **options)
     finally:
         if bar is not None:
             bar.close()

@@ -11,15 +11,29 @@ the first ``Highs`` instance of a process is created, before any option can turn
 off. :func:`new_highs` creates every instance optev uses and keeps that banner off
 standard output, so that a command's (or a script's) standard output holds only what it
 prints itself — ``optev solve --json`` prints exactly one JSON object.
+
+Interrupts: ``Highs.run`` releases the GIL, and Python handles signals only between
+bytecodes of the main thread, so a solve run there directly would hold Ctrl-C back until
+HiGHS finished (up to its time limit). In the main thread :meth:`HighsSession.solve` runs
+HiGHS in the session's own worker thread and waits for it; an exception raised meanwhile
+(KeyboardInterrupt, or the CLI's SIGTERM exception) subscribes HiGHS's interrupt callbacks,
+which stop the solve at its next iteration, and is then re-raised. The callbacks are
+subscribed only then: a Python callback at every iteration would wait for the GIL whenever
+another thread runs Python code. :func:`cancel_solves` (called by the CLI's signal
+handlers) stops the running solves of every thread the same way and makes later ones
+raise :class:`SolveInterrupted`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 import time
+import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +42,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from optev.errors import SolverError
-from optev.lp.program import LPArrays
+from optev.lp.check import check_lp
+from optev.lp.program import LinearProgram, LPArrays
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,60 @@ class SolveOutcome:
         if sol is None or not sol.dual_valid:
             return np.full(self.n_rows, np.nan)
         return np.asarray(sol.row_dual, float)
+
+
+STOP_WAIT_S = 10.0
+"""How long an interrupted solve waits for HiGHS to stop before leaving it behind, s."""
+
+_CANCEL_ALL = threading.Event()
+
+
+class SolveInterrupted(KeyboardInterrupt):
+    """A solve was stopped by :func:`cancel_solves`."""
+
+
+_RUNNING: weakref.WeakSet[HighsSession] = weakref.WeakSet()
+_RUNNING_LOCK = threading.RLock()  # re-entrant: cancel_solves runs in signal handlers
+
+
+def cancel_solves() -> None:
+    """Stop every running solve of this process at its next iteration; later solves raise
+    :class:`SolveInterrupted` until :func:`allow_solves`."""
+    _CANCEL_ALL.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for session in running:
+        session._interrupt()
+
+
+def allow_solves() -> None:
+    """Undo :func:`cancel_solves`."""
+    _CANCEL_ALL.clear()
+
+
+class _Worker:
+    """One daemon thread that runs a session's solves (HiGHS keeps its task scheduler per
+    thread, so a session keeps its thread); it ends when the worker is garbage-collected."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=_work, args=(self._jobs,), daemon=True, name="optev-highs").start()
+        weakref.finalize(self, self._jobs.put, None)
+
+    def submit(self, fn: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((fn, future))
+        return future
+
+
+def _work(jobs: queue.SimpleQueue[Any]) -> None:
+    while (job := jobs.get()) is not None:
+        fn, future = job
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+        del job, fn, future
 
 
 _BANNER_LOCK = threading.Lock()
@@ -168,6 +237,8 @@ class HighsSession:
         self._from_basis = False
         self._devex = False
         self._last_x: np.ndarray | None = None
+        self._stopping = False
+        self._worker: _Worker | None = None
 
     @property
     def loaded(self) -> LPArrays | None:
@@ -178,8 +249,14 @@ class HighsSession:
         """Whether :meth:`load` would pass ``arrays`` as an in-place data update."""
         return self._loaded is not None and _same_structure(self._loaded, arrays)
 
-    def load(self, arrays: LPArrays) -> bool:
-        """Give the model to HiGHS; return True if it was an in-place data update."""
+    def load(self, arrays: LPArrays, program: LinearProgram | None = None) -> bool:
+        """Give the model to HiGHS; return True if it was an in-place data update.
+
+        Every number is checked first (:func:`optev.lp.check.check_lp`, which names the
+        variable or constraint when ``program`` is given): a model HiGHS would reject or
+        misread is a :class:`~optev.errors.DataError`, never passed on.
+        """
+        check_lp(arrays, program)
         prev = self._loaded
         if prev is not None and _same_structure(prev, arrays):
             self._update(prev, arrays)
@@ -203,7 +280,8 @@ class HighsSession:
                                   f64(arrays.row_upper), m.indptr[:-1].astype(np.int32), m.indices.astype(np.int32),
                                   f64(m.data), integrality)
         if status == self._hs.HighsStatus.kError:
-            raise SolverError("HiGHS rejected the model (passModel returned an error)")
+            raise SolverError("HiGHS rejected the model (passModel returned an error) although every number "
+                              "passed optev's checks; please report this with the model (--export-mps)")
         self._loaded = arrays
         self._warm = False
         if self._devex:  # a new model from scratch: HiGHS's own choice again
@@ -305,9 +383,13 @@ class HighsSession:
         """Run HiGHS on the loaded model."""
         if self._loaded is None:
             raise SolverError("no model loaded")
+        if _CANCEL_ALL.is_set():
+            raise SolveInterrupted("solve cancelled")
         t0 = time.perf_counter()
-        run_status = self.h.run()
+        run_status = self._run()
         solve_s = time.perf_counter() - t0
+        if _CANCEL_ALL.is_set():
+            raise SolveInterrupted("solve cancelled")
         if run_status == self._hs.HighsStatus.kError:
             raise SolverError("HiGHS failed to run (status kError)")
         model_status = self.h.getModelStatus()
@@ -323,12 +405,62 @@ class HighsSession:
         return SolveOutcome(status, optimal, objective, x, solve_s, iterations, self._warm,
                             n_rows=self._loaded.n_rows, solution=sol, from_basis=self._from_basis)
 
+    def stop_message(self, outcome: SolveOutcome) -> str:
+        """Why a solve ended without an optimal solution, in words (for a :class:`SolverError`)."""
+        if "time limit" in outcome.status.lower():
+            limit = self.h.getOptionValue("time_limit")
+            limit = limit[-1] if isinstance(limit, tuple) else limit
+            return (f"HiGHS reached its time limit of {float(limit):g} s without an optimal solution "
+                    f"(solver time_limit_s of the formulation; {outcome.iterations} iterations)")
+        return f"HiGHS stopped with status {outcome.status!r}"
+
+    def _run(self) -> Any:
+        """``Highs.run``; from the main thread in the worker thread, stopped by an exception meanwhile."""
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        try:
+            if threading.current_thread() is not threading.main_thread():
+                return self.h.run()  # signals reach the main thread only; cancel_solves() stops this one
+            if self._worker is None:
+                self._worker = _Worker()
+            future = self._worker.submit(self.h.run)
+            try:
+                return future.result()
+            except BaseException:
+                self._interrupt()
+                with contextlib.suppress(BaseException):  # a second Ctrl-C: leave HiGHS behind
+                    future.result(timeout=STOP_WAIT_S)
+                if not future.done():
+                    self._stopping = False  # still told to stop: keep the callbacks
+                raise
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
+            if self._stopping:
+                self._stopping = False
+                for callback in self._interrupt_callbacks():
+                    callback.unsubscribe(_stop_now)
+
+    def _interrupt(self) -> None:
+        """Make a running solve stop at its next iteration (from any thread)."""
+        if not self._stopping:
+            self._stopping = True
+            for callback in self._interrupt_callbacks():
+                callback.subscribe(_stop_now)
+
+    def _interrupt_callbacks(self) -> tuple[Any, ...]:
+        return self.h.cbSimplexInterrupt, self.h.cbIpmInterrupt, self.h.cbMipInterrupt
+
     def write_mps(self, path: str | Path) -> Path:
         """Write the loaded model as MPS (for solver benchmarking)."""
         p = Path(path)
         if self.h.writeModel(str(p)) == self._hs.HighsStatus.kError:
             raise SolverError(f"HiGHS could not write {p}")
         return p
+
+
+def _stop_now(event: Any) -> None:
+    event.interrupt()
 
 
 BASIS_CODES = ("lower", "basic", "upper", "zero", "nonbasic")
