@@ -434,3 +434,39 @@ def test_time_limit_ends_the_solve() -> None:
     session.load(_slow_lp(400))
     outcome = session.solve()
     assert not outcome.optimal and "time limit of 0.05 s" in session.stop_message(outcome)
+
+
+_ORPHANS = """
+import os, sys, time
+from optev.hierarchy.executor import LocalProcessExecutor
+executor = LocalProcessExecutor(2)
+pool = executor._ensure()
+futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+while len(pool._processes) < 2 or not all(f.running() for f in futures):
+    time.sleep(0.05)
+print(*pool._processes, flush=True)
+os._exit(0)  # the parent dies without closing its pool, as when it is killed
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX processes")
+def test_workers_do_not_outlive_their_parent(tmp_path: Path) -> None:
+    import psutil
+
+    from optev.hierarchy.executor import PARENT_POLL_S
+
+    with open(tmp_path / "pids", "w") as out:  # a file: the forkserver would hold a pipe open
+        assert subprocess.run([sys.executable, "-c", _ORPHANS], stdout=out, timeout=120).returncode == 0
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    assert len(pids) == 2
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10 * PARENT_POLL_S + 5
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(running, pids)), "worker processes still run after their parent died"

@@ -26,6 +26,11 @@ Worker processes are started with the ``forkserver`` method where the platform h
 (``spawn`` otherwise), never ``fork``: HiGHS keeps a thread pool, and forking a process
 that has one can deadlock the child. The forkserver preloads optev's solver modules, so
 each worker starts in a fraction of a second.
+
+Workers ignore Ctrl-C (the terminal sends SIGINT to the whole process group): the parent
+handles it and stops the pool, so an interrupt prints one line, not one traceback per
+worker. A worker whose parent has died (killed, or ended without :meth:`close`) exits
+within :data:`PARENT_POLL_S` instead of living on as an orphan.
 """
 
 from __future__ import annotations
@@ -40,6 +45,35 @@ R = TypeVar("R")
 
 PRELOAD = ("optev.hierarchy.solve",)
 """Modules the forkserver imports once before forking workers."""
+
+PARENT_POLL_S = 1.0
+"""How often a worker checks that the process that started its pool is alive, s."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user (the pid was reused)
+        return False
+    return True
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker initialiser: ignore SIGINT and exit as soon as ``parent_pid`` is gone."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while _alive(parent_pid):
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)  # the results have nobody to go to; skip the pool's shutdown handshake
+
+    threading.Thread(target=watch, name="optev-parent-watch", daemon=True).start()
 
 
 @runtime_checkable
@@ -110,7 +144,8 @@ class LocalProcessExecutor:
             ctx = multiprocessing.get_context(self.start_method)
             if self.start_method == "forkserver":
                 ctx.set_forkserver_preload(list(PRELOAD))
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=_watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
