@@ -122,7 +122,7 @@ def build_small_instance() -> Instance:
         "purpose": ["work", "home", "relax", "depot"],
     })
     index = pd.date_range("2026-01-01T00:00", periods=SMALL_STEPS, freq=f"{SMALL_STEP_MINUTES:g}min",
-                          tz=SMALL_TIMEZONE)
+                          tz=SMALL_TIMEZONE, unit="ns")  # pandas 3 would infer "us"
     timeseries = TimeSeries(
         index=index,
         price=pd.DataFrame({"buy_per_kwh": [0.3, 0.3, 0.6, 0.9], "sell_per_kwh": [0.1, 0.1, 0.2, 0.25]},

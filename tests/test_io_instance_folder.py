@@ -186,10 +186,10 @@ def test_booleans_round_trip(small_instance: Instance, tmp_path: Path, table_for
 
 def add_extras(instance: Instance) -> Instance:
     """Extra user columns on buses and stations, and free-form metadata (R5.3)."""
-    instance.feeder.buses["owner"] = ["utility", None, "0042"]
+    instance.feeder.buses["owner"] = pd.Series(["utility", None, "0042"], dtype=object)  # as read back
     instance.feeder.buses["rating_kva"] = [630.0, np.nan, 1 / 3]
     instance.feeder.buses["section"] = np.array([1, 2, 3], dtype=np.int64)
-    instance.stations["operator"] = ["State Grid", "007", None]
+    instance.stations["operator"] = pd.Series(["State Grid", "007", None], dtype=object)
     instance.stations["open_24h"] = [True, False, True]
     instance.stations["commissioned"] = np.array(["2024-05-01T08:00", "NaT", "2025-01-31T23:59:59.5"],
                                                  dtype="datetime64[ns]")

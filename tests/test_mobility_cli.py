@@ -333,8 +333,30 @@ def test_default_instance_matches_its_recipe(tmp_path: Path) -> None:
     names = sorted(p.name for p in committed.iterdir())
     assert names == sorted(p.name for p in out.iterdir())
     _, mismatch, errors = filecmp.cmpfiles(committed, out, names, shallow=False)
-    assert not mismatch and not errors, (f"{mismatch} differ from the recipe's output: rebuild with "
-                                         "python instances/recipes/build_default.py")
+    # a CSV may differ in the last digits of its floats across pandas/numpy versions (summation
+    # order); equal within RECIPE_RTOL / RECIPE_ATOL it is the same instance
+    differ = [n for n in mismatch if not (n.endswith(".csv") and _same_table(committed / n, out / n))]
+    assert not differ and not errors, (f"{differ} differ from the recipe's output: rebuild with "
+                                       "python instances/recipes/build_default.py")
+
+
+RECIPE_RTOL, RECIPE_ATOL = 1e-12, 1e-6
+"""How far a number of a rebuilt default-instance table may be from the committed one
+(relative; absolute, in the column's unit: s, kWh, kW)."""
+
+
+def _same_table(a: Path, b: Path) -> bool:
+    x, y = pd.read_csv(a, dtype=object), pd.read_csv(b, dtype=object)
+    if list(x.columns) != list(y.columns) or len(x) != len(y):
+        return False
+    for c in x.columns:
+        xn, yn = pd.to_numeric(x[c], errors="coerce"), pd.to_numeric(y[c], errors="coerce")
+        text = xn.isna() & x[c].notna()
+        if not (x[c][text].equals(y[c][text]) and (xn.isna() == yn.isna()).all()):
+            return False
+        if not np.allclose(xn.dropna(), yn.dropna(), rtol=RECIPE_RTOL, atol=RECIPE_ATOL):
+            return False
+    return True
 
 
 @pytest.mark.parametrize("formulation", ["ordered_charging", "city_dispatch"])

@@ -78,7 +78,7 @@ def check_applied(run, inst, step_h: float) -> None:
     # power explains the battery's energy change exactly
     e = soc * cap
     same = (ev["session_id"].to_numpy(object)[1:] == ev["session_id"].to_numpy(object)[:-1]) & (
-        np.diff(pd.DatetimeIndex(ev["time"]).asi8) == int(round(step_h * 3600e9)))
+        np.diff(pd.DatetimeIndex(ev["time"]).as_unit("ns").asi8) == int(round(step_h * 3600e9)))
     expected = e[:-1] + step_h * eff_ch[1:] * np.maximum(p[1:], 0.0) - step_h * np.maximum(-p[1:], 0.0) / eff_dis[1:]
     resid = e[1:] - expected
     assert np.all(np.abs(resid[same]) <= ENERGY_BALANCE_ATOL_KWH), np.abs(resid[same]).max()
@@ -274,7 +274,7 @@ def test_control_intervals_1_5_15_minutes(inst50, minutes: int, steps: int) -> N
                    progress=lambda done, total, info: seen.append((done, total, info["status"])))
     assert seen == [(k + 1, steps, "optimal") for k in range(steps)]
     times = pd.DatetimeIndex(run.tables["steps"]["time"])
-    assert (np.diff(times.asi8) == minutes * 60 * 10**9).all()
+    assert (np.diff(times.as_unit("ns").asi8) == minutes * 60 * 10**9).all()
     assert run.summary["step_minutes"] == minutes
     assert run.summary["horizon_steps"] == 120 // minutes
     check_applied(run, inst50, minutes / 60.0)

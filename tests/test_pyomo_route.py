@@ -19,7 +19,8 @@ from pyomo.repn.standard_repn import generate_standard_repn
 from optev.blocks.window import Window
 from optev.compose.solve import build_model
 from optev.lp import LinearProgram, LPArrays
-from optev.lp.pyomo_route import OBJECTIVE_NAME, block_name, column_vars, row_constraints, solution_vector, to_pyomo
+from optev.lp.pyomo_route import (OBJECTIVE_NAME, block_name, column_vars, pyomo_expression, row_constraints,
+                                  solution_vector, to_pyomo)
 from optev.solvers.highs import HighsSession
 from optev.testing import OBJECTIVE_RTOL, RTOL_EXACT
 from test_crosscheck_cvxpy import flexible_window, formulation, lindistflow_formulation, weak_feeder_window
@@ -206,3 +207,39 @@ def test_empty_infeasible_row_is_an_error() -> None:
     lp.add_constraints("a_zero", x * 0.0 + 0.0, ">=", 1.0)
     with pytest.raises(ValueError, match="no terms"):
         to_pyomo(lp)
+
+
+def test_indexing_is_positional_as_documented() -> None:
+    """formulations/README.md §6: components are indexed by position over the family's shape;
+    the EV families are 1-D over the plugged (EV, step) entries, and ``pyomo_expression``
+    renders an element of the dense EV × step handle (0 where the EV is not plugged in)."""
+    window = _window()
+    ctx = build_model(formulation("station_v2g"), window)
+    lp = ctx.lp
+    model = to_pyomo(lp)
+    for fam in lp.variables.values():
+        var = model.component(block_name(fam.block)).component(fam.name)
+        keys = [k if isinstance(k, tuple) else (k,) for k in var.keys()]
+        assert keys == list(np.ndindex(*fam.shape)) or fam.shape == (), fam.name
+    plugged = window.evs.plugged > 0
+    e_idx, t_idx = np.nonzero(plugged)
+    assert list(model.ev.ev_p_ch.keys()) == list(range(e_idx.size))
+    assert len(model.ev.ev_departure) == len(set(e_idx.tolist()))
+    session = HighsSession()
+    session.load(lp.compile())
+    out = session.solve()
+    cols = column_vars(model, lp)
+    for v, x in zip(cols, out.x):
+        v.set_value(float(x), skip_validation=True)
+    dense = lp.evaluate(ctx.handles["ev_p_ch"], out.x)
+    k_of = {(int(e), int(t)): k for k, (e, t) in enumerate(zip(e_idx, t_idx))}
+    for e, t in np.ndindex(*plugged.shape):
+        expr = pyomo_expression(model, lp, ctx.handles["ev_p_ch"], (e, t), columns=cols)
+        if plugged[e, t]:
+            assert list(expr.linear_vars) == [model.ev.ev_p_ch[k_of[e, t]]]
+            assert list(expr.linear_coefs) == [1.0]
+        else:
+            assert not expr.linear_vars and pyo.value(expr) == 0.0
+        assert pyo.value(expr) == pytest.approx(dense[e, t], abs=1e-12)
+    with pytest.raises(ValueError, match="one element"):
+        pyomo_expression(model, lp, ctx.handles["ev_p_ch"], 0)

@@ -165,7 +165,7 @@ def window_times(instance: Instance, start: str | pd.Timestamp | None, steps: in
     (:func:`optev.options.start_option`; None: the instance start)."""
     step_td = duration_option(step, "step")
     steps = steps_option(steps)
-    return pd.date_range(instant(instance, start_option(start)), periods=steps, freq=step_td)
+    return pd.date_range(instant(instance, start_option(start)), periods=steps, freq=step_td, unit="ns")
 
 
 def instant(instance: Instance, when: str | pd.Timestamp | float | None, name: str = "start") -> pd.Timestamp:
@@ -260,8 +260,10 @@ def build_window(instance: Instance, *, start: str | pd.Timestamp | None = None,
     sub = feeder.substations
     flat_buy = float(sub["price_buy_per_kwh"].mean()) if len(sub) else 0.0
     flat_sell = float(sub["price_sell_per_kwh"].mean()) if len(sub) else 0.0
-    price_buy = price["buy_per_kwh"].to_numpy(float) if "buy_per_kwh" in price else np.full(steps, flat_buy)
-    price_sell = price["sell_per_kwh"].to_numpy(float) if "sell_per_kwh" in price else np.full(steps, flat_sell)
+    # copies: the window owns its arrays (a controller writes its forecast into them)
+    price_buy = price["buy_per_kwh"].to_numpy(float, copy=True) if "buy_per_kwh" in price else np.full(steps, flat_buy)
+    price_sell = (price["sell_per_kwh"].to_numpy(float, copy=True) if "sell_per_kwh" in price
+                  else np.full(steps, flat_sell))
 
     load_p, load_q = base_load(instance, times)
     pos = {b: i for i, b in enumerate(bus_ids)}

@@ -55,9 +55,12 @@ from types import ModuleType
 from typing import Any
 
 from optev.errors import DataError, OptionError
+from optev.resources import formulations_dir
 
-FORMULATIONS_DIR = Path(__file__).resolve().parents[2] / "formulations"
-"""The repository's ``formulations/`` folder (formulations can be named without a path)."""
+FORMULATIONS_DIR = formulations_dir()
+"""Folder of the shipped formulation files (formulations can be named without a path): the
+repository's ``formulations/`` in an editable install, ``site-packages/optev/formulations/``
+from a wheel (package data ``optev.formulations``, :mod:`optev.resources`)."""
 
 
 @dataclass(frozen=True)

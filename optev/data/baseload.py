@@ -54,12 +54,12 @@ def align_series(frame: pd.DataFrame, times: pd.DatetimeIndex, name: str) -> pd.
     step = idx[1] - idx[0] if len(idx) > 1 else pd.Timedelta(days=1)
     end = idx[-1] + step
     if times[0] >= idx[0] and times[-1] < end:
-        pos = np.searchsorted(idx.asi8, times.asi8, side="right") - 1
+        pos = np.searchsorted(idx.as_unit("ns").asi8, times.as_unit("ns").asi8, side="right") - 1  # units may differ
         return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
     span = end - idx[0]
     if span % pd.Timedelta(days=1) == pd.Timedelta(0):
         offset = (times - idx[0]) % span
-        pos = np.searchsorted((idx - idx[0]).asi8, offset.asi8, side="right") - 1
+        pos = np.searchsorted((idx - idx[0]).as_unit("ns").asi8, offset.as_unit("ns").asi8, side="right") - 1
         return pd.DataFrame(frame.to_numpy()[pos], index=times, columns=frame.columns)
     raise DataError(f"window {times[0]} – {times[-1]} lies outside the time series "
                     f"({idx[0]} – {idx[-1]}) and the series is not a whole number of days", table=name)

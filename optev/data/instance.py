@@ -120,8 +120,9 @@ def localize(stamp: pd.Timestamp, zone: dt.tzinfo | str, name: str) -> pd.Timest
         return stamp.tz_convert(zone)
     try:
         return stamp.tz_localize(zone, nonexistent="raise", ambiguous="raise")
-    except Exception as exc:  # pytz's NonExistentTimeError / AmbiguousTimeError
-        kind = "is skipped by" if "NonExistent" in type(exc).__name__ else "is ambiguous at"
+    except Exception as exc:  # pytz's NonExistentTimeError / AmbiguousTimeError (pandas 2), ValueError (pandas 3)
+        skipped = "NonExistent" in type(exc).__name__ or "nonexistent" in str(exc)
+        kind = "is skipped by" if skipped else "is ambiguous at"
         raise DataError(f"{name} {str(stamp)!r} {kind} a daylight-saving change in {zone}; give a UTC offset "
                         "(for example 2026-03-29T03:30+02:00)") from None
 

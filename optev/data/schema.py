@@ -219,7 +219,7 @@ class TableSchema:
         extra = [c for c in df.columns if c not in self._by_name]
         for c in extra:
             out[c] = df[c].to_numpy()
-        result = pd.DataFrame(out, index=pd.RangeIndex(n))
+        result = frame_keeping_text(out, n)
         if self.key is not None and n:
             keys = result[self.key]
             dup = keys[keys.duplicated()]
@@ -294,7 +294,7 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
                 raise DataError(str(exc), table=table, row=_row_label(df, i, key), column=f.name) from None
         return arr
     try:
-        arr = pd.to_numeric(pd.Series(values, dtype=object), errors="raise").to_numpy(dtype=float)
+        arr = pd.to_numeric(pd.Series(values, dtype=object), errors="raise").to_numpy(dtype=float, copy=True)
     except (ValueError, TypeError):
         bad = next(i for i, v in enumerate(values) if not _is_number(v))
         raise DataError(f"value {values[bad]!r} is not a number", table=table,
@@ -312,6 +312,18 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
                             row=_row_label(df, pos, key), column=f.name)
         return arr.astype(np.int64)
     return arr
+
+
+def frame_keeping_text(columns: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+    """A frame of ``n`` rows from column arrays; object arrays of text (str or None) stay
+    object dtype, as under pandas 2 (pandas 3 would infer its ``str`` dtype, None → NaN)."""
+    return pd.DataFrame({c: pd.Series(v, dtype=object, copy=False) if _is_text(v) else v for c, v in columns.items()},
+                        index=pd.RangeIndex(n), columns=list(columns))
+
+
+def _is_text(values: np.ndarray) -> bool:
+    """Whether ``values`` is an object array of text and missing values."""
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty")
 
 
 def _plain_strings(values: np.ndarray) -> bool:

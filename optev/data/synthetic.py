@@ -321,7 +321,8 @@ def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_s
     models = pd.DataFrame({"model_id": ["ac_v2g"], "technology": ["ac"], "p_ch_max_kw": [charger_kw],
                            "p_dis_max_kw": [charger_kw], "v2g": [True]})
     steps = int(round(horizon_s / (step_minutes * 60.0))) if (horizon_s := hours * 3600.0) else 0
-    index = pd.date_range("2026-01-01T00:00", periods=steps, freq=f"{step_minutes:g}min", tz=timezone)
+    index = pd.date_range("2026-01-01T00:00", periods=steps, freq=f"{step_minutes:g}min", tz=timezone,
+                          unit="ns")
     seconds = (index - index.normalize()).total_seconds().to_numpy()
     starts = np.array([s for s, _ in TOU_PRICES], float)
     prices = np.array([p for _, p in TOU_PRICES])[np.searchsorted(starts, seconds, side="right") - 1]

@@ -339,7 +339,7 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
         load_q[:, at_root] = 0.0
 
     def unit_rows(table: pd.DataFrame) -> np.ndarray:
-        here = table["bus_id"].isin(set(region.bus_ids)).to_numpy(bool)
+        here = table["bus_id"].isin(set(region.bus_ids)).to_numpy(bool, copy=True)  # written below
         if not region.owns_root:
             here &= ~table["bus_id"].isin(roots).to_numpy(bool)
         return np.flatnonzero(here)

@@ -1,9 +1,14 @@
-"""The embedded default inputs that ship with the repository (``instances/``)."""
+"""The embedded default inputs that ship with optev (the repository's ``instances/``).
+
+They are package data (``optev._instances``), found with :mod:`importlib.resources` in an
+editable install and in a wheel alike: see :mod:`optev.resources`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from optev import resources
 from optev.errors import DataError
 
 DEFAULT_FEEDER = "case33bw.m"
@@ -14,8 +19,9 @@ DEFAULT_INSTANCE = "ux37_fleet"
 
 
 def instances_dir() -> Path:
-    """The repository's ``instances/`` folder."""
-    return Path(__file__).resolve().parents[2] / "instances"
+    """The folder of the shipped instances: the repository's ``instances/`` in an editable install,
+    ``site-packages/optev/_instances/`` from a wheel (:func:`optev.resources.instances_dir`)."""
+    return resources.instances_dir()
 
 
 def default_feeder() -> Path:
@@ -24,12 +30,12 @@ def default_feeder() -> Path:
     Raises
     ------
     DataError
-        When it is missing (optev installed without its repository).
+        When it is missing (an incomplete install).
     """
     path = instances_dir() / DEFAULT_FEEDER
     if not path.is_file():
-        raise DataError(f"embedded default feeder not found at {path} (it ships with the repository: install optev "
-                        "from a clone with pip install -e .); give a FEEDER path")
+        raise DataError(f"embedded default feeder not found at {path} (it ships with optev: reinstall it); "
+                        "give a FEEDER path")
     return path
 
 

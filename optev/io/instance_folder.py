@@ -40,7 +40,7 @@ from optev.data import ALL_SCHEMAS, FEEDER_TABLES, INSTANCE_TABLES
 from optev.data.feeder import Feeder
 from optev.data.instance import Instance, Metadata, check_time_zone
 from optev.data.road import RoadNetwork
-from optev.data.schema import TableSchema
+from optev.data.schema import TableSchema, frame_keeping_text
 from optev.data.timeseries import TimeSeries
 from optev.data.validate import validate as validate_instance
 from optev.errors import DataError, FormatError
@@ -564,7 +564,7 @@ def _typed_from_text(raw: pd.DataFrame, schema: TableSchema, extra_kinds: dict[s
         else:
             kind = extra_kinds.get(column, "str")
             out[column] = _parse_text(text, kind, schema.name, column, file)
-    return pd.DataFrame(out, index=pd.RangeIndex(len(raw)), columns=raw.columns)
+    return frame_keeping_text(out, len(raw))
 
 
 def _blank_to_none(text: np.ndarray) -> np.ndarray:

@@ -985,7 +985,8 @@ def _time_index(step_minutes: float, days: int, start: str, timezone: str) -> pd
         t0 = t0.tz_convert(timezone) if t0.tzinfo is not None else t0.tz_localize(timezone)
     except (ValueError, TypeError, KeyError) as exc:
         raise DataError(f"bad start {start!r} or timezone {timezone!r}: {exc}") from None
-    return pd.date_range(t0, periods=int(round(steps)), freq=pd.Timedelta(minutes=step_minutes))
+    return pd.date_range(t0, periods=int(round(steps)), freq=pd.Timedelta(minutes=step_minutes),
+                         unit="ns")  # pandas 3 would infer "us"
 
 
 def read_v2sim(path: str | Path, *, step_minutes: float = 15.0, days: int = 1,

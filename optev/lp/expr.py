@@ -10,6 +10,13 @@ Arithmetic broadcasts like NumPy, so one statement declares a whole constraint f
                        e[:, 1:] - e[:, :-1] - eta * dt * p_ch[:, 1:] + dt / eta * p_dis[:, 1:], "==", 0.0)
 
 Building costs a few NumPy operations per family, independent of the number of rows.
+
+Operand order does not matter: ``a * x``, ``x * a``, ``a + x``, ``a - x``, ``a @ x`` (``a``
+a NumPy array or scalar, ``x`` a :class:`VarArray` or :class:`LinExpr`) give the same
+expression array whichever side the NumPy operand is on — both classes implement
+``__array_ufunc__``, so NumPy hands ``ndarray ⊙ x`` to them instead of building an object
+array of per-element expressions. Every other ufunc (``np.exp(x)``, ``np.maximum(x, 0)``,
+``a / x``, comparisons, ``np.add.reduce``, ``out=``) raises :class:`TypeError`.
 """
 
 from __future__ import annotations
@@ -21,9 +28,96 @@ import numpy as np
 
 ArrayLike = Union[float, int, np.ndarray]
 
+_UFUNC_OPS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+              np.divide: "div", np.matmul: "matmul", np.negative: "neg", np.positive: "pos"}
+"""The ufuncs an expression array supports (NumPy operands on either side): the linear ones."""
+
+
+def _is_expr(value: Any) -> bool:
+    return isinstance(value, (LinExpr, VarArray))
+
+
+def _array_ufunc(ufunc: Any, method: str, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``__array_ufunc__`` of :class:`VarArray` and :class:`LinExpr`: NumPy calls it for
+    ``ndarray ⊙ expr`` (and ``np.add(a, x)`` etc.); linear operations are computed by the
+    expression's own operators, whichever side the NumPy operand is on, the rest refused."""
+    op = _UFUNC_OPS.get(ufunc)
+    name = getattr(ufunc, "__name__", str(ufunc))
+    if method != "__call__" or op is None or kwargs:
+        what = f"np.{name}" + ("" if method == "__call__" else f".{method}")
+        extra = f" with {', '.join(sorted(kwargs))}=" if kwargs and op is not None and method == "__call__" else ""
+        raise TypeError(f"{what}{extra} is not supported on LP expressions (VarArray/LinExpr): only +, -, * and / "
+                        f"by constants, unary -, and @ with a constant matrix are linear; use the operators, "
+                        f"LinExpr.sum or optev.lp.expr.group_sum")
+    if op == "neg":
+        return -as_expr(inputs[0])
+    if op == "pos":
+        return as_expr(inputs[0])
+    a, b = inputs
+    if op == "add":
+        return as_expr(a) + b if _is_expr(a) else as_expr(b) + a
+    if op == "sub":
+        return as_expr(a) - b if _is_expr(a) else (-as_expr(b)) + a
+    if op == "mul":
+        if _is_expr(a) and _is_expr(b):
+            raise TypeError("a product of two linear expressions is not linear")
+        return as_expr(a) * b if _is_expr(a) else as_expr(b) * a
+    if op == "div":
+        if _is_expr(b):
+            raise TypeError("division by a linear expression is not linear")
+        return as_expr(a) / b
+    return _matmul(a, b)
+
+
+def _matmul(a: Any, b: Any) -> "LinExpr":
+    """``a @ b`` with exactly one side an expression and the other a constant array, with
+    NumPy's rules for 1-D and 2-D operands (``A @ x``: ``Σ_j A[i, j] x[j, ...]``)."""
+    if _is_expr(a) and _is_expr(b):
+        raise TypeError("a product of two linear expressions is not linear")
+    left = not _is_expr(a)
+    e = as_expr(b if left else a)
+    m = np.asarray(a if left else b, float)
+    if m.ndim not in (1, 2) or len(e.shape) not in (1, 2):
+        raise ValueError(f"@ needs 1-D or 2-D operands, got shapes {np.shape(a)} and {np.shape(b)}")
+    n_m = m.shape[-1] if left else m.shape[0]
+    n_e = e.shape[0] if left else e.shape[-1]
+    if n_m != n_e:
+        raise ValueError(f"@: shape mismatch, {np.shape(a) if left else e.shape} @ "
+                         f"{e.shape if left else np.shape(b)} (contracted dimensions {n_m if left else n_e} "
+                         f"and {n_e if left else n_m})")
+    if left:  # (m,n) @ (n,) → (m,); (n,) @ (n,) → (); (m,n) @ (n,p) → (m,p); (n,) @ (n,p) → (p,)
+        if len(e.shape) == 1:
+            return (e * m).sum(axis=-1)
+        if m.ndim == 1:
+            return (e * m[:, None]).sum(axis=0)
+        return (e[None, :, :] * m[:, :, None]).sum(axis=1)
+    if m.ndim == 1:  # (…,n) @ (n,) → (…)
+        return (e * m).sum(axis=-1)
+    if len(e.shape) == 1:  # (n,) @ (n,p) → (p,)
+        return (e[:, None] * m).sum(axis=0)
+    return (e[:, :, None] * m[None, :, :]).sum(axis=1)  # (m,n) @ (n,p) → (m,p)
+
+
+class _LinearOperators:
+    """Operators shared by :class:`VarArray` and :class:`LinExpr`: ``@`` with a constant
+    matrix, the refused ``constant / expression``, and NumPy operands on the left
+    (``__array_ufunc__``, see the module docstring)."""
+
+    def __rtruediv__(self, other: Any) -> "LinExpr":
+        raise TypeError("division by a linear expression is not linear")
+
+    def __matmul__(self, other: Any) -> "LinExpr":
+        return _matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> "LinExpr":
+        return _matmul(other, self)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        return _array_ufunc(ufunc, method, inputs, kwargs)
+
 
 @dataclass(frozen=True)
-class VarArray:
+class VarArray(_LinearOperators):
     """An array of variable ids of one family (see :meth:`LinearProgram.add_variables`)."""
 
     name: str
@@ -57,17 +151,20 @@ class VarArray:
     __rmul__ = __mul__
 
     def __truediv__(self, other: ArrayLike) -> "LinExpr":
-        return self.to_expr() * (1.0 / np.asarray(other, float))
+        return self.to_expr() / other
 
     def __neg__(self) -> "LinExpr":
         return -self.to_expr()
+
+    def __pos__(self) -> "LinExpr":
+        return self.to_expr()
 
     def sum(self, axis: int | None = None) -> "LinExpr":
         return self.to_expr().sum(axis)
 
 
 @dataclass(frozen=True)
-class LinExpr:
+class LinExpr(_LinearOperators):
     """An array of linear expressions ``Σ_k coeffs[..., k] · x[ids[..., k]] + const``."""
 
     coeffs: np.ndarray
@@ -138,7 +235,12 @@ class LinExpr:
     __rmul__ = __mul__
 
     def __truediv__(self, other: ArrayLike) -> "LinExpr":
+        if isinstance(other, (LinExpr, VarArray)):
+            raise TypeError("division by a linear expression is not linear")
         return self * (1.0 / np.asarray(other, float))
+
+    def __pos__(self) -> "LinExpr":
+        return self
 
     def sum(self, axis: int | None = None) -> "LinExpr":
         """Sum over ``axis`` (all axes when None): the summed axis joins the term axis."""
@@ -205,31 +307,82 @@ def group_sum(expr: LinExpr | VarArray, groups: np.ndarray, n_groups: int) -> Li
 
     Notes
     -----
-    Items are sorted by group and padded to the largest group size, so the result has
-    ``max group size × terms`` term slots; the cost is linear in the number of items.
+    Sparse aggregation: only the stored terms (id ≥ 0) are moved, each to the next free
+    slot of its result element, so a result element holds exactly the terms of its
+    items, in item order (a stable order: the compiled rows are the same as summing the
+    items one by one) and the result has as many term slots as its fullest element — the
+    most *actual* terms any (group, …) element receives, not the largest group times the
+    items' slot count. Empty slots of the items (an EV × step handle is empty where the EV
+    is not plugged in) are dropped, so a nested sum (EV → station → bus) stays as wide as
+    the fullest bus element instead of multiplying the widths of both levels. Cost: a few
+    passes over the items' term arrays (cumulative counts, one scatter), linear in the
+    number of items.
+
+    Raises
+    ------
+    ValueError
+        ``groups`` does not have one entry per item, or names a group ≥ ``n_groups``.
     """
     e = as_expr(expr)
     groups = np.asarray(groups, dtype=np.int64)
+    if not e.shape or groups.shape != e.shape[:1]:
+        raise ValueError(f"group_sum: groups has shape {groups.shape}, the expression {e.shape}: one group "
+                         f"per item (row) of the expression is needed")
+    if groups.size and int(groups.max()) >= n_groups:
+        raise ValueError(f"group_sum: group {int(groups.max())} is out of range for {n_groups} groups")
+    n = e.shape[0]
     rest = e.shape[1:]
+    r_size = int(np.prod(rest, dtype=np.int64))
     k = e.n_terms
     keep = np.flatnonzero(groups >= 0)
     g = groups[keep]
-    order = np.argsort(g, kind="stable")
-    g_sorted = g[order]
-    items = keep[order]
-    counts = np.bincount(g_sorted, minlength=n_groups)
-    width = int(counts.max()) if counts.size and items.size else 0
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(items.size) - starts[g_sorted]
-    coeffs = np.zeros((n_groups, width) + rest + (k,))
-    ids = np.full((n_groups, width) + rest + (k,), -1, dtype=np.int64)
-    const = np.zeros((n_groups, width) + rest)
-    coeffs[g_sorted, slot] = e.coeffs[items]
-    ids[g_sorted, slot] = e.ids[items]
-    const[g_sorted, slot] = e.const[items]
-    coeffs = np.moveaxis(coeffs, 1, -2).reshape((n_groups,) + rest + (width * k,))
-    ids = np.moveaxis(ids, 1, -2).reshape((n_groups,) + rest + (width * k,))
-    return LinExpr(coeffs, ids, const.sum(axis=1))
+    # constants: bincount adds the items of a group in item order (as a sum item by item)
+    const = np.zeros(n_groups * r_size)
+    if keep.size and r_size and np.any(e.const):
+        c = np.broadcast_to(e.const, e.shape).reshape(n, r_size)[keep]
+        rows = (g[:, None] * r_size + np.arange(r_size)).ravel()
+        const = np.bincount(rows, weights=c.ravel(), minlength=n_groups * r_size)
+    const = const.reshape((n_groups,) + rest)
+    if not keep.size or not k or not r_size:
+        return LinExpr(np.zeros((n_groups,) + rest + (0,)), np.zeros((n_groups,) + rest + (0,), dtype=np.int64),
+                       const)
+    ids = np.broadcast_to(e.ids, e.shape + (k,)).reshape(n, r_size, k)
+    coeffs = np.broadcast_to(e.coeffs, e.shape + (k,)).reshape(n, r_size, k)
+    if keep.size == n and (n < 2 or bool((g[1:] >= g[:-1]).all())):  # items already by group: no copy
+        g_sorted, items = g, keep
+    else:
+        order = np.argsort(g, kind="stable")
+        g_sorted = g[order]
+        items = keep[order]
+        ids, coeffs = ids[items], coeffs[items]
+    valid = ids >= 0
+    small = np.int32 if valid.size < 2 ** 31 else np.int64  # term counts (positions below are int64)
+    if k == 1:
+        valid2 = valid[:, :, 0]
+        count = valid2.astype(small)
+    else:
+        count = valid.sum(axis=2, dtype=small)
+    # slot of an item's first term in its result element: terms of earlier items of its group
+    before = np.cumsum(count, axis=0) - count                 # exclusive count over all earlier items
+    head = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])  # first item of each group
+    seg = np.repeat(head, np.diff(np.r_[head, items.size]))
+    slot = before - before[seg]
+    tail = np.r_[head[1:], items.size] - 1
+    width = int((before[tail] + count[tail] - before[head]).max())
+    out_co = np.zeros((n_groups, r_size, width))
+    out_ids = np.full((n_groups, r_size, width), -1, dtype=np.int64)
+    start = (g_sorted[:, None] * r_size + np.arange(r_size)) * width + slot  # flat position of each item's first term
+    if k == 1:
+        pos = start[valid2]
+        out_ids.reshape(-1)[pos] = ids[:, :, 0][valid2]
+        out_co.reshape(-1)[pos] = coeffs[:, :, 0][valid2]
+    else:
+        rank = np.cumsum(valid, axis=2, dtype=small) - 1      # rank of a term among its item's stored terms
+        pos = (start[:, :, None] + rank)[valid]
+        out_ids.reshape(-1)[pos] = ids[valid]
+        out_co.reshape(-1)[pos] = coeffs[valid]
+    shape = (n_groups,) + rest + (width,)
+    return LinExpr(out_co.reshape(shape), out_ids.reshape(shape), const)
 
 
 def stack(exprs: list[Any], axis: int = 0) -> LinExpr:

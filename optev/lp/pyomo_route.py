@@ -10,8 +10,8 @@ of :mod:`optev.blocks`). Two routes lead from those declarations to a solver:
 * the **Pyomo route**, :func:`to_pyomo` (this module): the same families become Pyomo
   components, one :class:`pyomo.environ.Block` per block name (``ev``, ``station``,
   ``grid``, ``objective``, ...), with one indexed ``Var`` per variable family and one
-  indexed ``Constraint`` per constraint family, named exactly like the family
-  (``model.ev.ev_p_ch[e, t]``, ``model.ev.ev_energy_balance[e, t]``).
+  indexed ``Constraint`` per constraint family, named exactly like the family and
+  indexed by position over the family's shape (see the conventions below).
 
 Because both routes read the same :class:`~optev.lp.program.VarFamily` and
 :class:`~optev.lp.program.ConFamily` objects there is no second declaration of any
@@ -31,6 +31,15 @@ Conventions of the rendering
 * Variable family of shape ``(n, T)`` → ``Var(RangeSet(0, n-1), RangeSet(0, T-1))``
   with the family's element-wise bounds (±inf → unbounded) and domain ``Reals`` or
   ``Integers`` (``family.integer``). A family of shape ``()`` is a scalar ``Var``.
+  Indices are positions, as in the family's arrays: a family declared dense over
+  (station × step) is ``model.station.station_q[s, t]`` with ``s`` the station's position in
+  the window's station table, ``model.bus.bus_v2[b, t]`` likewise. The EV block declares its
+  variables only in plugged steps, so ``ev_p_ch``, ``ev_p_dis`` and ``ev_e`` are 1-D families
+  over the plugged (EV, step) entries (``model.ev.ev_p_ch[k]``: the k-th plugged step, by EV
+  then step) and ``ev_departure`` one row per EV with a plugged step; the EV × step view is
+  the block's handle, and :func:`pyomo_expression` renders one of its elements
+  (``pyomo_expression(model, lp, ctx.handles["ev_p_ch"], (e, t))``: the Pyomo variable of EV
+  ``e`` at step ``t``, 0 when it is not plugged in).
 * Constraint family → indexed ``Constraint`` over the family's shape, one row per element:
   ``body == b`` when both bounds agree, otherwise ``lo <= body <= hi`` with infinite sides
   left open. The body is a :class:`~pyomo.core.expr.numeric_expr.LinearExpression`
@@ -52,6 +61,7 @@ import pyomo.environ as pyo
 import scipy.sparse as sp
 from pyomo.core.expr.numeric_expr import LinearExpression
 
+from optev.lp.expr import LinExpr, VarArray, as_expr
 from optev.lp.program import ConFamily, LinearProgram, VarFamily
 
 OBJECTIVE_NAME = "weighted_objective"
@@ -196,6 +206,41 @@ def row_constraints(model: pyo.ConcreteModel, lp: LinearProgram) -> dict[int, An
             if key in con:
                 out[fam.start + k] = con[key]
     return out
+
+
+def pyomo_expression(model: pyo.ConcreteModel, lp: LinearProgram, expr: LinExpr | VarArray, index: Any = (),
+                     columns: list[Any] | None = None) -> Any:
+    """Element ``index`` of an expression array of ``lp`` as a Pyomo expression of ``model``'s variables.
+
+    Parameters
+    ----------
+    model, lp
+        A model made by :func:`to_pyomo` and its program.
+    expr : LinExpr or VarArray
+        An expression over ``lp``'s columns, for example a block handle
+        (``ctx.handles["ev_p_ch"]``, dense EV × step).
+    index
+        Position of the element (``(e, t)``); ``()`` for an expression of shape ``()``.
+    columns : list, optional
+        :func:`column_vars` of the model, to save recomputing it on repeated calls.
+
+    Returns
+    -------
+    pyomo LinearExpression
+        ``Σ coefficient · variable + constant`` (duplicate terms merged, zero ones dropped);
+        ``pyo.value`` of it after a Pyomo solve equals ``lp.evaluate(expr, x)[index]``.
+    """
+    e = as_expr(expr)[index]
+    if e.shape:
+        raise ValueError(f"index {index!r} selects a sub-array of shape {e.shape}, not one element")
+    cols = column_vars(model, lp) if columns is None else columns
+    merged: dict[int, float] = {}
+    for j, c in zip(e.ids.tolist(), e.coeffs.tolist()):
+        if j >= 0:
+            merged[j] = merged.get(j, 0.0) + c
+    terms = [(j, c) for j, c in merged.items() if c != 0]
+    return LinearExpression(constant=float(e.const), linear_coefs=[c for _, c in terms],
+                            linear_vars=[cols[j] for j, _ in terms])
 
 
 def solution_vector(model: pyo.ConcreteModel, lp: LinearProgram) -> np.ndarray:

@@ -145,9 +145,10 @@ from optev.errors import DataError
 from optev.mobility.routing import Router
 from optev.mobility.vehicles import (PreferenceModel, Seed, as_rng, default_vehicle_types, sample_preferences,
                                      sample_vehicle_types)
+from optev.resources import instances_dir
 
-DEFAULT_PROBTABLE = Path(__file__).resolve().parents[2] / "instances" / "data" / "v2sim_probtable"
-"""The copy of V2Sim's ``probtable`` shipped with optev."""
+DEFAULT_PROBTABLE = instances_dir() / "data" / "v2sim_probtable"
+"""The copy of V2Sim's ``probtable`` shipped with optev (package data, :mod:`optev.resources`)."""
 
 ACTIVITY_TYPES = ("home", "work", "relax", "other")
 """Node (activity) types, in the row order of V2Sim's transfer tables."""

@@ -333,7 +333,8 @@ class Controller:
     # ------------------------------------------------------------------ helpers
     def window_times(self, time_s: float) -> pd.DatetimeIndex:
         """The window's step start times for a decision at ``time_s``."""
-        return pd.date_range(self.origin + pd.Timedelta(seconds=float(time_s)), periods=self.steps, freq=self.step_td)
+        return pd.date_range(self.origin + pd.Timedelta(seconds=float(time_s)), periods=self.steps, freq=self.step_td,
+                             unit="ns")
 
     def _check_state(self, state: ControlState) -> None:
         known = set(self.station_ids)

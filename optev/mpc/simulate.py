@@ -93,7 +93,7 @@ def _checked_options(instance: Instance, formulation: Formulation | str, start: 
     if check_horizon:  # a controller given by the caller brings its own horizon
         size_guard(horizon_steps(horizon, step_td, form), step_td, allow_large, name="horizon")
     t_start = _start_seconds(instance, start, step_td)
-    times = pd.date_range(instance_origin(instance) + pd.Timedelta(seconds=t_start), periods=steps, freq=step_td)
+    times = pd.date_range(instance_origin(instance) + pd.Timedelta(seconds=t_start), periods=steps, freq=step_td, unit="ns")
     check_in_data(instance, times, step_td, wrap=wrap)
     return step_td, steps, form, t_start, times
 
