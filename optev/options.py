@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from optev.errors import OptionError
+from optev.tolerances import MIX_SUM_ATOL as MIX_SUM_ATOL
 
 CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 """``HH:MM``: a time of day on the instance's first day (00:00 to 23:59)."""
@@ -51,9 +52,6 @@ CONTROL_STEP_MIN = pd.Timedelta(minutes=1)
 CONTROL_STEP_MAX = pd.Timedelta(minutes=15)
 """Bounds of the closed loop's control interval (R6.2.2.2)."""
 
-MIX_SUM_ATOL = 1e-6
-"""How far the shares of ``optev generate --mix`` may sum away from 1 (they are then
-rescaled to sum to 1 exactly)."""
 
 def clock_or_timestamp(value: Any, name: str) -> str | pd.Timestamp:
     """A time given as text or a timestamp: ``"HH:MM"`` (normalised) or a Timestamp.

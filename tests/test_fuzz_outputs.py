@@ -88,6 +88,7 @@ FOREIGN = {
     "instance_toml_and_notes": {"instance.toml": "format = 'x'", "notes.txt": "mine"},
     "only_summary": {"summary.json": "{}"},
     "bad_marker": {MARKER_NAME: "not json", "keep.txt": "mine"},
+    "marker_not_an_object": {MARKER_NAME: '["results"]', "keep.txt": "mine"},
     "marker_not_listing": {MARKER_NAME: '{"kind": "results", "files": []}', "keep.txt": "mine"},
     "marker_of_other_kind": {MARKER_NAME: '{"kind": "instance", "files": ["keep.txt"]}', "keep.txt": "mine"},
 }

@@ -122,7 +122,7 @@ def declare_reactive(ctx: ModelContext, name: str, p: Any, s_max: np.ndarray, si
 
 def unit_buses(ctx: ModelContext, table: pd.DataFrame, name: str, key: str) -> np.ndarray:
     """Bus positions (feeder order) of the units of ``table``; unknown buses are an error."""
-    pos = pd.Index(ctx.window.instance.feeder.bus_ids).get_indexer(table["bus_id"])
+    pos = pd.Index(ctx.window.instance.feeder.bus_ids).get_indexer(pd.Index(table["bus_id"]))
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         raise DataError(f"unknown bus {table['bus_id'].iloc[bad[0]]!r}", table=name,

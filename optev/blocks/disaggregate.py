@@ -84,26 +84,21 @@ import numpy as np
 
 from optev.blocks.window import EVArrays
 from optev.errors import DataError
+from optev.tolerances import GUIDE_GRID_ATOL as GUIDE_GRID_ATOL
+from optev.tolerances import SETPOINT_GRID_ATOL, SHORTFALL_ATOL_KWH
+from optev.tolerances import TOP_OFF_MIN_KWH as TOP_OFF_MIN_KWH
 
 QUANTUM_KW = 1.0
 """Setpoint resolution (R6.5.2: V2G adjustment step ≤ 1 kW)."""
 
-TOP_OFF_MIN_KWH = 1e-9
-"""Room below full charge under which a battery counts as full (no top-off quantum), kWh:
-the plants' snap of a battery to its capacity (``optev.mobility.core.SNAP_KWH``)."""
-
-GRID_ATOL = 1e-9
+GRID_ATOL = SETPOINT_GRID_ATOL
 """Distance from the quantum grid, in quanta, under which a limit or a need counts as on it
-(floating-point rounding only)."""
+(floating-point rounding only; :data:`optev.tolerances.SETPOINT_GRID_ATOL`, which the
+invariant checks accept too)."""
 
-GUIDE_GRID_ATOL = 1e-6
-"""Distance from the quantum grid, in quanta, under which a guide counts as on it: an LP
-optimum is exact only to the solver's feasibility tolerance (HiGHS: 1e-7), so a guide of
-1e-8 kW is planned at 0 (never rounded up to a quantum) and one of 6.9999999 kW at 7."""
-
-SHORTFALL_MIN_KWH = 1e-6
+SHORTFALL_MIN_KWH = SHORTFALL_ATOL_KWH
 """Shortfall below which an EV counts as at its need, kWh (float rounding of the energy
-balance; ``optev.testing.SHORTFALL_ATOL_KWH`` matches it)."""
+balance; :data:`optev.tolerances.SHORTFALL_ATOL_KWH`, which the invariant checks accept too)."""
 
 ROUNDINGS = ("per_ev", "station")
 """Values of ``disaggregate(rounding=)``: what a guide means (see :func:`disaggregate`)."""
@@ -554,7 +549,8 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
         gq = None if guide_kw is None else guide_kw[:, t] / q
         request_q = station_p_kw[:, t] / q
         full_up = full_down = np.zeros(n, dtype=bool)
-        if per_ev:  # EVs planned at their off-grid full power get it; the others track the rest of the request
+        if per_ev and gq is not None:  # (per_ev implies a guide) EVs planned at their off-grid full power get it;
+            # the others track the rest of the request
             full_up, full_down = _planned_full_power(evs, lim, a, e, dt_h, q, gq)
             extra = np.where(full_up, a * evs.p_ch_max_kw / q - lim.hi, 0.0) \
                 - np.where(full_down, a * evs.p_dis_max_kw / q + lim.lo, 0.0)
@@ -570,7 +566,7 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
             priority = [wish - lo for lo, _ in ranges]
         ranges = [_capped_range(st, n_st, lo, hi, cap_q, dis_cap_q, None if priority is None else priority[k])
                   for k, (lo, hi) in enumerate(ranges)]
-        if per_ev:
+        if per_ev and gq is not None:
             wish = np.where(full_up, lim.hi, np.where(full_down, lim.lo, wish))
             target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], request_q)
             target = _within_caps(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st), cap_q,

@@ -85,7 +85,7 @@ Constraints
     :math:`X_{g,t} + \sigma_g \ge \underline X_{g,t}` instead of the bound — one shortfall
     per station relaxes every step's floor, as the sum of the sessions' shortfalls does in
     the per-EV model; plus the site caps, reactive power and bus injection of
-    :func:`optev.blocks.station.declare_station_limits` (shared with the per-EV variant).
+    :func:`optev.blocks.station_limits.declare_station_limits` (shared with the per-EV variant).
 
 Objective contributions
     ``station_v2g_reservation`` :math:`\sum_{g,t}\bar r_{g,t}P^{dis}_{g,t}\Delta t`;
@@ -125,7 +125,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from optev.blocks.context import ModelContext
+from optev.blocks.station_limits import declare_station_limits
 from optev.blocks.window import EVArrays
+from optev.tolerances import ENVELOPE_ENERGY_ATOL_KWH
 
 OPTIONS: dict[str, tuple[Any, str]] = {
     "departed": ("free", "energy of EVs that left in the window: `free` (anywhere in their bounds: the envelope is a "
@@ -139,9 +141,9 @@ OPTIONS: dict[str, tuple[Any, str]] = {
                             "aggregate cost is then a lower bound of the per-EV cost)"),
 }
 
-ENERGY_ATOL_KWH = 1e-6
+ENERGY_ATOL_KWH = ENVELOPE_ENERGY_ATOL_KWH
 """Energy below which an envelope's width, or its floor's excess over what can be reached
-(diagnostics), counts as zero, kWh."""
+(diagnostics), counts as zero, kWh (:data:`optev.tolerances.ENVELOPE_ENERGY_ATOL_KWH`)."""
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,6 @@ def disaggregation_guide(evs: EVArrays, dt_h: float, station_e_kwh: np.ndarray,
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "aggregate") -> None:
     """Declare the aggregate station block (see module docstring)."""
-    from optev.blocks.station import declare_station_limits
     from optev.errors import DataError
 
     if "ev_arrays" not in ctx.handles or "ev_p_ch" in ctx.handles:

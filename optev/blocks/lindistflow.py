@@ -3,7 +3,7 @@ r"""LinDistFlow network: line flows, squared voltages, voltage and thermal limit
 Selected by ``[blocks.network] variant = "lindistflow"`` (R7.1.1–R7.1.4, R6.5.1.2).
 Every injection registered by the other blocks (stations, PV, wind, storage, generators)
 enters one active and one reactive balance per bus; the substation connection comes from
-:func:`optev.blocks.network.declare_grid`.
+:func:`optev.blocks.grid.declare_grid`.
 
 Sets
     :math:`k \in \mathcal{N}` buses (feeder order), :math:`\mathcal{R}\subset\mathcal{N}`
@@ -128,7 +128,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
 from optev.blocks.context import ModelContext
-from optev.blocks.network import declare_grid
+from optev.blocks.grid import declare_grid
 from optev.blocks.objectives import term
 from optev.blocks.polygon import apparent_power_rows
 from optev.errors import DataError
@@ -193,6 +193,18 @@ class LinDistFlowModel:
     """True when the first solve started from a known AC operating point (:func:`seed`)."""
     converged: bool | None = None
     """Whether the last :func:`refine` found LinDistFlow and AC within the tolerance (None before)."""
+
+    def current_ell(self) -> np.ndarray:
+        """``ell``, which the block's build sets; an error if it is missing."""
+        if self.ell is None:
+            raise RuntimeError("LinDistFlowModel.ell is not set: the LinDistFlow block was not built")
+        return self.ell
+
+    def current_losses_point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``losses_point``, which the ``network_losses`` term sets; an error if it is missing."""
+        if self.losses_point is None:
+            raise RuntimeError("LinDistFlowModel.losses_point is not set: the network_losses term was not built")
+        return self.losses_point
 
 
 # -- tree helpers (lossless LinDistFlow of given bus loads) -------------------------------------
@@ -507,7 +519,7 @@ def relinearise(ctx: ModelContext, vm_pu: np.ndarray, va_deg: np.ndarray, ok: np
     lp = ctx.lp
     net = m.net
     cur = branch_currents(net, vm_pu[ok], va_deg[ok])      # steps × branches
-    ell = m.ell.copy()
+    ell = m.current_ell().copy()
     ell[:, ok] = (np.abs(cur) ** 2).T
     m.ell = ell
     r, x_, z2 = net.z.real, net.z.imag, np.abs(net.z) ** 2
@@ -531,7 +543,7 @@ def relinearise(ctx: ModelContext, vm_pu: np.ndarray, va_deg: np.ndarray, ok: np
     if "network_losses" in lp.objective and not m.losses_relinearised:
         vp = (vm_pu[ok] * np.exp(1j * np.deg2rad(va_deg[ok])))[:, net.parent] / net.tap
         s_send = (vp * np.conj(cur)).T * m.s_base_kw                  # branches × steps, kVA
-        p0, q0, w0 = m.losses_point
+        p0, q0, w0 = m.current_losses_point()
         p0, q0, w0 = p0.copy(), q0.copy(), w0.copy()
         p0[:, ok], q0[:, ok] = s_send.real, s_send.imag
         w0[:, ok] = (np.abs(vp) ** 2).T
@@ -569,7 +581,7 @@ def seed(ctx: ModelContext, vm_pu: np.ndarray, va_deg: np.ndarray, ok: np.ndarra
         return False
     vm_pu = np.asarray(vm_pu, float)
     va_deg = np.asarray(va_deg, float)
-    T = m.ell.shape[1]
+    T = m.current_ell().shape[1]
     if vm_pu.shape != (T, m.net.n_bus) or va_deg.shape != vm_pu.shape:
         return False
     ok = np.asarray(ok, bool) & np.isfinite(vm_pu).all(axis=1) & np.isfinite(va_deg).all(axis=1)
@@ -633,7 +645,7 @@ def _model(ctx: ModelContext, term_name: str) -> LinDistFlowModel:
 def _losses_expr(m: LinDistFlowModel) -> LinExpr:
     """First-order expansion of the series losses, kWh per branch and step (see module docstring)."""
     net = m.net
-    p0, q0, w0 = m.losses_point
+    p0, q0, w0 = m.current_losses_point()
     r = net.z.real[:, None]
     s = m.s_base_kw
     loss0 = r * (p0 ** 2 + q0 ** 2) / (s * w0)

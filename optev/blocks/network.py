@@ -1,14 +1,11 @@
 r"""Copper-plate network and the substation (grid connection) shared by all network variants.
 
+The grid connection is declared by :func:`optev.blocks.grid.declare_grid` (importable from
+here too), which the LinDistFlow variant (:mod:`optev.blocks.lindistflow`) uses as well.
+
 Variables
-    ``grid_p_buy[t]`` :math:`\ge 0` kW imported, ``grid_p_sell[t]`` :math:`\ge 0` kW exported,
-    one pair per substation (shape substations × T), each bounded by that substation's
-    import/export limits and, when the window carries one, by
-    ``window.extra["grid_import_max_kw"]`` — a time-varying import cap per substation and
-    step, shape (T,) or (substations, T), kW (the share of a city target given to a region
-    by :mod:`optev.hierarchy.city`; only bounds change, so a re-solve stays warm). With soft
-    limits the import limit becomes the row ``grid_import_limit``
-    (:math:`p^{buy} - s \le \bar P^{imp}`) with a slack ``s`` at the slack penalty.
+    ``grid_p_buy[t]``, ``grid_p_sell[t]`` per substation, with their limits and the optional
+    time-varying import cap: see :mod:`optev.blocks.grid`.
 
 Constraint ``grid_balance`` (copper plate; R7.1.1, R7.1.2)
     :math:`p^{buy}_t - p^{sell}_t + \sum_{u} p^{inj}_{u,t} = \sum_{b} P^{load}_{b,t}`
@@ -24,54 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from optev.blocks import lindistflow
 from optev.blocks.context import ModelContext
-from optev.lp.expr import LinExpr, as_expr
+from optev.blocks.grid import declare_grid as declare_grid
+from optev.blocks.grid import total_injection as total_injection
+from optev.lp.expr import as_expr
 
 OPTIONS: dict[str, tuple[Any, str]] = {}
-
-
-def declare_grid(ctx: ModelContext) -> tuple[Any, Any]:
-    """Import/export variables of the grid connection (per substation: shape (n_sub, T))."""
-    w = ctx.window
-    subs = w.instance.feeder.substations
-    n_sub = max(len(subs), 1)
-    imp = subs["p_import_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
-    exp = subs["p_export_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
-    imp_ub = np.broadcast_to(imp[:, None], (n_sub, w.steps))
-    cap = w.extra.get("grid_import_max_kw")
-    if cap is not None:
-        imp_ub = np.minimum(imp_ub, np.broadcast_to(np.asarray(cap, float), (n_sub, w.steps)))
-    limited = np.isfinite(imp_ub)
-    # soft limits: import beyond the limit is allowed at the slack penalty (a substation can be
-    # overloaded; the soft-limit mode reports by how much)
-    excess = ctx.slack("grid_import_limit", (n_sub, w.steps)) if limited.any() else None
-    buy = ctx.lp.add_variables("grid_p_buy", (n_sub, w.steps), 0.0, imp_ub if excess is None else np.inf,
-                               block="grid", description="power imported at each substation, kW")
-    if excess is not None:
-        ctx.lp.add_constraints("grid_import_limit", buy - excess, "<=", np.where(limited, imp_ub, np.inf),
-                               block="grid", description="substation import limit (soft), kW")
-    sell = ctx.lp.add_variables("grid_p_sell", (n_sub, w.steps), 0.0, exp[:, None], block="grid",
-                                description="power exported at each substation, kW")
-    ctx.handles.update(grid_p_buy=buy, grid_p_sell=sell, grid_import_kw=(buy - sell).sum(axis=0),
-                       grid_import_max_kw=np.array(imp_ub, float))
-    return buy, sell
-
-
-def total_injection(ctx: ModelContext) -> LinExpr:
-    """Σ over all registered units of their active injection, shape (T,)."""
-    total = LinExpr.constant(np.zeros(ctx.window.steps))
-    for inj in ctx.injections:
-        total = total + inj.p_kw.sum(axis=0)
-    return total
 
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "copperplate") -> None:
     """Declare the copper-plate balance (see module docstring)."""
     if variant == "lindistflow":
-        from optev.blocks import lindistflow
-
         lindistflow.build(ctx, options)
         return
     if variant != "copperplate":

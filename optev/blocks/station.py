@@ -24,6 +24,10 @@ Constraints
 Injection at the station's bus
     :math:`-(P^{ch}_{s,t} - P^{dis}_{s,t})` kW and :math:`Q_{s,t}` kvar.
 
+The constraints, the reactive power and the injection are declared by
+:func:`optev.blocks.station_limits.declare_station_limits` (importable from here too), shared
+with the aggregate variant.
+
 Variant ``aggregate`` (flexibility envelope instead of per-EV variables) is declared in
 :mod:`optev.blocks.envelope`.
 """
@@ -34,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from optev.blocks import envelope
 from optev.blocks.context import ModelContext
-from optev.blocks.polygon import apparent_power_rows
+from optev.blocks.station_limits import declare_station_limits as declare_station_limits
 from optev.lp.expr import group_sum
 
 OPTIONS: dict[str, tuple[Any, str]] = {
@@ -47,8 +52,6 @@ OPTIONS: dict[str, tuple[Any, str]] = {
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -> None:
     """Declare the station block on top of the EV block (see module docstring)."""
     if variant == "aggregate":
-        from optev.blocks import envelope
-
         envelope.build(ctx, options)
         return
     if variant != "per_ev":
@@ -92,34 +95,3 @@ def diagnose(ctx: ModelContext) -> list[str]:
     if short.size > 5:
         out.append(f"... and {short.size - 5} more stations")
     return out
-
-
-def declare_station_limits(ctx: ModelContext, p_ch: Any, p_dis: Any, options: dict[str, Any]) -> None:
-    """Site caps, optional reactive power and the bus injection of stations with the given powers."""
-    w = ctx.window
-    st = w.stations
-    lp = ctx.lp
-    T = w.steps
-    net = p_ch - p_dis
-    finite = np.isfinite(st.p_site_max_kw)
-    if finite.any():
-        idx = np.flatnonzero(finite)
-        slack = ctx.slack("station_site_cap", (idx.size, T))
-        lhs = net[idx] if slack is None else net[idx] - slack
-        lp.add_constraints("station_site_cap", lhs, "<=", st.p_site_max_kw[idx, None])
-    finite = np.isfinite(st.p_site_dis_max_kw) & (st.p_site_dis_max_kw < st.n_chargers * st.p_dis_max_kw)
-    if finite.any():
-        idx = np.flatnonzero(finite)
-        lp.add_constraints("station_discharge_cap", p_dis[idx], "<=", st.p_site_dis_max_kw[idx, None])
-    q = None
-    if options.get("reactive"):
-        s_max = np.where(st.p_dis_max_kw > 0, st.n_chargers * st.s_max_kva, 0.0)
-        q = lp.add_variables("station_q", (st.n, T), -s_max[:, None], s_max[:, None],
-                             description="reactive power injected by V2G inverters, kvar")
-        idx = np.flatnonzero(s_max > 0)  # stations without V2G inverters keep Q = 0 and plain caps
-        if idx.size:
-            rows, bound = apparent_power_rows(net[idx], q[idx], s_max[idx, None], int(options["polygon_sides"]))
-            lp.add_constraints("station_apparent_power", rows, "<=", bound[None])
-        ctx.handles["station_q"] = q
-    ctx.handles.update(station_p_ch=p_ch, station_p_dis=p_dis)
-    ctx.inject("stations", st.bus, -net, q)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,7 @@ from optev.data.instance import check_time_zone, localize
 from optev.errors import OptionError
 from optev.options import duration_option, start_option, steps_option
 from optev.powerflow.network import RadialNetwork, compile_network
+from optev.tolerances import TIME_ATOL_S
 
 
 @dataclass
@@ -124,7 +126,10 @@ class StationArrays:
         return int(self.station_id.size)
 
 
-def take_rows(arrays: "EVArrays | StationArrays", idx: np.ndarray) -> "EVArrays | StationArrays":
+_Rows = TypeVar("_Rows", "EVArrays", "StationArrays")
+
+
+def take_rows(arrays: _Rows, idx: np.ndarray) -> _Rows:
     """A copy of ``arrays`` (:class:`EVArrays` or :class:`StationArrays`) with the rows
     ``idx`` (indices or a boolean mask) of every field; indices into other arrays (such as
     ``EVArrays.station``) are kept as they are."""
@@ -396,8 +401,8 @@ def _ev_arrays(instance: Instance, power: pd.DataFrame, times: pd.DatetimeIndex,
         p_dis = np.where(dis_capped, np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw, p_dis)
     e_min = np.where(v2g, e_floor, np.minimum(e_init, cap))
     starts = t_start + np.arange(steps) * step_s
-    plugged = ((arr[:, None] <= starts[None, :] + 1e-6) & (dep[:, None] >= starts[None, :] + step_s - 1e-6)
-               ).astype(float)
+    plugged = ((arr[:, None] <= starts[None, :] + TIME_ATOL_S)
+               & (dep[:, None] >= starts[None, :] + step_s - TIME_ATOL_S)).astype(float)
     # terminal condition for EVs leaving after the window: what cannot be made up afterwards
     after_s = np.clip(np.floor((dep - t_end) / step_s + 1e-9) * step_s, 0.0, None)
     e_need = np.minimum(np.maximum(e_target - eff_ch * p_ch * after_s / 3600.0, e_min), cap)

@@ -98,13 +98,24 @@ OPTION_MINIMUM = {"polygon_sides": 4, "pwl_segments": 1, "max_corrections": 0}
 
 
 def objective_terms() -> dict[str, str]:
-    """Every objective term with its description (importing the blocks that declare terms)."""
+    """Every objective term with its description (importing the blocks that declare terms).
+
+    In block build order (the shared terms of :mod:`optev.blocks.objectives` first, a network
+    variant's after its block), each module's terms in the order it declares them: the order
+    does not depend on which modules happened to be imported first.
+    """
     from optev.blocks.objectives import TERMS
 
     for spec in BLOCKS.values():
         spec.load()  # blocks register their own terms on import
     importlib.import_module("optev.blocks.lindistflow")  # network variant modules register terms too
-    return {name: desc for name, (_, desc) in TERMS.items()}
+    order = ["optev.blocks.objectives", *(spec.module for spec in BLOCKS.values()), "optev.blocks.lindistflow"]
+
+    def rank(module: str) -> int:
+        return order.index(module) if module in order else len(order)
+
+    ranked = sorted(TERMS.items(), key=lambda item: rank(item[1][0].__module__))  # stable: declaration order
+    return {name: desc for name, (_, desc) in ranked}
 
 
 @dataclass

@@ -51,6 +51,8 @@ def align_series(frame: pd.DataFrame, times: pd.DatetimeIndex, name: str) -> pd.
     if frame.empty or not len(frame.columns):
         return pd.DataFrame(index=times)
     idx = frame.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise DataError(f"index must be a DatetimeIndex, got {type(idx).__name__}", table=name)
     step = idx[1] - idx[0] if len(idx) > 1 else pd.Timedelta(days=1)
     end = idx[-1] + step
     if times[0] >= idx[0] and times[-1] < end:

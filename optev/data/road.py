@@ -64,7 +64,7 @@ class RoadNetwork:
         (free-flow travel time = length / speed + signal delay), built once. Of parallel
         links between the same two nodes the graph keeps the fastest."""
         if self._graph is None:
-            g = nx.DiGraph()
+            g: nx.DiGraph = nx.DiGraph()
             g.add_nodes_from((n, {"x": x, "y": y}) for n, x, y in
                              zip(self.nodes["node_id"], self.nodes["x"], self.nodes["y"]))
             links = self.links

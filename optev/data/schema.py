@@ -277,10 +277,10 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
             raise DataError("empty value", table=table, row=_row_label(df, pos, key), column=f.name)
         arr = np.array([None if m else _to_str(v) for v, m in zip(values, isnull)], dtype=object)
         if f.choices is not None:
-            bad = [i for i, v in enumerate(arr) if v is not None and v not in f.choices]
-            if bad:
-                raise DataError(f"value {arr[bad[0]]!r} is not one of {list(f.choices)}",
-                                table=table, row=_row_label(df, bad[0], key), column=f.name)
+            bad_rows = [i for i, v in enumerate(arr) if v is not None and v not in f.choices]
+            if bad_rows:
+                raise DataError(f"value {arr[bad_rows[0]]!r} is not one of {list(f.choices)}",
+                                table=table, row=_row_label(df, bad_rows[0], key), column=f.name)
         if f.required or f.default is not None:
             fill = f.default if not f.required else None
             arr = np.array([fill if v is None else v for v in arr], dtype=object)
@@ -296,9 +296,9 @@ def _cast(col: pd.Series, f: Field, table: str, df: pd.DataFrame,
     try:
         arr = pd.to_numeric(pd.Series(values, dtype=object), errors="raise").to_numpy(dtype=float, copy=True)
     except (ValueError, TypeError):
-        bad = next(i for i, v in enumerate(values) if not _is_number(v))
-        raise DataError(f"value {values[bad]!r} is not a number", table=table,
-                        row=_row_label(df, bad, key), column=f.name) from None
+        bad_pos = next(i for i, v in enumerate(values) if not _is_number(v))
+        raise DataError(f"value {values[bad_pos]!r} is not a number", table=table,
+                        row=_row_label(df, bad_pos, key), column=f.name) from None
     nan = np.isnan(arr)
     if nan.any() and not f.required and not f.allow_nan and f.default is not None:
         arr[nan] = f.default  # an empty value takes the column's default

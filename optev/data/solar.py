@@ -36,6 +36,14 @@ PERFORMANCE_RATIO = 0.8
 """Default ratio of AC output to the rated power at 1000 W/m² (losses, soiling, inverter)."""
 
 
+def _utc_offset_h(t: pd.Timestamp) -> float:
+    """UTC offset of an aware timestamp, hours."""
+    offset = t.utcoffset()
+    if offset is None:  # clear_sky_pv checks that the times are timezone-aware
+        raise DataError("clear_sky_pv needs timezone-aware times")
+    return offset.total_seconds() / 3600.0
+
+
 def clear_sky_pv(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: float, *,
                  step: pd.Timedelta | None = None, performance_ratio: float = PERFORMANCE_RATIO) -> np.ndarray:
     """Clear-sky PV availability (p.u. of the rating) at the middle of each step (module docstring).
@@ -61,7 +69,7 @@ def clear_sky_pv(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: fl
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     mid = times + step / 2
     n = mid.dayofyear.to_numpy(float)
-    offset_h = np.array([t.utcoffset().total_seconds() / 3600.0 for t in mid]) if len(mid) else np.zeros(0)
+    offset_h = np.array([_utc_offset_h(t) for t in mid]) if len(mid) else np.zeros(0)
     decl = np.deg2rad(23.45) * np.sin(np.deg2rad(360.0 * (284.0 + n) / 365.0))
     b = np.deg2rad(360.0 * (n - 81.0) / 364.0)
     eot_min = 9.87 * np.sin(2 * b) - 7.53 * np.cos(b) - 1.5 * np.sin(b)

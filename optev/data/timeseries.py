@@ -23,7 +23,7 @@ that breaks a rule raises :class:`~optev.errors.DataError` naming the table, the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -47,23 +47,32 @@ def _empty(index: pd.DatetimeIndex) -> pd.DataFrame:
     return pd.DataFrame(index=index)
 
 
-@dataclass
+@dataclass(init=False)
 class TimeSeries:
-    """Time series sharing one index (see module docstring)."""
+    """Time series sharing one index (see module docstring).
 
-    index: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([], tz="UTC"))
-    price: pd.DataFrame | None = None
-    load_p_kw: pd.DataFrame | None = None
-    load_q_kvar: pd.DataFrame | None = None
-    availability: pd.DataFrame | None = None
+    A table given as None (the default) is an empty table on the index, so that every
+    table is a DataFrame once constructed.
+    """
 
-    def __post_init__(self) -> None:
+    index: pd.DatetimeIndex
+    price: pd.DataFrame
+    load_p_kw: pd.DataFrame
+    load_q_kvar: pd.DataFrame
+    availability: pd.DataFrame
+
+    def __init__(self, index: pd.DatetimeIndex | None = None, price: pd.DataFrame | None = None,
+                 load_p_kw: pd.DataFrame | None = None, load_q_kvar: pd.DataFrame | None = None,
+                 availability: pd.DataFrame | None = None) -> None:
+        # an explicit init (not the dataclass one): the tables may be given as None, but
+        # are DataFrames on the instance
+        self.index = pd.DatetimeIndex([], tz="UTC") if index is None else index
         if not isinstance(self.index, pd.DatetimeIndex):
             raise DataError("time index must be a pandas DatetimeIndex", table="timeseries")
         if self.index.tz is None:
             raise DataError("time index must be timezone-aware", table="timeseries")
-        for name in ("price", "load_p_kw", "load_q_kvar", "availability"):
-            df = getattr(self, name)
+        given = {"price": price, "load_p_kw": load_p_kw, "load_q_kvar": load_q_kvar, "availability": availability}
+        for name, df in given.items():
             if df is None:
                 df = _empty(self.index)
             if len(df) != len(self.index):

@@ -290,7 +290,8 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
         profiles = df["profile"].where(df["profile"].notna(), df[key])
         # no availability series at all: PV and wind produce their rated power (see optev.blocks.der)
         given = ts.steps and len(ts.availability.columns)
-        missing = np.flatnonzero(~profiles.isin(ts.availability.columns).to_numpy()) if given else []
+        missing: np.ndarray | list[int] = (np.flatnonzero(~profiles.isin(ts.availability.columns).to_numpy())
+                                           if given else [])
         if len(missing):
             pos = int(missing[0])
             raise DataError(f"availability profile {profiles.iloc[pos]!r} is not in the time series",

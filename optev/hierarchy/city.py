@@ -70,12 +70,14 @@ import numpy as np
 import pandas as pd
 
 from optev.errors import DataError
+from optev.tolerances import IMPORT_CAP_ATOL_KW
 
 RULES = ("price", "proportional")
 """Ways of sharing a city target (see module docstring)."""
 
-CAP_ATOL_KW = 1e-6
-"""Excess over a cap below which the cap counts as met, kW."""
+CAP_ATOL_KW = IMPORT_CAP_ATOL_KW
+"""Excess over a cap below which the cap counts as met, kW
+(:data:`optev.tolerances.IMPORT_CAP_ATOL_KW`)."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ Per region (:func:`solve_region`, run in a worker)
        ``failed`` — then the region LP's dispatch is kept — or ``not_run``).
     5. *Check.* The AC power flow of the applied setpoints (EV plan on the 1 kW grid) gives
        the ``bus`` and ``line`` tables and the violations; the invariants of
-       :func:`optev.testing.check_invariants` are checked on every solved LP's plan
+       :func:`optev.compose.invariants.check_window` are checked on every solved LP's plan
        (``check = True``) and any failure is reported in ``summary["invariant_violations"]``.
 
 A region formulation with per-EV stations (``per_ev``) is solved as it is (no station
@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -272,12 +272,12 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
     ``keep=True`` keeps the solved :class:`~optev.compose.solve.WindowResult` objects in
     ``detail`` (they do not pickle: use it only in-process).
     """
+    from optev.compose.invariants import invariant_violations
     from optev.compose.results import station_setpoints
     from optev.compose.solve import WindowSolver, bus_injections
     from optev.lp.expr import as_expr
     from optev.powerflow import run_powerflow, violations
     from optev.powerflow.checks import count_by_kind
-    from optev.testing import check_invariants
 
     t_start = time.perf_counter()
     form = task.formulation
@@ -419,10 +419,7 @@ def solve_region(task: RegionTask, *, keep: bool = False) -> RegionSolution:
     if task.check:
         partial = refinement is not None and only is not None
         for r in (([res] if partial else []) + refinement.results if refinement is not None else [res]):
-            try:
-                check_invariants(r)
-            except AssertionError as exc:
-                problems.append(f"region {task.region.region_id}: {exc}")
+            problems.extend(f"region {task.region.region_id}: {v}" for v in invariant_violations(r))
     summary = {k: v for k, v in res.summary.items() if k not in ("loss_correction_dv_pu",)}
     summary.update({
         "region": task.region.region_id, "region_kind": task.region.kind,
@@ -757,6 +754,25 @@ def _combine(formulation: Formulation, regions: list[Region], sols: list[RegionS
     return HierarchicalResult(tables, summary, sols, viol, cap_kw)
 
 
+class _StrategyOptions(TypedDict):
+    """The options of :class:`HierarchicalStrategy` passed on to every :class:`RegionTask`."""
+
+    refine: bool
+    check: bool
+    tracking: float
+    batch_evs: int
+    refine_scope: str
+    aggregate: str
+    redispatch: bool
+
+
+class _TaskOptions(_StrategyOptions):
+    """:class:`_StrategyOptions` and the per-solve ones."""
+
+    soft_limits: bool | None
+    ac_check: bool
+
+
 class HierarchicalStrategy:
     """Hierarchical solve as the pluggable solve strategy of the MPC controller.
 
@@ -825,8 +841,8 @@ class HierarchicalStrategy:
         self._own = executor is None
         self.city_target = city_target
         self.quantum_kw = float(quantum_kw)
-        self.options = dict(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs,
-                            refine_scope=refine_scope, aggregate=aggregate, redispatch=redispatch)
+        self.options = _StrategyOptions(refine=refine, check=check, tracking=tracking, batch_evs=batch_evs,
+                                        refine_scope=refine_scope, aggregate=aggregate, redispatch=redispatch)
         self._parts: tuple[tuple[Any, ...], list[Region], list[Instance]] | None = None
 
     def _regions(self, inst: Instance) -> tuple[list[Region], list[Instance]]:
@@ -856,7 +872,7 @@ class HierarchicalStrategy:
         region_list, parts = self._regions(window.instance)
         pieces = [region_window(window, r, part) for r, part in zip(region_list, parts)]
         ex = self._executor(len(region_list))
-        opts = dict(self.options, soft_limits=soft_limits, ac_check=ac_check)
+        opts: _TaskOptions = {**self.options, "soft_limits": soft_limits, "ac_check": ac_check}
 
         def make(caps: np.ndarray | None, lam: np.ndarray | None, tables: bool) -> list[RegionTask]:
             return [RegionTask(self.formulation, w.instance, r, None, window.steps, "", None,

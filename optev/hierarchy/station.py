@@ -102,7 +102,7 @@ class StationRefinement:
         Per-EV setpoints on the 1 kW grid for the whole region (region's session order).
     results : list
         One :class:`~optev.compose.solve.WindowResult` per batch (its ``context`` is the
-        batch's station LP; :func:`optev.testing.check_invariants` applies to it), with
+        batch's station LP; :func:`optev.compose.invariants.check_window` applies to it), with
         ``keep_results``.
     station_kw : ndarray (n_st, T)
         Station net power of the station problems (before rounding), kW.
@@ -277,7 +277,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         power is taken off their station's setpoint.
     keep_results : bool
         Keep a :class:`~optev.compose.solve.WindowResult` (with its result tables) per batch
-        in ``results`` — what :func:`optev.testing.check_invariants` checks; False computes
+        in ``results`` — what :func:`optev.compose.invariants.check_window` checks; False computes
         only the plan (faster).
     """
     from optev.blocks.disaggregate import disaggregate
@@ -296,7 +296,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     target = np.asarray(setpoint_kw, float)
     solve_evs = evs
     pos = np.arange(evs.n)
-    if sessions is not None:
+    if sessions is not None and fallback is not None:  # (sessions come with a fallback: checked above)
         keep_mask = np.asarray(sessions, bool)
         pos = np.flatnonzero(keep_mask)
         other = np.flatnonzero(~keep_mask)
@@ -384,7 +384,7 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         ev_e[keep] = plan.ev_e_kwh
         shortfall[keep] = plan.shortfall_kwh
         station_p[group] = plan.station_p_kw + (station_p[group] - _station_sum(fallback, evs, keep, group, n_st)
-                                               if sessions is not None else 0.0)
+                                               if sessions is not None and fallback is not None else 0.0)
         station_lp[group] = lp.evaluate(net, x) + (setpoint_kw[group] - target[group])
     plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
     return StationRefinement(plan, results, station_lp, solve_s, build_s, refined, problems)

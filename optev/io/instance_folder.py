@@ -30,7 +30,7 @@ import re
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,7 @@ _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _ISO_OFFSET_RE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _TIME_UNITS = ("s", "ms", "us", "ns")
+_TimeUnit = Literal["s", "ms", "us", "ns"]
 _MANIFEST_HEADER = "# optev instance folder; format described in optev/io/INSTANCE_FORMAT.md\n"
 
 
@@ -250,6 +251,8 @@ def _manifest(instance: Instance, tables: dict[str, pd.DataFrame], table_format:
 
 def _timeseries_section(index: pd.DatetimeIndex) -> dict[str, Any]:
     """Properties of the time index that the timestamps alone do not carry."""
+    if index.tz is None:  # a TimeSeries index is always timezone-aware
+        raise DataError("time index must be timezone-aware", table="timeseries")
     section: dict[str, Any] = {"timezone": _tz_name(index.tz), "unit": index.unit}
     if index.freq is not None:
         section["freq"] = index.freqstr
@@ -671,7 +674,7 @@ def _read_timeseries(files: dict[str, Path], manifest: dict[str, Any], manifest_
     return _naming_file(lambda: TimeSeries(index=index, **frames), files, manifest_path)
 
 
-def _timeseries_settings(manifest: dict[str, Any], manifest_path: Path) -> tuple[dt.tzinfo, str]:
+def _timeseries_settings(manifest: dict[str, Any], manifest_path: Path) -> tuple[dt.tzinfo, _TimeUnit]:
     """Time zone and unit of the time index from ``[timeseries]`` (time zone default: metadata's)."""
     section = manifest.get("timeseries", {})
     unknown = sorted(set(section) - {"timezone", "unit", "freq", "index_name"})
@@ -704,7 +707,7 @@ def _read_wide(file: Path, name: str) -> tuple[pd.Series, pd.DataFrame]:
     return raw[TIME_COLUMN], frame
 
 
-def _time_index(times: pd.Series, tz: dt.tzinfo, unit: str, section: dict[str, Any],
+def _time_index(times: pd.Series, tz: dt.tzinfo, unit: _TimeUnit, section: dict[str, Any],
                 file: Path) -> pd.DatetimeIndex:
     """Parse timestamps with a UTC offset into the stored time zone, unit, frequency and name."""
     if pd.api.types.is_datetime64_any_dtype(times.dtype):
@@ -716,7 +719,9 @@ def _time_index(times: pd.Series, tz: dt.tzinfo, unit: str, section: dict[str, A
     index = index.tz_convert(tz).as_unit(unit)
     freq = section.get("freq")
     try:
-        index = pd.DatetimeIndex(index, freq=freq).rename(section.get("index_name"))
+        if freq is not None:  # (the parsed index has no frequency of its own)
+            index = pd.DatetimeIndex(index, freq=freq)
+        index = index.rename(section.get("index_name"))
     except ValueError as exc:
         raise _file_error(file, f"timestamps do not follow [timeseries] freq={freq!r} ({exc})",
                           column=TIME_COLUMN) from None
@@ -741,7 +746,8 @@ def _assemble(metadata: Metadata, feeder_info: dict[str, Any], tables: dict[str,
     def table(name: str) -> pd.DataFrame:
         return tables[name] if name in tables else ALL_SCHEMAS[name].empty()
 
-    feeder = Feeder(**feeder_info, **{name: table(name) for name in FEEDER_TABLES})
+    frames: dict[str, Any] = {name: table(name) for name in FEEDER_TABLES}  # Any: keywords of several types
+    feeder = Feeder(**feeder_info, **frames)
     road = RoadNetwork(nodes=table("road_nodes"), links=table("road_links"))
     return Instance(metadata=metadata, feeder=feeder, road=road, timeseries=timeseries,
                     **{name: table(name) for name in INSTANCE_TABLES})

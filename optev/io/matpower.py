@@ -732,7 +732,7 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
             "tap": np.where(tap[is_trafo] == 0, 1.0, tap[is_trafo]), "in_service": status[is_trafo],
         })
     else:
-        lines = transformers = None
+        lines, transformers = pd.DataFrame(), pd.DataFrame()  # no branches: empty tables (Feeder conforms them)
     ref_buses = set(num[bus[:, 1] == 3].tolist())
     subs, gens = [], []
     for k in range(gen.shape[0] if gen.size else 0):
@@ -764,4 +764,4 @@ def mpc_to_feeder(mpc: dict[str, Any], name: str = "") -> Feeder:
         raise FormatError(f"{case.where('bus')}: no reference (type 3) bus")
     subs_df = pd.DataFrame(subs)
     return Feeder(base_mva=base_mva, buses=buses, lines=lines, transformers=transformers,
-                  substations=subs_df, generators=pd.DataFrame(gens) if gens else None, name=name)
+                  substations=subs_df, generators=pd.DataFrame(gens) if gens else pd.DataFrame(), name=name)

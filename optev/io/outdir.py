@@ -158,13 +158,15 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
         data = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    files = data.get("files") if isinstance(data, dict) else None
-    if data.get("kind") not in KINDS or not isinstance(files, list):  # type: ignore[union-attr]
+    if not isinstance(data, dict):
+        return None
+    files = data.get("files")
+    if data.get("kind") not in KINDS or not isinstance(files, list):
         return None
     if not all(isinstance(f, str) and f and not Path(f).is_absolute() and ".." not in Path(f).parts
                for f in files):
         return None
-    return data  # type: ignore[return-value]
+    return data
 
 
 def _write_marker(folder: Path, kind: str) -> None:

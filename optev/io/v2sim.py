@@ -170,7 +170,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal, TypeGuard, overload
 
 import numpy as np
 import pandas as pd
@@ -353,6 +353,12 @@ class _CaseFiles:
                                        ("scs", self.scs), ("node_type", self.node_type)) if p is not None}
 
 
+@overload
+def _pick(folder: Path, patterns: Iterable[str], what: str, required: Literal[True]) -> Path: ...
+@overload
+def _pick(folder: Path, patterns: Iterable[str], what: str, required: bool) -> Path | None: ...
+
+
 def _pick(folder: Path, patterns: Iterable[str], what: str, required: bool) -> Path | None:
     found = sorted({p for pat in patterns for p in folder.glob(pat) if p.is_file()})
     if not found:
@@ -462,7 +468,7 @@ class _Profile:
         return _Profile(np.zeros(1), np.array([float(value)]))
 
 
-def _has_content(elem: ET.Element | None) -> bool:
+def _has_content(elem: ET.Element | None) -> TypeGuard[ET.Element]:
     return elem is not None and ("const" in elem.attrib or any(c.tag == "item" for c in elem))
 
 

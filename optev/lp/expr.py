@@ -337,7 +337,7 @@ def group_sum(expr: LinExpr | VarArray, groups: np.ndarray, n_groups: int) -> Li
     keep = np.flatnonzero(groups >= 0)
     g = groups[keep]
     # constants: bincount adds the items of a group in item order (as a sum item by item)
-    const = np.zeros(n_groups * r_size)
+    const: np.ndarray = np.zeros(n_groups * r_size)
     if keep.size and r_size and np.any(e.const):
         c = np.broadcast_to(e.const, e.shape).reshape(n, r_size)[keep]
         rows = (g[:, None] * r_size + np.arange(r_size)).ravel()

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from optev.lp.expr import LinExpr, VarArray, as_expr
+from optev.tolerances import REDUNDANT_ROW_ATOL as REDUNDANT_ROW_ATOL
 
 SENSES = ("<=", ">=", "==")
 INF = np.inf
@@ -103,13 +104,8 @@ class LPArrays:
         return out
 
 
-REDUNDANT_ROW_ATOL = 1e-9
-"""A row is redundant when its activity range stays within its bounds to this (absolute,
-scaled by 1 + |bound|) tolerance, far below a solver's feasibility tolerance (1e-7)."""
-
-
-def redundant_rows(matrix: sp.spmatrix, col_lower: np.ndarray, col_upper: np.ndarray, row_lower: np.ndarray,
-                   row_upper: np.ndarray) -> np.ndarray:
+def redundant_rows(matrix: sp.csr_matrix | sp.csc_matrix | sp.coo_matrix, col_lower: np.ndarray,
+                   col_upper: np.ndarray, row_lower: np.ndarray, row_upper: np.ndarray) -> np.ndarray:
     r"""Rows that the column bounds alone keep within their bounds.
 
     With :math:`a_i` row i of the matrix and :math:`l \le x \le u`, the activity lies in
@@ -326,6 +322,9 @@ class LinearProgram:
         row_lo, row_hi = self.row_bounds()
         if prev.row_index is None:
             return LPArrays(cost, offset, col_lo, col_hi, row_lo, row_hi, prev.matrix, prev.integer)
+        if self._dropped is None:  # prev dropped rows, so this program's last compile() recorded them
+            raise ValueError("compile_data: the previous arrays dropped rows that this program's last compile() "
+                             "did not drop — use compile()")
         dropped, rows = self._dropped
         if redundant_rows(rows, col_lo, col_hi, row_lo[dropped], row_hi[dropped]).all():
             keep = prev.row_index

@@ -277,8 +277,8 @@ def to_pyomo(lp: LinearProgram) -> pyo.ConcreteModel:
     for fam in lp.variables.values():
         _add_var(_block(model, fam.block), fam)
     columns = column_vars(model, lp)
-    for fam in lp.constraints.values():
-        _add_constraints(_block(model, fam.block), fam, columns, lp.n_cols)
+    for con in lp.constraints.values():
+        _add_constraints(_block(model, con.block), con, columns, lp.n_cols)
     total: list[Any] = []
     for term in lp.objective.values():
         ids = term.expr.ids.ravel()

@@ -67,6 +67,7 @@ from optev.mobility.routing import Router
 from optev.mobility.simulate import SimulationResult, simulate_day
 from optev.mobility.trips import add_fleet, generate_fleet, private_charger_models
 from optev.mobility.vehicles import PreferenceModel
+from optev.tolerances import TIME_ATOL_S
 
 SESSION_QUANTUM_KW = 1.0
 """Setpoint quantum the sessions' targets are made reachable with, kW (the optimiser's
@@ -81,8 +82,6 @@ GENERATE_KEY = "generate"
 SESSION_EXTRA_COLUMNS = ("station_kind", "arrival", "wait_min", "soc_requested", "energy_baseline_kwh",
                          "grid_baseline_kwh", "censored")
 """Columns of a generated ``sessions`` table beyond :data:`optev.data.SESSIONS` (module docstring)."""
-
-_STEP_ATOL_S = 1e-6  # as the window's plugged-step test
 
 UNASSIGNED_FEEDER = "(no feeder)"
 """Feeder label of stations whose bus is not a bus of the feeder."""
@@ -234,13 +233,13 @@ def check_step(step_s: float) -> None:
 def whole_steps(arrival_s: np.ndarray, departure_s: np.ndarray, step_s: float) -> np.ndarray:
     """Number of whole steps ``[k·step, (k+1)·step]`` inside each interval ``[arrival, departure]``.
 
-    Same test as the optimiser's window (``arrival ≤ start + 1e-6`` and
-    ``departure ≥ end − 1e-6``), with steps aligned to time 0.
+    Same test as the optimiser's window (``arrival ≤ start + ε`` and ``departure ≥ end − ε``,
+    ε = :data:`optev.tolerances.TIME_ATOL_S`), with steps aligned to time 0.
     """
     arr = np.asarray(arrival_s, dtype=float)
     dep = np.asarray(departure_s, dtype=float)
-    k_first = np.ceil((arr - _STEP_ATOL_S) / step_s)
-    k_last = np.floor((dep + _STEP_ATOL_S) / step_s) - 1.0
+    k_first = np.ceil((arr - TIME_ATOL_S) / step_s)
+    k_last = np.floor((dep + TIME_ATOL_S) / step_s) - 1.0
     return np.maximum(k_last - k_first + 1.0, 0.0).astype(np.int64)
 
 
@@ -340,6 +339,8 @@ def _base_load_kw(instance: Instance, t_s: np.ndarray) -> pd.DataFrame:
         origin = origin.tz_localize(meta.timezone) if origin.tzinfo is None else origin
         times = origin + pd.to_timedelta(t_s, unit="s")
         idx = frame.index
+        if not isinstance(idx, pd.DatetimeIndex):
+            raise DataError(f"index must be a DatetimeIndex, got {type(idx).__name__}", table="load_p_kw")
         if idx.tz is None:
             times = times.tz_localize(None)
         else:
@@ -349,7 +350,7 @@ def _base_load_kw(instance: Instance, t_s: np.ndarray) -> pd.DataFrame:
         pos_map = {b: i for i, b in enumerate(bus_ids)}
         cols = [c for c in frame.columns if c in pos_map]
         values = frame[cols].to_numpy(float)[np.maximum(pos, 0)]
-        target = [pos_map[c] for c in cols]
+        target = np.array([pos_map[c] for c in cols], dtype=np.intp)
         out[np.ix_(np.flatnonzero(valid), target)] = values[valid]
     return pd.DataFrame(out, columns=bus_ids)
 

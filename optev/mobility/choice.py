@@ -158,7 +158,7 @@ def scs_for_nodes(node_x: np.ndarray, node_y: np.ndarray, node_of_station: np.nd
         q = np.flatnonzero(node_ok)
         dist, idx = tree.query(np.column_stack([node_x[q], node_y[q]]), k=1, distance_upper_bound=max_walk_m)
         found = np.isfinite(dist)
-        out[q[found]] = sel[idx[found]]
+        out[q[found]] = sel[np.asarray(idx)[found]]  # (an array: one query per node)
     # a station at the node itself wins; the first in table order among several
     at = np.flatnonzero(node_of_station >= 0)
     if at.size:

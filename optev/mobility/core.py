@@ -107,9 +107,8 @@ from optev.data.stations import FAST_CHARGER_MIN_KW, PRIVATE_KINDS
 from optev.errors import DataError
 from optev.mobility.choice import Tariffs, expected_wait_s, fcs_scores, nearest_detour, scs_for_nodes
 from optev.mobility.travel import RouterLike, StraightLineRouter, as_travel_function
+from optev.tolerances import SNAP_KWH as SNAP_KWH
 
-SNAP_KWH = 1e-9
-"""Energy below which a battery counts as at its limit (target or floor), kWh."""
 
 # station kinds
 FCS, SCS, PRIVATE = 0, 1, 2
@@ -371,11 +370,11 @@ class EventCore:
 
     def _compile_trips(self, inst: Instance) -> None:
         trips = inst.trips
-        ev_pos = trips["ev_id"].astype(str).map(self.ev_index)
-        if ev_pos.isna().any():
-            k = int(np.flatnonzero(ev_pos.isna().to_numpy())[0])
+        ev_pos_mapped = trips["ev_id"].astype(str).map(self.ev_index)
+        if ev_pos_mapped.isna().any():
+            k = int(np.flatnonzero(ev_pos_mapped.isna().to_numpy())[0])
             raise DataError(f"unknown EV {trips['ev_id'].iloc[k]!r}", table="trips", row=k, column="ev_id")
-        ev_pos = ev_pos.to_numpy(np.int64)
+        ev_pos = ev_pos_mapped.to_numpy(np.int64)
         order = np.lexsort((trips["trip_index"].to_numpy(np.int64), ev_pos))
         t = trips.iloc[order].reset_index(drop=True)
         ev = ev_pos[order]

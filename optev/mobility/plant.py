@@ -30,14 +30,13 @@ from optev.mobility.series import StationSeries, bin_averages
 from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
 from optev.mobility.telemetry import TELEMETRY_PERIOD_S, TelemetryWriter
 from optev.mobility.travel import RouterLike
+from optev.tolerances import TIME_ATOL_S
 
 MIN_INTERVAL_S = 60.0
 """Shortest plant interval, s (1 minute)."""
 
 MAX_INTERVAL_S = 900.0
 """Longest plant interval, s (15 minutes)."""
-
-_INTERVAL_ATOL_S = 1e-6
 
 SESSION_COLUMNS = ("session_id", "ev_id", "station_id", "arrival_s", "departure_s", "soc_arrival", "soc_target",
                    "arrival", "plug_in", "departure", "energy_needed_kwh", "energy_delivered_kwh", "wait_min",
@@ -89,7 +88,7 @@ class Plant:
                 mask = np.isin(ids, list(telemetry_stations))
         self.core = EventCore(instance, self.config, router, mask)
         self.telemetry: TelemetryWriter | None = None
-        if telemetry is not None:
+        if telemetry is not None and mask is not None:  # (a telemetry path always sets the mask above)
             core = self.core
             st = np.flatnonzero(mask)
             counts = core.st_n[st]
@@ -147,7 +146,7 @@ class Plant:
             For an interval outside 1–15 minutes, or a setpoint naming an unknown EV or
             station, or a non-finite setpoint.
         """
-        if not (MIN_INTERVAL_S - _INTERVAL_ATOL_S <= duration_s <= MAX_INTERVAL_S + _INTERVAL_ATOL_S):
+        if not (MIN_INTERVAL_S - TIME_ATOL_S <= duration_s <= MAX_INTERVAL_S + TIME_ATOL_S):
             raise DataError(f"plant interval must be 1 to 15 minutes, got {duration_s} s")
         core = self.core
         t0 = core.now

@@ -58,7 +58,7 @@ Unreachable destinations
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,8 @@ int32 predecessors, int64 pointers and work copies)."""
 _PATH_CACHE_ROWS = 64
 """Predecessor rows kept for :meth:`Router.path` (most recently used origins)."""
 
-NodeArg = Sequence[str] | np.ndarray | pd.Series | Iterable[str]
+NodeArg = Sequence[str] | Sequence[int] | np.ndarray | pd.Series | Iterable[str]
+"""Node ids (str), or node positions (int)."""
 
 
 def _tree_length_numpy(pred: np.ndarray, key: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -153,13 +154,16 @@ def _tree_length_loops(pred: np.ndarray, indptr: np.ndarray, heads: np.ndarray, 
                 done[w] = True
 
 
+_tree_length_numba: Callable[..., None] | None
+prange: Any  # numba.prange (a parallel loop in the compiled kernel); the builtin range without numba
 try:
-    from numba import njit, prange
+    import numba
 except ImportError:  # pragma: no cover - numba is optional
     _tree_length_numba = None
     prange = range
 else:
-    _tree_length_numba = njit(cache=True, parallel=True)(_tree_length_loops)
+    prange = numba.prange
+    _tree_length_numba = numba.njit(cache=True, parallel=True)(_tree_length_loops)
 
 
 class Router:
@@ -279,6 +283,8 @@ class Router:
     def _tree_length(self, pred: np.ndarray, time: np.ndarray) -> np.ndarray:
         """Length from the root to every node along each row's predecessor tree, m."""
         if self.use_numba:
+            if _tree_length_numba is None:
+                raise RuntimeError("Router.use_numba needs numba, which is not installed")
             length = np.empty(pred.shape)
             _tree_length_numba(np.ascontiguousarray(pred, dtype=np.int32), self._indptr, self._v, self._len, length)
         else:
@@ -411,8 +417,9 @@ class Router:
         """Node positions of the shortest-time route (see :meth:`path`)."""
         pred = self._pred_cache.get(origin)
         if pred is None:
-            _, pred = dijkstra(self.graph, directed=True, indices=origin, return_predecessors=True)
-            self._pred_cache[origin] = pred.astype(np.int32)
+            _, preds = dijkstra(self.graph, directed=True, indices=[origin], return_predecessors=True)
+            pred = preds[0].astype(np.int32)  # the one row of indices=[origin] (as indices=origin gives)
+            self._pred_cache[origin] = pred
             if len(self._pred_cache) > _PATH_CACHE_ROWS:
                 self._pred_cache.popitem(last=False)
         else:

@@ -154,4 +154,4 @@ class TelemetryWriter:
         """Finish the Parquet file."""
         if self._writer is not None:
             self._writer.close()
-            self._writer = None  # type: ignore[assignment]
+            self._writer = None

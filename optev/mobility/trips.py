@@ -468,7 +468,7 @@ def _car_chains(home: np.ndarray, work: np.ndarray, pools: list[np.ndarray], sta
         nxt = np.where(late, arrive + opt.min_park_s, arrive + park)
         go_on = ~is_home
         veh, cur, cur_type, depart, forced = veh[go_on], dest[go_on], dest_type[go_on], nxt[go_on], late[go_on]
-        probs = None  # recomputed from the table at the next departure
+        # probs: recomputed from the table at the next departure (k > 0)
         if len(veh) == 0:
             break
 

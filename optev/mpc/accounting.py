@@ -63,6 +63,7 @@ import pandas as pd
 
 from optev.data.instance import Instance
 from optev.mobility.state import SESSION_STEP_COLUMNS, StepReport
+from optev.tolerances import ACCOUNTING_IDENTITY_ATOL
 
 EV_COLUMNS = ("ev_id", "session_id", "station_id", "time", "p_kw", "soc", "p_set_kw", "mode", "plugged_s")
 """Columns of the realised ``ev`` table (module docstring)."""
@@ -70,9 +71,10 @@ EV_COLUMNS = ("ev_id", "session_id", "station_id", "time", "p_kw", "soc", "p_set
 STATION_COLUMNS = ("station_id", "time", "p_ch_kw", "p_dis_kw", "q_kvar", "p_set_kw")
 """Columns of the realised ``station`` table (module docstring)."""
 
-IDENTITY_ATOL = {"station_kwh": 1e-6, "battery_kwh": 1e-6, "import_kw": 1e-3}
+IDENTITY_ATOL = ACCOUNTING_IDENTITY_ATOL
 """Tolerances of the accounting identities (kWh per station-step, kWh per session, kW per
-step: the AC power flow's own mismatch tolerance dominates the last one)."""
+step: the AC power flow's own mismatch tolerance dominates the last one;
+:data:`optev.tolerances.ACCOUNTING_IDENTITY_ATOL`)."""
 
 LOCAL_MODE = "local"
 """``mode`` of an EV that arrived during a step and charged under the plant's local rule."""
@@ -137,7 +139,7 @@ def ev_table(records: pd.DataFrame, times: pd.DatetimeIndex, dt_h: float) -> pd.
         "mode": records["mode"].to_numpy(object), "plugged_s": records["plugged_s"].to_numpy(float)})
 
 
-def station_arrays(records: pd.DataFrame, station_ids: Sequence[str], steps: int,
+def station_arrays(records: pd.DataFrame, station_ids: Sequence[str] | np.ndarray, steps: int,
                    dt_h: float) -> dict[str, np.ndarray]:
     """Per station and step (steps × stations): ``ch``/``dis`` realised grid-side power
     (kW) and ``set`` the sum of the setpoints (kW)."""
@@ -145,7 +147,7 @@ def station_arrays(records: pd.DataFrame, station_ids: Sequence[str], steps: int
     out = {name: np.zeros((steps, n)) for name in ("ch", "dis", "set")}
     if not len(records):
         return out
-    s = pd.Index(station_ids).get_indexer(records["station_id"].to_numpy(object))
+    s = pd.Index(station_ids).get_indexer(pd.Index(records["station_id"].to_numpy(object)))
     k = records["k"].to_numpy(np.int64)
     ok = s >= 0
     for name, values in (("ch", records["import_kwh"].to_numpy(float) / dt_h),
@@ -155,7 +157,7 @@ def station_arrays(records: pd.DataFrame, station_ids: Sequence[str], steps: int
     return out
 
 
-def station_table(station_ids: Sequence[str], times: pd.DatetimeIndex, arrays: Mapping[str, np.ndarray],
+def station_table(station_ids: Sequence[str] | np.ndarray, times: pd.DatetimeIndex, arrays: Mapping[str, np.ndarray],
                   q_kvar: np.ndarray) -> pd.DataFrame:
     """The realised ``station`` table (:data:`STATION_COLUMNS`), one row per station and step."""
     T, n = arrays["ch"].shape
@@ -191,7 +193,7 @@ def identities(records: pd.DataFrame, metered_kwh: np.ndarray, arrays: Mapping[s
                           "e_start": records["e_start_kwh"].to_numpy(float), "e_end": records["e_kwh"].to_numpy(float)})
     g = frame.groupby("session_id", sort=False)
     change = g["e_end"].last() - g["e_start"].first()
-    out["battery_kwh"] = float(np.nanmax(np.abs(change - g["into"].sum()).to_numpy(float), initial=0.0))
+    out["battery_kwh"] = float(np.nanmax((change - g["into"].sum()).abs().to_numpy(float), initial=0.0))
     return out
 
 

@@ -188,7 +188,7 @@ class MonolithicStrategy(WindowSolver):
 
     def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
         super().__init__(formulation, log=log, drop_redundant_rows=True)  # nobody reads its row duals
-        self.session = _RecordingSession(time_limit_s=formulation.solver.get("time_limit_s"),
+        self.session: _RecordingSession = _RecordingSession(time_limit_s=formulation.solver.get("time_limit_s"),
                                          threads=formulation.solver.get("threads"), log=log)
 
     def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:

@@ -323,7 +323,7 @@ def local_setpoints(instance: Instance, evs: Sequence[EVState], now_s: float, st
         if mode == "hold":
             sched = held.get(s)
             k = sched.index(now_s) if sched is not None else None
-            if k is None:
+            if sched is None or k is None:
                 raise DataError(f"station {s!r} is in hold but has no schedule covering t = {now_s} s")
             req[i] = sched.station_kw[k]
             is_hold[i] = True

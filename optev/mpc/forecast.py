@@ -66,7 +66,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from optev.blocks.window import build_window, instance_origin
+from optev.blocks.window import Window, build_window, instance_origin
 from optev.data.instance import Instance
 from optev.data.vehicles import SESSIONS
 from optev.errors import DataError
@@ -133,12 +133,17 @@ def actual_series(instance: Instance, times: pd.DatetimeIndex) -> Forecast:
     time of day when they cover whole days; nominal values otherwise): the realised
     values a simulation applies, and the data persistence forecasts are made of.
     """
+    w = _series_window(instance, times)
+    return Forecast(price_buy=w.price_buy, price_sell=w.price_sell, load_p_kw=w.load_p_kw, load_q_kvar=w.load_q_kvar,
+                    pv_avail_kw=w.pv_avail_kw, wind_avail_kw=w.wind_avail_kw, source="actual")
+
+
+def _series_window(instance: Instance, times: pd.DatetimeIndex) -> Window:
+    """The window (no sessions, no network) whose series :func:`actual_series` returns."""
     bare = copy.copy(instance)
     bare.sessions = empty_sessions()
     step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(minutes=float(instance.metadata.step_minutes))
-    w = build_window(bare, start=times[0], steps=len(times), step=step, with_network=False)
-    return Forecast(price_buy=w.price_buy, price_sell=w.price_sell, load_p_kw=w.load_p_kw, load_q_kvar=w.load_q_kvar,
-                    pv_avail_kw=w.pv_avail_kw, wind_avail_kw=w.wind_avail_kw, source="actual")
+    return build_window(bare, start=times[0], steps=len(times), step=step, with_network=False)
 
 
 def station_phase(station_ids: np.ndarray) -> np.ndarray:
@@ -157,6 +162,8 @@ def station_phase(station_ids: np.ndarray) -> np.ndarray:
 def _time_of_day_means(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Times of day (s, sorted) and the mean over the series' days of the value at each."""
     idx = frame.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise TypeError(f"time series must have a DatetimeIndex, got {type(idx).__name__}")
     tod = (idx - idx.normalize()).total_seconds().to_numpy(float)
     prof = pd.DataFrame(frame.to_numpy(float), columns=frame.columns).groupby(tod, sort=True).mean()
     return prof.index.to_numpy(float), prof.to_numpy(float)
@@ -355,7 +362,7 @@ class PersistenceForecaster:
         if self.values == "day":
             fc = actual_series(instance, times - pd.Timedelta(days=1))
         else:
-            now = actual_series(instance, times[:1])
+            now = _series_window(instance, times[:1])  # actual_series's arrays (never None)
             T = len(times)
             fc = Forecast(price_buy=np.repeat(now.price_buy, T), price_sell=np.repeat(now.price_sell, T),
                           load_p_kw=np.repeat(now.load_p_kw, T, axis=0),

@@ -29,6 +29,7 @@ from optev.mobility.state import Setpoints, StepReport
 from optev.mpc.accounting import SessionSteps
 from optev.mpc.replay import ReplayPlant
 from optev.mpc.state import EVState
+from optev.tolerances import SHORTFALL_ATOL_KWH, TIME_ATOL_S
 
 SESSION_RESULT_COLUMNS = ("session_id", "ev_id", "station_id", "arrival_s", "departure_s", "due_s", "soc_arrival",
                           "soc_target", "soc_departure", "need_kwh", "e_arrival_kwh", "e_departure_kwh",
@@ -42,12 +43,6 @@ the session; ``settled`` for a session that left or was due by the end of the ru
 ``shortfall_kwh = max(need − E_departure, 0)`` for settled sessions (0 for the others);
 ``trip_index`` the trip the session follows (event plant; −1 for the sessions replay and
 the stop at the start of the day)."""
-
-DUE_ATOL_S = 1e-6
-"""A session due this close to the end of the run counts as due by then, s."""
-
-SHORTFALL_ZERO_KWH = 1e-6
-"""Shortfalls below this are numerical noise and reported as 0 kWh."""
 
 
 def battery_capacity(instance: Instance, ev_ids: Any) -> np.ndarray:
@@ -163,11 +158,11 @@ def session_results(table: pd.DataFrame, instance: Instance, t_end: float) -> pd
         due = np.where(censored, instance.sessions.set_index("session_id")["departure_s"].reindex(
             table["session_id"]).to_numpy(float), due)
     with np.errstate(invalid="ignore"):
-        settled = ~censored | (due <= t_end + DUE_ATOL_S)
+        settled = ~censored | (due <= t_end + TIME_ATOL_S)
     need = table["soc_target"].to_numpy(float) * cap
     e_dep = table["soc_departure"].to_numpy(float) * cap
     short = np.where(settled, np.maximum(need - e_dep, 0.0), 0.0)
-    short[short < SHORTFALL_ZERO_KWH] = 0.0
+    short[short < SHORTFALL_ATOL_KWH] = 0.0
     out = table[["session_id", "ev_id", "station_id", "arrival_s", "departure_s"]].copy()
     out["due_s"] = due
     for c in ("soc_arrival", "soc_target", "soc_departure"):

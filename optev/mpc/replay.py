@@ -52,9 +52,7 @@ from optev.errors import DataError
 from optev.mobility.plant import MAX_INTERVAL_S, MIN_INTERVAL_S
 from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
 from optev.mpc.state import ControlState, EVState
-
-_EPS_S = 1e-6
-_SNAP_KWH = 1e-9
+from optev.tolerances import SNAP_KWH, TIME_ATOL_S
 
 WAITING, PLUGGED, GONE = 0, 1, 2
 
@@ -124,8 +122,8 @@ class ReplayPlant:
         self.site_dis = np.minimum(st_tab["p_site_dis_max_kw"].to_numpy(float), n_ch * charger_dis)
         self.n_st = n_st
         self.now = float(start_s)
-        self.status = np.where(self.arr <= self.now + _EPS_S, np.where(self.dep > self.now + _EPS_S, PLUGGED, GONE),
-                               WAITING).astype(np.int8)
+        self.status = np.where(self.arr <= self.now + TIME_ATOL_S,
+                               np.where(self.dep > self.now + TIME_ATOL_S, PLUGGED, GONE), WAITING).astype(np.int8)
         gone0 = self.status == GONE
         self.e_dep[gone0] = self.e[gone0]
 
@@ -144,7 +142,7 @@ class ReplayPlant:
 
     def advance(self, duration_s: float, setpoints: Setpoints | None = None, *, report: bool = True) -> StepReport:
         """Advance by ``duration_s`` (60–900 s) under ``setpoints`` (module docstring, "Rules")."""
-        if not (MIN_INTERVAL_S - _EPS_S <= duration_s <= MAX_INTERVAL_S + _EPS_S):
+        if not (MIN_INTERVAL_S - TIME_ATOL_S <= duration_s <= MAX_INTERVAL_S + TIME_ATOL_S):
             raise DataError(f"plant interval must be 1 to 15 minutes, got {duration_s} s")
         sp = setpoints or Setpoints()
         t0, t1 = self.now, self.now + float(duration_s)
@@ -175,10 +173,10 @@ class ReplayPlant:
             if not np.isfinite(vals).all():
                 raise DataError("a station setpoint is not finite")
             st_sp[pos] = vals
-        arriving = (self.status == WAITING) & (self.arr < t1 - _EPS_S)
+        arriving = (self.status == WAITING) & (self.arr < t1 - TIME_ATOL_S)
         active = at_start | arriving
-        can_ch = np.where(e0 < self.cap - _SNAP_KWH, self.pch, 0.0)
-        can_dis = np.where(e0 > self.floor + _SNAP_KWH, self.pdis, 0.0)
+        can_ch = np.where(e0 < self.cap - SNAP_KWH, self.pch, 0.0)
+        can_dis = np.where(e0 > self.floor + SNAP_KWH, self.pdis, 0.0)
         has_ev = at_start & ~np.isnan(ev_sp)
         has_st = ~np.isnan(st_sp)
         p = np.zeros(n)
@@ -199,7 +197,7 @@ class ReplayPlant:
         p = np.where(shared & (total[self.st] < 0), -self._shares(shared, can_dis, np.maximum(-total, 0.0)), p)
         # uncontrolled: full power up to the session target, within the site cap
         free = active & ~has_ev & ~has_st[self.st]
-        want = np.where(free & (e0 < self.soc_tgt * self.cap - _SNAP_KWH), self.pch, 0.0)
+        want = np.where(free & (e0 < self.soc_tgt * self.cap - SNAP_KWH), self.pch, 0.0)
         sum_free = np.bincount(self.st, weights=want, minlength=self.n_st)
         room = np.maximum(self.site_ch - fixed_ch, 0.0)
         scale = np.divide(room, sum_free, out=np.ones(self.n_st), where=sum_free > room)
@@ -221,16 +219,16 @@ class ReplayPlant:
         self.gin += g_in
         self.gout += g_out
         # status changes
-        leaving = active & (self.dep <= t1 + _EPS_S)
+        leaving = active & (self.dep <= t1 + TIME_ATOL_S)
         arrived = arriving
         self.status[arriving] = PLUGGED
         self.status[leaving] = GONE
         # an EV arriving exactly at t1 is plugged in at the end of this interval
-        edge_arr = (self.status == WAITING) & (self.arr <= t1 + _EPS_S)
+        edge_arr = (self.status == WAITING) & (self.arr <= t1 + TIME_ATOL_S)
         self.status[edge_arr] = PLUGGED
         arrived = arrived | edge_arr
         self.e_dep[leaving] = self.e[leaving]
-        limited = np.where(p > 0, self.e >= e_up - _SNAP_KWH, np.where(p < 0, self.e <= self.floor + _SNAP_KWH, True))
+        limited = np.where(p > 0, self.e >= e_up - SNAP_KWH, np.where(p < 0, self.e <= self.floor + SNAP_KWH, True))
         self.p_end = np.where((self.status == PLUGGED) & ~limited & ~edge_arr, p, 0.0)
         self.now = t1
         plugged_end = self.status == PLUGGED

@@ -192,8 +192,8 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     der, storage = new_der()
     dt_h = step_s / 3600.0
     feeder = instance.feeder
-    st_bus = instance.stations["bus_id"].astype(str).map({b: i for i, b in enumerate(feeder.bus_ids)})
-    st_bus = st_bus.fillna(-1).to_numpy(np.int64)
+    st_bus_mapped = instance.stations["bus_id"].astype(str).map({b: i for i, b in enumerate(feeder.bus_ids)})
+    st_bus = st_bus_mapped.fillna(-1).to_numpy(np.int64)
     base_der, base_sto = new_der()
     # the baseline's DER dispatch depends on the uncontrolled day only: it runs in a second thread
     # while the controlled day runs (HiGHS releases the GIL; the results do not depend on timing)

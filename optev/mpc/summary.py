@@ -28,7 +28,7 @@ from optev.mpc.gridcheck import comparable, import_cost, per_step_counts
 from optev.mpc.loop import LoopRecord
 from optev.mpc.result import BASELINE_STEP_COLUMNS, MODE_COLUMNS, STEP_COLUMNS, MPCRun
 from optev.powerflow.checks import count_by_kind
-from optev.testing import LIMIT_ATOL_KW, SETPOINT_GRID_ATOL, SOC_ATOL
+from optev.tolerances import LIMIT_ATOL_KW, SETPOINT_GRID_ATOL, SOC_ATOL, VOLTAGE_BINDING_ATOL_PU
 
 
 def _row_min(a: np.ndarray) -> np.ndarray:
@@ -150,9 +150,6 @@ def _sessions_figures(sessions: pd.DataFrame, prefix: str) -> dict[str, Any]:
             f"{prefix}sessions_open_at_end": int(len(open_))}
 
 
-VOLTAGE_BINDING_ATOL_PU = 1e-4
-"""A plan's voltage counts as at its limit (with the formulation's margin) within this, p.u."""
-
 PEAK_QUANTILE = 0.9
 """Steps whose realised import is at or above this quantile of the day are "peak steps"."""
 
@@ -194,7 +191,7 @@ def v2g_figures(records: pd.DataFrame, instance: Instance, price_buy: np.ndarray
     return out
 
 
-def _peak(x: np.ndarray, mask: np.ndarray) -> float | None:
+def _peak(x: np.ndarray | pd.Series, mask: np.ndarray) -> float | None:
     v = np.asarray(x, float)[mask]
     v = v[np.isfinite(v)]
     return float(v.max()) if v.size else None

@@ -62,9 +62,8 @@ from optev.powerflow.checks import count_by_kind, violations
 from optev.powerflow.network import RadialNetwork, compile_network
 from optev.powerflow.result import PowerFlowResult
 from optev.powerflow.sweep import run_powerflow
+from optev.tolerances import LOADABILITY_REL_TOL as LOADABILITY_REL_TOL
 
-LOADABILITY_REL_TOL = 1e-3
-"""Relative width at which the loadability bisection stops."""
 LOADABILITY_MAX = 10.0
 """Largest load factor tried; a feeder within limits there reports this (a lower bound)."""
 LOADABILITY_MIN = 2.0 ** -10
@@ -318,7 +317,7 @@ def _steps(instance: Instance, times: Sequence[Any] | pd.DatetimeIndex | None) -
     if times is None:
         index = instance.timeseries.index
         return index if len(index) else None
-    idx = pd.DatetimeIndex(times)
+    idx = times if isinstance(times, pd.DatetimeIndex) else pd.DatetimeIndex(list(times))
     if not len(idx):
         raise DataError("no time steps to check the base load at")
     return idx.tz_localize(instance.metadata.timezone) if idx.tz is None else idx

@@ -20,12 +20,10 @@ import pandas as pd
 
 from optev.data.feeder import Feeder
 from optev.powerflow.result import PowerFlowResult
+from optev.tolerances import LOADING_TOL as LOADING_TOL
+from optev.tolerances import VOLTAGE_TOL_PU as VOLTAGE_TOL_PU
 
 VIOLATION_COLUMNS = ("time", "kind", "element_id", "value", "limit", "excess", "unit")
-VOLTAGE_TOL_PU = 1e-6
-"""Voltage limits are treated as met within this margin (p.u.)."""
-LOADING_TOL = 1e-6
-"""Current and transformer limits are treated as met within this relative margin."""
 
 
 def violations(result: PowerFlowResult, feeder: Feeder, *, tol_v: float = VOLTAGE_TOL_PU,

@@ -9,6 +9,8 @@ before parents (backward sweep), the forward order parents before children.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit, prange
 
@@ -118,15 +120,17 @@ branch_quantities_parallel = njit(cache=True, parallel=True)(_branch_quantities)
 branch_quantities_serial = njit(cache=True)(_branch_quantities)
 
 
-def sweep_batch(*args: object) -> None:
-    """:func:`_sweep_batch` compiled, parallel over steps for large batches only."""
+def sweep_batch(*args: Any) -> None:
+    """:func:`_sweep_batch` compiled, parallel over steps for large batches only (the
+    arguments of :func:`_sweep_batch`, passed through)."""
     s_load = args[6]
-    work = s_load.shape[0] * s_load.shape[1]  # type: ignore[attr-defined]
+    work = s_load.shape[0] * s_load.shape[1]
     (sweep_batch_parallel if work >= PARALLEL_MIN_WORK else sweep_batch_serial)(*args)
 
 
-def branch_quantities(*args: object) -> None:
-    """:func:`_branch_quantities` compiled, parallel over steps for large batches only."""
+def branch_quantities(*args: Any) -> None:
+    """:func:`_branch_quantities` compiled, parallel over steps for large batches only (the
+    arguments of :func:`_branch_quantities`, passed through)."""
     v = args[6]
-    work = v.shape[0] * v.shape[1]  # type: ignore[attr-defined]
+    work = v.shape[0] * v.shape[1]
     (branch_quantities_parallel if work >= PARALLEL_MIN_WORK else branch_quantities_serial)(*args)

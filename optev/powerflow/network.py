@@ -177,9 +177,9 @@ def compile_network(feeder: Feeder) -> RadialNetwork:
     pos_in_order[children] = np.arange(children.size)
     parent_branch = pos_in_order[parents]  # -1 when the parent is a root
     tap = tap_all[branch_no]
-    k = np.flatnonzero(parent_branch >= 0)
+    below = np.flatnonzero(parent_branch >= 0)  # branches whose parent bus is not a root
     mat = sp.identity(children.size, format="csc") - sp.csc_matrix(
-        (1.0 / tap[k], (parent_branch[k], k)), shape=(children.size, children.size))
+        (1.0 / tap[below], (parent_branch[below], below)), shape=(children.size, children.size))
     root_pos = np.full(n, -1, dtype=np.int64)
     root_pos[roots] = np.arange(roots.size)
     root_of_branch = root_pos[parents]

@@ -19,9 +19,10 @@ from optev.data.feeder import Feeder
 from optev.errors import DataError, PowerFlowError
 from optev.powerflow.network import RadialNetwork, compile_network
 from optev.powerflow.result import PowerFlowResult
+from optev.tolerances import POWERFLOW_TOL_PU
 
-DEFAULT_TOL_PU = 1e-10
-"""Convergence tolerance on the voltage update, p.u."""
+DEFAULT_TOL_PU = POWERFLOW_TOL_PU
+"""Convergence tolerance on the voltage update, p.u. (:data:`optev.tolerances.POWERFLOW_TOL_PU`)."""
 
 DEFAULT_MAX_ITER = 100
 COLLAPSE_VM_PU = 0.2

@@ -59,7 +59,7 @@ HEADLINE = (
 """Headline figures: (column, summary key or None when computed, description with unit)."""
 
 
-def ev_energy_cost(ev_kw: np.ndarray, price_buy: np.ndarray, price_sell: np.ndarray, dt_h: float) -> float:
+def ev_energy_cost(ev_kw: np.ndarray | pd.Series, price_buy: np.ndarray, price_sell: np.ndarray, dt_h: float) -> float:
     """Cost of an EV load series at grid prices, currency.
 
     ``Σ_t dt · (buy_t · max(p_t, 0) − sell_t · max(−p_t, 0))`` with ``p_t`` the net EV
@@ -102,9 +102,11 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
                            "currency": instance.metadata.currency}
     if len(times):
         actual = actual_series(instance, times)
-        out["ev_energy_cost"] = ev_energy_cost(steps["ev_kw"], actual.price_buy, actual.price_sell, dt_h)
-        out["baseline_ev_energy_cost"] = ev_energy_cost(baseline_steps["ev_kw"], actual.price_buy, actual.price_sell,
-                                                        dt_h)
+        buy, sell = actual.price_buy, actual.price_sell
+        if buy is None or sell is None:  # actual_series gives every series
+            raise RuntimeError("actual_series returned no prices")
+        out["ev_energy_cost"] = ev_energy_cost(steps["ev_kw"], buy, sell, dt_h)
+        out["baseline_ev_energy_cost"] = ev_energy_cost(baseline_steps["ev_kw"], buy, sell, dt_h)
         out["ev_cost_saving"] = out["baseline_ev_energy_cost"] - out["ev_energy_cost"]
     buses = instance.feeder.buses
     out["voltage_limits_pu"] = ([float(buses["v_min_pu"].min()), float(buses["v_max_pu"].max())]

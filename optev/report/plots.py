@@ -244,8 +244,8 @@ def soc_departure(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]
         ax.hist(np.clip(soc, 0.0, 1.0), bins=bins, histtype="step", lw=1.8, ls=style, color=color,
                 label=f"{name}: {soc.size} sessions, median {np.median(soc):.2f}, {short} short of target")
         shown = True
-    targets = tables["sessions"]
-    targets = targets[~targets["censored"].astype(bool)]["soc_target"].to_numpy(float)
+    controlled = tables["sessions"]
+    targets = controlled[~controlled["censored"].astype(bool)]["soc_target"].to_numpy(float)
     if targets.size:
         ax.hist(np.clip(targets, 0.0, 1.0), bins=bins, histtype="stepfilled", alpha=0.15, color="#ff7f0e",
                 label="targets of the controlled sessions")
