@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from optev import package_version
 from optev.errors import OptevError
@@ -22,6 +22,9 @@ from optev.options import MIX_SUM_ATOL, count_option, control_step_option, gener
 from optev.options import mix_option as parse_mix
 from optev.options import (outage_option, output_file_option, share_option, size_guard, start_option,
                            window_options)
+
+if TYPE_CHECKING:  # the CLI imports its heavy modules lazily
+    from optev.summaries import SolveSummary
 
 __all__ = ["EXIT_USAGE", "MIX_SUM_ATOL", "build_parser", "main", "package_version", "parse_mix"]
 
@@ -161,7 +164,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     inputs = {"formulation_file": formulation.source, "instance": str(args.instance),
               "soft_limits": bool(result.context.soft_limits), "mps": str(mps) if mps else None}
     folder = write_results(result, out, args.format, extra={"inputs": inputs, **grid}, inputs=paths)
-    summary = jsonable({**result.summary, **grid, "inputs": inputs, "out": str(folder)})
+    summary: SolveSummary = jsonable({**result.summary, **grid, "inputs": inputs, "out": str(folder)})
     if args.json:
         print(json.dumps(summary))
     else:
@@ -174,7 +177,7 @@ def _export_mps(solver: Any, path: Path) -> None:
     solver.session.write_mps(path)
 
 
-def _print_report(s: dict[str, Any], table_format: str, folder: Path) -> None:
+def _print_report(s: SolveSummary, table_format: str, folder: Path) -> None:
     """The short text report of ``optev solve`` from its (JSON-ready) summary."""
     def num(value: Any, fmt: str, unit: str = "") -> str:
         return "n/a" if value is None else f"{value:{fmt}}{unit}"

@@ -39,6 +39,46 @@ def station_setpoints(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.
     return p_ch, p_dis
 
 
+LINE_COLUMNS = ["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"]
+"""Columns of the ``line`` table."""
+
+
+def plan_tables(w: Any, evs: Any, plan: Disaggregation, q_kvar: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The ``ev`` and ``station`` tables of an EV plan.
+
+    ``evs`` are the plan's sessions (their ``station`` indexes ``w.stations``), ``w`` the
+    window they belong to and ``q_kvar`` the stations' reactive power (n_st × T, kvar).
+    """
+    st = w.stations
+    times = w.times
+    T = w.steps
+    ei, ti = np.nonzero(evs.plugged > 0)
+    ev_table = pd.DataFrame({
+        "ev_id": evs.ev_id[ei], "session_id": evs.session_id[ei], "station_id": st.station_id[evs.station[ei]],
+        "time": times[ti], "p_kw": plan.ev_p_kw[ei, ti], "soc": plan.ev_e_kwh[ei, ti] / evs.capacity_kwh[ei],
+    })
+    ev_p = plan.ev_p_kw
+    st_ch = np.zeros((st.n, T))
+    st_dis = np.zeros((st.n, T))
+    np.add.at(st_ch, evs.station, np.maximum(ev_p, 0.0))
+    np.add.at(st_dis, evs.station, np.maximum(-ev_p, 0.0))
+    station_table = pd.DataFrame({
+        "station_id": np.repeat(st.station_id, T), "time": times[np.tile(np.arange(T), st.n)],  # stays datetime64
+        "p_ch_kw": st_ch.ravel(), "p_dis_kw": st_dis.ravel(), "q_kvar": np.asarray(q_kvar).ravel(),
+    })
+    return {"ev": ev_table, "station": station_table}
+
+
+def applied_ac_tables(bus: pd.DataFrame, ac: PowerFlowResult, times: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
+    """The ``bus`` table with the voltages of the applied AC power flow ``ac`` (``vm_pu_ac``)
+    and the ``line`` table of its flows."""
+    bus = bus.copy()
+    bus["vm_pu_ac"] = ac.vm_pu.ravel()
+    frame = ac.line_frame()
+    frame["time"] = np.repeat(times, len(ac.line_ids))
+    return {"bus": bus, "line": frame[LINE_COLUMNS]}
+
+
 def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | None,
                   applied_ac: Callable[[Disaggregation], PowerFlowResult | None] | None = None
                   ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -87,48 +127,30 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | 
     ac = applied_ac(plan) if applied_ac is not None else ac_model
     extra["ac_applied"] = ac
 
-    plugged = evs.plugged > 0
-    ei, ti = np.nonzero(plugged)
-    ev_table = pd.DataFrame({
-        "ev_id": evs.ev_id[ei], "session_id": evs.session_id[ei], "station_id": st.station_id[evs.station[ei]],
-        "time": times[ti], "p_kw": plan.ev_p_kw[ei, ti], "soc": plan.ev_e_kwh[ei, ti] / evs.capacity_kwh[ei],
-    })
-    ev_p = plan.ev_p_kw
-    st_ch = np.zeros((st.n, T))
-    st_dis = np.zeros((st.n, T))
-    np.add.at(st_ch, evs.station, np.maximum(ev_p, 0.0))
-    np.add.at(st_dis, evs.station, np.maximum(-ev_p, 0.0))
     q = lp.evaluate(as_expr(ctx.handles["station_q"]), x) if "station_q" in ctx.handles else np.zeros((st.n, T))
-    station_table = pd.DataFrame({
-        "station_id": np.repeat(st.station_id, T), "time": times[np.tile(np.arange(T), st.n)],  # stays datetime64
-        "p_ch_kw": st_ch.ravel(), "p_dis_kw": st_dis.ravel(), "q_kvar": q.ravel(),
-    })
-    tables = {"ev": ev_table, "station": station_table}
+    tables = plan_tables(w, evs, plan, q)
     bus_ids = np.asarray(w.instance.feeder.bus_ids, dtype=object)
     if w.n_bus:
         vm_lin = np.full((T, w.n_bus), np.nan)
         if "bus_v2" in ctx.handles:
             vm_lin = np.sqrt(np.maximum(lp.evaluate(as_expr(ctx.handles["bus_v2"]), x), 0.0)).T
-        vm_ac = ac.vm_pu if ac is not None else np.full((T, w.n_bus), np.nan)
         tables["bus"] = pd.DataFrame({
             "bus_id": np.tile(bus_ids, T), "time": np.repeat(times, w.n_bus),
             "vm_pu_lindistflow": vm_lin.ravel(),
             "vm_pu_ac_model": (ac_model.vm_pu if ac_model is not None else np.full((T, w.n_bus), np.nan)).ravel(),
-            "vm_pu_ac": vm_ac.ravel(),
+            "vm_pu_ac": np.full(T * w.n_bus, np.nan),
         })
         if "bus_v2" in ctx.handles and ac_model is not None:
             extra["max_abs_dv_pu"] = float(np.nanmax(np.abs(vm_lin - ac_model.vm_pu)))
         if ac is not None:
-            frame = ac.line_frame()
-            frame["time"] = np.repeat(times, len(ac.line_ids))
-            tables["line"] = frame[["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"]]
+            tables.update(applied_ac_tables(tables["bus"], ac, times))
             extra["ac_converged_steps"] = int(ac.converged.sum())
             extra["loss_kw_max"] = float(np.nanmax(ac.loss_kw))
             extra["peak_import_kw"] = float(np.nanmax(ac.substation_p_kw.sum(axis=1)))
     if "bus" not in tables:
         tables["bus"] = pd.DataFrame(columns=["bus_id", "time", "vm_pu_lindistflow", "vm_pu_ac_model", "vm_pu_ac"])
     if "line" not in tables:
-        tables["line"] = pd.DataFrame(columns=["line_id", "time", "p_kw", "q_kvar", "current_a", "loading"])
+        tables["line"] = pd.DataFrame(columns=LINE_COLUMNS)
     if "grid_import_kw" in ctx.handles:
         imp = lp.evaluate(as_expr(ctx.handles["grid_import_kw"]), x)
         extra.setdefault("peak_import_kw", float(imp.max()))

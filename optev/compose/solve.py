@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ from optev.powerflow import PowerFlowResult, run_powerflow, violations
 from optev.powerflow.checks import count_by_kind
 from optev.solvers.highs import HighsSession, SolveOutcome
 from optev.compose.results import station_setpoints
+from optev.summaries import LossCorrection, WindowSummary
 
 
 def build_model(formulation: Formulation, window: Window, *, soft_limits: bool | None = None) -> ModelContext:
@@ -80,8 +81,9 @@ class WindowResult:
         ``ev``, ``station``, ``bus``, ``line`` (schemas in the CLI docs).
     violations : DataFrame
         AC-check violations of every step.
-    summary : dict
-        Plain, JSON-serialisable summary (see :meth:`summary_dict`).
+    summary : WindowSummary
+        Plain, JSON-serialisable summary (every key documented in
+        :class:`optev.summaries.WindowSummary`).
     """
 
     termination: str
@@ -92,7 +94,7 @@ class WindowResult:
     check_s: float
     tables: dict[str, pd.DataFrame]
     violations: pd.DataFrame
-    summary: dict[str, Any]
+    summary: WindowSummary
     context: ModelContext = field(repr=False)
     x: np.ndarray = field(repr=False)
     ac: PowerFlowResult | None = field(repr=False, default=None)
@@ -259,14 +261,8 @@ class WindowSolver:
         def applied(plan: Any) -> PowerFlowResult | None:
             if not check:
                 return None
-            p_bus, q_bus = bus_injections(ctx, x)
             p_ch, p_dis = station_setpoints(ctx, x)
-            shift = np.zeros((window.steps, window.n_bus))
-            st = window.stations
-            on_bus = st.bus >= 0
-            # injection of a station is −(net charging): replace the LP's by the realised power
-            np.add.at(shift.T, st.bus[on_bus], (plan.station_p_kw - (p_ch - p_dis))[on_bus])
-            return self._powerflow(window, p_bus - shift, q_bus)
+            return applied_powerflow(ctx, x, window, plan.station_p_kw - (p_ch - p_dis))
 
         build_s += self._mapping_s  # loading the model into HiGHS, with the basis translation
         result = _assemble(self.formulation, ctx, x, outcome, ac, applied, build_s, solve_s, check_s, history)
@@ -383,7 +379,7 @@ def checked_window(instance: Instance, *, start: Any, steps: Any, step: Any, win
     return times, step_td
 
 
-def _loss_status(ctx: ModelContext, refine: Any, history: list[float], seeded: bool) -> dict[str, Any]:
+def _loss_status(ctx: ModelContext, refine: Any, history: list[float], seeded: bool) -> LossCorrection:
     """Summary entries of the loss correction (see :meth:`WindowSolver.solve`).
 
     ``loss_correction_converged``: True when LinDistFlow and AC voltages agreed within
@@ -422,6 +418,20 @@ def bus_injections(ctx: ModelContext, x: np.ndarray) -> tuple[np.ndarray, np.nda
     return p, q
 
 
+def applied_powerflow(ctx: ModelContext, x: np.ndarray, window: Window, station_shift_kw: np.ndarray
+                      ) -> PowerFlowResult:
+    """AC power flow of what would be applied: the bus injections of the solution ``x``
+    with each station's power moved by ``station_shift_kw`` (n_st × T, kW, charge positive:
+    the realised minus the LP's power of ``window.stations``), on ``window``'s load and network."""
+    p_bus, q_bus = bus_injections(ctx, x)
+    shift = np.zeros((window.steps, window.n_bus))
+    st = window.stations
+    on_bus = st.bus >= 0
+    # injection of a station is −(net charging): replace the LP's by the realised power
+    np.add.at(shift.T, st.bus[on_bus], station_shift_kw[on_bus])
+    return WindowSolver._powerflow(window, p_bus - shift, q_bus)
+
+
 def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcome: SolveOutcome,
               ac_model: PowerFlowResult | None, applied: Any, build_s: float, solve_s: float, check_s: float,
               history: list[float]) -> WindowResult:
@@ -437,7 +447,9 @@ def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcom
     check_s += time.perf_counter() - t0
     terms = ctx.lp.objective_values(x)
     slack_use = {name: float(ctx.lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
-    summary: dict[str, Any] = {
+    # cast: the block figures in ``extra`` vary with the formulation (keys documented in
+    # WindowSummary, checked against the written JSON by tests/test_summary_keys.py)
+    summary = cast(WindowSummary, {
         "formulation": formulation.name,
         "termination": outcome.status,
         "objective": float(outcome.objective),
@@ -451,6 +463,6 @@ def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcom
         "violations": count_by_kind(viol) if len(viol) else {},
         "slack_used": slack_use,
         **{k: v for k, v in extra.items() if k != "max_abs_dv_pu"},
-    }
+    })
     return WindowResult(outcome.status, float(outcome.objective), terms, build_s, solve_s, check_s, tables, viol,
                         summary, ctx, x, ac, plan, ac_model)

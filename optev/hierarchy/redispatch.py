@@ -1,6 +1,6 @@
 r"""Re-dispatch of a region's grid and DER against the station level's plan.
 
-The region LP (:func:`optev.hierarchy.solve.solve_region`, step 1) dispatches the
+The region LP (:func:`optev.hierarchy.worker.solve_region`, step 1) dispatches the
 substation import, the generators, PV/wind curtailment and the storage together with the
 stations' flexibility envelopes. The station level (step 2) then solves every station's
 exact per-EV problem; where the envelope's relaxation let the region plan less power than

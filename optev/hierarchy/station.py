@@ -73,7 +73,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,7 @@ from optev.blocks.window import EVArrays, StationArrays, Window, take_rows
 from optev.compose.formulation import BLOCKS, Formulation
 from optev.errors import InfeasibleError, SolverError
 from optev.lp.expr import as_expr
+from optev.summaries import WindowSummary
 
 TRACKING = 1e-3
 """Default tie-breaking tracking price, as a fraction of the window's highest absolute grid price."""
@@ -368,9 +369,11 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
             extra.pop("ac_applied", None)
             terms = lp.objective_values(x)
             slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
-            summary = {"formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
-                       "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
-                       "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra}
+            # cast: result_tables' figures vary with the formulation (keys in WindowSummary)
+            summary = cast(WindowSummary, {
+                "formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
+                "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
+                "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra})
             empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
             results.append(WindowResult(out.status, float(out.objective), terms, build_s, out.solve_s, 0.0, tables,
                                         empty, summary, ctx, x, None, plan, None))

@@ -10,7 +10,10 @@ Public API of the fleet generator (issue 4, deliverables 1 and 2):
 The charging simulation (issue 4, deliverables 3 and 4; R5.1.4, R6.1.4):
 
 - :mod:`optev.mobility.core` — the event-driven engine (FCS FIFO queue, SCS rejection,
-  private chargers, driving energy);
+  private chargers, driving energy), assembled from ``event_compile`` (instance data),
+  ``event_state`` (state), ``event_power`` (charging power and energy), ``event_driving``
+  (legs, FCS choice) and ``event_stations`` (plug-in, queues, turn-away);
+  :mod:`optev.mobility.plant_config` its :class:`PlantConfig`;
 - :mod:`optev.mobility.plant` — :class:`Plant`, advanced interval by interval with
   setpoints (the MPC's plant); :mod:`optev.mobility.state` its JSON-serialisable state;
 - :mod:`optev.mobility.simulate` — :func:`simulate_day`, an uncontrolled day (the baseline);

@@ -91,7 +91,7 @@ class Plant:
         if telemetry is not None and mask is not None:  # (a telemetry path always sets the mask above)
             core = self.core
             st = np.flatnonzero(mask)
-            counts = core.st_n[st]
+            counts = core.st_n_chargers[st]
             charger_station = np.repeat(st, counts)
             slot = np.concatenate([np.arange(c) for c in counts]) if counts.size else np.zeros(0, np.int64)
             charger_ids = np.array([f"{core.st_ids[s]}#{k}" for s, k in zip(charger_station, slot)], dtype=object)
@@ -156,13 +156,14 @@ class Plant:
         core.events = []
         ignored: list[int] = []
         clipped: dict[int, float] = {}
-        if ev_sp or st_sp or core.controlled or core.station_sp:
+        if ev_sp or st_sp or core.controlled or core.station_setpoint_kw:
             ignored, clipped = core.apply_setpoints(ev_sp, st_sp, t0)
         if report:
             core.settle_all(t0)
-            open_sessions = [core.sess[i] for i in core.plugged_all]
-            e_start = {k: core.s_gin[k] - core.s_gout[k] for k in open_sessions}  # by session
-            st_start = np.asarray(core.st_gin) - np.asarray(core.st_gout)
+            open_sessions = [core.ev_session[i] for i in core.plugged_all]
+            # by session
+            e_start = {k: core.ses_grid_import_kwh[k] - core.ses_grid_export_kwh[k] for k in open_sessions}
+            st_start = np.asarray(core.st_grid_import_kwh) - np.asarray(core.st_grid_export_kwh)
             ses_start = _SessionMark(core, sorted(open_sessions))
         core.run_until(t1)
         self._flush_telemetry(t0, t1)
@@ -174,7 +175,7 @@ class Plant:
                          counts={"arrivals": counts["arrival"], "plug_ins": counts["plug_in"],
                                  "departures": counts["departure"], "rejections": counts["rejection"],
                                  "stranded": counts["stranded"], "plugged": len(core.plugged_all),
-                                 "queued": sum(len(q) for q in core.queue.values())})
+                                 "queued": sum(len(q) for q in core.fcs_queue.values())})
         if report:
             self._fill_report(rep, events, e_start, st_start, ignored, clipped, t1)
             rep.sessions = ses_start.realised(core, t0, t1)
@@ -192,25 +193,25 @@ class Plant:
         for kind, t, i, s, ses, soc in events:
             lists[kind].append(PlantEvent(kind=kind, time_s=float(t), ev_id=str(ids[i]),
                                           station_id=str(sids[s]) if s >= 0 else None,
-                                          session_id=core.s_id[ses] if ses >= 0 else None, soc=float(soc)))
+                                          session_id=core.ses_id[ses] if ses >= 0 else None, soc=float(soc)))
         for i in sorted(core.plugged_all):
-            ses = core.sess[i]
-            exp = core.s_expdep[ses]
+            ses = core.ev_session[i]
+            exp = core.ses_expected_departure_s[ses]
             rep.plugged.append(PluggedEV(
-                ev_id=str(ids[i]), station_id=str(sids[core.st[i]]), session_id=core.s_id[ses],
-                soc=float(core.e[i] / core.cap[i]), p_kw=float(core.p[i]),
-                energy_kwh=float(core.s_gin[ses] - core.s_gout[ses] - e_start.get(ses, 0.0)),
-                soc_target=float(core.s_soc_tgt[ses]), soc_min=float(core.soc_min[i]),
-                departure_s=None if np.isnan(exp) else float(exp), p_ch_max_kw=float(core.pch[i]),
-                p_dis_max_kw=float(core.pdis[i])))
-        for s in core.fcs:
-            rep.queues[str(sids[s])] = len(core.queue.get(int(s), ()))
-        energy = np.asarray(core.st_gin) - np.asarray(core.st_gout) - st_start
-        plugged = np.asarray(core.busy)
+                ev_id=str(ids[i]), station_id=str(sids[core.ev_station[i]]), session_id=core.ses_id[ses],
+                soc=float(core.energy_kwh[i] / core.battery_kwh[i]), p_kw=float(core.p_kw[i]),
+                energy_kwh=float(core.ses_grid_import_kwh[ses] - core.ses_grid_export_kwh[ses] - e_start.get(ses, 0.0)),
+                soc_target=float(core.ses_soc_target[ses]), soc_min=float(core.soc_min[i]),
+                departure_s=None if np.isnan(exp) else float(exp), p_ch_max_kw=float(core.p_ch_max_kw[i]),
+                p_dis_max_kw=float(core.p_dis_max_kw[i])))
+        for s in core.fcs_choosable:
+            rep.queues[str(sids[s])] = len(core.fcs_queue.get(int(s), ()))
+        energy = np.asarray(core.st_grid_import_kwh) - np.asarray(core.st_grid_export_kwh) - st_start
+        plugged = np.asarray(core.n_busy)
         queued = np.zeros(len(sids), dtype=np.int64)
-        for s, q in core.queue.items():
+        for s, q in core.fcs_queue.items():
             queued[s] = len(q)
-        p_now = np.asarray(core.st_p)
+        p_now = np.asarray(core.st_p_kw)
         dt_h = (rep.t_end_s - rep.t_start_s) / 3600.0
         for s in np.flatnonzero((plugged > 0) | (queued > 0) | (energy != 0.0)):
             rep.stations.append(StationState(station_id=str(sids[s]), plugged=int(plugged[s]), queue=int(queued[s]),
@@ -223,9 +224,10 @@ class Plant:
         if self.telemetry is None:
             return
         core = self.core
-        c = np.array(core.cg_c, dtype=np.int64)
-        self.telemetry.write_interval(t0, t1, np.array(core.cg_t, dtype=float), self._tele_index[c],
-                                      np.array(core.cg_p, dtype=float), np.array(core.cg_ev, dtype=np.int64))
+        c = np.array(core.charger_log_charger, dtype=np.int64)
+        self.telemetry.write_interval(t0, t1, np.array(core.charger_log_t_s, dtype=float), self._tele_index[c],
+                                      np.array(core.charger_log_p_kw, dtype=float),
+                                      np.array(core.charger_log_ev, dtype=np.int64))
         core.clear_charger_log()
 
     def close(self) -> None:
@@ -233,7 +235,7 @@ class Plant:
         if self.telemetry is not None:
             self.telemetry.close()
             self.telemetry = None
-            self.core.tele = None
+            self.core.telemetry_mask = None
             self.core.clear_charger_log()
 
     def __enter__(self) -> "Plant":
@@ -258,26 +260,26 @@ class Plant:
         """
         core = self.core
         core.settle_all(core.now)
-        n = len(core.s_ev)
-        ev = np.asarray(core.s_ev, dtype=np.int64)
-        st = np.asarray(core.s_st, dtype=np.int64)
-        cap = np.asarray(core.cap)[ev] if n else np.zeros(0)
-        arr = np.asarray(core.s_arr, dtype=float)
-        plug = np.asarray(core.s_plug, dtype=float)
-        dep = np.asarray(core.s_dep, dtype=float)
-        e_arr = np.asarray(core.s_e_arr, dtype=float)
-        e_dep = np.asarray(core.s_e_dep, dtype=float)
-        rej = np.asarray(core.s_rej, dtype=bool)
+        n = len(core.ses_ev)
+        ev = np.asarray(core.ses_ev, dtype=np.int64)
+        st = np.asarray(core.ses_station, dtype=np.int64)
+        cap = np.asarray(core.battery_kwh)[ev] if n else np.zeros(0)
+        arr = np.asarray(core.ses_arrival_s, dtype=float)
+        plug = np.asarray(core.ses_plug_in_s, dtype=float)
+        dep = np.asarray(core.ses_departure_s, dtype=float)
+        e_arr = np.asarray(core.ses_e_arrival_kwh, dtype=float)
+        e_dep = np.asarray(core.ses_e_departure_kwh, dtype=float)
+        rej = np.asarray(core.ses_rejected, dtype=bool)
         open_ = np.isnan(dep)
         if open_.any():  # still plugged or queued: report up to now
             dep = np.where(open_, core.now, dep)
-            e_now = np.asarray(core.e)[ev]
+            e_now = np.asarray(core.energy_kwh)[ev]
             e_dep = np.where(open_, e_now, e_dep)
         plugged = ~np.isnan(plug)
-        tgt = np.asarray(core.s_soc_tgt, dtype=float)
+        tgt = np.asarray(core.ses_soc_target, dtype=float)
         wait = np.where(plugged, plug - arr, np.where(rej, 0.0, dep - arr)) / 60.0
         df = pd.DataFrame({
-            "session_id": list(core.s_id),
+            "session_id": list(core.ses_id),
             "ev_id": core.ev_ids[ev] if n else np.zeros(0, dtype=object),
             "station_id": core.st_ids[st] if n else np.zeros(0, dtype=object),
             "arrival_s": np.where(plugged, plug, arr),
@@ -286,16 +288,16 @@ class Plant:
             "soc_target": tgt,
             "arrival": arr, "plug_in": plug, "departure": dep,
             "energy_needed_kwh": np.maximum(tgt * cap - e_arr, 0.0),
-            "energy_delivered_kwh": np.asarray(core.s_ch, dtype=float),
+            "energy_delivered_kwh": np.asarray(core.ses_charged_kwh, dtype=float),
             "wait_min": wait,
             "rejected": rej,
             "station_kind": core.st_kind_name[st] if n else np.zeros(0, dtype=object),
             "soc_departure": np.clip(e_dep / np.where(cap > 0, cap, 1.0), 0.0, 1.0),
-            "energy_discharged_kwh": np.asarray(core.s_dis, dtype=float),
-            "grid_import_kwh": np.asarray(core.s_gin, dtype=float),
-            "grid_export_kwh": np.asarray(core.s_gout, dtype=float),
-            "expected_departure": np.asarray(core.s_expdep, dtype=float),
-            "trip_index": _trip_index(core, np.asarray(core.s_trip, dtype=np.int64)),
+            "energy_discharged_kwh": np.asarray(core.ses_discharged_kwh, dtype=float),
+            "grid_import_kwh": np.asarray(core.ses_grid_import_kwh, dtype=float),
+            "grid_export_kwh": np.asarray(core.ses_grid_export_kwh, dtype=float),
+            "expected_departure": np.asarray(core.ses_expected_departure_s, dtype=float),
+            "trip_index": _trip_index(core, np.asarray(core.ses_trip, dtype=np.int64)),
             "censored": open_,
         })
         return df
@@ -308,21 +310,21 @@ class Plant:
         """
         core = self.core
         core.settle_all(core.now)
-        cap = np.asarray(core.cap)
-        n_ses = np.bincount(np.asarray(core.s_ev, dtype=np.int64), minlength=core.n_ev) if core.s_ev else \
+        cap = np.asarray(core.battery_kwh)
+        n_ses = np.bincount(np.asarray(core.ses_ev, dtype=np.int64), minlength=core.n_ev) if core.ses_ev else \
             np.zeros(core.n_ev, np.int64)
-        n_rej = np.bincount(np.asarray(core.s_ev, dtype=np.int64), weights=np.asarray(core.s_rej, dtype=float),
-                            minlength=core.n_ev) if core.s_ev else np.zeros(core.n_ev)
+        n_rej = np.bincount(np.asarray(core.ses_ev, dtype=np.int64), weights=np.asarray(core.ses_rejected, dtype=float),
+                            minlength=core.n_ev) if core.ses_ev else np.zeros(core.n_ev)
         status = np.asarray(core.status)
         return pd.DataFrame({
-            "ev_id": core.ev_ids, "battery_kwh": cap, "soc_init": np.asarray(core.e_init) / cap,
-            "soc_end": np.asarray(core.e) / cap, "e_init_kwh": np.asarray(core.e_init),
-            "e_end_kwh": np.asarray(core.e), "driving_kwh": np.asarray(core.drive_kwh),
-            "driven_km": np.asarray(core.drive_m) / 1000.0, "charged_kwh": np.asarray(core.ch_batt),
-            "discharged_kwh": np.asarray(core.dis_batt), "grid_import_kwh": np.asarray(core.grid_in),
-            "grid_export_kwh": np.asarray(core.grid_out), "sessions": n_ses - n_rej.astype(np.int64),
+            "ev_id": core.ev_ids, "battery_kwh": cap, "soc_init": np.asarray(core.energy_init_kwh) / cap,
+            "soc_end": np.asarray(core.energy_kwh) / cap, "e_init_kwh": np.asarray(core.energy_init_kwh),
+            "e_end_kwh": np.asarray(core.energy_kwh), "driving_kwh": np.asarray(core.driven_kwh),
+            "driven_km": np.asarray(core.driven_m) / 1000.0, "charged_kwh": np.asarray(core.charged_kwh),
+            "discharged_kwh": np.asarray(core.discharged_kwh), "grid_import_kwh": np.asarray(core.grid_import_kwh),
+            "grid_export_kwh": np.asarray(core.grid_export_kwh), "sessions": n_ses - n_rej.astype(np.int64),
             "rejections": n_rej.astype(np.int64), "stranded": status == STRANDED,
-            "stranded_s": np.asarray(core.strand_t, dtype=float),
+            "stranded_s": np.asarray(core.stranded_s, dtype=float),
             "plugged": status == PLUGGED,
         })
 
@@ -338,11 +340,12 @@ class Plant:
         end = core.now if t_end_s is None else float(t_end_s)
         n_bins = max(1, int(np.ceil(end / resolution_s - 1e-9)))
         edges = np.arange(n_bins + 1) * float(resolution_s)
-        t = np.array(core.lg_t, dtype=float)
-        s = np.array(core.lg_s, dtype=np.int64)
+        t = np.array(core.log_t_s, dtype=float)
+        s = np.array(core.log_station, dtype=np.int64)
         n_st = len(core.st_ids)
         out = {}
-        for name, buf in (("load_kw", core.lg_dp), ("occupancy", core.lg_docc), ("queue", core.lg_dq)):
+        logs = (("load_kw", core.log_dp_kw), ("occupancy", core.log_d_occupancy), ("queue", core.log_d_queue))
+        for name, buf in logs:
             d = np.array(buf, dtype=float)
             keep = d != 0.0
             out[name] = bin_averages(s[keep], t[keep], d[keep], n_st, edges)
@@ -352,13 +355,17 @@ class Plant:
     def queues(self) -> dict[str, int]:
         """Current queue length of every FCS."""
         core = self.core
-        return {str(core.st_ids[s]): len(core.queue.get(int(s), ())) for s in core.fcs}
+        return {str(core.st_ids[s]): len(core.fcs_queue.get(int(s), ())) for s in core.fcs_choosable}
 
     def plugged_evs(self) -> dict[str, float]:
         """Current SOC of every plugged EV, by EV id."""
         core = self.core
         core.settle_all(core.now)
-        return {str(core.ev_ids[i]): core.e[i] / core.cap[i] for i in sorted(core.plugged_all)}
+        return {str(core.ev_ids[i]): core.energy_kwh[i] / core.battery_kwh[i] for i in sorted(core.plugged_all)}
+
+
+_SESSION_ENERGIES = ("ses_grid_import_kwh", "ses_grid_export_kwh", "ses_charged_kwh", "ses_discharged_kwh")
+"""Cumulative session energies of :class:`~optev.mobility.core.EventCore` marked at an interval start."""
 
 
 class _SessionMark:
@@ -367,32 +374,33 @@ class _SessionMark:
 
     def __init__(self, core: EventCore, open_sessions: list[int]) -> None:
         self.open = np.asarray(open_sessions, dtype=np.int64)
-        self.start = {name: np.asarray(getattr(core, name), dtype=float)[self.open]
-                      for name in ("s_gin", "s_gout", "s_ch", "s_dis")}
+        self.start = {name: np.asarray(getattr(core, name), dtype=float)[self.open] for name in _SESSION_ENERGIES}
 
     def realised(self, core: EventCore, t0: float, t1: float) -> dict[str, list]:
         """Columns of the sessions plugged in at ``t0`` or plugged in during the interval
         (new arrivals, and EVs that waited in an FCS queue)."""
-        plug = np.asarray(core.s_plug, dtype=float)
+        plug = np.asarray(core.ses_plug_in_s, dtype=float)
         with np.errstate(invalid="ignore"):
             new = np.flatnonzero(plug >= t0)  # NaN (queued, turned away) compares False
         new = np.setdiff1d(new, self.open, assume_unique=True)
         k = np.concatenate([self.open, new])
         delta = {}
-        for name in ("s_gin", "s_gout", "s_ch", "s_dis"):
+        for name in _SESSION_ENERGIES:
             now = np.asarray(getattr(core, name), dtype=float)[k]
             delta[name] = now - np.concatenate([self.start[name], np.zeros(new.size)])
-        dep = np.asarray(core.s_dep, dtype=float)[k]
-        ev = np.asarray(core.s_ev, dtype=np.int64)[k]
+        dep = np.asarray(core.ses_departure_s, dtype=float)[k]
+        ev = np.asarray(core.ses_ev, dtype=np.int64)[k]
         left = ~np.isnan(dep)
-        e_now = np.asarray(core.e, dtype=float)[ev]
-        e_end = np.where(left, np.asarray(core.s_e_dep, dtype=float)[k], e_now)
-        cap = np.asarray(core.cap, dtype=float)[ev]
+        e_now = np.asarray(core.energy_kwh, dtype=float)[ev]
+        e_end = np.where(left, np.asarray(core.ses_e_departure_kwh, dtype=float)[k], e_now)
+        cap = np.asarray(core.battery_kwh, dtype=float)[ev]
         plugged_s = np.minimum(np.where(left, dep, t1), t1) - np.maximum(plug[k], t0)
-        return {"session_id": [core.s_id[j] for j in k.tolist()], "ev_id": core.ev_ids[ev].tolist(),
-                "station_id": core.st_ids[np.asarray(core.s_st, dtype=np.int64)[k]].tolist(),
-                "import_kwh": delta["s_gin"].tolist(), "export_kwh": delta["s_gout"].tolist(),
-                "charged_kwh": delta["s_ch"].tolist(), "discharged_kwh": delta["s_dis"].tolist(),
+        return {"session_id": [core.ses_id[j] for j in k.tolist()], "ev_id": core.ev_ids[ev].tolist(),
+                "station_id": core.st_ids[np.asarray(core.ses_station, dtype=np.int64)[k]].tolist(),
+                "import_kwh": delta["ses_grid_import_kwh"].tolist(),
+                "export_kwh": delta["ses_grid_export_kwh"].tolist(),
+                "charged_kwh": delta["ses_charged_kwh"].tolist(),
+                "discharged_kwh": delta["ses_discharged_kwh"].tolist(),
                 "e_kwh": e_end.tolist(), "soc": (e_end / np.where(cap > 0, cap, 1.0)).tolist(),
                 "plugged_s": np.maximum(plugged_s, 0.0).tolist(), "departed": left.tolist()}
 

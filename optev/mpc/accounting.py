@@ -63,6 +63,7 @@ import pandas as pd
 
 from optev.data.instance import Instance
 from optev.mobility.state import SESSION_STEP_COLUMNS, StepReport
+from optev.summaries import SessionComparison
 from optev.tolerances import ACCOUNTING_IDENTITY_ATOL
 
 EV_COLUMNS = ("ev_id", "session_id", "station_id", "time", "p_kw", "soc", "p_set_kw", "mode", "plugged_s")
@@ -215,7 +216,7 @@ def _match_keys(sessions: pd.DataFrame, by_id: bool) -> pd.Series:
 
 
 def compare_sessions(sessions: pd.DataFrame, baseline: pd.DataFrame, instance: Instance, quantum_kw: float,
-                     dt_h: float, *, by_id: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+                     dt_h: float, *, by_id: bool) -> tuple[pd.DataFrame, SessionComparison]:
     """Each departed session against the uncontrolled day (module docstring, "Session comparison").
 
     Parameters
@@ -235,12 +236,9 @@ def compare_sessions(sessions: pd.DataFrame, baseline: pd.DataFrame, instance: I
         One row per compared session: ``session_id``, ``ev_id``,
         ``e_departure_kwh``, ``e_owed_kwh``, ``difference_kwh`` (departure − owed),
         ``v2g_paid`` and ``worse``.
-    summary : dict
-        ``sessions_compared``, ``sessions_unmatched`` (settled controlled sessions without a
-        settled counterpart), ``sessions_still_plugged_in`` (compared sessions still plugged in at
-        the end of the controlled day), ``sessions_worse_than_uncontrolled``,
-        ``sessions_v2g_exempt`` and ``worse_than_uncontrolled_kwh`` (min, 1 %, 5 %,
-        median of the difference and the sum of the shortfalls of the worse sessions).
+    summary : SessionComparison
+        Counts and the distribution of the difference (keys documented in
+        :class:`optev.summaries.SessionComparison`).
     """
     from optev.mpc.edge import ev_station_params
 
@@ -266,7 +264,7 @@ def compare_sessions(sessions: pd.DataFrame, baseline: pd.DataFrame, instance: I
                           "difference_kwh": diff, "v2g_paid": paid, "worse": worse})
     q = np.percentile(diff, [1, 5, 50]) if diff.size else [None, None, None]
     waiting = ~merged["settled"].to_numpy(bool)
-    summary = {
+    summary: SessionComparison = {
         "sessions_compared": int(len(merged)),
         "sessions_unmatched": int(ctl["settled"].to_numpy(bool).sum() - (~waiting).sum()),
         "sessions_still_plugged_in": int(waiting.sum()),

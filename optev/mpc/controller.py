@@ -132,7 +132,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -690,7 +690,7 @@ def _add_first_step_load(w: Window, per_station_kw: np.ndarray) -> None:
         np.add.at(w.load_p_kw[0], w.stations.bus[on_bus], per_station_kw[on_bus])
 
 
-def _loss_rounds(summary: dict[str, Any]) -> int:
+def _loss_rounds(summary: Mapping[str, Any]) -> int:
     """LP solves of the loss correction (0 when the window had none)."""
     if summary.get("loss_correction_converged") is None:
         return 0

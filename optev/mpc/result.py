@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ from optev.mpc.gridcheck import GridDay
 from optev.mpc.injections import DerRecord, StorageRecord
 from optev.mpc.plantrun import SESSION_RESULT_COLUMNS
 from optev.mpc.state import ControlDecision
+from optev.summaries import DaySummary
 
 STEP_COLUMNS = ("time", "step", "status", "termination", "objective", "warm", "iterations", "build_s", "solve_s",
                 "check_s", "wall_s", "evs", "forecast_arrivals", "arrivals", "departures", "needs_clipped",
@@ -68,8 +68,9 @@ class MPCRun:
         (:data:`BASELINE_STEP_COLUMNS`), ``ev``, ``der``/``storage`` when present.
     sessions, baseline_sessions : DataFrame
         Sessions of the controlled and of the baseline day (:data:`SESSION_RESULT_COLUMNS`).
-    summary : dict
-        JSON-ready figures (:func:`optev.mpc.summary.summarise`).
+    summary : DaySummary
+        JSON-ready figures (:func:`optev.mpc.summary.summarise`; every key documented in
+        :class:`optev.summaries.DaySummary`).
     decisions : list of ControlDecision
         Every decision, when ``keep_decisions=True``.
     session_comparison : DataFrame
@@ -82,7 +83,7 @@ class MPCRun:
     baseline: dict[str, pd.DataFrame]
     sessions: pd.DataFrame
     baseline_sessions: pd.DataFrame
-    summary: dict[str, Any]
+    summary: DaySummary
     decisions: list[ControlDecision] = field(default_factory=list, repr=False)
     controller: Controller | None = field(default=None, repr=False)
     session_comparison: pd.DataFrame | None = field(default=None, repr=False)

@@ -157,7 +157,7 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     Returns
     -------
     MPCRun
-        Its ``summary`` is described in :func:`optev.mpc.summary.summarise`.
+        Its ``summary`` is a :class:`optev.summaries.DaySummary` (every key documented there).
     """
     from optev.mpc.summary import summarise
 

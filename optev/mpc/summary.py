@@ -28,6 +28,7 @@ from optev.mpc.gridcheck import comparable, import_cost, per_step_counts
 from optev.mpc.loop import LoopRecord
 from optev.mpc.result import BASELINE_STEP_COLUMNS, MODE_COLUMNS, STEP_COLUMNS, MPCRun
 from optev.powerflow.checks import count_by_kind
+from optev.summaries import CostParts, DaySummary
 from optev.tolerances import LIMIT_ATOL_KW, SETPOINT_GRID_ATOL, SOC_ATOL, VOLTAGE_BINDING_ATOL_PU
 
 
@@ -137,17 +138,18 @@ def _energy(day: Any, dt_h: float) -> dict[str, float]:
             "setpoint": float(np.nansum(np.maximum(set_kw, 0.0)) * dt_h)}
 
 
-def _sessions_figures(sessions: pd.DataFrame, prefix: str) -> dict[str, Any]:
+def _sessions_figures(sessions: pd.DataFrame) -> dict[str, Any]:
+    """The per-day session keys of :class:`~optev.summaries.DaySummary` (``energy_unmet_kwh`` ...)."""
     settled = sessions[sessions["settled"].to_numpy(bool)]
     open_ = sessions[~sessions["settled"].to_numpy(bool)]
     left = sessions[~sessions["censored"].to_numpy(bool)]
-    return {f"{prefix}energy_unmet_kwh": float(settled["shortfall_kwh"].sum()),
-            f"{prefix}sessions_with_shortfall": int((settled["shortfall_kwh"] > 0).sum()),
-            f"{prefix}sessions_departed": int(len(left)),
-            f"{prefix}sessions_due_at_end": int(len(settled) - len(left)),
-            f"{prefix}energy_by_departure_kwh": float((left["charged_kwh"] - left["discharged_kwh"]).sum()),
-            f"{prefix}energy_deferred_kwh": float(np.maximum(open_["need_kwh"] - open_["e_departure_kwh"], 0.0).sum()),
-            f"{prefix}sessions_open_at_end": int(len(open_))}
+    return {"energy_unmet_kwh": float(settled["shortfall_kwh"].sum()),
+            "sessions_with_shortfall": int((settled["shortfall_kwh"] > 0).sum()),
+            "sessions_departed": int(len(left)),
+            "sessions_due_at_end": int(len(settled) - len(left)),
+            "energy_by_departure_kwh": float((left["charged_kwh"] - left["discharged_kwh"]).sum()),
+            "energy_deferred_kwh": float(np.maximum(open_["need_kwh"] - open_["e_departure_kwh"], 0.0).sum()),
+            "sessions_open_at_end": int(len(open_))}
 
 
 PEAK_QUANTILE = 0.9
@@ -199,32 +201,11 @@ def _peak(x: np.ndarray | pd.Series, mask: np.ndarray) -> float | None:
 
 def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.DatetimeIndex, step_s: float,
               day: Any, base: Any, loop: LoopRecord, schedule: OutageSchedule, dispatch_stats: dict[str, Any] | None,
-              *, t_wall: float, keep_decisions: bool) -> Any:
+              *, t_wall: float, keep_decisions: bool) -> MPCRun:
     """Build the :class:`~optev.mpc.simulate.MPCRun` of a day (module docstring).
 
-    Summary keys: ``currency``; ``cost``/``baseline_cost`` = grid import cost + generation
-    cost + curtailment cost over the compared steps (``cost_parts``/``baseline_cost_parts``);
-    ``peak_import_kw``, ``baseline_peak_import_kw``, ``peak_reduction_kw`` (AC import over the
-    compared steps; None when no step can be compared); ``peak_ev_kw``,
-    ``baseline_peak_ev_kw`` (realised EV power); ``compared_steps``, ``excluded_steps``,
-    ``nonconverged_steps``/``baseline_nonconverged_steps`` (lists of times);
-    ``energy_delivered_kwh``/``energy_discharged_kwh`` (realised, grid side),
-    ``energy_local_kwh`` (drawn by EVs arriving during a step), ``energy_setpoint_kwh``
-    (the plan's charging energy), ``baseline_energy_kwh``; per day (``baseline_`` prefix
-    for the uncontrolled one) ``energy_unmet_kwh``, ``sessions_with_shortfall``,
-    ``sessions_departed``, ``energy_by_departure_kwh``, ``energy_deferred_kwh`` (need left
-    of sessions still plugged in at the end), ``sessions_open_at_end``; the session
-    comparison (:func:`optev.mpc.accounting.compare_sessions`):
-    ``sessions_worse_than_uncontrolled`` and its distribution; ``identities`` (largest
-    error of each) and ``identities_ok``; ``soc_floor_violations``, ``limit_violations``,
-    ``limit_violations_total`` (must be 0), ``energy_continuity_max_err_kwh``;
-    ``ac_violations``, ``ac_violation_steps``, ``baseline_ac_violations``;
-    ``lindistflow_error_pu`` (plans' first steps, LinDistFlow vs the AC power flow of the
-    same injections), ``lindistflow_vs_applied_pu``, ``loss_correction_unconverged_steps``;
-    ``v2g`` (:func:`v2g_figures`: why the EVs discharged);
-    ``der``/``baseline_der`` (energy per technology); ``solve_s`` statistics and per step;
-    ``warm_steps``, ``soft_limit_steps``, ``failed_steps``, ``needs_clipped``, ``modes``,
-    ``outages``, ``baseline_dispatch`` and ``wall_s``.
+    Its summary is a :class:`optev.summaries.DaySummary`, where every key is documented
+    with its unit.
     """
     dt_h = step_s / 3600.0
     steps = len(times)
@@ -268,7 +249,7 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     base_ident["import_kw"] = base.grid.import_identity_kw()
     identity_errors = {**ident, **{f"baseline_{k}": v for k, v in base_ident.items()}}
 
-    def costs(d: Any) -> dict[str, float]:
+    def costs(d: Any) -> CostParts:
         parts = {"import": import_cost(d.grid.import_kw if d.grid.checked else _copper(d, actual), price_buy,
                                        price_sell, dt_h, mask), **d.der.cost(dt_h, mask)}
         return {"import": parts["import"], "generation": parts["generation_cost"],
@@ -283,7 +264,8 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     lin_err = np.abs(loop.vm_lin - loop.vm_model)
     lin_app = np.abs(loop.vm_lin - day.grid.vm_pu) if len(bus_ids) else np.zeros((steps, 0))
     loss_ok = steps_df["loss_converged"]
-    s: dict[str, Any] = {
+    figs, base_figs = _sessions_figures(day.sessions), _sessions_figures(base.sessions)
+    s: DaySummary = {
         "instance": instance.metadata.name, "formulation": ctl.formulation.name,
         "plant": "event" if len(instance.trips) else "replay",
         "forecaster": getattr(ctl.forecaster, "name", type(ctl.forecaster).__name__),
@@ -291,8 +273,8 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
         "horizon_steps": int(ctl.steps), "evs": int(len(instance.evs)),
         "currency": getattr(instance.metadata, "currency", None), "grid_checked": bool(day.grid.checked),
         "ev_off_feeder_kwh": float(day.off_feeder_kw.sum() * dt_h),
-        "cost": float(sum(cost.values())) if mask.any() else None,
-        "baseline_cost": float(sum(base_cost.values())) if mask.any() else None,
+        "cost": _total(cost) if mask.any() else None,
+        "baseline_cost": _total(base_cost) if mask.any() else None,
         "cost_parts": cost, "baseline_cost_parts": base_cost,
         "peak_import_kw": peak, "baseline_peak_import_kw": base_peak,
         "peak_reduction_kw": None if peak is None or base_peak is None else base_peak - peak,
@@ -304,7 +286,18 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
         "energy_delivered_kwh": energy["delivered"], "energy_discharged_kwh": energy["discharged"],
         "energy_local_kwh": energy["local"], "energy_setpoint_kwh": energy["setpoint"],
         "baseline_energy_kwh": base_energy["delivered"],
-        **_sessions_figures(day.sessions, ""), **_sessions_figures(base.sessions, "baseline_"), **compared,
+        "energy_unmet_kwh": figs["energy_unmet_kwh"], "sessions_with_shortfall": figs["sessions_with_shortfall"],
+        "sessions_departed": figs["sessions_departed"], "sessions_due_at_end": figs["sessions_due_at_end"],
+        "energy_by_departure_kwh": figs["energy_by_departure_kwh"],
+        "energy_deferred_kwh": figs["energy_deferred_kwh"], "sessions_open_at_end": figs["sessions_open_at_end"],
+        "baseline_energy_unmet_kwh": base_figs["energy_unmet_kwh"],
+        "baseline_sessions_with_shortfall": base_figs["sessions_with_shortfall"],
+        "baseline_sessions_departed": base_figs["sessions_departed"],
+        "baseline_sessions_due_at_end": base_figs["sessions_due_at_end"],
+        "baseline_energy_by_departure_kwh": base_figs["energy_by_departure_kwh"],
+        "baseline_energy_deferred_kwh": base_figs["energy_deferred_kwh"],
+        "baseline_sessions_open_at_end": base_figs["sessions_open_at_end"],
+        **compared,
         "identities": identity_errors, "identities_ok": identities_ok(identity_errors),
         "soc_floor_violations": int(checks["soc_floor"]),
         "limit_violations": limit, "limit_violations_total": int(sum(limit.values())),
@@ -336,6 +329,11 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     return MPCRun(tables=tables, violations=day.grid.violations, baseline=baseline, sessions=day.sessions,
                   baseline_sessions=base.sessions, summary=s, decisions=loop.decisions if keep_decisions else [],
                   controller=ctl, session_comparison=comparison)
+
+
+def _total(parts: CostParts) -> float:
+    """Sum of the cost parts (in their order), currency."""
+    return float(parts["import"] + parts["generation"] + parts["curtailment"])
 
 
 def _voltage_margin(formulation: Formulation) -> float:

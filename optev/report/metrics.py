@@ -9,12 +9,13 @@ grid prices, for the controlled run and for the uncontrolled baseline.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from optev.data.instance import Instance
+from optev.summaries import RunSummary
 
 HEADLINE = (
     ("cost", "cost", "grid import + generation + curtailment cost of the compared steps, realised, currency"),
@@ -117,7 +118,7 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
     return out
 
 
-def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+def headline(summary: RunSummary) -> dict[str, Any]:
     """The scalar figures of a run summary (:data:`HEADLINE`), in that order.
 
     Counts by kind (``ac_violations``) are summed; ``solve_s`` is split into median and

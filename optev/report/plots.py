@@ -28,6 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from optev.summaries import RunSummary
+
 PLOTS = ("feeder_load.png", "voltage.png", "v2g_power.png", "soc_departure.png")
 """File names, in the order they are drawn."""
 
@@ -99,11 +101,11 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _title(summary: Mapping[str, Any]) -> str:
+def _title(summary: RunSummary) -> str:
     return f"{summary.get('instance')} — {summary.get('formulation')}"
 
 
-def feeder_load(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> Any:
+def feeder_load(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
     """Substation import and EV load, controlled vs uncontrolled (a matplotlib Figure)."""
     steps, base = tables["steps"], tables["baseline_steps"]
     times = _times(steps)
@@ -139,7 +141,7 @@ def feeder_load(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) 
     return fig
 
 
-def voltage(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> Any:
+def voltage(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
     """Lowest and highest bus voltage per step (AC check), controlled vs uncontrolled."""
     steps, base = tables["steps"], tables["baseline_steps"]
     times = _times(steps)
@@ -168,13 +170,13 @@ def voltage(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> A
     return fig
 
 
-def v2g_power(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> Any:
+def v2g_power(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
     """Stations with V2G chargers: their net power (controlled vs uncontrolled) and the V2G
     discharge power of each (stacked, largest first)."""
     steps, st, base = tables["steps"], tables["station"], tables["baseline_station"]
     times = _times(steps)
-    v2g = summary.get("v2g_stations")
-    v2g = set(st["station_id"]) if v2g is None else set(v2g)
+    listed = summary.get("v2g_stations")
+    v2g = set(st["station_id"]) if listed is None else set(listed)
     fig, (ax1, ax2) = _figure(2, 6.5)
     dt_h = float(summary.get("step_minutes") or 15.0) / 60.0
 
@@ -228,7 +230,7 @@ def v2g_power(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) ->
     return fig
 
 
-def soc_departure(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> Any:
+def soc_departure(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
     """Distribution of the SOC at departure, controlled vs uncontrolled, with the targets."""
     fig, (ax,) = _figure(1, 4.6)
     bins = np.linspace(0.0, 1.0, 21)
@@ -264,7 +266,7 @@ _DRAW = {"feeder_load.png": feeder_load, "voltage.png": voltage, "v2g_power.png"
          "soc_departure.png": soc_departure}
 
 
-def render(tables: Mapping[str, pd.DataFrame], summary: Mapping[str, Any]) -> dict[str, bytes]:
+def render(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> dict[str, bytes]:
     """Every plot of :data:`PLOTS` as PNG bytes, by file name.
 
     Parameters

@@ -50,6 +50,7 @@ from optev.mpc.controller import horizon_steps, parse_step
 from optev.mpc.simulate import MPCRun, simulate
 from optev.options import size_guard, start_option, steps_option
 from optev.powerflow.adequacy import adequacy_summary, grid_verdict
+from optev.summaries import RunSummary
 
 
 DEFAULT_FORMULATION = "city_dispatch"
@@ -206,14 +207,15 @@ class RunResult:
         """AC-check violations of the applied steps."""
         return self.mpc.violations
 
-    def summary(self) -> dict[str, Any]:
-        """The JSON-ready summary: the closed loop's (:func:`optev.mpc.simulate`, "Returns"),
-        the derived figures, ``inputs``, ``timings_s`` and, once written, ``outputs``
-        (after :meth:`write` it holds what ``summary.json`` holds)."""
+    def summary(self) -> RunSummary:
+        """The JSON-ready summary (every key documented in :class:`optev.summaries.RunSummary`):
+        the closed loop's, the derived figures, ``inputs``, ``timings_s`` and, once written,
+        ``outputs`` (after :meth:`write` it holds what ``summary.json`` holds, and ``out``)."""
         from optev.io.results import jsonable
 
-        return jsonable({**self.mpc.summary, **self.figures, "inputs": self.inputs, "timings_s": self.timings_s,
+        summary: RunSummary = jsonable({**self.mpc.summary, **self.figures, "inputs": self.inputs, "timings_s": self.timings_s,
                          **self.outputs})
+        return summary
 
     def headline(self) -> dict[str, Any]:
         """The scalar figures (:data:`optev.report.metrics.HEADLINE`), one flat dict."""

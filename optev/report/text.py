@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from optev.summaries import RunSummary
+
 
 def _num(value: Any, fmt: str, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}"
@@ -29,7 +31,7 @@ def _kinds(counts: Mapping[str, int] | None) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items())
 
 
-def _cost_line(s: Mapping[str, Any], money: str) -> str:
+def _cost_line(s: RunSummary, money: str) -> str:
     """Total cost (grid import + generation + curtailment) of both days, its parts, and the
     EV load's energy cost."""
     parts = s.get("cost_parts") or {}
@@ -45,7 +47,7 @@ def _cost_line(s: Mapping[str, Any], money: str) -> str:
     return text
 
 
-def format_report(s: Mapping[str, Any], out: str | Path | None = None) -> str:
+def format_report(s: RunSummary, out: str | Path | None = None) -> str:
     """The report as text (lines without trailing spaces, ending without a newline).
 
     Parameters
