@@ -200,7 +200,10 @@ def test_optev_run_returns_frames_and_summary(tmp_path: Path) -> None:
     assert list(head) == [column for column, _, _ in HEADLINE]
     assert head["peak_import_kw"] == s["peak_import_kw"]
     assert head["ac_violations"] == sum(s["ac_violations"].values())
-    assert "peak import" in res.report()
+    report = res.report()
+    assert "peak import" in report
+    # the plans' setpoint energy is labelled as planned, apart from the realised energy it sits beside
+    assert f"planned, not realised: the setpoints asked for {s['energy_setpoint_kwh']:,.1f} kWh" in report
     folder = res.write(tmp_path / "api", plots=False)
     assert json.loads((folder / "summary.json").read_text())["cost"] == s["cost"]
     assert res.summary()["tables"]["ev"]["rows"] == len(res.ev)

@@ -79,7 +79,7 @@ def format_report(s: RunSummary, out: str | Path | None = None) -> str:
                      + (" ..." if len(excluded) > 6 else ""))
     lines.append(f"energy       {_num(s.get('energy_delivered_kwh'), ',.1f')} kWh charged (of which "
                  f"{_num(s.get('energy_local_kwh'), ',.1f')} kWh by EVs arriving during a step, local rule; "
-                 f"setpoints {_num(s.get('energy_setpoint_kwh'), ',.1f')} kWh), "
+                 f"planned, not realised: the setpoints asked for {_num(s.get('energy_setpoint_kwh'), ',.1f')} kWh), "
                  f"{_num(s.get('energy_discharged_kwh'), ',.1f')} kWh V2G (grid side; uncontrolled "
                  f"{_num(s.get('baseline_energy_kwh'), ',.1f')} kWh charged)")
     lines.append(f"unmet        {_num(s.get('energy_unmet_kwh'), ',.1f')} kWh in {s.get('sessions_with_shortfall', 0):,} "
