@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -49,9 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+_t = harness.ms_or_s  # durations in the tables
 
 GOALS = {"day_s": 20.0, "ac_violations": 0, "lindistflow_error_pu": 1e-4}
 """Issue 9: the default day in at most 20 s on 2 cores (``optev run`` end to end), no AC-check
@@ -68,14 +69,6 @@ CLI = "import sys; from optev.cli import main; sys.exit(main(sys.argv[1:]))"
 """What the ``optev`` console script runs (``optev.cli:main``), for this interpreter."""
 
 
-def _instance_path(instance: str) -> Path:
-    if instance == "embedded":
-        from optev.io.embedded import default_instance
-
-        return default_instance()
-    return Path(instance)
-
-
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, float)
     if not a.size:
@@ -89,8 +82,9 @@ def cli_day(instance: str, formulation: str, *, steps: int | None, start: str | 
             plots: bool) -> dict[str, Any]:
     """``optev run …`` in a child process (module docstring, 1): wall time and summary."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-c", CLI, "run", str(_instance_path(instance)), "--formulation", formulation,
-               "--horizon", horizon, "--out", str(Path(tmp) / "run"), "--json"]
+        path = harness.instance_path(instance)
+        cmd = [sys.executable, "-c", CLI, "run", str(path), "--formulation", formulation, "--horizon", horizon,
+               "--out", str(Path(tmp) / "run"), "--json"]
         if steps is not None:
             cmd += ["--steps", str(steps)]
         if start is not None:
@@ -98,7 +92,7 @@ def cli_day(instance: str, formulation: str, *, steps: int | None, start: str | 
         if not plots:
             cmd.append("--no-plots")
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=harness.REPO)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"status": "failed", "reason": f"exit code {proc.returncode}: {proc.stderr.strip()[-500:]}",
@@ -175,7 +169,7 @@ def inprocess_day(instance: str, formulation: str, *, steps: int | None, start: 
 
     t0 = time.perf_counter()
     with StepRecorder() as rec:
-        result = run(str(_instance_path(instance)), formulation, steps=steps, start=start, horizon=horizon)
+        result = run(str(harness.instance_path(instance)), formulation, steps=steps, start=start, horizon=horizon)
     wall = time.perf_counter() - t0
     summary = {k: v for k, v in result.summary().items() if k not in PER_STEP_KEYS}
     return {"status": "ok", "wall_s": wall, "timings_s": dict(result.timings_s),
@@ -208,7 +202,8 @@ def run_benchmarks(smoke: bool = False, *, log: bool = False, **overrides: Any) 
     """Run the benchmark (or its smoke version); ``overrides`` replace entries of :data:`FULL`/:data:`SMOKE`."""
     cfg = dict(SMOKE if smoke else FULL)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(), "config": dict(cfg)}
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
+                           "config": dict(cfg)}
     t0 = time.perf_counter()
     args = {"steps": cfg["steps"], "start": cfg["start"], "horizon": str(cfg["horizon"])}
     if log:
@@ -222,12 +217,8 @@ def run_benchmarks(smoke: bool = False, *, log: bool = False, **overrides: Any) 
         out["day"] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     out["goals"] = goals(out["cli"], out["day"]) if not smoke else {}
     out["elapsed_s"] = time.perf_counter() - t0
-    out["machine"]["loadavg_end"] = list(os.getloadavg())
+    harness.close_machine_record(out["machine"])
     return out
-
-
-def _t(s: float) -> str:
-    return f"{s * 1e3:.0f} ms" if s < 1.0 else f"{s:.2f} s"
 
 
 def markdown_tables(results: dict[str, Any]) -> str:
@@ -305,20 +296,8 @@ def achieved_table(s: dict[str, Any]) -> list[str]:
         f"{s.get('limit_violations_total')}; {'hold' if s.get('identities_ok') else 'BROKEN'} |"]
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="three steps of the embedded instance (seconds)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--instance", help="instance folder (default: the embedded instance)")
     parser.add_argument("--formulation", help="formulation name or file (default city_dispatch)")
     parser.add_argument("--steps", type=int, help="control steps (default: one day)")
@@ -326,17 +305,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", help="controller horizon (default 8h)")
     parser.add_argument("--no-plots", action="store_true", help="time optev run without its plots")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    args = parser.parse_args(argv)
-    results = run_benchmarks(args.smoke, log=not args.quiet, instance=args.instance, formulation=args.formulation,
-                             steps=args.steps, start=args.start, horizon=args.horizon,
-                             plots=False if args.no_plots else None)
-    print(markdown_tables(results))
-    m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}, load {m['loadavg']} → "
-          f"{m['loadavg_end']}; {results['elapsed_s']:.0f} s")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    return 0
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, log=not args.quiet, instance=args.instance, formulation=args.formulation,
+                          steps=args.steps, start=args.start, horizon=args.horizon,
+                          plots=False if args.no_plots else None)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_tables,
+                          smoke_help="three steps of the embedded instance (seconds)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -35,22 +35,19 @@ smoke mode through these functions (no timing assertions).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
+SHARED = harness.SHARED
 
 SEED = 1
 """Seed of every generated fleet (as ``instances/recipes/nanjing_100k.sh``)."""
@@ -64,12 +61,6 @@ SMOKE = {"case": "ux_12nodes", "headline_evs": 100, "sizes": [50, 100]}
 
 
 # ------------------------------------------------------------------------------ child stages
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB (Linux reports ru_maxrss in KB)."""
-    scale = 1.0 if sys.platform == "darwin" else 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
-
 
 def stage_generate(case: str, evs: int, seed: int, out: str) -> dict[str, Any]:
     """``optev generate`` in this process, timed by step."""
@@ -89,7 +80,7 @@ def stage_generate(case: str, evs: int, seed: int, out: str) -> dict[str, Any]:
     base = gen.baseline.summary() if gen.baseline is not None else {}
     size = sum(p.stat().st_size for p in Path(out).iterdir())
     return {"steps_s": steps, "total_s": sum(v for k, v in steps.items() if k != "import"),
-            "peak_rss_mb": _peak_rss_mb(), "evs": len(gen.instance.evs), "trips": len(gen.instance.trips),
+            "peak_rss_mb": harness.peak_rss_mb(), "evs": len(gen.instance.evs), "trips": len(gen.instance.trips),
             "sessions": len(gen.instance.sessions), "stations": len(gen.instance.stations),
             "chargers_public": int(gen.instance.stations.loc[gen.instance.stations["kind"].isin(["fcs", "scs"]),
                                                              "n_chargers"].sum()),
@@ -122,11 +113,12 @@ def stage_simulate(instance: str, out: str) -> dict[str, Any]:
     t_write = time.perf_counter() - t0
     steps = {"import": t_import, "read": t_read, "simulate": t_sim, "feeders": t_feeders, "write": t_write}
     return {"steps_s": steps, "total_s": sum(v for k, v in steps.items() if k != "import"),
-            "peak_rss_mb": _peak_rss_mb(), "sessions": summary["sessions"], "rejections": summary["rejections"],
+            "peak_rss_mb": harness.peak_rss_mb(), "sessions": summary["sessions"], "rejections": summary["rejections"],
             "peak_load_kw": summary["peak_load_kw"], "fcs_wait_p95_min": summary["fcs_wait_p95_min"]}
 
 
-STAGES = {"generate": stage_generate, "simulate": stage_simulate}
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {"generate": stage_generate, "simulate": stage_simulate}
+"""What a child process runs (``--child STAGE KWARGS``, :func:`run_child`)."""
 
 
 def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -135,18 +127,16 @@ def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict
     A child that fails (out of memory, killed, timeout) gives ``{"status": "failed", ...}``
     with the reason instead of raising, so that a scaling run reports what happened.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, json.dumps(kwargs)]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+        proc = harness.run_child_process(harness.child_command(__file__, stage, kwargs), timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"timeout after {timeout_s:g} s", "wall_s": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return {"status": "failed", "reason": f"exit code {proc.returncode}: {tail}", "wall_s": wall}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"status": "ok", **result, "wall_s": wall}
+    return {"status": "ok", **harness.child_result(proc.stdout), "wall_s": wall}
 
 
 # ------------------------------------------------------------------------------ benchmark
@@ -205,7 +195,7 @@ def run_benchmarks(*, smoke: bool = False, sizes: list[int] | None = None, timeo
         met = {"time": head["generate_plus_simulate_wall_s"] <= GOALS["generate_plus_simulate_s"],
                "memory": head["peak_rss_mb"] / 1e3 <= GOALS["peak_rss_gb"]}
     return {"mode": "smoke" if smoke else "full", "status": "ok", "case": config["case"], "seed": SEED,
-            "machine": machine_info(), "goals": GOALS, "headline": head, "scaling": rows, "goals_met": met,
+            "machine": harness.machine_record(), "goals": GOALS, "headline": head, "scaling": rows, "goals_met": met,
             "commands": {"generate": f"optev generate --case ../shared/v2sim/{config['case']} --evs N --seed {SEED} "
                                      "--out DIR",
                          "simulate": "optev simulate DIR --out OUT"}}
@@ -251,28 +241,26 @@ def markdown_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="City-fleet benchmark (optev generate / optev simulate).")
-    parser.add_argument("--smoke", action="store_true", help="tiny run on ux_12nodes")
-    parser.add_argument("--out", help="write the results as JSON to this file")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--sizes", help="comma-separated fleet sizes of the scaling table")
     parser.add_argument("--timeout", type=float, help="give up a stage after this many seconds")
     parser.add_argument("--work-dir", help="folder for the temporary instances (default: system temp)")
-    parser.add_argument("--child", nargs=2, metavar=("STAGE", "KWARGS"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        stage, kwargs = args.child
-        print(json.dumps(STAGES[stage](**json.loads(kwargs))))
-        return 0
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
-    results = run_benchmarks(smoke=args.smoke, sizes=sizes, timeout_s=args.timeout, work_dir=args.work_dir)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    if results.get("status") != "ok":
-        print(json.dumps(results))
-        return 1
-    print(markdown_tables(results))
-    return 0
+    return run_benchmarks(smoke=args.smoke, sizes=sizes, timeout_s=args.timeout, work_dir=args.work_dir)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_tables,
+                          smoke_help="tiny run on ux_12nodes (seconds)", stages=STAGES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

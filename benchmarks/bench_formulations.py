@@ -51,8 +51,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import statistics
 import sys
 import time
 import tomllib
@@ -63,11 +61,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
+SHARED = harness.SHARED
+_median = harness.median
+_mark = harness.goal_mark  # goals' verdicts in the tables
 ACN_FILE = "acn/caltech_20190301T000000_20190401T000000_5m_208V_6.6kW.json.gz"
 
 SEED = 20260807
@@ -113,11 +113,9 @@ BENCHMARKS = ("ordered", "acn", "city", "resolve", "ieee33")
 # -- helpers -------------------------------------------------------------------------------
 
 def _loadavg() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
+    """The 1-minute load average, or None."""
+    avg = harness.loadavg()
+    return avg[0] if avg else None
 
 
 def _formulation(name: str, *, objective: dict[str, float] | None = None) -> Any:
@@ -637,9 +635,9 @@ def run_benchmarks(smoke: bool = False, *, only: tuple[str, ...] = BENCHMARKS,
         raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; valid: {BENCHMARKS}")
     cfg = SMOKE if smoke else FULL
     say = log or (lambda _msg: None)
-    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(),
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
                            "config": {"benchmarks": list(only), "seed": SEED, "site_factor": SITE_FACTOR,
-                                      "statistic": "median", **json.loads(json.dumps(cfg, default=list))},
+                                      "statistic": "median", **harness.plain(cfg)},
                            "goals": GOALS, "ordered": None, "acn": None, "city": [], "resolve": [], "ieee33": [],
                            "loadavg_during": {}}
     t_start = time.perf_counter()
@@ -660,7 +658,7 @@ def run_benchmarks(smoke: bool = False, *, only: tuple[str, ...] = BENCHMARKS,
         out["loadavg_during"][name] = {"start": before, "end": _loadavg(), "elapsed_s": time.perf_counter() - t0}
         say(f"  {time.perf_counter() - t0:.1f} s")
     out["elapsed_s"] = time.perf_counter() - t_start
-    out["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    harness.close_machine_record(out["machine"])
     out["goals_met"] = goals_met(out)
     return out
 
@@ -694,10 +692,6 @@ def _fmt_viol(counts: dict[str, int], largest: dict[str, float] | None) -> str:
         return "none"
     largest = largest or {}
     return ", ".join(f"{k} {v}" + (f" ({largest[k]:.1e})" if k in largest else "") for k, v in counts.items())
-
-
-def _mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -784,40 +778,27 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown_tables(results: dict[str, Any]) -> str:
-    """What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
-    return markdown_table(results)
+markdown_tables = markdown_table
+"""What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
+    parser.add_argument("--only", action="append", choices=BENCHMARKS,
+                        help="run only this benchmark (repeatable; default: all)")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, only=tuple(args.only or BENCHMARKS), log=harness.progress)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_table)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny version (a few seconds)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
-    parser.add_argument("--only", action="append", choices=BENCHMARKS,
-                        help="run only this benchmark (repeatable; default: all)")
-    args = parser.parse_args(argv)
-    results = run_benchmarks(args.smoke, only=tuple(args.only or BENCHMARKS),
-                             log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(markdown_table(results))
-    m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, {m['ram_gb']} GB RAM, HiGHS {m['versions'].get('highs')}; "
-          f"load average {m['loadavg'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end; "
-          f"{results['elapsed_s']:.0f} s")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    return 0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, (tuple, set, np.ndarray)):
-        return list(value)
-    return str(value)
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

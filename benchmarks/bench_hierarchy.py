@@ -54,9 +54,6 @@ The module is importable: :func:`run_benchmarks` returns the results as a dict,
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,11 +62,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
+SHARED = harness.SHARED
+_median = harness.median
+_t = harness.ms_or_s  # durations in the table
+_json_default = harness.json_default  # the results' JSON encoder, by the name tests/test_hierarchy.py uses
 
 SEED = 20260807
 
@@ -160,10 +160,6 @@ def window_import(result: Any) -> tuple[np.ndarray, float]:
     return imp, res
 
 
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, list[float]]:
     """One warm-up call, then ``repeats`` timed calls; the last result and the times."""
     out = fn()
@@ -237,8 +233,8 @@ def run_benchmarks(smoke: bool = False, *, workers: int | None = None, sizes: tu
     if cases:
         cfg["cases"] = tuple(cases)
     say = log or (lambda _msg: None)
-    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(),
-                           "config": json.loads(json.dumps(cfg, default=list)), "goal_gap": GOAL_GAP, "rows": []}
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
+                           "config": harness.plain(cfg), "goal_gap": GOAL_GAP, "rows": []}
     t0 = time.perf_counter()
     with LocalProcessExecutor(int(cfg["workers"])) as ex:
         for case in cfg["cases"]:
@@ -253,15 +249,12 @@ def run_benchmarks(smoke: bool = False, *, workers: int | None = None, sizes: tu
                 out["rows"].append(row)
                 say(f"  {time.perf_counter() - t:.1f} s, gap {100 * row['hierarchy']['gap']:.3f} %")
     out["elapsed_s"] = time.perf_counter() - t0
+    harness.close_machine_record(out["machine"])
     rows = [r for r in out["rows"] if r.get("status") == "ok"]
     out["goal_met"] = all(r["hierarchy"]["goal_met"] for r in rows) if rows else None
     out["violations"] = sum(len(r[k]["invariant_violations"]) for r in rows
                             for k in ("monolithic", "hierarchy", "envelope_only"))
     return out
-
-
-def _t(seconds: float) -> str:
-    return f"{seconds * 1e3:.0f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -296,39 +289,29 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown_tables(results: dict[str, Any]) -> str:
-    """What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
-    return markdown_table(results)
+markdown_tables = markdown_table
+"""What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny version (a few seconds)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
     parser.add_argument("--size", type=int, action="append", help="fleet size (repeatable; default all)")
     parser.add_argument("--case", action="append", choices=("ux37", "feeders4"), help="case (repeatable)")
-    args = parser.parse_args(argv)
-    results = run_benchmarks(args.smoke, workers=args.workers, sizes=tuple(args.size or ()),
-                             cases=tuple(args.case or ()), log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(markdown_table(results))
-    m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}; {results['elapsed_s']:.0f} s")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    return 0
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (tuple, set, np.ndarray)):
-        return list(value)
-    return str(value)
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, workers=args.workers, sizes=tuple(args.size or ()),
+                          cases=tuple(args.case or ()), log=harness.progress)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the table on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ mode (no timing assertions).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -59,15 +58,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-
-REPO = Path(__file__).resolve().parents[1]
-NANJING = REPO / "instances" / "nanjing_100k"
+_t = harness.ms_or_s  # durations in the tables
+NANJING = harness.REPO / "instances" / "nanjing_100k"
 
 GOALS = {"step_median_s": 10.0, "day_s": 15 * 60.0, "peak_memory_gb": 8.0}
 """Issue 5: per-step median ≤ 10 s, whole day ≤ 15 min, peak memory ≤ 8 GB (2 cores)."""
@@ -100,14 +100,6 @@ def bench_formulation(name: str = FORMULATION, overrides: dict[str, dict[str, An
     for block, options in (FORMULATION_OVERRIDES if overrides is None else overrides).items():
         data["blocks"][block].update(options)
     return parse_formulation(data, base.source or name)
-
-
-def _instance_path(instance: str) -> Path:
-    if instance == "embedded":
-        from optev.io.embedded import default_instance
-
-        return default_instance()
-    return Path(instance)
 
 
 # ------------------------------------------------------------------------------ memory sampler
@@ -158,11 +150,6 @@ class MemorySampler:
         self.sample()
 
 
-def _maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    scale = 1.0 if sys.platform == "darwin" else 1024.0
-    return resource.getrusage(who).ru_maxrss * scale / 1e6
-
-
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, float)
     if not a.size:
@@ -185,7 +172,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     from optev.mpc import Controller, simulate
 
     t0 = time.perf_counter()
-    inst = read(_instance_path(instance))
+    inst = read(harness.instance_path(instance))
     read_s = time.perf_counter() - t0
     form = bench_formulation(formulation, overrides)
     marks: list[float] = []
@@ -265,9 +252,10 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                                 for k in sorted({x for r in per_step for x in r["redispatch"]})},
         "plant_and_rest_s": _stats([r["step_s"] - r["controller_s"] for r in per_step]),
         "per_step": per_step,
-        "memory_mb": {"loop_process_maxrss": _maxrss_mb(), "workers_max_single_maxrss": _maxrss_mb(
-            resource.RUSAGE_CHILDREN), "sampled_total_peak": mem.peak_total_mb,
-            "sampled_workers_peak": mem.peak_workers_mb, "samples": mem.samples},
+        "memory_mb": {"loop_process_maxrss": harness.peak_rss_mb(),
+                      "workers_max_single_maxrss": harness.peak_rss_mb(resource.RUSAGE_CHILDREN),
+                      "sampled_total_peak": mem.peak_total_mb, "sampled_workers_peak": mem.peak_workers_mb,
+                      "samples": mem.samples},
         "summary": {k: summ[k] for k in (
             "peak_import_kw", "baseline_peak_import_kw", "peak_reduction_kw", "cost", "baseline_cost",
             "energy_delivered_kwh", "baseline_energy_kwh", "energy_discharged_kwh", "energy_unmet_kwh",
@@ -287,7 +275,7 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         "import_limit": {"kw": limit, "steps_above": int((st["import_kw"] > limit).sum()),
                          "baseline_steps_above": int((base["import_kw"] > limit).sum()),
                          **_applied_vs_plan(per_step, st, limit)},
-        "loadavg_end": list(os.getloadavg()),
+        "loadavg_end": harness.loadavg(),
     }
     s = out["summary"]
     s["peak_reduction_pct"] = 100.0 * s["peak_reduction_kw"] / s["baseline_peak_import_kw"] \
@@ -410,7 +398,8 @@ def _two_feeder_instance(n_evs: int, seed: int) -> Any:
     return synthetic_charging_instance(n_evs, feeder=feeder, n_stations=8, seed=seed)
 
 
-STAGES = {"closed_loop": closed_loop, "resolve": resolve_scenario}
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {"closed_loop": closed_loop, "resolve": resolve_scenario}
+"""What a child process runs (``--child STAGE KWARGS``, :func:`run_child`)."""
 
 
 # ------------------------------------------------------------------------------ parent side
@@ -422,12 +411,11 @@ def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict
     A child that fails (out of memory, killed, timeout) gives ``{"status": "failed", ...}``
     instead of raising.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, json.dumps(kwargs)]
     t0 = time.perf_counter()
-    before = _maxrss_mb(resource.RUSAGE_CHILDREN)
+    before = harness.peak_rss_mb(resource.RUSAGE_CHILDREN)
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if kwargs.get("log") else subprocess.PIPE,
-                              text=True, timeout=timeout_s, cwd=REPO)
+        proc = harness.run_child_process(harness.child_command(__file__, stage, kwargs), timeout_s=timeout_s,
+                                         stderr=None if kwargs.get("log") else subprocess.PIPE)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"timeout after {timeout_s} s", "stage": stage}
     wall = time.perf_counter() - t0
@@ -435,9 +423,9 @@ def run_child(stage: str, timeout_s: float | None = None, **kwargs: Any) -> dict
         tail = (proc.stderr or "").strip().splitlines()[-5:]
         return {"status": "failed", "reason": f"exit code {proc.returncode}", "stderr": tail, "stage": stage,
                 "process_wall_s": wall}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = harness.child_result(proc.stdout)
     out["process_wall_s"] = wall
-    after = _maxrss_mb(resource.RUSAGE_CHILDREN)
+    after = harness.peak_rss_mb(resource.RUSAGE_CHILDREN)
     out["largest_process_maxrss_mb"] = after if after > before else None
     return out
 
@@ -465,7 +453,8 @@ def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = 
     """
     cfg = dict(SMOKE if smoke else FULL)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(), "config": dict(cfg)}
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
+                           "config": dict(cfg)}
     t0 = time.perf_counter()
     if only in (None, "loop"):
         if cfg["instance"] != "embedded" and not Path(cfg["instance"]).is_dir():
@@ -482,12 +471,8 @@ def run_benchmarks(smoke: bool = False, *, only: str | None = None, log: bool = 
         out["resolve"] = run_child("resolve", n_evs=int(cfg["resolve_evs"]), repeats=int(cfg["resolve_repeats"]),
                                    horizon=str(cfg["resolve_horizon"]), workers=int(cfg["workers"]))
     out["elapsed_s"] = time.perf_counter() - t0
-    out["machine"]["loadavg_end"] = list(os.getloadavg())
+    harness.close_machine_record(out["machine"])
     return out
-
-
-def _t(s: float) -> str:
-    return f"{s * 1e3:.0f} ms" if s < 1.0 else f"{s:.2f} s"
 
 
 def _kwh(value: Any) -> str:
@@ -596,27 +581,8 @@ def markdown_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (tuple, set, np.ndarray)):
-        return list(value)
-    return str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        result = STAGES[argv[1]](**json.loads(argv[2]))
-        print(json.dumps(result, default=_json_default))
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny version on the embedded instance (seconds)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--only", choices=("loop", "resolve"), help="run one benchmark only")
     parser.add_argument("--instance", help="instance folder (default instances/nanjing_100k; 'embedded')")
     parser.add_argument("--steps", type=int, help="control steps (default 96)")
@@ -629,18 +595,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-arrivals", action="store_true", default=None,
                         help="EVs arriving during a step share the power the plan reserved (Controller limit_arrivals)")
     parser.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
-    args = parser.parse_args(argv)
-    results = run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
-                             start=args.start, horizon=args.horizon, workers=args.workers,
-                             refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs,
-                             limit_arrivals=args.limit_arrivals)
-    print(markdown_tables(results))
-    m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, HiGHS {m['versions']['highs']}, load {m['loadavg']} → {m['loadavg_end']}; "
-          f"{results['elapsed_s']:.0f} s")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    return 0
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, only=args.only, log=not args.quiet, instance=args.instance, steps=args.steps,
+                          start=args.start, horizon=args.horizon, workers=args.workers,
+                          refine_scope=args.refine_scope, aggregate=args.aggregate, batch_evs=args.batch_evs,
+                          limit_arrivals=args.limit_arrivals)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_tables,
+                          smoke_help="tiny version on the embedded instance (seconds)", stages=STAGES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

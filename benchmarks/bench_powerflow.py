@@ -37,8 +37,6 @@ mode through these functions.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -47,11 +45,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from optev.report.machine import machine_info
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OPTEV_SHARED", REPO.parent / "shared"))
+SHARED = harness.SHARED
+_mark = harness.goal_mark  # goals' verdicts in the tables
 
 DV_LIMIT_PU = 1e-6
 """Largest accepted |V_optev − V_pandapower| on any bus of any snapshot, p.u."""
@@ -340,7 +339,7 @@ def run_benchmarks(smoke: bool = False, *, only: tuple[str, ...] = BENCHMARKS, c
     repeats = cfg["optev_repeats"]
     cfg["optev_repeats"] = {n: repeats.get(n, 21 if n <= 1000 else 9) for n in cfg["steps"]}
     say = log or (lambda _msg: None)
-    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": machine_info(), "config": {
+    out: dict[str, Any] = {"mode": "smoke" if smoke else "full", "machine": harness.machine_record(), "config": {
         "benchmarks": list(only), "seed": SEED, "scale_range": SCALE_RANGE, "noise_range": NOISE_RANGE,
         "pp_subset": cfg["pp_subset"], "pp_tolerance_mva": PP_TOLERANCE_MVA,
         "pp_options": {"algorithm": "nr", "init": "results", "numba": True}, "dv_limit_pu": DV_LIMIT_PU,
@@ -363,7 +362,7 @@ def run_benchmarks(smoke: bool = False, *, only: tuple[str, ...] = BENCHMARKS, c
         say(f"V2Sim {cfg['v2sim_case']} ...")
         out["v2sim"] = bench_v2sim(cfg["v2sim_case"], repeats=cfg["v2sim_repeats"])
     out["elapsed_s"] = time.perf_counter() - t_start
-    out["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    harness.close_machine_record(out["machine"])
     out["goals_met"] = goals_met(out)
     return out
 
@@ -391,10 +390,6 @@ def _fmt_time(seconds: float) -> str:
     if seconds < 1.0:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
-
-
-def _mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -452,33 +447,37 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown_tables(results: dict[str, Any]) -> str:
-    """What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
-    return markdown_table(results)
+markdown_tables = markdown_table
+"""What the script prints for ``results`` (:func:`markdown_table`; the name ``benchmarks/quote.py`` uses)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny version (a few seconds)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--only", action="append", choices=BENCHMARKS,
                         help="run only this benchmark (repeatable; default: all three)")
     parser.add_argument("--cases", help="comma-separated MATPOWER cases of the power-flow comparison "
                         "(default: case33bw,case69,case141)")
     parser.add_argument("--steps", help="comma-separated snapshot counts (default: 96,10000)")
-    args = parser.parse_args(argv)
-    results = run_benchmarks(
-        args.smoke, only=tuple(args.only or BENCHMARKS),
-        cases=args.cases.split(",") if args.cases else None,
-        steps=[int(x) for x in args.steps.split(",")] if args.steps else None,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(markdown_table(results))
-    m = results["machine"]
-    print(f"\n{m['cpu_model']}, {m['nproc']} cores, {m['ram_gb']} GB RAM; load average "
-          f"{m['loadavg'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end; {results['elapsed_s']:.0f} s")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, only=tuple(args.only or BENCHMARKS),
+                          cases=args.cases.split(",") if args.cases else None,
+                          steps=[int(x) for x in args.steps.split(",")] if args.steps else None, log=harness.progress)
+
+
+def exit_code(results: dict[str, Any]) -> int:
+    """1 when optev and pandapower disagree by more than :data:`DV_LIMIT_PU` in some case, else 0."""
     return 0 if all(c["dv_ok"] for c in results["cases"]) else 1
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_table, exit_code=exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

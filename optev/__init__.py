@@ -14,6 +14,7 @@ Entry points for studies (imported lazily, so ``import optev`` stays light):
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -23,11 +24,9 @@ __all__ = ["__version__", "package_version", "run", "sweep"]
 
 def package_version() -> str:
     """optev's version: the installed package's metadata, else :data:`__version__`."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version("optev")
-    except PackageNotFoundError:
+        return importlib.metadata.version("optev")
+    except importlib.metadata.PackageNotFoundError:
         return __version__
 
 
@@ -38,12 +37,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str) -> Any:
     """Lazy entry points: ``optev.run`` and ``optev.sweep`` import :mod:`optev.report` on first use."""
+    # Imported here on purpose: importing any optev module runs this file first, so importing
+    # optev.report at the top would load the whole stack on `import optev.data` and be a cycle.
     if name == "run":
-        from optev.report.run import run
+        from optev.report.run import run  # lazy entry point (see above)
 
         return run
     if name == "sweep":
-        from optev.report.sweep import sweep
+        from optev.report.sweep import sweep  # lazy entry point (see above)
 
         return sweep
     raise AttributeError(f"module 'optev' has no attribute {name!r}")

@@ -27,9 +27,14 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from optev.io.outdir import release_claims
+from optev.solvers.highs import allow_solves, cancel_solves
 
 __all__ = ["EXIT_INTERNAL", "EXIT_IO", "EXIT_PIPE", "EXIT_SIGINT", "EXIT_SIGTERM", "Terminated", "run_cleanly"]
 
@@ -47,9 +52,6 @@ class Terminated(BaseException):
 
 def run_cleanly(command: Callable[..., int], *args: Any) -> int:
     """``command(*args)``'s exit code, with every way of ending mapped as in the module docstring."""
-    from optev.io.outdir import release_claims
-    from optev.solvers.highs import allow_solves
-
     stdout = sys.stdout = _Watched(sys.stdout)
     try:
         with _signals_handled():
@@ -105,8 +107,6 @@ class _Watched:
 @contextlib.contextmanager
 def _signals_handled() -> Iterator[None]:
     """SIGINT and SIGTERM cancel the solves and raise, meanwhile (main thread only)."""
-    from optev.solvers.highs import cancel_solves
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -156,9 +156,6 @@ def _os_message(exc: OSError, stdout_broken: bool) -> str:
 
 def _save_traceback() -> str | None:
     """Write the current exception's traceback to a temporary file; its path (None if impossible)."""
-    import tempfile
-    import traceback
-
     try:
         with tempfile.NamedTemporaryFile("w", prefix="optev-traceback-", suffix=".txt", delete=False,
                                          encoding="utf-8") as fh:

@@ -12,19 +12,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from optev import package_version
-from optev.errors import OptevError
+from optev.blocks.window import build_window
+from optev.clean_exit import run_cleanly
+from optev.compose.formulation import load_formulation
+from optev.compose.solve import WindowSolver, checked_window
+from optev.data.stations import PRIVATE_KINDS
+from optev.data.vehicles import VEHICLE_CLASSES
+from optev.errors import InfeasibleError, OptevError, PowerFlowError
+from optev.io import read, write_instance
 from optev.io.embedded import DEFAULT_FEEDER, DEFAULT_INSTANCE, default_feeder, default_instance
-from optev.options import MIX_SUM_ATOL, count_option, control_step_option, generate_step_option, horizon_option
-from optev.options import mix_option as parse_mix
-from optev.options import (outage_option, output_file_option, share_option, size_guard, start_option,
+from optev.io.outdir import claim_target
+from optev.io.results import jsonable, write_results
+from optev.mobility.build import (GENERATE_KEY, clock, feeder_load, feeder_peaks, generate_instance,
+                                  simulation_summary, write_simulation)
+from optev.mobility.core import PlantConfig
+from optev.mobility.routing import Router
+from optev.mobility.simulate import simulate_day
+from optev.options import (MIX_SUM_ATOL, control_step_option, count_option, generate_step_option, horizon_option,
+                           outage_option, output_file_option, share_option, size_guard, start_option,
                            window_options)
-
-if TYPE_CHECKING:  # the CLI imports its heavy modules lazily
-    from optev.summaries import SolveSummary
+from optev.options import mix_option as parse_mix
+from optev.powerflow import run_powerflow
+from optev.powerflow.adequacy import adequacy_summary, grid_verdict
+from optev.report.progress import ProgressLine, wanted
+from optev.report.run import day_steps, resolve_formulation
+from optev.report.run import run as run_day
+from optev.summaries import SolveSummary
 
 __all__ = ["EXIT_USAGE", "MIX_SUM_ATOL", "build_parser", "main", "package_version", "parse_mix"]
 
@@ -56,10 +74,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_pf(args: argparse.Namespace) -> int:
-    from optev.errors import PowerFlowError
-    from optev.io import read
-    from optev.powerflow import run_powerflow
-
     path = Path(args.feeder) if args.feeder else default_feeder()
     instance = read(path)
     feeder = instance.feeder
@@ -87,9 +101,6 @@ def _cmd_pf(args: argparse.Namespace) -> int:
 
 def _fleet_counts(instance: Any) -> dict[str, int]:
     """EVs per vehicle class and public chargers, for ``optev info`` on an instance with a fleet."""
-    from optev.data.stations import PRIVATE_KINDS
-    from optev.data.vehicles import VEHICLE_CLASSES
-
     evs = instance.evs
     if not len(evs):
         return {}
@@ -106,9 +117,6 @@ def _fleet_counts(instance: Any) -> dict[str, int]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from optev.io import read
-    from optev.powerflow.adequacy import adequacy_summary, grid_verdict
-
     instance = read(Path(args.path))
     counts = {**instance.counts(), **_fleet_counts(instance)}
     grid, grid_line = grid_verdict(instance)
@@ -126,15 +134,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from optev.blocks.window import build_window
-    from optev.compose.formulation import load_formulation
-    from optev.compose.solve import WindowSolver, checked_window
-    from optev.errors import InfeasibleError
-    from optev.io import read
-    from optev.io.outdir import claim_target
-    from optev.io.results import jsonable, write_results
-    from optev.powerflow.adequacy import adequacy_summary, grid_verdict
-
     names, flags = ("--start", "--steps", "--step"), ("--wrap", "--allow-large")
     mps = Path(args.export_mps) if args.export_mps else None
     if mps is not None and mps.suffix.lower() != ".mps":
@@ -209,12 +208,6 @@ def _print_report(s: SolveSummary, table_format: str, folder: Path) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import time
-
-    from optev.io import read, write_instance
-    from optev.io.outdir import claim_target
-    from optev.mobility.build import generate_instance
-
     count_option(args.evs, "--evs")
     count_option(args.seed, "--seed", minimum=0)
     mix = parse_mix(args.mix) if args.mix is not None else None
@@ -260,16 +253,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    import time
-
-    from optev.io import read
-    from optev.io.outdir import claim_target
-    from optev.mobility.build import (GENERATE_KEY, clock, feeder_load, feeder_peaks, simulation_summary,
-                                      write_simulation)
-    from optev.mobility.core import PlantConfig
-    from optev.mobility.routing import Router
-    from optev.mobility.simulate import simulate_day
-
     if args.seed is not None:
         count_option(args.seed, "--seed", minimum=0)
     telemetry = output_file_option(args.telemetry, "--telemetry", ".parquet") if args.telemetry else None
@@ -327,10 +310,6 @@ they must be 0); the results are still written."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from optev.io.outdir import claim_target
-    from optev.report.progress import ProgressLine, wanted
-    from optev.report.run import day_steps, resolve_formulation, run
-
     start = start_option(args.start, "--start")  # every option before anything is read
     step = control_step_option(args.step, "--step")
     if args.steps is not None:
@@ -360,7 +339,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.start()
     try:
-        result = run(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
+        result = run_day(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
                      outages=outages, progress=bar.update if bar is not None else False,
                      announce=None if args.json else announce, wrap=args.wrap, allow_large=args.allow_large)
     finally:
@@ -481,8 +460,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     Interrupts, signals, I/O errors and internal faults end as one line on stderr too
     (:mod:`optev.clean_exit`: 130, 143, 2, 1).
     """
-    from optev.clean_exit import run_cleanly
-
     return run_cleanly(_main, argv)
 
 

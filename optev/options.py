@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from optev.data.vehicles import VEHICLE_CLASSES
 from optev.errors import OptionError
 from optev.tolerances import MIX_SUM_ATOL as MIX_SUM_ATOL
 
@@ -255,8 +256,6 @@ def mix_option(text: str, name: str = "--mix") -> dict[str, float]:
     Classes left out get share 0; the shares must be non-negative and sum to 1 within
     :data:`MIX_SUM_ATOL` (they are rescaled to sum to exactly 1).
     """
-    from optev.data.vehicles import VEHICLE_CLASSES
-
     mix: dict[str, float] = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")

@@ -27,7 +27,8 @@ Power flow and grid checks
     :data:`POWERFLOW_TOL_PU`, :data:`VOLTAGE_TOL_PU`, :data:`LOADING_TOL`,
     :data:`LOADABILITY_REL_TOL`, :data:`VOLTAGE_BINDING_ATOL_PU`.
 Hierarchy, closed loop and options
-    :data:`IMPORT_CAP_ATOL_KW`, :data:`ACCOUNTING_IDENTITY_ATOL`, :data:`MIX_SUM_ATOL`.
+    :data:`IMPORT_CAP_ATOL_KW`, :data:`ACCOUNTING_IDENTITY_ATOL`, :data:`MIX_SUM_ATOL`,
+    :data:`METRIC_ATOL_KW`.
 Comparisons in the tests
     the rest: agreement of one quantity computed two ways, or against a published or
     hand-computed reference.
@@ -145,6 +146,10 @@ step for the import (the AC power flow's own mismatch tolerance dominates)."""
 MIX_SUM_ATOL = 1e-6
 """How far the shares of ``optev generate --mix`` may sum away from 1 (they are then
 rescaled to sum to 1 exactly)."""
+
+METRIC_ATOL_KW = 1e-9
+"""Float guard of the tracking test of Appendix A.4 (:func:`optev.services.appendix_a.eta_pct`):
+an error equal to the tolerance δ passes although ``|P_act − P_cmd|`` carries rounding."""
 
 # -- comparisons in the tests ---------------------------------------------------------------------
 

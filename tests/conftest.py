@@ -29,7 +29,20 @@ def build_small_instance() -> Instance:
     time-of-use tariffs; 2 vehicle types, 3 EVs and 4 trips; 4 steps of 15 min
     (Asia/Shanghai) of prices, bus loads and PV availability.
     """
-    feeder = Feeder(
+    feeder, road = _small_feeder(), _small_road()
+    charger_models, stations, station_tariffs = _small_stations()
+    vehicle_types, evs, trips = _small_fleet()
+    timeseries = _small_timeseries()
+    metadata = Metadata(name="small", source="optev test suite", licence="CC0-1.0", timezone=SMALL_TIMEZONE,
+                        step_minutes=SMALL_STEP_MINUTES, start="2026-01-01T00:00:00")
+    return Instance(metadata=metadata, feeder=feeder, road=road, charger_models=charger_models,
+                    stations=stations, station_tariffs=station_tariffs, vehicle_types=vehicle_types,
+                    evs=evs, trips=trips, timeseries=timeseries)
+
+
+def _small_feeder() -> Feeder:
+    """Three buses ``"1"``–``"2"``–``"3"`` in a chain, a substation at ``"1"``, PV at ``"3"``, storage at ``"2"``."""
+    return Feeder(
         base_mva=1.0,
         name="small feeder",
         buses=pd.DataFrame({
@@ -58,7 +71,11 @@ def build_small_instance() -> Instance:
             "p_ch_max_kw": [50.0], "p_dis_max_kw": [50.0],
         }),
     )
-    road = RoadNetwork(
+
+
+def _small_road() -> RoadNetwork:
+    """Three nodes (two of them numeric-looking ids) and four links."""
+    return RoadNetwork(
         nodes=pd.DataFrame({
             "node_id": ["0012", "0013", "A"],
             "x": [0.0, 1500.0, 750.0],
@@ -74,6 +91,10 @@ def build_small_instance() -> Instance:
             "signal_delay_s": [0.0, 15.0, 0.0, 15.0],
         }),
     )
+
+
+def _small_stations() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Charger models, stations (FCS, SCS, home) and their time-of-use tariffs."""
     charger_models = pd.DataFrame({
         "model_id": ["dc60", "ac7", "ac11_v2g"],
         "technology": ["dc", "ac", "ac"],
@@ -96,6 +117,11 @@ def build_small_instance() -> Instance:
         "start_s": [0.0, 28800.0, 0.0, 0.0],
         "price_per_kwh": [1.2, 1.5, 0.8, 0.9],
     })
+    return charger_models, stations, station_tariffs
+
+
+def _small_fleet() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Vehicle types, EVs and trips."""
     vehicle_types = pd.DataFrame({
         "vtype_id": ["car_std", "bus_std"],
         "vehicle_class": ["car", "bus"],
@@ -121,9 +147,14 @@ def build_small_instance() -> Instance:
         "destination_node": ["0013", "0012", "0013", "A"],
         "purpose": ["work", "home", "relax", "depot"],
     })
+    return vehicle_types, evs, trips
+
+
+def _small_timeseries() -> TimeSeries:
+    """Four steps of 15 min (:data:`SMALL_TIMEZONE`) of prices, bus loads and PV availability."""
     index = pd.date_range("2026-01-01T00:00", periods=SMALL_STEPS, freq=f"{SMALL_STEP_MINUTES:g}min",
                           tz=SMALL_TIMEZONE, unit="ns")  # pandas 3 would infer "us"
-    timeseries = TimeSeries(
+    return TimeSeries(
         index=index,
         price=pd.DataFrame({"buy_per_kwh": [0.3, 0.3, 0.6, 0.9], "sell_per_kwh": [0.1, 0.1, 0.2, 0.25]},
                            index=index),
@@ -133,11 +164,6 @@ def build_small_instance() -> Instance:
                                  index=index),
         availability=pd.DataFrame({"pv_1": [0.0, 0.1, 0.35, 0.5]}, index=index),
     )
-    metadata = Metadata(name="small", source="optev test suite", licence="CC0-1.0", timezone=SMALL_TIMEZONE,
-                        step_minutes=SMALL_STEP_MINUTES, start="2026-01-01T00:00:00")
-    return Instance(metadata=metadata, feeder=feeder, road=road, charger_models=charger_models,
-                    stations=stations, station_tariffs=station_tariffs, vehicle_types=vehicle_types,
-                    evs=evs, trips=trips, timeseries=timeseries)
 
 
 @pytest.fixture

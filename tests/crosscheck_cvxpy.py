@@ -186,19 +186,59 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
     solver : str, optional
         cvxpy solver name (default :func:`default_solver`).
     """
+    cons: list[Any] = []
+    evs = _ev_energy(window, v2g, cons)
+    stations = _station_power(window, evs, reactive, polygon_sides, cons)
+    buy, sell = _grid_connection(window, cons)
+    net_import = cp.sum(buy - sell, axis=0)
+    terms, extra = _network(window, network, stations, buy, sell, net_import, cons, voltage_limits=voltage_limits,
+                            network_losses=network_losses, voltage_deviation=voltage_deviation)
+    terms += _cost_terms(window, evs, buy, sell, net_import, energy_cost=energy_cost, peak=peak)
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)), cons)
+    name = solver or default_solver()
+    prob.solve(solver=name)
+    values: dict[str, np.ndarray] = {}
+    if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        values = {"p_ch": np.asarray(evs.p_ch.value), "p_dis": np.asarray(evs.p_dis.value),
+                  "e": np.asarray(evs.energy.value), "station_net": np.asarray(stations.net.value),
+                  "buy": np.asarray(buy.value), "sell": np.asarray(sell.value)}
+        if reactive:
+            values["station_q"] = stations.q.value
+        values.update({k: np.asarray(var.value) for k, var in extra.items()})
+    return CrossCheckResult(prob.status, float(prob.value) if values else float("nan"), name, values)
+
+
+@dataclass
+class _EVEnergy:
+    """The EVs' charge and discharge power (EV × T, kW) and the battery energy they give, kWh."""
+
+    p_ch: cp.Variable
+    p_dis: cp.Variable
+    energy: cp.Expression
+    can_dis: np.ndarray
+    """Discharge rating of each EV, kW (0 for EVs that may not discharge)."""
+
+
+@dataclass
+class _StationPower:
+    """Net active power of each station (station × T, kW) and its reactive injection, kvar."""
+
+    net: cp.Expression
+    q: Any
+    """A variable with ``reactive``, zeros otherwise."""
+
+
+def _ev_energy(window: Any, v2g: bool, cons: list[Any]) -> _EVEnergy:
+    """EV power within the plugged ratings; energy within floor and capacity, the need met at departure."""
     ev = window.evs
-    st = window.stations
     n, T = int(ev.session_id.size), int(window.times.size)
     dt = float(window.dt_h)
-    n_st = int(st.station_id.size)
-
-    # --- EVs ------------------------------------------------------------------------------
     ub_ch = ev.plugged * ev.p_ch_max_kw[:, None]
     can_dis = np.asarray(ev.p_dis_max_kw, float) if v2g else np.zeros(n)
     ub_dis = ev.plugged * can_dis[:, None]
     p_ch = cp.Variable((n, T), name="p_ch")
     p_dis = cp.Variable((n, T), name="p_dis")
-    cons: list[Any] = [p_ch >= 0, p_ch <= ub_ch, p_dis >= 0, p_dis <= ub_dis]
+    cons += [p_ch >= 0, p_ch <= ub_ch, p_dis >= 0, p_dis <= ub_dis]
     flow = dt * (cp.multiply(np.broadcast_to(ev.eff_ch[:, None], (n, T)), p_ch)
                  - cp.multiply(np.broadcast_to(1.0 / ev.eff_dis[:, None], (n, T)), p_dis))
     energy = np.broadcast_to(ev.e_init_kwh[:, None], (n, T)) + cp.cumsum(flow, axis=1)
@@ -208,11 +248,18 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
     at_departure = np.zeros((n, T))
     at_departure[np.arange(n), ev.departure_step] = 1.0
     cons.append(cp.sum(cp.multiply(at_departure, energy), axis=1) >= ev.e_req_kwh)
+    return _EVEnergy(p_ch, p_dis, energy, can_dis)
 
-    # --- stations ---------------------------------------------------------------------------
+
+def _station_power(window: Any, evs: _EVEnergy, reactive: bool, polygon_sides: int, cons: list[Any]
+                   ) -> _StationPower:
+    """Station sums of the EVs within the site caps and, with ``reactive``, the inverters' polygon."""
+    ev, st = window.evs, window.stations
+    n, T = int(ev.session_id.size), int(window.times.size)
+    n_st = int(st.station_id.size)
     incidence = np.zeros((n_st, n))
     incidence[ev.station, np.arange(n)] = 1.0
-    station_net = incidence @ (p_ch - p_dis)
+    station_net = incidence @ (evs.p_ch - evs.p_dis)
     cap = np.asarray(st.p_site_max_kw, float)
     rows = np.flatnonzero(np.isfinite(cap))
     if rows.size:
@@ -220,7 +267,7 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
     dis_cap = np.asarray(st.p_site_dis_max_kw, float)
     rows = np.flatnonzero(np.isfinite(dis_cap) & (dis_cap < st.n_chargers * st.p_dis_max_kw))
     if rows.size:
-        cons.append((incidence @ p_dis)[rows, :] <= np.broadcast_to(dis_cap[rows, None], (rows.size, T)))
+        cons.append((incidence @ evs.p_dis)[rows, :] <= np.broadcast_to(dis_cap[rows, None], (rows.size, T)))
     station_q: Any = np.zeros((n_st, T))
     if reactive:
         s_max = np.where(st.p_dis_max_kw > 0, st.n_chargers * st.s_max_kva, 0.0)
@@ -231,9 +278,13 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
         edge = np.broadcast_to((s_max[v2g_st] * np.cos(np.pi / polygon_sides))[:, None], (v2g_st.size, T))
         for theta in (2.0 * np.arange(polygon_sides) + 1.0) * np.pi / polygon_sides:
             cons.append(np.cos(theta) * station_net[v2g_st, :] + np.sin(theta) * station_q[v2g_st, :] <= edge)
+    return _StationPower(station_net, station_q)
 
-    # --- grid connection ----------------------------------------------------------------------
+
+def _grid_connection(window: Any, cons: list[Any]) -> tuple[cp.Variable, cp.Variable]:
+    """Import ``buy`` and export ``sell`` of each substation (substation × T, kW) within its limits."""
     subs = window.instance.feeder.substations
+    T = int(window.times.size)
     n_sub = max(len(subs), 1)
     imp = subs["p_import_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
     exp = subs["p_export_max_kw"].to_numpy(float) if len(subs) else np.array([np.inf])
@@ -244,15 +295,19 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
         rows = np.flatnonzero(np.isfinite(bound))
         if rows.size:
             cons.append(var[rows, :] <= np.broadcast_to(bound[rows, None], (rows.size, T)))
-    net_import = cp.sum(buy - sell, axis=0)
+    return buy, sell
 
-    # --- network ------------------------------------------------------------------------------
+
+def _network(window: Any, network: str, stations: _StationPower, buy: cp.Variable, sell: cp.Variable,
+             net_import: cp.Expression, cons: list[Any], *, voltage_limits: bool, network_losses: float,
+             voltage_deviation: float) -> tuple[list[Any], dict[str, Any]]:
+    """The network's constraints; its objective terms and its variables to report (LinDistFlow)."""
     terms: list[Any] = []
     extra: dict[str, Any] = {}
     if network == "copperplate":
-        cons.append(net_import == window.load_p_kw.sum(axis=1) + cp.sum(station_net, axis=0))
+        cons.append(net_import == window.load_p_kw.sum(axis=1) + cp.sum(stations.net, axis=0))
     elif network == "lindistflow":
-        extra = _lindistflow(window, station_net, station_q, buy, sell, cons, voltage_limits)
+        extra = _lindistflow(window, stations.net, stations.q, buy, sell, cons, voltage_limits)
         fa, line_p, line_q, v = extra.pop("_feeder"), extra["line_p"], extra["line_q"], extra["bus_v2"]
         if network_losses:
             terms.append(network_losses * _losses(window, fa, line_p, line_q, v))
@@ -263,26 +318,24 @@ def solve_charging(window: Any, *, v2g: bool = True, energy_cost: float = 1.0, p
         raise ValueError(f"unknown network {network!r}")
     if network != "lindistflow" and (network_losses or voltage_deviation):
         raise ValueError("network_losses and voltage_deviation need network='lindistflow'")
+    return terms, extra
 
-    # --- objective ----------------------------------------------------------------------------
+
+def _cost_terms(window: Any, evs: _EVEnergy, buy: cp.Variable, sell: cp.Variable, net_import: cp.Expression, *,
+                energy_cost: float, peak: float) -> list[Any]:
+    """Energy cost, peak import and the reservation price of V2G discharge."""
+    dt = float(window.dt_h)
+    terms: list[Any] = []
     if energy_cost:
         terms.append(energy_cost * dt * (window.price_buy @ cp.sum(buy, axis=0)
                                          - window.price_sell @ cp.sum(sell, axis=0)))
     if peak:
         terms.append(peak * cp.max(net_import))
-    if (can_dis > 0).any():
-        terms.append(dt * cp.sum(cp.multiply(np.broadcast_to(ev.reservation_price[:, None], (n, T)), p_dis)))
-    prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)), cons)
-    name = solver or default_solver()
-    prob.solve(solver=name)
-    values: dict[str, np.ndarray] = {}
-    if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        values = {"p_ch": p_ch.value, "p_dis": p_dis.value, "e": np.asarray(energy.value),
-                  "station_net": np.asarray(station_net.value), "buy": buy.value, "sell": sell.value}
-        if reactive:
-            values["station_q"] = station_q.value
-        values.update({k: np.asarray(var.value) for k, var in extra.items()})
-    return CrossCheckResult(prob.status, float(prob.value) if values else float("nan"), name, values)
+    if (evs.can_dis > 0).any():
+        n, T = evs.p_dis.shape
+        terms.append(dt * cp.sum(cp.multiply(np.broadcast_to(window.evs.reservation_price[:, None], (n, T)),
+                                             evs.p_dis)))
+    return terms
 
 
 def _lindistflow(window: Any, station_net: Any, station_q: Any, buy: Any, sell: Any, cons: list[Any],

@@ -105,12 +105,14 @@ OPTION_ONLY = [(argv, words) for argv, words in CLI_CASES if not any("wrap" in w
 def test_bad_option_fails_before_anything_is_read(argv: list[str], words: list[str], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    import optev.io
+    import optev.cli
+    import optev.report.run
 
     def no_read(*_: Any, **__: Any) -> None:
         raise AssertionError("an input was read before the options were checked")
 
-    monkeypatch.setattr(optev.io, "read", no_read)
+    for module in (optev.cli, optev.report.run):  # the modules that call optev.io.read
+        monkeypatch.setattr(module, "read", no_read)
     assert main(_argv(argv, tmp_path)) == EXIT_USAGE
     assert "AssertionError" not in capsys.readouterr().err
 

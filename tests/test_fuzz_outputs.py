@@ -265,10 +265,10 @@ def test_full_disk_keeps_the_old_results(results: Path, capsys: pytest.CaptureFi
 
 def test_full_disk_while_saving_plots_keeps_the_old_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from optev.report import plots
+    import optev.report.run as report_run  # where the plots are rendered and saved
 
     out = tmp_path / "run"
-    monkeypatch.setattr(plots, "render", lambda tables, summary: {"feeder_load.png": b"png"})
+    monkeypatch.setattr(report_run, "render", lambda tables, summary: {"feeder_load.png": b"png"})
     code, _, err = cli(capsys, *RUN[:-2], "--json", "--out", out)
     assert code == 0, err
     before = snapshot(out)
@@ -277,7 +277,7 @@ def test_full_disk_while_saving_plots_keeps_the_old_run(capsys: pytest.CaptureFi
     def full(rendered: object, folder: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "feeder_load.png"))
 
-    monkeypatch.setattr(plots, "save", full)
+    monkeypatch.setattr(report_run, "save", full)
     code, _, err = cli(capsys, *RUN[:-2], "--json", "--out", out)
     assert code == 2 and one_line(err) and "No space left on device" in err
     assert snapshot(out) == before and leftovers(out) == []
@@ -285,17 +285,17 @@ def test_full_disk_while_saving_plots_keeps_the_old_run(capsys: pytest.CaptureFi
 
 def test_interrupt_while_saving_plots_keeps_the_old_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from optev.report import plots
+    import optev.report.run as report_run  # where the plots are rendered and saved
 
     out = tmp_path / "run"
-    monkeypatch.setattr(plots, "render", lambda tables, summary: {"feeder_load.png": b"png"})
+    monkeypatch.setattr(report_run, "render", lambda tables, summary: {"feeder_load.png": b"png"})
     assert cli(capsys, *RUN[:-2], "--out", out)[0] == 0
     before = snapshot(out)
 
     def interrupted(rendered: object, folder: Path) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "save", interrupted)
+    monkeypatch.setattr(report_run, "save", interrupted)
     code, _, err = cli(capsys, *RUN[:-2], "--out", out)
     assert code == EXIT_SIGINT and err.strip().splitlines()[-1] == "optev: interrupted" and "Traceback" not in err
     assert snapshot(out) == before and leftovers(out) == []

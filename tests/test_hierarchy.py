@@ -370,13 +370,7 @@ def test_strategy_plugs_into_the_controller(day_city, agg) -> None:
 
     city = day_city
     plant = mpc.ReplayPlant(city, start_s=10 * 3600.0)
-    rep = plant.report_now()
-    cap = dict(zip(city.evs["ev_id"], city.evs["vtype_id"].map(city.vehicle_types.set_index("vtype_id")["battery_kwh"])))
-    arr = dict(zip(city.sessions["session_id"], city.sessions["arrival_s"]))
-    state = mpc.ControlState(time_s=10 * 3600.0, evs=[mpc.EVState(
-        ev_id=p.ev_id, session_id=p.session_id, station_id=p.station_id, energy_kwh=p.soc * cap[p.ev_id], soc=p.soc,
-        arrival_s=arr[p.session_id], departure_s=p.departure_s, soc_target=p.soc_target, p_ch_max_kw=p.p_ch_max_kw,
-        p_dis_max_kw=p.p_dis_max_kw) for p in rep.plugged])
+    state = mpc.ControlState(time_s=10 * 3600.0, evs=plant.report_now().plugged)  # the report is the state
     assert state.evs
     with HierarchicalStrategy(agg, executor=SerialExecutor()) as strategy:
         ctl = mpc.Controller(agg, city, horizon="4h", strategy=strategy)

@@ -436,7 +436,7 @@ def test_missing_folder_or_manifest(tmp_path: Path) -> None:
 
 def test_invalid_toml(written: Path) -> None:
     (written / MANIFEST_NAME).write_text("format_version = \n", encoding="utf-8")
-    with pytest.raises(FormatError, match=r"instance\.toml: not valid TOML"):
+    with pytest.raises(FormatError, match=r"instance\.toml: invalid TOML"):
         read_instance(written)
 
 

@@ -18,7 +18,7 @@ from optev.mobility import (ACTIVITY_TYPES, DEFAULT_PROBTABLE, BusOptions, Prefe
                             load_trip_statistics, sample_price_weight, sample_soc_charge_threshold, sample_v2g,
                             trip_energy_kwh, willingness_to_charge)
 from optev.mobility import routing as routing_mod
-from optev.mobility.trips import TripStatistics, sample_first_departure, sample_parking_s
+from optev.mobility.trip_statistics import TripStatistics, sample_first_departure, sample_parking_s
 from optev.testing import RTOL_EXACT, ROUTE_LENGTH_ATOL_M, ROUTE_TIME_RTOL, SAMPLE_SHARE_ATOL
 
 from paths import V2SIM, need

@@ -359,12 +359,12 @@ def test_plant_reports_arrivals_and_energy_of_a_partial_interval() -> None:
     assert [(e.ev_id, e.time_s) for e in rep.plug_ins] == [("e1", 2000.0), ("e2", 2000.0)]
     assert [e.kind for e in rep.arrivals] == ["arrival", "arrival"]
     for p in rep.plugged:
-        assert p.energy_kwh == pytest.approx(7.0 * 700.0 / 3600.0, abs=SIM_ENERGY_ATOL_KWH)
+        assert p.interval_grid_kwh == pytest.approx(7.0 * 700.0 / 3600.0, abs=SIM_ENERGY_ATOL_KWH)
         assert p.departure_s == 80000.0 and p.p_ch_max_kw == 7.0
     assert {p.ev_id: p.p_dis_max_kw for p in rep.plugged} == {"e1": 7.0, "e2": 0.0}
     assert rep.counts["plugged"] == 2 and rep.counts["plug_ins"] == 2
     rep = plant.advance(900.0)
-    assert [p.energy_kwh for p in rep.plugged] == pytest.approx([1.75, 1.75], abs=SIM_ENERGY_ATOL_KWH)
+    assert [p.interval_grid_kwh for p in rep.plugged] == pytest.approx([1.75, 1.75], abs=SIM_ENERGY_ATOL_KWH)
     assert rep.plug_ins == [] and rep.counts["plug_ins"] == 0
 
 
@@ -379,7 +379,10 @@ def test_plant_honours_ev_setpoints_and_reports_soc() -> None:
     assert soc["e2"] == pytest.approx(soc0["e2"] + 3.0 * 0.25 / 50.0, abs=SOC_ATOL)   # 3 kW for 15 min
     p = {x.ev_id: x for x in rep.plugged}
     assert p["e1"].p_kw == pytest.approx(-6.0, abs=LIMIT_ATOL_KW)
-    assert p["e1"].energy_kwh == pytest.approx(-1.5, abs=SIM_ENERGY_ATOL_KWH)
+    assert p["e1"].interval_grid_kwh == pytest.approx(-1.5, abs=SIM_ENERGY_ATOL_KWH)
+    # the report is the controller's state: battery energy now, plug-in time and SOC
+    assert p["e1"].energy_kwh == pytest.approx(soc["e1"] * 50.0, abs=SIM_ENERGY_ATOL_KWH)
+    assert (p["e1"].arrival_s, p["e1"].soc_arrival) == (2000.0, pytest.approx(0.52, abs=SOC_ATOL))
     assert rep.ignored_ev_setpoints == ["e3"]  # e3 is not plugged in (parked at A, no station)
     assert rep.clipped_ev_setpoints == {}
     st = {s.station_id: s for s in rep.stations}["S"]

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from optev.blocks.window import Window
+from optev.errors import DataError
 from optev.lp.expr import LinExpr, VarArray, as_expr
 from optev.lp.program import LinearProgram
 
@@ -75,7 +76,5 @@ class ModelContext:
     def require(self, handle: str, by: str) -> Any:
         """A handle that another block must have declared, with a clear error otherwise."""
         if handle not in self.handles:
-            from optev.errors import DataError
-
             raise DataError(f"{by} needs {handle!r}, which no block of this formulation declares")
         return self.handles[handle]

@@ -83,6 +83,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optev.blocks.window import EVArrays
+from optev.data.battery import energy_after_step
 from optev.errors import DataError
 from optev.tolerances import GUIDE_GRID_ATOL as GUIDE_GRID_ATOL
 from optev.tolerances import SETPOINT_GRID_ATOL, SHORTFALL_ATOL_KWH
@@ -168,12 +169,23 @@ def _step_limits(evs: EVArrays, e: np.ndarray, a: np.ndarray, later_kwh: np.ndar
     room = np.maximum(evs.capacity_kwh - e, 0.0)
     hi = np.minimum(a * evs.p_ch_max_kw, room / (eta_c * dt_h))
     lo = -np.minimum(a * evs.p_dis_max_kw, np.maximum(e - evs.e_min_kwh, 0.0) * eta_d / dt_h)
-    gap = evs.e_need_kwh - e - later_kwh
-    must = np.minimum(np.maximum(np.where(gap > 0, gap / (eta_c * dt_h), gap * eta_d / dt_h), lo), hi)
+    must = np.minimum(np.maximum(_need_kw(evs, e, later_kwh, dt_h), lo), hi)
     hi_q = np.minimum(np.floor(a * evs.p_ch_max_kw / q + GRID_ATOL),
                       np.ceil(np.where(room > TOP_OFF_MIN_KWH, hi, 0.0) / q - GRID_ATOL))
     return _StepLimits(np.minimum(np.ceil(lo / q - GRID_ATOL), hi_q), hi_q,
                        np.minimum(np.ceil(must / q - GRID_ATOL), hi_q))
+
+
+def _need_kw(evs: EVArrays, e: np.ndarray, later_kwh: np.ndarray, dt_h: float) -> np.ndarray:
+    r"""Each EV's departure need as a power this step, kW, before any limit (:func:`_step_limits`).
+
+    With the need gap :math:`G = E^{need} - E - L` (:math:`E` the energy at the start of the
+    step, :math:`L` = ``later_kwh`` the energy stored at full power in the later plugged
+    steps): :math:`G/(\eta^{ch}\Delta t)` if :math:`G > 0` (charge now), else
+    :math:`G\,\eta^{dis}/\Delta t` (the discharge still affordable).
+    """
+    gap = evs.e_need_kwh - e - later_kwh
+    return np.where(gap > 0, gap / (evs.eff_ch * dt_h), gap * evs.eff_dis / dt_h)
 
 
 def _guide_range(guide_q: np.ndarray, lim: _StepLimits) -> tuple[np.ndarray, np.ndarray]:
@@ -525,77 +537,132 @@ def disaggregate(evs: EVArrays, dt_h: float, station_p_kw: np.ndarray, *, guide_
     """
     if rounding not in ROUNDINGS:
         raise DataError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    enforce = guide_kw is None if enforce_departure is None else enforce_departure
     n, T = evs.plugged.shape
     n_st = station_p_kw.shape[0]
     if n == 0:  # nothing to share: every station at 0
         return Disaggregation(np.zeros((0, T)), np.zeros((0, T)), np.zeros((n_st, T)), np.zeros(0))
     q = float(quantum_kw)
-    st = evs.station
+    rule = _Rule(evs=evs, n_st=n_st, dt_h=dt_h, q=q, rounding=rounding,
+                 enforce=guide_kw is None if enforce_departure is None else enforce_departure,
+                 cap_q=None if site_max_kw is None else np.floor(np.asarray(site_max_kw, float) / q + GRID_ATOL),
+                 dis_cap_q=(None if site_dis_max_kw is None
+                            else np.floor(np.asarray(site_dis_max_kw, float) / q + GRID_ATOL)),
+                 site_max_kw=site_max_kw, site_dis_max_kw=site_dis_max_kw)
+    p_out, e_out = _run_steps(rule, station_p_kw, guide_kw)
+    station = np.zeros((n_st, T))
+    np.add.at(station, evs.station, p_out)
+    last = e_out[np.arange(n), evs.departure_step] if n else np.zeros(0)
+    shortfall = np.maximum(evs.e_need_kwh - last, 0.0)
+    shortfall[shortfall < SHORTFALL_MIN_KWH] = 0.0
+    return Disaggregation(p_out, e_out, station, shortfall)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What every step of :func:`disaggregate` shares: the sessions, the options and the site caps."""
+
+    evs: EVArrays
+    n_st: int
+    dt_h: float
+    q: float                          # quantum, kW
+    rounding: str
+    enforce: bool                     # departure needs as a hard lower bound
+    cap_q: np.ndarray | None          # site charging caps, whole quanta
+    dis_cap_q: np.ndarray | None      # site discharging caps, whole quanta
+    site_max_kw: np.ndarray | None
+    site_dis_max_kw: np.ndarray | None
+
+    @property
+    def st(self) -> np.ndarray:
+        """Each EV's station."""
+        return self.evs.station
+
+
+def _run_steps(rule: _Rule, station_p_kw: np.ndarray, guide_kw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The setpoints and battery energies of every step, (n_ev, T): the limits of each step from the
+    energies the steps before left, then its setpoints under the rule of the guide."""
+    evs, dt_h, q = rule.evs, rule.dt_h, rule.q
+    n, T = evs.plugged.shape
     e = evs.e_init_kwh.astype(float).copy()
     e_guide = e.copy()
     p_out = np.zeros((n, T))
     e_out = np.zeros((n, T))
     steps_left = np.cumsum(evs.plugged[:, ::-1], axis=1)[:, ::-1]  # plugged steps from t to the end
-    eta_c, eta_d = evs.eff_ch, evs.eff_dis
-    carry = np.zeros(n_st)
-    cap_q = None if site_max_kw is None else np.floor(np.asarray(site_max_kw, float) / q + GRID_ATOL)
-    dis_cap_q = None if site_dis_max_kw is None else np.floor(np.asarray(site_dis_max_kw, float) / q + GRID_ATOL)
-    per_ev = guide_kw is not None and rounding == "per_ev"
+    carry = np.zeros(rule.n_st)
     for t in range(T):
         a = evs.plugged[:, t]
-        later = (steps_left[:, t] - a) * evs.p_ch_max_kw * eta_c * dt_h  # full power in later steps, kWh
+        later = (steps_left[:, t] - a) * evs.p_ch_max_kw * evs.eff_ch * dt_h  # full power in later steps, kWh
         lim = _step_limits(evs, e, a, later, dt_h, q)
-        gq = None if guide_kw is None else guide_kw[:, t] / q
-        request_q = station_p_kw[:, t] / q
-        full_up = full_down = np.zeros(n, dtype=bool)
-        if per_ev and gq is not None:  # (per_ev implies a guide) EVs planned at their off-grid full power get it;
-            # the others track the rest of the request
-            full_up, full_down = _planned_full_power(evs, lim, a, e, dt_h, q, gq)
-            extra = np.where(full_up, a * evs.p_ch_max_kw / q - lim.hi, 0.0) \
-                - np.where(full_down, a * evs.p_dis_max_kw / q + lim.lo, 0.0)
-            request_q = request_q - _station_sum(st, extra, n_st)
-            gq = np.where(full_up, lim.hi, np.where(full_down, lim.lo, gq))
-        ranges = _ranges(st, n_st, lim, gq, rounding, enforce, cap_q)
-        if gq is None:
-            priority = None
+        if guide_kw is not None and rule.rounding == "per_ev":
+            p = _per_ev_step(rule, lim, a, e, e_guide, guide_kw[:, t] / q, station_p_kw[:, t])
         else:
-            # follow the guide's energy trajectory: catch up what rounding left behind (within the range)
-            wish = gq + (e_guide - e) / (eta_c * dt_h * q)
-            followable = _station_sum(st, np.clip(gq, *ranges[0]), n_st)
-            priority = [wish - lo for lo, _ in ranges]
-        ranges = [_capped_range(st, n_st, lo, hi, cap_q, dis_cap_q, None if priority is None else priority[k])
-                  for k, (lo, hi) in enumerate(ranges)]
-        if per_ev and gq is not None:
-            wish = np.where(full_up, lim.hi, np.where(full_down, lim.lo, wish))
-            target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], request_q)
-            target = _within_caps(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st), cap_q,
-                                  dis_cap_q)
-        else:
-            target, carry = _station_target(st, n_st, *ranges[-1], station_p_kw[:, t] / q + carry)
-            target = _within_caps(target, _station_sum(st, ranges[-1][0], n_st),
-                                  _station_sum(st, ranges[-1][1], n_st), cap_q, dis_cap_q)
-            lower, upper = _pick_range(st, n_st, ranges, target)
-            if gq is None:
-                wish = _proportional_wish(st, n_st, lower, upper, target)
-        p_q = _allocate(st, n_st, wish, lower, upper, target, lim.must, PRIORITY_TIE if per_ev else PRIORITY_FIRST)
-        if per_ev:
-            p = np.where(full_up, a * evs.p_ch_max_kw, np.where(full_down, -a * evs.p_dis_max_kw, p_q * q))
-        else:  # without a per-EV plan, EVs at their grid limit wish more when the station asks for more
-            excess = station_p_kw[:, t] / q - _station_sum(st, p_q, n_st)
-            wish = np.where(excess[st] > GRID_ATOL, p_q + 1.0, np.where(excess[st] < -GRID_ATOL, p_q - 1.0, wish))
-            p = _full_power(evs, st, n_st, p_q, wish, lim, a, e, dt_h, q, station_p_kw[:, t], site_max_kw,
-                            site_dis_max_kw)
+            gq = None if guide_kw is None else guide_kw[:, t] / q
+            p, carry = _station_step(rule, lim, a, e, e_guide, gq, station_p_kw[:, t], carry)
         p_out[:, t] = p
-        e = np.minimum(e + dt_h * eta_c * np.maximum(p, 0.0), np.maximum(evs.capacity_kwh, e)) \
-            - dt_h * np.maximum(-p, 0.0) / eta_d
+        e = energy_after_step(e, p, dt_h, evs.capacity_kwh, evs.eff_ch, evs.eff_dis)
         if guide_kw is not None:
             gk = guide_kw[:, t]
-            e_guide = e_guide + dt_h * (eta_c * np.maximum(gk, 0.0) - np.maximum(-gk, 0.0) / eta_d)
+            e_guide = e_guide + dt_h * (evs.eff_ch * np.maximum(gk, 0.0) - np.maximum(-gk, 0.0) / evs.eff_dis)
         e_out[:, t] = e
-    station = np.zeros((n_st, T))
-    np.add.at(station, st, p_out)
-    last = e_out[np.arange(n), evs.departure_step] if n else np.zeros(0)
-    shortfall = np.maximum(evs.e_need_kwh - last, 0.0)
-    shortfall[shortfall < SHORTFALL_MIN_KWH] = 0.0
-    return Disaggregation(p_out, e_out, station, shortfall)
+    return p_out, e_out
+
+
+def _lagged_wish(rule: _Rule, guide_q: np.ndarray, e: np.ndarray, e_guide: np.ndarray) -> np.ndarray:
+    """Each EV's wish, in quanta: its guide plus what rounding left it behind the guide's energy
+    trajectory (to be caught up within its range)."""
+    return guide_q + (e_guide - e) / (rule.evs.eff_ch * rule.dt_h * rule.q)
+
+
+def _capped_ranges(rule: _Rule, ranges: list[tuple[np.ndarray, np.ndarray]], wish: np.ndarray | None
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The candidate ranges within the site caps (:func:`_capped_range`); with a wish, each EV's
+    priority for the discharging cap is how far its wish lies above its range's lower end."""
+    return [_capped_range(rule.st, rule.n_st, lo, hi, rule.cap_q, rule.dis_cap_q, None if wish is None else wish - lo)
+            for lo, hi in ranges]
+
+
+def _per_ev_step(rule: _Rule, lim: _StepLimits, a: np.ndarray, e: np.ndarray, e_guide: np.ndarray,
+                 guide_q: np.ndarray, request_kw: np.ndarray) -> np.ndarray:
+    """One step's setpoints, kW, when each EV rounds its own plan (``rounding="per_ev"``): EVs planned
+    at their off-grid full power get it, the others track the rest of the request (:func:`_per_ev_target`)."""
+    evs, st, n_st, q = rule.evs, rule.st, rule.n_st, rule.q
+    full_up, full_down = _planned_full_power(evs, lim, a, e, rule.dt_h, q, guide_q)
+    extra = np.where(full_up, a * evs.p_ch_max_kw / q - lim.hi, 0.0) \
+        - np.where(full_down, a * evs.p_dis_max_kw / q + lim.lo, 0.0)
+    request_q = request_kw / q - _station_sum(st, extra, n_st)
+    gq = np.where(full_up, lim.hi, np.where(full_down, lim.lo, guide_q))
+    ranges = _ranges(st, n_st, lim, gq, rule.rounding, rule.enforce, rule.cap_q)
+    wish = _lagged_wish(rule, gq, e, e_guide)
+    followable = _station_sum(st, np.clip(gq, *ranges[0]), n_st)
+    ranges = _capped_ranges(rule, ranges, wish)
+    wish = np.where(full_up, lim.hi, np.where(full_down, lim.lo, wish))
+    target, lower, upper = _per_ev_target(st, n_st, wish, gq, followable, *ranges[0], request_q)
+    target = _within_caps(target, _station_sum(st, lower, n_st), _station_sum(st, upper, n_st), rule.cap_q,
+                          rule.dis_cap_q)
+    p_q = _allocate(st, n_st, wish, lower, upper, target, lim.must, PRIORITY_TIE)
+    return np.where(full_up, a * evs.p_ch_max_kw, np.where(full_down, -a * evs.p_dis_max_kw, p_q * q))
+
+
+def _station_step(rule: _Rule, lim: _StepLimits, a: np.ndarray, e: np.ndarray, e_guide: np.ndarray,
+                  guide_q: np.ndarray | None, request_kw: np.ndarray, carry: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One step's setpoints, kW, and the next carry, when the station setpoint comes first (a guide
+    that is only a preference, ``rounding="station"``, or none): :func:`_station_target`, then the
+    narrowest ranges that hold it (:func:`_pick_range`) and full power (:func:`_full_power`)."""
+    st, n_st, q = rule.st, rule.n_st, rule.q
+    ranges = _ranges(st, n_st, lim, guide_q, rule.rounding, rule.enforce, rule.cap_q)
+    wish = None if guide_q is None else _lagged_wish(rule, guide_q, e, e_guide)
+    ranges = _capped_ranges(rule, ranges, wish)
+    target, carry = _station_target(st, n_st, *ranges[-1], request_kw / q + carry)
+    target = _within_caps(target, _station_sum(st, ranges[-1][0], n_st), _station_sum(st, ranges[-1][1], n_st),
+                          rule.cap_q, rule.dis_cap_q)
+    lower, upper = _pick_range(st, n_st, ranges, target)
+    if wish is None:
+        wish = _proportional_wish(st, n_st, lower, upper, target)
+    p_q = _allocate(st, n_st, wish, lower, upper, target, lim.must, PRIORITY_FIRST)
+    # without a per-EV plan, EVs at their grid limit wish more when the station asks for more
+    excess = request_kw / q - _station_sum(st, p_q, n_st)
+    wish = np.where(excess[st] > GRID_ATOL, p_q + 1.0, np.where(excess[st] < -GRID_ATOL, p_q - 1.0, wish))
+    p = _full_power(rule.evs, st, n_st, p_q, wish, lim, a, e, rule.dt_h, q, request_kw, rule.site_max_kw,
+                    rule.site_dis_max_kw)
+    return p, carry

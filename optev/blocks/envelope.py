@@ -127,6 +127,7 @@ import scipy.sparse as sp
 from optev.blocks.context import ModelContext
 from optev.blocks.station_limits import declare_station_limits
 from optev.blocks.window import EVArrays
+from optev.errors import DataError
 from optev.tolerances import ENVELOPE_ENERGY_ATOL_KWH
 
 OPTIONS: dict[str, tuple[Any, str]] = {
@@ -262,12 +263,8 @@ def envelope(evs: EVArrays, dt_h: float, n_stations: int, groups: np.ndarray | N
     """
     g = evs.station if groups is None else np.asarray(groups, dtype=np.int64)
     if g.shape != (evs.n,):
-        from optev.errors import DataError
-
         raise DataError(f"envelope: groups has shape {g.shape}, expected ({evs.n},)")
     if evs.n and (g.max() >= n_stations or g.min() < -1):
-        from optev.errors import DataError
-
         raise DataError(f"envelope: group indices must lie in [-1, {n_stations}), got {g.min()}..{g.max()}")
     S = _indicator(g, n_stations)
     a = np.asarray(evs.plugged, float)
@@ -290,8 +287,6 @@ def envelope(evs: EVArrays, dt_h: float, n_stations: int, groups: np.ndarray | N
     # interval bounds: per session, x[t] − x[s] ∈ [max(−D·n(s,t], x_lo[t] − x_hi[s]), min(U·n(s,t], x_hi[t] − x_lo[s])]
     if isinstance(lags, str):
         if lags != "auto":
-            from optev.errors import DataError
-
             raise DataError(f"envelope: lags must be 'auto', a list of positive integers or none, got {lags!r}")
         lags = auto_lags(T)
     lag_tuple = tuple(sorted({int(k) for k in (lags or ()) if 0 < int(k) < T}))
@@ -349,8 +344,6 @@ def disaggregation_guide(evs: EVArrays, dt_h: float, station_e_kwh: np.ndarray,
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "aggregate") -> None:
     """Declare the aggregate station block (see module docstring)."""
-    from optev.errors import DataError
-
     if "ev_arrays" not in ctx.handles or "ev_p_ch" in ctx.handles:
         raise DataError("station variant 'aggregate' needs the ev block (variant 'per_ev') built before it, "
                         "without per-EV variables")

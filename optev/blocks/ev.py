@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from optev.blocks.context import ModelContext
+from optev.errors import DataError
 from optev.lp.expr import scatter
 
 OPTIONS: dict[str, tuple[Any, str]] = {
@@ -77,8 +78,6 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
     n, T = ev.n, w.steps
     dt = w.dt_h
     if options["departure"] not in ("hard", "soft"):
-        from optev.errors import DataError
-
         raise DataError(f"ev option departure must be 'hard' or 'soft', got {options['departure']!r}")
     if not options["v2g"]:
         ev = replace(ev, p_dis_max_kw=np.zeros(n), v2g=np.zeros(n, dtype=bool),
@@ -89,8 +88,6 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
         # the station's flexibility envelope (optev.blocks.envelope) replaces per-EV variables;
         # this block still provides the per-EV data (ev_arrays) and its diagnostics
         if variant != "per_ev":
-            from optev.errors import DataError
-
             raise DataError(f"ev variant {variant!r} needs per-EV variables, which the station variant "
                             "'aggregate' does not declare; use ev variant 'per_ev'")
         ctx.diagnostics.append(diagnose)

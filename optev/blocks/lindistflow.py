@@ -337,21 +337,52 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
                         "none — use [blocks.network] variant = \"copperplate\" for instances without a feeder")
     _check_injections(ctx)
     lp = ctx.lp
-    T, n_bus, nb = w.steps, net.n_bus, net.n_branch
-    s_base = 1e3 * net.base_mva
-    roots = net.root
-    is_root = np.zeros(n_bus, dtype=bool)
-    is_root[roots] = True
+    buy, sell, grid_q = _declare_substations(ctx, net)
+    v2, vmin2, vmax2 = _declare_voltages(ctx, net, opts)
+    line_p = lp.add_variables("line_p", (net.n_branch, w.steps), -np.inf, np.inf, block="line",
+                              description="active power entering each branch at its parent end, kW")
+    line_q = lp.add_variables("line_q", (net.n_branch, w.steps), -np.inf, np.inf, block="line",
+                              description="reactive power entering each branch at its parent end, kvar")
+    _bus_balances(ctx, net, buy, sell, grid_q, v2, line_p, line_q)
+    price_reactive(ctx, float(opts["reactive_cost_per_kvarh"]))
+    _voltage_drops(ctx, net, v2, line_p, line_q)
+    if opts["voltage_limits"] and ctx.soft_limits:
+        _soft_voltage_limits(ctx, net, v2, vmin2, vmax2)
+    limited, limit_bound = _thermal_limits(ctx, net, line_p, line_q, opts)
+    model = LinDistFlowModel(
+        net=net, s_base_kw=1e3 * net.base_mva, dt_h=w.dt_h, line_p=line_p, line_q=line_q, bus_v2=v2,
+        p_bound=lp.constraints["bus_p_balance"].lower.copy(), q_bound=lp.constraints["bus_q_balance"].lower.copy(),
+        drop_bound=lp.constraints["line_voltage_drop"].lower.copy(), limit_branch=limited,
+        limit_bound=np.asarray(limit_bound, float), tolerance_pu=float(opts["loss_tolerance_pu"]),
+        max_corrections=int(opts["max_corrections"]), ell=np.zeros((net.n_branch, w.steps)),
+    )
+    ctx.handles.update(bus_v2=v2, line_p=line_p, line_q=line_q, grid_q=grid_q, lindistflow=model)
+    if opts["loss_correction"]:
+        ctx.handles["refine"] = refine
+    ctx.diagnostics.append(diagnose)
 
+
+def _declare_substations(ctx: ModelContext, net: RadialNetwork) -> tuple[Any, Any, VarArray]:
+    """The grid connection at each root: import and export (:func:`declare_grid`) and reactive import."""
     buy, sell = declare_grid(ctx)
+    roots = net.root
     if buy.shape[0] != roots.size:
         raise DataError(f"the LinDistFlow network needs one substation per feeder root; found {buy.shape[0]} "
                         f"substation rows for {roots.size} roots", table="substations")
-    grid_q = lp.add_variables("grid_q", (roots.size, T), -np.inf, np.inf, block="grid",
-                              description="reactive power imported at each substation, kvar")
+    grid_q = ctx.lp.add_variables("grid_q", (roots.size, ctx.window.steps), -np.inf, np.inf, block="grid",
+                                  description="reactive power imported at each substation, kvar")
+    return buy, sell, grid_q
 
-    # squared voltages: roots fixed, other buses within limits (hard) or free (soft/no limits)
-    vmin, vmax = planning_voltage_limits(w.instance.feeder, float(opts["voltage_margin_pu"]), roots)
+
+def _declare_voltages(ctx: ModelContext, net: RadialNetwork, opts: dict[str, Any]
+                      ) -> tuple[VarArray, np.ndarray, np.ndarray]:
+    """Squared voltages ``bus_v2`` and the squared planning limits (vmin², vmax²) of every bus.
+
+    Roots are fixed at their set point; the other buses are within the limits when these are
+    hard, free when they are soft (:func:`_soft_voltage_limits`) or off.
+    """
+    roots = net.root
+    vmin, vmax = planning_voltage_limits(ctx.window.instance.feeder, float(opts["voltage_margin_pu"]), roots)
     vmin2, vmax2 = vmin ** 2, vmax ** 2
     hard_v = bool(opts["voltage_limits"]) and not ctx.soft_limits
     lo = np.where(hard_v, vmin2, 0.0)
@@ -359,14 +390,17 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
     v_root2 = np.abs(net.v_root) ** 2
     lo[roots] = v_root2
     hi[roots] = v_root2
-    v2 = lp.add_variables("bus_v2", (n_bus, T), lo[:, None], hi[:, None], block="bus",
-                          description="squared voltage magnitude, p.u.²")
-    line_p = lp.add_variables("line_p", (nb, T), -np.inf, np.inf, block="line",
-                              description="active power entering each branch at its parent end, kW")
-    line_q = lp.add_variables("line_q", (nb, T), -np.inf, np.inf, block="line",
-                              description="reactive power entering each branch at its parent end, kvar")
+    v2 = ctx.lp.add_variables("bus_v2", (net.n_bus, ctx.window.steps), lo[:, None], hi[:, None], block="bus",
+                              description="squared voltage magnitude, p.u.²")
+    return v2, vmin2, vmax2
 
-    # bus balances collecting every injection (terms concatenated once: lp.expr.total)
+
+def _bus_balances(ctx: ModelContext, net: RadialNetwork, buy: Any, sell: Any, grid_q: VarArray, v2: VarArray,
+                  line_p: VarArray, line_q: VarArray) -> None:
+    """``bus_p_balance`` and ``bus_q_balance``: every injection, the substations, branch flows and shunts."""
+    w = ctx.window
+    n_bus, roots = net.n_bus, net.root
+    s_base = 1e3 * net.base_mva
     g_kw = net.y_shunt.real * s_base
     b_kvar = net.y_shunt.imag * s_base
     p_terms = [group_sum(inj.p_kw, inj.bus, n_bus) for inj in ctx.injections]
@@ -379,57 +413,61 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "lindistflo
         p_terms.append(v2 * -g_kw[:, None])
     if np.any(b_kvar):
         q_terms.append(v2 * b_kvar[:, None])
-    p_lhs = total([LinExpr.constant(np.zeros((n_bus, T)))] + p_terms)
-    q_lhs = total([LinExpr.constant(np.zeros((n_bus, T)))] + q_terms)
-    lp.add_constraints("bus_p_balance", p_lhs, "==", w.load_p_kw.T, block="bus",
-                       description="active power balance at every bus, kW")
-    lp.add_constraints("bus_q_balance", q_lhs, "==", w.load_q_kvar.T, block="bus",
-                       description="reactive power balance at every bus, kvar")
-    price_reactive(ctx, float(opts["reactive_cost_per_kvarh"]))
+    # terms concatenated once (lp.expr.total), not summed pairwise
+    p_lhs = total([LinExpr.constant(np.zeros((n_bus, w.steps)))] + p_terms)
+    q_lhs = total([LinExpr.constant(np.zeros((n_bus, w.steps)))] + q_terms)
+    ctx.lp.add_constraints("bus_p_balance", p_lhs, "==", w.load_p_kw.T, block="bus",
+                           description="active power balance at every bus, kW")
+    ctx.lp.add_constraints("bus_q_balance", q_lhs, "==", w.load_q_kvar.T, block="bus",
+                           description="reactive power balance at every bus, kvar")
 
-    # voltage drop along every branch
+
+def _voltage_drops(ctx: ModelContext, net: RadialNetwork, v2: VarArray, line_p: VarArray, line_q: VarArray) -> None:
+    """``line_voltage_drop``: the squared-voltage drop along every branch, without losses."""
+    s_base = 1e3 * net.base_mva
     r, x = net.z.real, net.z.imag
     drop = (v2[net.child] - v2[net.parent] * (1.0 / net.tap ** 2)[:, None]
             + line_p * (2.0 * r / s_base)[:, None] + line_q * (2.0 * x / s_base)[:, None])
-    lp.add_constraints("line_voltage_drop", drop, "==", 0.0, block="line",
-                       description="squared-voltage drop along each branch (LinDistFlow), p.u.²")
+    ctx.lp.add_constraints("line_voltage_drop", drop, "==", 0.0, block="line",
+                           description="squared-voltage drop along each branch (LinDistFlow), p.u.²")
 
-    # soft voltage limits
-    if opts["voltage_limits"] and ctx.soft_limits:
-        nr = np.flatnonzero(~is_root)
-        penalty = ctx.slack_penalty / VOLTAGE_SLACK_UNIT_PU2
-        s_lo = ctx.slack("bus_voltage_min", (nr.size, T), penalty)
-        s_hi = ctx.slack("bus_voltage_max", (nr.size, T), penalty)
-        lp.add_constraints("bus_voltage_min", v2[nr] + s_lo, ">=", vmin2[nr, None], block="bus")
-        lp.add_constraints("bus_voltage_max", v2[nr] - s_hi, "<=", vmax2[nr, None], block="bus")
 
-    # thermal limits: inscribed polygon of |S| ≤ S̄
+def _soft_voltage_limits(ctx: ModelContext, net: RadialNetwork, v2: VarArray, vmin2: np.ndarray,
+                         vmax2: np.ndarray) -> None:
+    """``bus_voltage_min`` and ``bus_voltage_max`` at the non-root buses, with priced slacks."""
+    is_root = np.zeros(net.n_bus, dtype=bool)
+    is_root[net.root] = True
+    nr = np.flatnonzero(~is_root)
+    penalty = ctx.slack_penalty / VOLTAGE_SLACK_UNIT_PU2
+    s_lo = ctx.slack("bus_voltage_min", (nr.size, ctx.window.steps), penalty)
+    s_hi = ctx.slack("bus_voltage_max", (nr.size, ctx.window.steps), penalty)
+    ctx.lp.add_constraints("bus_voltage_min", v2[nr] + s_lo, ">=", vmin2[nr, None], block="bus")
+    ctx.lp.add_constraints("bus_voltage_max", v2[nr] - s_hi, "<=", vmax2[nr, None], block="bus")
+
+
+def _thermal_limits(ctx: ModelContext, net: RadialNetwork, line_p: VarArray, line_q: VarArray,
+                    opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``line_apparent_power``: the inscribed polygon of |S| ≤ S̄ of every rated branch.
+
+    Returns the limited branches and ``S̄ cos(π/K)`` of each (both empty without line limits).
+    """
     sides = int(opts["polygon_sides"])
     limited = np.zeros(0, dtype=np.int64)
     limit_bound = np.zeros(0)
-    if opts["line_limits"]:
-        rating = _branch_ratings(ctx, net)
-        limited = np.flatnonzero(np.isfinite(rating))
-        if limited.size:
-            lhs, limit_bound = apparent_power_rows(line_p[limited], line_q[limited], rating[limited], sides)
-            slack = ctx.slack("line_apparent_power", (limited.size, T))
-            if slack is not None:
-                lhs = lhs - slack
-            lp.add_constraints("line_apparent_power", lhs, "<=",
+    if not opts["line_limits"]:
+        return limited, limit_bound
+    rating = _branch_ratings(ctx, net)
+    limited = np.flatnonzero(np.isfinite(rating))
+    if limited.size:
+        lhs, limit_bound = apparent_power_rows(line_p[limited], line_q[limited], rating[limited], sides)
+        T = ctx.window.steps
+        slack = ctx.slack("line_apparent_power", (limited.size, T))
+        if slack is not None:
+            lhs = lhs - slack
+        ctx.lp.add_constraints("line_apparent_power", lhs, "<=",
                                np.broadcast_to(limit_bound[None, :, None], (sides, limited.size, T)), block="line",
                                description="linearised apparent-power (thermal) limit of lines and transformers")
-
-    model = LinDistFlowModel(
-        net=net, s_base_kw=s_base, dt_h=w.dt_h, line_p=line_p, line_q=line_q, bus_v2=v2,
-        p_bound=lp.constraints["bus_p_balance"].lower.copy(), q_bound=lp.constraints["bus_q_balance"].lower.copy(),
-        drop_bound=lp.constraints["line_voltage_drop"].lower.copy(), limit_branch=limited,
-        limit_bound=np.asarray(limit_bound, float), tolerance_pu=float(opts["loss_tolerance_pu"]),
-        max_corrections=int(opts["max_corrections"]), ell=np.zeros((nb, T)),
-    )
-    ctx.handles.update(bus_v2=v2, line_p=line_p, line_q=line_q, grid_q=grid_q, lindistflow=model)
-    if opts["loss_correction"]:
-        ctx.handles["refine"] = refine
-    ctx.diagnostics.append(diagnose)
+    return limited, limit_bound
 
 
 _UNIT_PREFIX = {"stations": "station", "generators": "gen"}

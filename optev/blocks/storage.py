@@ -39,6 +39,9 @@ Constraints
     :math:`(p^{dis} - p^{ch})^2 + q^2 \le S_b^2` with vertices at :math:`(\pm S_b, 0)`
     (:mod:`optev.blocks.polygon`).
 
+The plant applies the same equation to the realised power
+(:func:`optev.data.battery.battery_step`, used by :class:`optev.mpc.injections.StorageBank`).
+
 Injection at the unit's bus (R7.1.1 discharge, R7.1.2 charging)
     :math:`p^{dis}_{b,t} - p^{ch}_{b,t}` kW and :math:`q_{b,t}` kvar.
 

@@ -70,7 +70,7 @@ import pandas as pd
 
 from optev.data.baseload import align_series, base_load, renewable_availability
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW
+from optev.data.battery import charger_discharge_kw, floor_to_quantum, pair_limits
 from optev.data.instance import check_time_zone, localize
 from optev.errors import OptionError
 from optev.options import duration_option, start_option, steps_option
@@ -290,7 +290,7 @@ def _station_arrays(instance: Instance, st: pd.DataFrame, times: pd.DatetimeInde
     n = len(st)
     steps = times.size
     p_ch = st["p_ch_max_kw"].to_numpy(float)
-    p_dis = np.where(st["v2g"].fillna(False).to_numpy(bool), st["p_dis_max_kw"].to_numpy(float), 0.0)
+    p_dis = charger_discharge_kw(st["v2g"].to_numpy(object), st["p_dis_max_kw"].to_numpy(float))
     s_max = st["s_max_kva"].to_numpy(float)
     s_max = np.where(np.isnan(s_max), np.maximum(p_ch, p_dis), s_max)
     n_ch = st["n_chargers"].to_numpy(np.int64)
@@ -373,17 +373,13 @@ def _ev_arrays(instance: Instance, power: pd.DataFrame, times: pd.DatetimeIndex,
     st_index = {s: i for i, s in enumerate(stations.station_id)}
     station = np.array([st_index[s] for s in ses["station_id"]], dtype=np.int64)
     cap = vt_rows["battery_kwh"].to_numpy(float)
-    fast = np.isin(stations.kind[station], ["fcs"]) | (stations.p_ch_max_kw[station] >= FAST_CHARGER_MIN_KW)
-    p_vehicle = np.where(fast, vt_rows["p_ch_max_kw"].to_numpy(float),
-                         np.where(np.isnan(vt_rows["p_ch_ac_max_kw"].to_numpy(float)),
-                                  vt_rows["p_ch_max_kw"].to_numpy(float), vt_rows["p_ch_ac_max_kw"].to_numpy(float)))
-    p_full = np.minimum(p_vehicle, stations.p_ch_max_kw[station])
+    limits = pair_limits(vt_rows, power.set_index("station_id").reindex(ses["station_id"]),
+                         ev_rows["v2g_opt_in"].to_numpy(bool))
+    p_full = limits.p_ch_max_kw
     # full power is a valid setpoint, except under a finite site cap (module docstring, "Setpoint grid")
     capped = stations.p_site_max_kw[station] < stations.n_chargers[station] * stations.p_ch_max_kw[station] - 1e-9
-    p_ch = np.where(capped, np.floor(p_full / quantum_kw + 1e-9) * quantum_kw, p_full) if quantum_kw else p_full
-    charger_models = power.set_index("station_id")
-    eff_ch = vt_rows["eff_ch"].to_numpy(float) * charger_models["eff_ch"].reindex(ses["station_id"]).to_numpy(float)
-    eff_dis = vt_rows["eff_dis"].to_numpy(float) * charger_models["eff_dis"].reindex(ses["station_id"]).to_numpy(float)
+    p_ch = np.where(capped, floor_to_quantum(p_full, quantum_kw), p_full) if quantum_kw else p_full
+    eff_ch, eff_dis = limits.eff_ch, limits.eff_dis
     soc_min = ev_rows["soc_min"].to_numpy(float)
     e_target = np.maximum(ses["soc_target"].to_numpy(float) * cap, 0.0)
     e_init = baseline_energy(ses["soc_arrival"].to_numpy(float) * cap, e_target, cap, eff_ch * p_full,
@@ -392,13 +388,12 @@ def _ev_arrays(instance: Instance, power: pd.DataFrame, times: pd.DatetimeIndex,
         override = ses["session_id"].map(energy).to_numpy(float)
         e_init = np.where(np.isnan(override), e_init, override)
     e_floor = soc_min * cap
-    v2g = (ev_rows["v2g_opt_in"].to_numpy(bool) & (vt_rows["p_dis_max_kw"].to_numpy(float) > 0)
-           & (stations.p_dis_max_kw[station] > 0) & (e_init >= e_floor - 1e-9))
-    p_dis = np.where(v2g, np.minimum(vt_rows["p_dis_max_kw"].to_numpy(float), stations.p_dis_max_kw[station]), 0.0)
+    v2g = (limits.p_dis_max_kw > 0) & (e_init >= e_floor - 1e-9)
+    p_dis = np.where(v2g, limits.p_dis_max_kw, 0.0)
     if quantum_kw:
         dis_capped = stations.p_site_dis_max_kw[station] < stations.n_chargers[station] \
             * stations.p_dis_max_kw[station] - 1e-9
-        p_dis = np.where(dis_capped, np.floor(p_dis / quantum_kw + 1e-9) * quantum_kw, p_dis)
+        p_dis = np.where(dis_capped, floor_to_quantum(p_dis, quantum_kw), p_dis)
     e_min = np.where(v2g, e_floor, np.minimum(e_init, cap))
     starts = t_start + np.arange(steps) * step_s
     plugged = ((arr[:, None] <= starts[None, :] + TIME_ATOL_S)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from optev.blocks.objectives import TERMS
 from optev.compose.formulation import (BLOCKS, FORMULATIONS_DIR, SOLVER_KEYS, WINDOW_KEYS, load_formulation,
                                        objective_terms, parse_formulation)
 
@@ -94,8 +95,6 @@ def option_description(block: str, variant: str, option: str) -> str:
 
 def term_modules() -> dict[str, str]:
     """Module that registers each objective term."""
-    from optev.blocks.objectives import TERMS
-
     objective_terms()  # import every module that registers terms
     return {name: f.__module__ for name, (f, _) in TERMS.items()}
 

@@ -48,13 +48,17 @@ from __future__ import annotations
 
 import importlib
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from optev.blocks.envelope import OPTIONS as ENVELOPE_OPTIONS
+from optev.blocks.lindistflow import OPTIONS as LDF_OPTIONS
+from optev.blocks.objectives import TERMS
 from optev.errors import DataError, OptionError
+from optev.io.tomlfile import read_toml
+from optev.options import duration_option, steps_option
 from optev.resources import formulations_dir
 
 FORMULATIONS_DIR = formulations_dir()
@@ -72,8 +76,6 @@ class BlockSpec:
     variants: tuple[str, ...]
 
     def load(self) -> ModuleType:
-        import importlib
-
         return importlib.import_module(self.module)
 
     def options(self) -> dict[str, tuple[Any, str]]:
@@ -86,8 +88,10 @@ BLOCKS: dict[str, BlockSpec] = {
     "der": BlockSpec("der", "optev.blocks.der", ("default",)),
     "storage": BlockSpec("storage", "optev.blocks.storage", ("default",)),
     "network": BlockSpec("network", "optev.blocks.network", ("copperplate", "lindistflow")),
+    "service": BlockSpec("service", "optev.blocks.service", ("default",)),
 }
-"""Block types in build order: the network block comes last and collects all injections."""
+"""Block types in build order: the network block collects all injections; the service block
+comes after it because its limits may constrain the grid import the network declares."""
 
 WINDOW_KEYS = {"steps": 96, "step": "15min"}
 SOLVER_KEYS = {"soft_limits": False, "slack_penalty": 1e3, "time_limit_s": 600.0, "threads": None}
@@ -104,8 +108,6 @@ def objective_terms() -> dict[str, str]:
     variant's after its block), each module's terms in the order it declares them: the order
     does not depend on which modules happened to be imported first.
     """
-    from optev.blocks.objectives import TERMS
-
     for spec in BLOCKS.values():
         spec.load()  # blocks register their own terms on import
     importlib.import_module("optev.blocks.lindistflow")  # network variant modules register terms too
@@ -162,8 +164,6 @@ def _check_number(value: Any, where: str, *, positive: bool = False, whole: bool
 
 
 def _check_window(window: dict[str, Any], source: str) -> None:
-    from optev.options import duration_option, steps_option
-
     try:
         steps_option(window["steps"], f"{source}: [window] steps")
         duration_option(window["step"], f"{source}: [window] step")
@@ -235,12 +235,8 @@ def parse_formulation(data: dict[str, Any], source: str = "<formulation>") -> Fo
             raise _unknown(f"variant of block {name!r}", variant, spec.variants, source)
         known = spec.options()
         if variant == "aggregate" and name == "station":
-            from optev.blocks.envelope import OPTIONS as ENVELOPE_OPTIONS
-
             known.update(ENVELOPE_OPTIONS)
         if name == "network" and variant == "lindistflow":
-            from optev.blocks.lindistflow import OPTIONS as LDF_OPTIONS
-
             known.update(LDF_OPTIONS)
         options = {k: default for k, (default, _) in known.items()}
         for key, value in table.items():
@@ -277,10 +273,4 @@ def load_formulation(path_or_name: str | Path) -> Formulation:
     if not p.exists():
         available = sorted(f.stem for f in FORMULATIONS_DIR.glob("*.toml")) if FORMULATIONS_DIR.exists() else []
         raise DataError(f"no formulation file {str(path_or_name)!r}; shipped formulations: {', '.join(available)}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{p}: invalid TOML ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot be read ({exc})") from None
-    return parse_formulation(data, str(p))
+    return parse_formulation(read_toml(p), str(p))

@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
-from optev.compose.formulation import BLOCKS
 from optev.blocks.disaggregate import Disaggregation, disaggregate
+from optev.blocks.envelope import disaggregation_guide
 from optev.blocks.ev import simultaneous_use
+from optev.compose.formulation import BLOCKS
 from optev.lp.expr import as_expr
 from optev.powerflow import PowerFlowResult
 
@@ -113,8 +114,6 @@ def result_tables(ctx: ModelContext, x: np.ndarray, ac_model: PowerFlowResult | 
         enforce = ctx.options.get("ev", {}).get("departure", "hard") == "hard"
         rounding = "station"  # the envelope split is a preference: the station setpoint comes first
         if "station_e" in ctx.handles:
-            from optev.blocks.envelope import disaggregation_guide
-
             guide = disaggregation_guide(evs, w.dt_h, lp.values(ctx.handles["station_e"].name, x),
                                          departed_at_need=ctx.handles["station_envelope"].departed_at_need)
     plan = disaggregate(evs, w.dt_h, p_ch - p_dis, guide_kw=guide, enforce_departure=enforce,

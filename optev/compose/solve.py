@@ -32,9 +32,12 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
+from optev.blocks.lindistflow import seed as seed_lindistflow
+from optev.blocks.objectives import add_terms
 from optev.blocks.window import Window, build_window, check_in_data, window_times
 from optev.compose.basis import Labeller, ModelLabels, translate
 from optev.compose.formulation import BLOCKS, Formulation
+from optev.compose.results import result_tables, station_setpoints
 from optev.data.instance import Instance
 from optev.errors import InfeasibleError, SolverError
 from optev.lp.program import LPArrays
@@ -42,14 +45,11 @@ from optev.options import window_options
 from optev.powerflow import PowerFlowResult, run_powerflow, violations
 from optev.powerflow.checks import count_by_kind
 from optev.solvers.highs import HighsSession, SolveOutcome
-from optev.compose.results import station_setpoints
 from optev.summaries import LossCorrection, WindowSummary
 
 
 def build_model(formulation: Formulation, window: Window, *, soft_limits: bool | None = None) -> ModelContext:
     """Declare every block of ``formulation`` and its objective into one LP for ``window``."""
-    from optev.blocks.objectives import add_terms
-
     soft = formulation.solver["soft_limits"] if soft_limits is None else soft_limits
     ctx = ModelContext(window, soft_limits=bool(soft), slack_penalty=float(formulation.solver["slack_penalty"]))
     ctx.lp.name = formulation.name
@@ -280,8 +280,6 @@ class WindowSolver:
 
     def _seed(self, ctx: ModelContext, window: Window) -> bool:
         """Start the loss correction from the previous window's operating point, if it overlaps."""
-        from optev.blocks.lindistflow import seed
-
         op = self.operating_point
         m = ctx.handles.get("lindistflow")
         if not self.carry_losses or op is None or m is None or "refine" not in ctx.handles:
@@ -298,7 +296,7 @@ class WindowSolver:
                                raise_on_failure=False)
             good = np.asarray(ac.converged, bool) & np.isfinite(ac.vm_pu).all(axis=1)
             vm[rows[good]], va[rows[good]] = ac.vm_pu[good], ac.va_deg[good]
-        return seed(ctx, vm, va, ok)
+        return seed_lindistflow(ctx, vm, va, ok)
 
     def _remember(self, window: Window, ac: PowerFlowResult | None,
                   injections: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -435,8 +433,6 @@ def applied_powerflow(ctx: ModelContext, x: np.ndarray, window: Window, station_
 def _assemble(formulation: Formulation, ctx: ModelContext, x: np.ndarray, outcome: SolveOutcome,
               ac_model: PowerFlowResult | None, applied: Any, build_s: float, solve_s: float, check_s: float,
               history: list[float]) -> WindowResult:
-    from optev.compose.results import result_tables
-
     w = ctx.window
     t0 = time.perf_counter()
     tables, extra = result_tables(ctx, x, ac_model, applied)

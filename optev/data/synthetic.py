@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+import heapq
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from optev.data.battery import charge_limit_kw, floor_to_quantum, is_fast_charger
 from optev.data.feeder import Feeder
-from optev.data.stations import FAST_CHARGER_MIN_KW
-
-if TYPE_CHECKING:
-    from optev.data.instance import Instance
+from optev.data.instance import Instance, Metadata
+from optev.data.timeseries import TimeSeries
+from optev.errors import DataError
 
 
 def synthetic_radial_feeder(n_bus: int, *, seed: int = 0, base_kv: float = 12.66, base_mva: float = 10.0,
@@ -79,11 +79,11 @@ CHARGER_MODES = ("sessions", "peak", "keep")
 """How :func:`synthetic_sessions` treats the stations' charger counts."""
 
 
-def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.random.Generator" = 0,
+def synthetic_sessions(instance: Instance, n_evs: int, *, seed: int | np.random.Generator = 0,
                        fast_share: float = 0.2, v2g_share: float = 0.5, hours: float | None = None,
                        step_minutes: float | None = None, chargers: str = "peak",
                        slow_stay_h: tuple[float, float] = (2.0, 10.0),
-                       fast_stay_h: tuple[float, float] = (0.25, 1.0)) -> "Instance":
+                       fast_stay_h: tuple[float, float] = (0.25, 1.0)) -> Instance:
     """A copy of ``instance`` with a seeded synthetic fleet charging at its existing stations.
 
     One EV and one charging session per draw. Each session picks a station by kind
@@ -146,9 +146,6 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
     DataError
         No station, an unknown ``chargers`` mode, or new ids that collide with existing ones.
     """
-    from optev.data.instance import Instance
-    from optev.errors import DataError
-
     if chargers not in CHARGER_MODES:
         raise DataError(f"chargers must be one of {', '.join(CHARGER_MODES)}, got {chargers!r}")
     if n_evs < 0:
@@ -157,17 +154,62 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
     if n_evs and not len(st):
         raise DataError("synthetic_sessions needs at least one station", table="stations")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    step_s = float(step_minutes if step_minutes is not None else instance.metadata.step_minutes) * 60.0
+    horizon_s = _horizon_h(instance, hours) * 3600.0
     fast_station = (st["kind"] == "fcs").to_numpy(bool)
+    d = _draw_sessions(rng, n_evs, fast_station, fast_share, v2g_share, horizon_s, step_s, slow_stay_h, fast_stay_h)
+    keep = np.ones(n_evs, bool)
+    n_ch = st["n_chargers"].to_numpy(np.int64).copy()
+    if chargers == "keep":
+        d.arrival, d.departure, keep = _admit(d.station, d.arrival, d.departure, fast_station, n_ch, horizon_s,
+                                              step_s)
+    elif chargers == "sessions":
+        n_ch = np.maximum(n_ch, np.bincount(d.station, minlength=len(st)))
+    else:
+        n_ch = np.maximum(n_ch, _peak_plugged(d.station, d.arrival, d.departure, len(st)))
+    soc_target = _reachable_targets(d, st)
+    evs, sessions = _new_rows(instance, d, soc_target, st["station_id"].to_numpy())
+    known = set(instance.vehicle_types["vtype_id"])
+    vtypes = SYNTHETIC_VEHICLE_TYPES[~SYNTHETIC_VEHICLE_TYPES["vtype_id"].isin(known)]
+    stations = instance.stations.copy()
+    stations["n_chargers"] = n_ch
+    return Instance(metadata=replace(instance.metadata, extra=dict(instance.metadata.extra)), feeder=instance.feeder,
+                    road=instance.road, charger_models=instance.charger_models, stations=stations,
+                    station_tariffs=instance.station_tariffs,
+                    vehicle_types=_concat(instance.vehicle_types, vtypes), evs=_concat(instance.evs, evs[keep]),
+                    trips=instance.trips, sessions=_concat(instance.sessions, sessions[keep]),
+                    timeseries=instance.timeseries)
+
+
+def _horizon_h(instance: Instance, hours: float | None) -> float:
+    """The given horizon, else the span of the instance's time series, else 24 h."""
+    if hours is not None:
+        return hours
+    ts = instance.timeseries
+    span = (ts.index[-1] - ts.index[0] + (ts.index[1] - ts.index[0])) if len(ts.index) > 1 else None
+    return span.total_seconds() / 3600.0 if span is not None else 24.0
+
+
+@dataclass
+class _Draws:
+    """The seeded draws of :func:`synthetic_sessions`, one entry per session (times in s)."""
+
+    station: np.ndarray
+    arrival: np.ndarray
+    departure: np.ndarray
+    capacity: np.ndarray
+    soc_arr: np.ndarray
+    target_draw: np.ndarray
+    v2g_opt_in: np.ndarray
+    reservation: np.ndarray
+
+
+def _draw_sessions(rng: np.random.Generator, n_evs: int, fast_station: np.ndarray, fast_share: float,
+                   v2g_share: float, horizon_s: float, step_s: float, slow_stay_h: tuple[float, float],
+                   fast_stay_h: tuple[float, float]) -> _Draws:
+    """Stations, times, batteries and SOCs (the order of the draws is part of the seeded output)."""
     slow_idx = np.flatnonzero(~fast_station)
     fast_idx = np.flatnonzero(fast_station)
-    if hours is None:
-        ts = instance.timeseries
-        span = (ts.index[-1] - ts.index[0] + (ts.index[1] - ts.index[0])) if len(ts.index) > 1 else None
-        hours = span.total_seconds() / 3600.0 if span is not None else 24.0
-    step_s = float(step_minutes if step_minutes is not None else instance.metadata.step_minutes) * 60.0
-    horizon_s = hours * 3600.0
-
-    # slow-session draws (the order of the draws is part of the seeded output)
     slot = rng.integers(0, max(slow_idx.size, 1), size=n_evs)
     morning = rng.random(n_evs) < 0.5
     arrival = np.where(morning, rng.normal(8.0, 1.5, n_evs), rng.normal(18.0, 1.5, n_evs)) * 3600.0
@@ -179,7 +221,6 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
     v2g_opt_in = rng.random(n_evs) < v2g_share
     reservation = rng.uniform(0.05, 0.3, n_evs).round(3)
     station = slow_idx[slot] if slow_idx.size else np.zeros(n_evs, np.int64)
-    fast = np.zeros(n_evs, bool)
     if fast_idx.size:
         # fast sessions: drawn after the slow ones, so instances without fast stations keep their draws
         fast = rng.random(n_evs) < fast_share if slow_idx.size else np.ones(n_evs, bool)
@@ -191,30 +232,29 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
     departure = np.minimum(arrival + duration, horizon_s)
     arrival = np.ceil(arrival / step_s) * step_s  # whole control steps, as a plant reports them
     departure = np.maximum(np.floor(departure / step_s) * step_s, arrival + step_s)
+    return _Draws(station, arrival, departure, capacity, soc_arr, target_draw, v2g_opt_in, reservation)
 
-    keep = np.ones(n_evs, bool)
-    n_ch = st["n_chargers"].to_numpy(np.int64).copy()
-    if chargers == "keep":
-        arrival, departure, keep = _admit(station, arrival, departure, fast_station, n_ch, horizon_s, step_s)
-    elif chargers == "sessions":
-        n_ch = np.maximum(n_ch, np.bincount(station, minlength=len(st)))
-    else:
-        n_ch = np.maximum(n_ch, _peak_plugged(station, arrival, departure, len(st)))
 
-    # what each session can reach: floor(min(charger, vehicle limit)) kW through both efficiencies
+def _reachable_targets(d: _Draws, st: pd.DataFrame) -> np.ndarray:
+    """Target SOCs capped at 95 % of what full power reaches: floor(min(charger, vehicle limit)) kW
+    through both efficiencies over the stay; never below the arrival SOC."""
     vt = SYNTHETIC_VEHICLE_TYPES.set_index("battery_kwh")
-    ac = vt["p_ch_ac_max_kw"].reindex(capacity).to_numpy(float)
-    dc = vt["p_ch_max_kw"].reindex(capacity).to_numpy(float)
-    charger_kw = st["p_ch_max_kw"].to_numpy(float)[station]
-    dc_charger = fast_station[station] | (charger_kw >= FAST_CHARGER_MIN_KW)
-    p_kw = np.floor(np.minimum(charger_kw, np.where(dc_charger, dc, ac)) + 1e-9)
-    eff = 0.95 * st["eff_ch"].to_numpy(float)[station]  # vehicle (0.95, the types' default) × charger
-    reachable = soc_arr + eff * p_kw * (departure - arrival) / 3600.0 / capacity
-    soc_target = np.minimum(target_draw, np.floor(reachable * 0.95 * 100) / 100)
-    soc_target = np.maximum(soc_target, soc_arr)
+    ac = vt["p_ch_ac_max_kw"].reindex(d.capacity).to_numpy(float)
+    dc = vt["p_ch_max_kw"].reindex(d.capacity).to_numpy(float)
+    charger_kw = st["p_ch_max_kw"].to_numpy(float)[d.station]
+    fast = is_fast_charger(st["kind"].to_numpy(object)[d.station], charger_kw)
+    p_kw = floor_to_quantum(charge_limit_kw(fast, dc, ac, charger_kw), 1.0)
+    eff = 0.95 * st["eff_ch"].to_numpy(float)[d.station]  # vehicle (0.95, the types' default) × charger
+    reachable = d.soc_arr + eff * p_kw * (d.departure - d.arrival) / 3600.0 / d.capacity
+    soc_target = np.minimum(d.target_draw, np.floor(reachable * 0.95 * 100) / 100)
+    return np.maximum(soc_target, d.soc_arr)
 
+
+def _new_rows(instance: Instance, d: _Draws, soc_target: np.ndarray,
+              station_ids: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``evs`` and ``sessions`` rows of the draws, with ids counting on from the instance's."""
     first = len(instance.sessions)
-    ids = np.arange(first, first + n_evs)
+    ids = np.arange(first, first + d.station.size)
     ev_ids = np.array([f"ev{k:06d}" for k in ids], dtype=object)
     session_ids = np.array([f"s{k:06d}" for k in ids], dtype=object)
     for label, new, old in (("ev_id", ev_ids, instance.evs["ev_id"]),
@@ -222,23 +262,13 @@ def synthetic_sessions(instance: "Instance", n_evs: int, *, seed: "int | np.rand
         clash = np.intersect1d(new.astype(str), old.to_numpy(str))
         if clash.size:
             raise DataError(f"synthetic {label} {clash[0]!r} already exists in the instance", table=label[:-3] + "s")
-    evs = pd.DataFrame({"ev_id": ev_ids, "vtype_id": [f"car_{int(c)}kwh" for c in capacity],
-                        "soc_init": soc_arr, "soc_min": 0.2, "v2g_opt_in": v2g_opt_in,
-                        "v2g_reservation_price_per_kwh": reservation})
-    sessions = pd.DataFrame({"session_id": session_ids, "ev_id": ev_ids,
-                             "station_id": st["station_id"].to_numpy()[station], "arrival_s": arrival,
-                             "departure_s": departure, "soc_arrival": soc_arr, "soc_target": soc_target})
-    evs, sessions = evs[keep], sessions[keep]
-    known = set(instance.vehicle_types["vtype_id"])
-    vtypes = SYNTHETIC_VEHICLE_TYPES[~SYNTHETIC_VEHICLE_TYPES["vtype_id"].isin(known)]
-    stations = instance.stations.copy()
-    stations["n_chargers"] = n_ch
-    return Instance(metadata=replace(instance.metadata, extra=dict(instance.metadata.extra)), feeder=instance.feeder,
-                    road=instance.road, charger_models=instance.charger_models, stations=stations,
-                    station_tariffs=instance.station_tariffs,
-                    vehicle_types=_concat(instance.vehicle_types, vtypes), evs=_concat(instance.evs, evs),
-                    trips=instance.trips, sessions=_concat(instance.sessions, sessions),
-                    timeseries=instance.timeseries)
+    evs = pd.DataFrame({"ev_id": ev_ids, "vtype_id": [f"car_{int(c)}kwh" for c in d.capacity],
+                        "soc_init": d.soc_arr, "soc_min": 0.2, "v2g_opt_in": d.v2g_opt_in,
+                        "v2g_reservation_price_per_kwh": d.reservation})
+    sessions = pd.DataFrame({"session_id": session_ids, "ev_id": ev_ids, "station_id": station_ids[d.station],
+                             "arrival_s": d.arrival, "departure_s": d.departure, "soc_arrival": d.soc_arr,
+                             "soc_target": soc_target})
+    return evs, sessions
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -270,8 +300,6 @@ def _admit(station: np.ndarray, arrival: np.ndarray, departure: np.ndarray, fast
     a slow station turns a session away when all its chargers are busy, a fast station
     queues it until a charger frees (the stay keeps its length). Returns the new arrival
     and departure times and which sessions were admitted within the horizon."""
-    import heapq
-
     arrival, departure = arrival.copy(), departure.copy()
     keep = np.ones(station.size, bool)
     busy: list[list[float]] = [[] for _ in range(n_chargers.size)]  # departure times of occupied chargers
@@ -297,7 +325,7 @@ def _admit(station: np.ndarray, arrival: np.ndarray, departure: np.ndarray, fast
 def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_stations: int = 4,
                                 seed: int = 0, v2g_share: float = 0.5, hours: float = 24.0,
                                 step_minutes: float = 15.0, charger_kw: float = 7.0, site_limit_kw: float | None = None,
-                                timezone: str = "Asia/Shanghai") -> "Instance":
+                                timezone: str = "Asia/Shanghai") -> Instance:
     """A seeded instance of EV charging sessions at slow stations on a feeder.
 
     Stations (slow, ``charger_kw`` AC chargers, V2G-capable) sit on random load buses
@@ -308,8 +336,6 @@ def synthetic_charging_instance(n_evs: int, *, feeder: Feeder | None = None, n_s
     share ``v2g_share`` of EVs opt in to V2G. Prices follow :data:`TOU_PRICES` (sell
     price = 80 % of buy price).
     """
-    from optev.data.instance import Instance, Metadata
-    from optev.data.timeseries import TimeSeries
 
     rng = np.random.default_rng(seed)
     fd = feeder if feeder is not None else synthetic_radial_feeder(33, seed=seed)

@@ -210,35 +210,53 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
     road = instance.road
     _check_refs(road.links, "from_node", pd.Index(road.nodes["node_id"]), "road_links", "link_id", "road node")
     _check_refs(road.links, "to_node", pd.Index(road.nodes["node_id"]), "road_links", "link_id", "road node")
+    _check_stations(instance, has_feeder)
+    _check_evs(instance)
+    _check_trips_and_sessions(instance)
+    _check_timeseries(instance, has_feeder)
+    return instance
 
+
+def _check_stations(instance: Instance, has_feeder: bool) -> None:
+    """The station rules of :func:`validate`: charger models, references, the 30 kW rule, tariffs."""
     models = instance.charger_models
     bad = np.flatnonzero(((models["p_dis_max_kw"] > 0) & ~models["v2g"]).to_numpy())
     if bad.size:
         raise DataError("p_dis_max_kw > 0 but v2g is false", table="charger_models",
                         row=_label(models, int(bad[0]), "model_id"), column="p_dis_max_kw")
     st = instance.stations
+    road = instance.road
     _check_refs(st, "model_id", pd.Index(models["model_id"]), "stations", "station_id", "charger model")
     if has_feeder:
-        _check_refs(st, "bus_id", pd.Index(feeder.buses["bus_id"]), "stations", "station_id", "bus")
+        _check_refs(st, "bus_id", pd.Index(instance.feeder.buses["bus_id"]), "stations", "station_id", "bus")
     if len(road.nodes):
         _check_refs(st, "road_node", pd.Index(road.nodes["node_id"]), "stations", "station_id", "road node",
                     allow_empty=True)
     if len(st):
-        p = st["model_id"].map(models.set_index("model_id")["p_ch_max_kw"]).to_numpy()
-        fast_wrong = (st["kind"] == "fcs").to_numpy() & (p < FAST_CHARGER_MIN_KW)
-        slow_wrong = (st["kind"] == "scs").to_numpy() & (p >= FAST_CHARGER_MIN_KW)
-        wrong = (fast_wrong | slow_wrong) & ~st["power_class_override"].to_numpy()
-        if wrong.any():
-            pos = int(np.flatnonzero(wrong)[0])
-            rule = ("an FCS needs chargers of at least" if fast_wrong[pos] else "an SCS needs chargers below")
-            raise DataError(f"kind {st['kind'].iloc[pos]!r} with {p[pos]:g} kW chargers: {rule} "
-                            f"{FAST_CHARGER_MIN_KW:g} kW (R5.1.4); set power_class_override=true to accept",
-                            table="stations", row=_label(st, pos, "station_id"), column="kind")
+        _check_power_class(st, models)
     _check_refs(instance.station_tariffs, "station_id", pd.Index(st["station_id"]), "station_tariffs", None,
                 "station")
 
+
+def _check_power_class(st: pd.DataFrame, models: pd.DataFrame) -> None:
+    """A station's kind agrees with its chargers' power (R5.1.4) unless ``power_class_override``."""
+    p = st["model_id"].map(models.set_index("model_id")["p_ch_max_kw"]).to_numpy()
+    fast_wrong = (st["kind"] == "fcs").to_numpy() & (p < FAST_CHARGER_MIN_KW)
+    slow_wrong = (st["kind"] == "scs").to_numpy() & (p >= FAST_CHARGER_MIN_KW)
+    wrong = (fast_wrong | slow_wrong) & ~st["power_class_override"].to_numpy()
+    if wrong.any():
+        pos = int(np.flatnonzero(wrong)[0])
+        rule = ("an FCS needs chargers of at least" if fast_wrong[pos] else "an SCS needs chargers below")
+        raise DataError(f"kind {st['kind'].iloc[pos]!r} with {p[pos]:g} kW chargers: {rule} "
+                        f"{FAST_CHARGER_MIN_KW:g} kW (R5.1.4); set power_class_override=true to accept",
+                        table="stations", row=_label(st, pos, "station_id"), column="kind")
+
+
+def _check_evs(instance: Instance) -> None:
+    """The EV rules of :func:`validate`: vehicle type, private home/work stations, SOC floors."""
     evs = instance.evs
     vt = instance.vehicle_types
+    st = instance.stations
     _check_refs(evs, "vtype_id", pd.Index(vt["vtype_id"]), "evs", "ev_id", "vehicle type")
     kind_of = st.set_index("station_id")["kind"]
     for col in ("home_station", "work_station"):
@@ -251,34 +269,48 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
                             f"private one ({', '.join(PRIVATE_KINDS)})", table="evs",
                             row=_label(evs, pos, "ev_id"), column=col)
     if len(evs):
-        p_dis = evs["vtype_id"].map(vt.set_index("vtype_id")["p_dis_max_kw"]).to_numpy()
-        can_discharge = evs["v2g_opt_in"].to_numpy() & (p_dis > 0)
-        low = can_discharge & (evs["soc_min"].to_numpy() < SOC_FLOOR_V2G - 1e-12) & \
-            ~evs["soc_floor_override"].to_numpy()
-        if low.any():
-            pos = int(np.flatnonzero(low)[0])
-            raise DataError(f"soc_min={evs['soc_min'].iloc[pos]:g} is below the V2G floor {SOC_FLOOR_V2G:g} "
-                            "(R6.1.5); set soc_floor_override=true to accept", table="evs",
-                            row=_label(evs, pos, "ev_id"), column="soc_min")
-        full = np.flatnonzero(evs["soc_min"].to_numpy() >= 1.0)
-        if full.size:
-            raise DataError("soc_min must be below 1", table="evs", row=_label(evs, int(full[0]), "ev_id"),
-                            column="soc_min")
+        _check_soc_floors(evs, vt)
+
+
+def _check_soc_floors(evs: pd.DataFrame, vt: pd.DataFrame) -> None:
+    """An EV that can discharge has ``soc_min`` ≥ the V2G floor (R6.1.5) unless ``soc_floor_override``;
+    every ``soc_min`` is below 1."""
+    p_dis = evs["vtype_id"].map(vt.set_index("vtype_id")["p_dis_max_kw"]).to_numpy()
+    can_discharge = evs["v2g_opt_in"].to_numpy() & (p_dis > 0)
+    low = can_discharge & (evs["soc_min"].to_numpy() < SOC_FLOOR_V2G - 1e-12) & \
+        ~evs["soc_floor_override"].to_numpy()
+    if low.any():
+        pos = int(np.flatnonzero(low)[0])
+        raise DataError(f"soc_min={evs['soc_min'].iloc[pos]:g} is below the V2G floor {SOC_FLOOR_V2G:g} "
+                        "(R6.1.5); set soc_floor_override=true to accept", table="evs",
+                        row=_label(evs, pos, "ev_id"), column="soc_min")
+    full = np.flatnonzero(evs["soc_min"].to_numpy() >= 1.0)
+    if full.size:
+        raise DataError("soc_min must be below 1", table="evs", row=_label(evs, int(full[0]), "ev_id"),
+                        column="soc_min")
+
+
+def _check_trips_and_sessions(instance: Instance) -> None:
+    """The trip and session rules of :func:`validate`: known EVs, road nodes and stations; departure
+    after arrival."""
+    evs, road = instance.evs, instance.road
     trips = instance.trips
     _check_refs(trips, "ev_id", pd.Index(evs["ev_id"]), "trips", None, "EV")
     if len(road.nodes):
         for col in ("origin_node", "destination_node"):
             _check_refs(trips, col, pd.Index(road.nodes["node_id"]), "trips", None, "road node")
-
     ses = instance.sessions
     _check_refs(ses, "ev_id", pd.Index(evs["ev_id"]), "sessions", "session_id", "EV")
-    _check_refs(ses, "station_id", pd.Index(st["station_id"]), "sessions", "session_id", "station")
+    _check_refs(ses, "station_id", pd.Index(instance.stations["station_id"]), "sessions", "session_id", "station")
     bad = np.flatnonzero((ses["departure_s"] <= ses["arrival_s"]).to_numpy())
     if bad.size:
         raise DataError("departure_s must be after arrival_s", table="sessions",
                         row=_label(ses, int(bad[0]), "session_id"), column="departure_s")
 
-    ts = instance.timeseries
+
+def _check_timeseries(instance: Instance, has_feeder: bool) -> None:
+    """The time-series rules of :func:`validate`: load buses, availability profiles, the step."""
+    feeder, ts = instance.feeder, instance.timeseries
     if has_feeder:
         known = set(feeder.buses["bus_id"])
         for name in ("load_p_kw", "load_q_kvar"):
@@ -305,7 +337,6 @@ def validate(instance: Instance, *, require_radial: bool = True) -> Instance:
         if abs(minutes - instance.metadata.step_minutes) > 1e-9:
             raise DataError(f"time series step is {minutes:g} min but metadata says "
                             f"{instance.metadata.step_minutes:g} min", table="timeseries")
-    return instance
 
 
 def finite_float(text: str) -> float:

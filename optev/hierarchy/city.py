@@ -69,7 +69,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optev.errors import DataError
+from optev.errors import DataError, InfeasibleError, SolverError
+from optev.lp.expr import LinExpr
+from optev.lp.program import LinearProgram
+from optev.solvers.highs import HighsSession
 from optev.tolerances import IMPORT_CAP_ATOL_KW
 
 RULES = ("price", "proportional")
@@ -223,8 +226,6 @@ def check_feasible_shares(cap_kw: np.ndarray, import_kw: np.ndarray, down_kw: np
                           times: pd.DatetimeIndex) -> None:
     """Raise :class:`~optev.errors.InfeasibleError` when the city cap asks more of some step
     than all regions together could shed in that step."""
-    from optev.errors import InfeasibleError
-
     finite = np.isfinite(cap_kw)
     lowest = import_kw.sum(axis=0) - np.clip(down_kw, 0.0, None).sum(axis=0)
     bad = finite & (lowest > np.where(finite, cap_kw, 0.0) + CAP_ATOL_KW)
@@ -274,11 +275,6 @@ def envelope_allocation(cap_kw: np.ndarray, regions: list[Any], prices: tuple[np
     InfeasibleError
         When no import profiles within the regions' envelopes meet the cap.
     """
-    from optev.errors import InfeasibleError, SolverError
-    from optev.lp.expr import LinExpr
-    from optev.lp.program import LinearProgram
-    from optev.solvers.highs import HighsSession
-
     price_buy, _ = prices
     R = len(regions)
     T = cap_kw.size

@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 T = TypeVar("T")
@@ -62,10 +65,6 @@ def _alive(pid: int) -> bool:
 
 def _watch_parent(parent_pid: int) -> None:
     """Worker initialiser: ignore SIGINT and exit as soon as ``parent_pid`` is gone."""
-    import signal
-    import threading
-    import time
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -157,8 +156,6 @@ class LocalProcessExecutor:
     def map_as_completed(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         """``(index, fn(item))`` as each job finishes; the first job that raises cancels
         the jobs not started yet and re-raises here."""
-        from concurrent.futures import as_completed
-
         items = list(items)
         if not items:
             return
@@ -211,7 +208,7 @@ class DaskExecutor:
 
     def __init__(self, client: Any = None, *, address: str | None = None, **cluster_kwargs: Any) -> None:
         try:
-            import distributed
+            import distributed  # optional (extra "scale"): imported where used, the core installs without it
         except ImportError:  # pragma: no cover - depends on the environment
             raise ImportError("DaskExecutor needs dask.distributed: pip install 'optev[scale]'") from None
         self._cluster = None
@@ -233,14 +230,14 @@ class DaskExecutor:
 
     def map_as_completed(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         """``(index, fn(item))`` as each task finishes; a task's exception is re-raised here."""
-        from distributed import as_completed
+        import distributed  # optional (extra "scale"), as in __init__
 
         items = list(items)
         if not items:
             return
         futures = self.client.map(fn, items, pure=False)
         index = {future.key: k for k, future in enumerate(futures)}
-        for future in as_completed(futures):
+        for future in distributed.as_completed(futures):
             yield index[future.key], future.result()
 
     def close(self) -> None:

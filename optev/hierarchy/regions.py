@@ -42,6 +42,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from optev.blocks.window import take_rows
 from optev.data.feeder import Feeder
 from optev.data.instance import Instance
 from optev.data.road import RoadNetwork
@@ -309,10 +310,6 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
         The region's window and the positions of its sessions and stations in the city
         window (to put its plan back in the city's order).
     """
-    import dataclasses
-
-    from optev.blocks.window import take_rows
-
     inst = instance if instance is not None else region_instance(window.instance, region)
     feeder = window.instance.feeder
     station_pos = np.flatnonzero(np.isin(window.stations.station_id.astype(str), np.array(region.station_ids, str)))
@@ -325,11 +322,11 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
 
     stations = take_rows(window.stations, station_pos)
     on_bus = stations.bus >= 0
-    stations = dataclasses.replace(stations, bus=np.where(on_bus, new_bus[np.maximum(stations.bus, 0)], -1))
+    stations = replace(stations, bus=np.where(on_bus, new_bus[np.maximum(stations.bus, 0)], -1))
     remap = np.full(window.stations.n, -1, dtype=np.int64)
     remap[station_pos] = np.arange(station_pos.size)
     evs = take_rows(window.evs, session_pos)
-    evs = dataclasses.replace(evs, station=remap[evs.station])
+    evs = replace(evs, station=remap[evs.station])
     load_p = window.load_p_kw[:, bus_pos].copy()
     load_q = window.load_q_kvar[:, bus_pos].copy()
     roots = set(feeder.substations["bus_id"])
@@ -347,7 +344,6 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
     T = window.steps
     pv = window.pv_avail_kw[unit_rows(feeder.pv)] if len(feeder.pv) else np.zeros((0, T))
     wind = window.wind_avail_kw[unit_rows(feeder.wind)] if len(feeder.wind) else np.zeros((0, T))
-    sub = dataclasses.replace(window, instance=inst, load_p_kw=load_p, load_q_kvar=load_q, evs=evs,
-                              stations=stations, network=None, pv_avail_kw=pv, wind_avail_kw=wind,
-                              extra=dict(window.extra))
+    sub = replace(window, instance=inst, load_p_kw=load_p, load_q_kvar=load_q, evs=evs,
+                  stations=stations, network=None, pv_avail_kw=pv, wind_avail_kw=wind, extra=dict(window.extra))
     return sub, session_pos, station_pos

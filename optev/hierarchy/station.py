@@ -72,18 +72,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
-from optev.blocks.disaggregate import Disaggregation
+from optev.blocks.disaggregate import Disaggregation, disaggregate
 from optev.blocks.window import EVArrays, StationArrays, Window, take_rows
 from optev.compose.formulation import BLOCKS, Formulation
+from optev.compose.results import result_tables, station_setpoints
+from optev.compose.solve import WindowResult
 from optev.errors import InfeasibleError, SolverError
 from optev.lp.expr import as_expr
+from optev.solvers.highs import HighsSession
 from optev.summaries import WindowSummary
 
 TRACKING = 1e-3
@@ -281,113 +284,176 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
         in ``results`` — what :func:`optev.compose.invariants.check_window` checks; False computes
         only the plan (faster).
     """
-    from optev.blocks.disaggregate import disaggregate
-    from optev.compose.results import result_tables, station_setpoints
-    from optev.compose.solve import WindowResult
-    from optev.solvers.highs import HighsSession
-
-    T, dt = window.steps, window.dt_h
-    n_st = window.stations.n
+    T, n_st = window.steps, window.stations.n
     ev_options = dict(formulation.block_options("ev"))
     w_track = tracking * max(float(np.abs(window.price_buy).max(initial=0.0)), 1e-9)
     w_hard = float(formulation.solver["slack_penalty"])
     allow = np.full((n_st, T), np.inf) if allowance_kw is None else np.asarray(allowance_kw, float)
     if (stations is not None or sessions is not None) and fallback is None:
         raise ValueError("refine_stations: stations or sessions given without a fallback plan for the others")
-    target = np.asarray(setpoint_kw, float)
-    solve_evs = evs
-    pos = np.arange(evs.n)
-    if sessions is not None and fallback is not None:  # (sessions come with a fallback: checked above)
-        keep_mask = np.asarray(sessions, bool)
-        pos = np.flatnonzero(keep_mask)
-        other = np.flatnonzero(~keep_mask)
-        target = target.copy()
-        np.add.at(target, evs.station[other], -np.asarray(fallback.ev_p_kw, float)[other])
-        solve_evs = take_rows(evs, pos)
-    if fallback is not None:
-        ev_p = np.array(fallback.ev_p_kw, float)
-        ev_e = np.array(fallback.ev_e_kwh, float)
-        station_p = np.array(fallback.station_p_kw, float)
-        station_lp = np.array(setpoint_kw, float)
-        shortfall = np.array(fallback.shortfall_kwh, float)
-    else:
-        ev_p = np.zeros((evs.n, T))
-        ev_e = np.repeat(evs.e_init_kwh[:, None], T, axis=1) if evs.n else np.zeros((0, T))
-        station_p = np.zeros((n_st, T))
-        station_lp = np.zeros((n_st, T))
-        shortfall = np.zeros(evs.n)
-    results: list[Any] = []
-    solve_s = build_s = 0.0
-    refined = problems = 0
+    target, solve_evs, pos = _plugged_now(evs, setpoint_kw, sessions, fallback)
+    problem = _Problem(formulation, window, ev_options, price, allow, target, w_track, w_hard,
+                       bool(soft_limits))
+    acc = _Assembly.start(evs, window, setpoint_kw, fallback)
     for group in batches(solve_evs, n_st, batch_evs, stations):
-        refined += int(group.size)
+        acc.refined += int(group.size)
         t0 = time.perf_counter()
         sub, keep_sub = sub_window(window, solve_evs, group)
         keep = pos[keep_sub]
-        ctx = ModelContext(sub, soft_limits=bool(soft_limits), slack_penalty=w_hard)
-        ctx.lp.name = f"{formulation.name}/stations"
-        ctx.variants = {"ev": "per_ev", "station": "per_ev"}
-        ctx.options["ev"] = ev_options
-        ctx.options["station"] = {"reactive": False, "polygon_sides": 12}
-        BLOCKS["ev"].load().build(ctx, ev_options, "per_ev")
-        BLOCKS["station"].load().build(ctx, ctx.options["station"], "per_ev")
-        lp = ctx.lp
-        net = as_expr(ctx.handles["station_p_ch"]) - as_expr(ctx.handles["station_p_dis"])
-        over = lp.add_variables("station_p_over", (group.size, T), 0.0, allow[group],
-                                description="station power above the region's setpoint, within its allowance, kW")
-        under = lp.add_variables("station_p_under", (group.size, T), 0.0, np.inf,
-                                 description="station power below the region's setpoint, kW")
-        limited = np.isfinite(allow[group])
-        gap = over - under
-        if limited.any():
-            excess = lp.add_variables("station_p_excess", (group.size, T), 0.0, np.where(limited, np.inf, 0.0),
-                                      description="station power above its setpoint beyond its allowance, kW")
-            gap = gap + excess
-            lp.add_objective("station_limit_excess", excess * (dt * w_hard), block="objective")
-        lp.add_constraints("station_setpoint_tracking", net - gap, "==", target[group])
-        lp.add_objective("station_marginal_energy_cost", net * (dt * price[group]), block="objective")
-        lp.add_objective("station_tracking", (over + under) * (dt * w_track), block="objective")
-        arrays = lp.compile()
-        build_s += time.perf_counter() - t0
-        session = HighsSession(time_limit_s=formulation.solver.get("time_limit_s"),
-                               threads=formulation.solver.get("threads"))
-        session.load(arrays, lp)
-        out = session.solve()
-        solve_s += out.solve_s
-        if not out.optimal:
-            if "infeasible" in out.status.lower():
-                causes = [c for diagnose in ctx.diagnostics for c in diagnose(ctx)]
-                raise InfeasibleError(f"station problems of {window.instance.metadata.name!r} are infeasible: "
-                                      + ("; ".join(causes) or "no single cause found"))
-            raise SolverError(f"HiGHS stopped with status {out.status!r} on the station problems")
-        x = out.x
-        problems += 1
+        ctx, net = _station_lp(problem, sub, group)
+        arrays = ctx.lp.compile()
+        acc.build_s += time.perf_counter() - t0
+        out = _solve_batch(problem, ctx, arrays)
+        acc.solve_s += out.solve_s
+        acc.problems += 1
         # disaggregation with the per-EV solution as guide, as for a per-EV formulation
-        if keep_results:
-            tables, extra = result_tables(ctx, x, None, None)
-            plan: Disaggregation = extra.pop("plan")
-            extra.pop("ac_applied", None)
-            terms = lp.objective_values(x)
-            slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
-            # cast: result_tables' figures vary with the formulation (keys in WindowSummary)
-            summary = cast(WindowSummary, {
-                "formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
-                "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
-                "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra})
-            empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
-            results.append(WindowResult(out.status, float(out.objective), terms, build_s, out.solve_s, 0.0, tables,
-                                        empty, summary, ctx, x, None, plan, None))
-        else:  # the plan alone, as result_tables computes it (no tables)
-            p_ch, p_dis = station_setpoints(ctx, x)
-            guide = lp.evaluate(ctx.handles["ev_p_ch"], x) - lp.evaluate(ctx.handles["ev_p_dis"], x)
-            plan = disaggregate(ctx.handles.get("ev_arrays", sub.evs), sub.dt_h, p_ch - p_dis, guide_kw=guide,
-                                site_max_kw=sub.stations.p_site_max_kw,
-                                site_dis_max_kw=sub.stations.p_site_dis_max_kw)
-        ev_p[keep] = plan.ev_p_kw
-        ev_e[keep] = plan.ev_e_kwh
-        shortfall[keep] = plan.shortfall_kwh
-        station_p[group] = plan.station_p_kw + (station_p[group] - _station_sum(fallback, evs, keep, group, n_st)
-                                               if sessions is not None and fallback is not None else 0.0)
-        station_lp[group] = lp.evaluate(net, x) + (setpoint_kw[group] - target[group])
-    plan = Disaggregation(ev_p, ev_e, station_p, shortfall)
-    return StationRefinement(plan, results, station_lp, solve_s, build_s, refined, problems)
+        plan = _batch_plan(acc, ctx, sub, group, out, keep_results)
+        acc.ev_p[keep] = plan.ev_p_kw
+        acc.ev_e[keep] = plan.ev_e_kwh
+        acc.shortfall[keep] = plan.shortfall_kwh
+        acc.station_p[group] = plan.station_p_kw + (
+            acc.station_p[group] - _station_sum(fallback, evs, keep, group, n_st)
+            if sessions is not None and fallback is not None else 0.0)
+        acc.station_lp[group] = ctx.lp.evaluate(net, out.x) + (setpoint_kw[group] - target[group])
+    return StationRefinement(Disaggregation(acc.ev_p, acc.ev_e, acc.station_p, acc.shortfall), acc.results,
+                             acc.station_lp, acc.solve_s, acc.build_s, acc.refined, acc.problems)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What the station problems of every batch share (module docstring, "Station problem")."""
+
+    formulation: Formulation
+    window: Window
+    ev_options: dict[str, Any]
+    price: np.ndarray        # marginal price of power at each station, currency/kWh
+    allow: np.ndarray        # allowance above the setpoint, kW (inf: unlimited)
+    target: np.ndarray       # setpoint the solved sessions track, kW
+    w_track: float           # tie-breaking tracking price, currency/kWh
+    w_hard: float            # penalty beyond the allowance (and of soft limits), currency/kWh
+    soft_limits: bool
+
+
+@dataclass
+class _Assembly:
+    """The region's plan as the batches fill it in, and the batches' statistics so far."""
+
+    ev_p: np.ndarray
+    ev_e: np.ndarray
+    station_p: np.ndarray
+    station_lp: np.ndarray
+    shortfall: np.ndarray
+    results: list[Any] = field(default_factory=list)
+    solve_s: float = 0.0
+    build_s: float = 0.0
+    refined: int = 0
+    problems: int = 0
+
+    @classmethod
+    def start(cls, evs: EVArrays, window: Window, setpoint_kw: np.ndarray, fallback: Disaggregation | None
+              ) -> _Assembly:
+        """Before any batch: the fallback plan, or every EV idle at its initial energy without one."""
+        T, n_st = window.steps, window.stations.n
+        if fallback is not None:
+            return cls(np.array(fallback.ev_p_kw, float), np.array(fallback.ev_e_kwh, float),
+                       np.array(fallback.station_p_kw, float), np.array(setpoint_kw, float),
+                       np.array(fallback.shortfall_kwh, float))
+        return cls(np.zeros((evs.n, T)), np.repeat(evs.e_init_kwh[:, None], T, axis=1) if evs.n else np.zeros((0, T)),
+                   np.zeros((n_st, T)), np.zeros((n_st, T)), np.zeros(evs.n))
+
+
+def _plugged_now(evs: EVArrays, setpoint_kw: np.ndarray, sessions: np.ndarray | None,
+                 fallback: Disaggregation | None) -> tuple[np.ndarray, EVArrays, np.ndarray]:
+    """The sessions of the station problems (module docstring, "Only the EVs plugged in now"):
+    the setpoint they track (the others' fallback power taken off), their arrays and their
+    positions in ``evs``."""
+    target = np.asarray(setpoint_kw, float)
+    if sessions is None or fallback is None:  # (sessions come with a fallback: checked by the caller)
+        return target, evs, np.arange(evs.n)
+    keep_mask = np.asarray(sessions, bool)
+    pos = np.flatnonzero(keep_mask)
+    other = np.flatnonzero(~keep_mask)
+    target = target.copy()
+    np.add.at(target, evs.station[other], -np.asarray(fallback.ev_p_kw, float)[other])
+    return target, take_rows(evs, pos), pos
+
+
+def _station_lp(problem: _Problem, sub: Window, group: np.ndarray) -> tuple[ModelContext, Any]:
+    """The LP of one batch: the EV and station blocks of its sessions and stations (variant
+    ``per_ev``), the tracking of the region's setpoint and the objective; returns its context and
+    the stations' net power expression."""
+    T, dt, allow = sub.steps, sub.dt_h, problem.allow
+    ctx = ModelContext(sub, soft_limits=problem.soft_limits, slack_penalty=problem.w_hard)
+    ctx.lp.name = f"{problem.formulation.name}/stations"
+    ctx.variants = {"ev": "per_ev", "station": "per_ev"}
+    ctx.options["ev"] = problem.ev_options
+    ctx.options["station"] = {"reactive": False, "polygon_sides": 12}
+    BLOCKS["ev"].load().build(ctx, problem.ev_options, "per_ev")
+    BLOCKS["station"].load().build(ctx, ctx.options["station"], "per_ev")
+    lp = ctx.lp
+    net = as_expr(ctx.handles["station_p_ch"]) - as_expr(ctx.handles["station_p_dis"])
+    over = lp.add_variables("station_p_over", (group.size, T), 0.0, allow[group],
+                            description="station power above the region's setpoint, within its allowance, kW")
+    under = lp.add_variables("station_p_under", (group.size, T), 0.0, np.inf,
+                             description="station power below the region's setpoint, kW")
+    limited = np.isfinite(allow[group])
+    gap = over - under
+    if limited.any():
+        excess = lp.add_variables("station_p_excess", (group.size, T), 0.0, np.where(limited, np.inf, 0.0),
+                                  description="station power above its setpoint beyond its allowance, kW")
+        gap = gap + excess
+        lp.add_objective("station_limit_excess", excess * (dt * problem.w_hard), block="objective")
+    lp.add_constraints("station_setpoint_tracking", net - gap, "==", problem.target[group])
+    lp.add_objective("station_marginal_energy_cost", net * (dt * problem.price[group]), block="objective")
+    lp.add_objective("station_tracking", (over + under) * (dt * problem.w_track), block="objective")
+    return ctx, net
+
+
+def _solve_batch(problem: _Problem, ctx: ModelContext, arrays: Any) -> Any:
+    """Solve one batch's compiled LP with HiGHS; raise unless optimal.
+
+    Raises
+    ------
+    InfeasibleError
+        The batch's station problems are infeasible (with the diagnosed causes).
+    SolverError
+        HiGHS stopped without an optimum for another reason.
+    """
+    solver = problem.formulation.solver
+    session = HighsSession(time_limit_s=solver.get("time_limit_s"), threads=solver.get("threads"))
+    session.load(arrays, ctx.lp)
+    out = session.solve()
+    if not out.optimal:
+        if "infeasible" in out.status.lower():
+            causes = [c for diagnose in ctx.diagnostics for c in diagnose(ctx)]
+            raise InfeasibleError(f"station problems of {problem.window.instance.metadata.name!r} are infeasible: "
+                                  + ("; ".join(causes) or "no single cause found"))
+        raise SolverError(f"HiGHS stopped with status {out.status!r} on the station problems")
+    return out
+
+
+def _batch_plan(acc: _Assembly, ctx: ModelContext, sub: Window, group: np.ndarray, out: Any,
+                keep_results: bool) -> Disaggregation:
+    """One batch's plan on the 1 kW grid, its per-EV solution the guide; with ``keep_results`` also
+    its :class:`~optev.compose.solve.WindowResult` (appended to ``acc.results``)."""
+    lp, x = ctx.lp, out.x
+    if not keep_results:  # the plan alone, as result_tables computes it (no tables)
+        p_ch, p_dis = station_setpoints(ctx, x)
+        guide = lp.evaluate(ctx.handles["ev_p_ch"], x) - lp.evaluate(ctx.handles["ev_p_dis"], x)
+        return disaggregate(ctx.handles.get("ev_arrays", sub.evs), sub.dt_h, p_ch - p_dis, guide_kw=guide,
+                            site_max_kw=sub.stations.p_site_max_kw, site_dis_max_kw=sub.stations.p_site_dis_max_kw)
+    tables, extra = result_tables(ctx, x, None, None)
+    plan: Disaggregation = extra.pop("plan")
+    extra.pop("ac_applied", None)
+    terms = lp.objective_values(x)
+    slack_use = {name: float(lp.values(var.name, x).sum()) for name, var in ctx.slacks.items()}
+    # cast: result_tables' figures vary with the formulation (keys in WindowSummary)
+    summary = cast(WindowSummary, {
+        "formulation": ctx.lp.name, "termination": out.status, "objective": float(out.objective),
+        "objective_terms": terms, "evs": sub.evs.n, "stations": int(group.size),
+        "variables": lp.n_cols, "constraints": lp.n_rows, "slack_used": slack_use, **extra})
+    empty = pd.DataFrame(columns=["time", "kind", "element_id", "value", "limit", "excess", "unit"])
+    # build_s: the build time of all batches so far
+    acc.results.append(WindowResult(out.status, float(out.objective), terms, acc.build_s, out.solve_s, 0.0, tables,
+                                    empty, summary, ctx, x, None, plan, None))
+    return plan

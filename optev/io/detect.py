@@ -7,6 +7,9 @@ from pathlib import Path
 from optev.data.feeder import Feeder
 from optev.data.instance import Instance, Metadata
 from optev.errors import FormatError
+from optev.io.instance_folder import read_instance
+from optev.io.matpower import read_matpower
+from optev.io.v2sim import read_v2sim
 
 
 def read(path: str | Path) -> Instance:
@@ -16,10 +19,6 @@ def read(path: str | Path) -> Instance:
     ``instance.toml`` is an optev instance folder; a folder with ``*.grid.xml`` or
     ``*.net.xml[.gz]`` is a V2Sim case.
     """
-    from optev.io.instance_folder import read_instance
-    from optev.io.matpower import read_matpower
-    from optev.io.v2sim import read_v2sim
-
     p = Path(path)
     if not p.exists():
         raise FormatError(f"no such file or folder: {p}")

@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ import pandas as pd
 from optev.data import ALL_SCHEMAS
 from optev.data.instance import Metadata
 from optev.errors import DataError, FormatError
+from optev.io.tomlfile import read_toml
 
 __all__ = [
     "FORMAT_NAME",
@@ -103,13 +103,7 @@ def _tz_from_name(name: str) -> dt.tzinfo:
 
 def _load_manifest(path: Path) -> dict[str, Any]:
     """Parse ``instance.toml`` and check its format name, version and sections."""
-    try:
-        with open(path, "rb") as fh:
-            manifest = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise FormatError(f"{path}: not valid TOML ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: cannot be read ({exc})") from None
+    manifest = read_toml(path)
     fmt = manifest.get("format", FORMAT_NAME)
     if fmt != FORMAT_NAME:
         raise FormatError(f"{path}: format is {fmt!r}, expected {FORMAT_NAME!r}")

@@ -36,11 +36,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from optev import package_version
 from optev.errors import OptevError
 
 __all__ = ["KINDS", "MARKER_NAME", "OutputFolderError", "OutputLockedError", "check_target", "claim_target",
@@ -170,8 +173,6 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(folder: Path, kind: str) -> None:
-    from optev import package_version
-
     files = sorted(e for e in _entries(folder) if (folder / e).is_file() or (folder / e).is_symlink())
     data = {"kind": kind, "optev_version": package_version(), "files": files}
     path = folder / MARKER_NAME
@@ -270,9 +271,6 @@ def _fsync(path: Path) -> None:
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back meanwhile (main thread, POSIX); they are delivered after."""
-    import signal
-    import threading
-
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -333,7 +331,7 @@ def _take_lock(target: Path) -> tuple[int, Path, list[Path]]:
 
 def _acquire(target: Path) -> tuple[int, Path]:
     """Take the exclusive lock of ``target``; :class:`OutputLockedError` if another process has it."""
-    import fcntl
+    import fcntl  # POSIX-only: imported where used, so that this module imports on any platform
 
     lock = target.parent / f".{target.name}.optev-lock"
     for _attempt in range(10):

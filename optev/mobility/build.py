@@ -3,8 +3,8 @@
 :func:`generate_instance` turns a case (a V2Sim case or an optev instance with a road
 network) into an instance ready for the optimiser:
 
-1. :func:`~optev.mobility.trips.generate_fleet` draws the fleet (vehicle types, EVs,
-   routed trips, private chargers) and :func:`~optev.mobility.trips.add_fleet` adds it;
+1. :func:`~optev.mobility.fleet.generate_fleet` draws the fleet (vehicle types, EVs,
+   routed trips, private chargers) and :func:`~optev.mobility.fleet.add_fleet` adds it;
 2. :func:`~optev.mobility.simulate.simulate_day` runs the uncontrolled day (every EV
    charges at full power as soon as it plugs in) with the network's
    :class:`~optev.mobility.routing.Router`, seeded with the same seed;
@@ -44,6 +44,7 @@ less in one session does not change the SOC at which it arrives at its next sess
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -56,16 +57,19 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from optev.data.battery import floor_to_quantum, pair_limits
 from optev.data.feeder import Feeder
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW, PRIVATE_KINDS
+from optev.data.stations import PRIVATE_KINDS
 from optev.data.validate import branch_arrays, validate
 from optev.data.vehicles import SESSIONS
 from optev.errors import DataError
+from optev.io.outdir import output_folder
 from optev.mobility.core import PlantConfig
+from optev.mobility.fleet import add_fleet, generate_fleet
+from optev.mobility.private_chargers import private_charger_models
 from optev.mobility.routing import Router
 from optev.mobility.simulate import SimulationResult, simulate_day
-from optev.mobility.trips import add_fleet, generate_fleet, private_charger_models
 from optev.mobility.vehicles import PreferenceModel
 from optev.tolerances import TIME_ATOL_S
 
@@ -146,7 +150,7 @@ def generate_instance(instance: Instance, n_evs: int, *, seed: int = 0, mix: dic
     seed : int
         Seed of the fleet and of the baseline simulation's draws.
     mix, v2g_share, private_share, workplace_share
-        As in :func:`~optev.mobility.trips.generate_fleet`.
+        As in :func:`~optev.mobility.fleet.generate_fleet`.
     step_s : float
         Control step the sessions' targets are made reachable on, s (module docstring).
     sessions : bool
@@ -270,13 +274,9 @@ def optimiser_sessions(result: SimulationResult, instance: Instance, step_s: flo
     vrow = vt.reindex(vtype)
     srow = st.reindex(s["station_id"])
     cap = vrow["battery_kwh"].to_numpy(float)
-    charger_kw = srow["p_ch_max_kw"].to_numpy(float)
-    fast = (srow["kind"].to_numpy(object) == "fcs") | (charger_kw >= FAST_CHARGER_MIN_KW)
-    ac = vrow["p_ch_ac_max_kw"].to_numpy(float)
-    dc = vrow["p_ch_max_kw"].to_numpy(float)
-    p = np.minimum(np.where(fast, dc, np.where(np.isnan(ac), dc, ac)), charger_kw)
-    p = np.floor(p / SESSION_QUANTUM_KW + 1e-9) * SESSION_QUANTUM_KW
-    eff = vrow["eff_ch"].to_numpy(float) * srow["eff_ch"].to_numpy(float)
+    limits = pair_limits(vrow, srow)
+    p = floor_to_quantum(limits.p_ch_max_kw, SESSION_QUANTUM_KW)
+    eff = limits.eff_ch
     n = whole_steps(s["arrival_s"].to_numpy(float), s["departure_s"].to_numpy(float), step_s)
     soc_arr = s["soc_arrival"].to_numpy(float)
     step_h = step_s / 3600.0
@@ -456,10 +456,6 @@ def write_simulation(result: SimulationResult, load: pd.DataFrame, summary: dict
     complete (:func:`optev.io.outdir.output_folder`, kind ``simulation``); ``inputs`` are
     paths it may not be, contain or lie inside.
     """
-    import json
-
-    from optev.io.outdir import output_folder
-
     out = Path(os.path.abspath(out_dir))
     with output_folder(out, "simulation", inputs=inputs) as tmp:
         result.write(tmp)

@@ -27,7 +27,7 @@ Measured (2-core machine shared with other jobs, uncontrolled day, 15-min series
 synthetic grid city of :mod:`optev.mobility.gridcity` with 100,000 EVs (316,000 trips,
 31,000 stations, 69,000 chargers, 11,000 FCS stops) simulates in 11–13 s at ~0.75 GB
 peak (10,000 EVs: 0.8 s; 1,000,000 EVs on the same city: 150 s, 5.4 GB); ux_Nanjing
-with 100,000 EVs from :func:`optev.mobility.trips.generate_fleet` and its network
+with 100,000 EVs from :func:`optev.mobility.fleet.generate_fleet` and its network
 router: 11 s.
 
 The day of an EV
@@ -70,7 +70,7 @@ own origin (the chain is taken as given).
   taper above ~80 % SOC is not modelled, which makes the closed-form completion time exact).
   Grid power ``p`` gives the battery ``η_ch · p`` with ``η_ch`` = vehicle × charger
   efficiency; discharging ``p < 0`` takes ``|p| / η_dis`` from the battery (as in
-  :mod:`optev.blocks.window`).
+  :mod:`optev.blocks.window`; both rules live in :mod:`optev.data.battery`).
 * **Stranded EVs.** An EV whose battery empties on a leg is recorded as stranded at the
   point it ran out (time interpolated along the leg) and takes no further part in the day.
 

@@ -12,8 +12,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from optev.data.battery import charger_discharge_kw, is_fast_charger
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW, PRIVATE_KINDS
+from optev.data.stations import PRIVATE_KINDS
 from optev.errors import DataError
 from optev.mobility.choice import Tariffs, scs_for_nodes
 from optev.mobility.event_codes import FCS, PRIVATE, SCS
@@ -79,7 +80,7 @@ class CompiledInstance:
     ``battery_kwh``                   kWh    n_ev      battery capacity
     ``kwh_per_m``                     kWh/m  n_ev      driving consumption
     ``veh_p_ch_dc_kw``                kW     n_ev      vehicle charging limit at a fast charger
-    ``veh_p_ch_ac_kw``                kW     n_ev      vehicle charging limit at a slow charger
+    ``veh_p_ch_ac_kw``                kW     n_ev      vehicle charging limit at a slow charger (NaN: the DC rating)
     ``veh_p_dis_kw``                  kW     n_ev      vehicle discharging limit
     ``veh_eff_ch``, ``veh_eff_dis``   –      n_ev      vehicle efficiencies
     ``v2g_user``                      –      n_ev      opted in to V2G and able to discharge
@@ -138,13 +139,12 @@ class CompiledInstance:
         self.st_kind = np.where(kind == "fcs", FCS, np.where(kind == "scs", SCS, PRIVATE)).astype(np.int64)
         self.st_n_chargers = st["n_chargers"].to_numpy(np.int64)
         p_ch = m["p_ch_max_kw"].to_numpy(float)
-        v2g = m["v2g"].fillna(False).to_numpy(bool)
-        p_dis = np.where(v2g, m["p_dis_max_kw"].to_numpy(float), 0.0)
+        p_dis = charger_discharge_kw(m["v2g"].to_numpy(object), m["p_dis_max_kw"].to_numpy(float))
         self.st_p_ch_max_kw = p_ch
         self.st_p_dis_max_kw = p_dis
         self.st_eff_ch = m["eff_ch"].to_numpy(float)
         self.st_eff_dis = m["eff_dis"].to_numpy(float)
-        self.st_fast = (self.st_kind == FCS) | (p_ch >= FAST_CHARGER_MIN_KW)
+        self.st_fast = is_fast_charger(kind, p_ch)
         self.st_site_ch_max_kw = st["p_site_max_kw"].to_numpy(float)
         site_dis = st["p_site_dis_max_kw"].to_numpy(float)
         self.st_site_dis_max_kw = np.minimum(site_dis, self.st_n_chargers * p_dis)
@@ -184,7 +184,6 @@ class CompiledInstance:
                             row=evs["vtype_id"].iloc[k], column="battery_kwh")
         p_dc = v["p_ch_max_kw"].to_numpy(float)
         p_ac = v["p_ch_ac_max_kw"].to_numpy(float)
-        p_ac = np.where(np.isnan(p_ac), p_dc, p_ac)
         p_vdis = v["p_dis_max_kw"].to_numpy(float)
         self.battery_kwh = cap.tolist()
         self.kwh_per_m = (v["kwh_per_km"].to_numpy(float) / 1000.0).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from optev.data.battery import charge_limit_kw
 from optev.mobility.choice import expected_wait_s, fcs_scores, nearest_detour
 from optev.mobility.event_codes import DRIVING, K_ARR_DEST, K_STRAND, STRANDED
 from optev.mobility.event_power import ChargingPower
@@ -53,7 +54,7 @@ class Driving(ChargingPower):
             return None
         st, d1, t1, d2, t2, e_at = st[ok], d1[ok], t1[ok], d2[ok], t2[ok], e_at[ok]
         target = np.minimum(1.0, np.maximum(cfg.fcs_soc_target, d2 * kpm / cap + self.soc_charge_threshold[i]))
-        p = np.minimum(self.veh_p_ch_dc_kw[i], self.st_p_ch_max_kw[st])
+        p = charge_limit_kw(self.st_fast[st], self.veh_p_ch_dc_kw[i], self.veh_p_ch_ac_kw[i], self.st_p_ch_max_kw[st])
         eff = self.veh_eff_ch[i] * self.st_eff_ch[st]
         e_buy = np.maximum(target * cap - e_at, 0.0) / eff
         charge_s = np.where(p > 0, e_buy / np.where(p > 0, p, 1.0) * 3600.0, np.inf)

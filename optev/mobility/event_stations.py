@@ -7,6 +7,7 @@ import heapq
 
 import numpy as np
 
+from optev.data.battery import charge_limit_kw, discharge_limit_kw
 from optev.mobility.event_codes import FCS, FREE, PARKED, PLUGGED, STATION_SET
 from optev.mobility.event_driving import Driving
 from optev.tolerances import SNAP_KWH
@@ -39,10 +40,10 @@ class StationQueues(Driving):
         self.settled_s[i] = t
         self.p_kw[i] = 0.0
         self.status[i] = PLUGGED
-        fast = self.st_fast[s]
-        p_v = self.veh_p_ch_dc_kw[i] if fast else self.veh_p_ch_ac_kw[i]
-        self.p_ch_max_kw[i] = min(p_v, float(self.st_p_ch_max_kw[s]))
-        self.p_dis_max_kw[i] = min(self.veh_p_dis_kw[i], float(self.st_p_dis_max_kw[s])) if self.v2g_user[i] else 0.0
+        self.p_ch_max_kw[i] = float(charge_limit_kw(self.st_fast[s], self.veh_p_ch_dc_kw[i], self.veh_p_ch_ac_kw[i],
+                                                    self.st_p_ch_max_kw[s]))
+        self.p_dis_max_kw[i] = float(discharge_limit_kw(self.v2g_user[i], self.veh_p_dis_kw[i],
+                                                        self.st_p_dis_max_kw[s]))
         self.eff_ch[i] = self.veh_eff_ch[i] * float(self.st_eff_ch[s])
         self.eff_dis[i] = self.veh_eff_dis[i] * float(self.st_eff_dis[s])
         if s in self.station_setpoint_kw:

@@ -27,7 +27,7 @@ from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.mobility.core import PLUGGED, STRANDED, EventCore, PlantConfig
 from optev.mobility.series import StationSeries, bin_averages
-from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
+from optev.mobility.state import EVState, PlantEvent, Setpoints, StationState, StepReport
 from optev.mobility.telemetry import TELEMETRY_PERIOD_S, TelemetryWriter
 from optev.mobility.travel import RouterLike
 from optev.tolerances import TIME_ATOL_S
@@ -197,13 +197,16 @@ class Plant:
         for i in sorted(core.plugged_all):
             ses = core.ev_session[i]
             exp = core.ses_expected_departure_s[ses]
-            rep.plugged.append(PluggedEV(
-                ev_id=str(ids[i]), station_id=str(sids[core.ev_station[i]]), session_id=core.ses_id[ses],
-                soc=float(core.energy_kwh[i] / core.battery_kwh[i]), p_kw=float(core.p_kw[i]),
-                energy_kwh=float(core.ses_grid_import_kwh[ses] - core.ses_grid_export_kwh[ses] - e_start.get(ses, 0.0)),
-                soc_target=float(core.ses_soc_target[ses]), soc_min=float(core.soc_min[i]),
-                departure_s=None if np.isnan(exp) else float(exp), p_ch_max_kw=float(core.p_ch_max_kw[i]),
-                p_dis_max_kw=float(core.p_dis_max_kw[i])))
+            cap = core.battery_kwh[i]
+            rep.plugged.append(EVState(
+                ev_id=str(ids[i]), session_id=core.ses_id[ses], station_id=str(sids[core.ev_station[i]]),
+                energy_kwh=float(core.energy_kwh[i]), soc=float(core.energy_kwh[i] / cap),
+                arrival_s=float(core.ses_plug_in_s[ses]), departure_s=None if np.isnan(exp) else float(exp),
+                soc_target=float(core.ses_soc_target[ses]), soc_arrival=float(core.ses_e_arrival_kwh[ses] / cap),
+                soc_min=float(core.soc_min[i]), p_kw=float(core.p_kw[i]),
+                interval_grid_kwh=float(core.ses_grid_import_kwh[ses] - core.ses_grid_export_kwh[ses]
+                                        - e_start.get(ses, 0.0)),
+                p_ch_max_kw=float(core.p_ch_max_kw[i]), p_dis_max_kw=float(core.p_dis_max_kw[i])))
         for s in core.fcs_choosable:
             rep.queues[str(sids[s])] = len(core.fcs_queue.get(int(s), ()))
         energy = np.asarray(core.st_grid_import_kwh) - np.asarray(core.st_grid_export_kwh) - st_start

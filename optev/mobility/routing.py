@@ -51,7 +51,7 @@ Modelling decisions
 Unreachable destinations
     :meth:`Router.route` raises :class:`~optev.errors.DataError` naming the first pair
     with no route, unless ``unreachable="inf"`` (then time and distance are ``inf``).
-    The generators in :mod:`optev.mobility.trips` avoid this by drawing locations from
+    The fleet generator (:mod:`optev.mobility.fleet`) avoids this by drawing locations from
     :meth:`Router.largest_component`.
 """
 

@@ -14,8 +14,36 @@ the usable battery capacity.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None for None/NaN/±inf."""
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _clean(value: Any) -> Any:
+    """``value`` as plain JSON data (numpy scalars → Python numbers, NaN/inf → None)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
 
 
 @dataclass
@@ -49,43 +77,84 @@ class Setpoints:
 
 
 @dataclass
-class PluggedEV:
-    """State of one plugged-in EV at the end of an interval.
+class EVState:
+    """A plugged-in EV now: the plant's report at the end of an interval
+    (:attr:`StepReport.plugged`) and the controller's measured state at a decision time
+    (:attr:`optev.mpc.ControlState.evs`) are the same record.
+
+    The first eight fields are what a controller needs (a dispatch service may pass them
+    positionally); the others are optional (None: unknown or not measured). A plant fills
+    every field.
 
     Attributes
     ----------
-    ev_id, station_id, session_id : str
-        The EV, the station it is plugged in at and its charging session.
-    soc : float
-        State of charge at the end of the interval.
-    p_kw : float
-        Grid-side power at the end of the interval, kW (charge positive).
+    ev_id : str
+        The EV.
+    session_id : str
+        Its charging session (one plug-in at one station).
+    station_id : str
+        The station it is plugged in at.
     energy_kwh : float
-        Net grid-side energy of this EV during the interval, kWh (charge positive).
-    soc_target : float
-        SOC the user wants at departure.
-    soc_min : float
-        SOC floor of discharging (R6.1.5).
+        Battery energy now, kWh.
+    soc : float
+        State of charge now, fraction of the usable battery capacity
+        (``energy_kwh / capacity``).
+    arrival_s : float
+        Plug-in time, s after the instance start.
     departure_s : float or None
-        Expected departure (the EV's next trip; at its last stop of the day, the end of the
-        simulated day); None when unknown (at an FCS the EV leaves when charged, so the time
-        depends on the power it gets).
-    p_ch_max_kw, p_dis_max_kw : float
-        Grid-side power limits of this EV at this charger (vehicle and charger); the
-        discharge limit is 0 unless the EV, its user and the charger can do V2G.
+        Expected departure, s after the instance start (the EV's next trip; at its last stop
+        of the day, the end of the simulated day; a replayed session's departure). None when
+        unknown: at a fast station the EV leaves when charged, so the time depends on the
+        power it gets (the controller then assumes it charges at full power to its target).
+    soc_target : float
+        SOC the user needs at departure, fraction (R6.2.2.3).
+    soc_arrival : float or None
+        SOC at plug-in, fraction (used by forecasters that learn from observed sessions).
+    soc_min : float or None
+        SOC floor of discharging, fraction (R6.1.5).
+    p_kw : float or None
+        Grid-side power now, kW (charge positive, discharge negative).
+    interval_grid_kwh : float or None
+        Net grid-side energy of this EV during the plant interval that ends now (since its
+        plug-in when it arrived during the interval), kWh (charge positive); 0 in a report of
+        the current state only (``t_start_s == t_end_s``).
+    p_ch_max_kw : float or None
+        Grid-side charging limit of this EV at this charger (vehicle and charger), kW. None:
+        derived from the instance's vehicle type and charger model.
+    p_dis_max_kw : float or None
+        Grid-side discharging limit of this EV at this charger, kW (a magnitude, ≥ 0); 0
+        unless the EV, its user and the charger can do V2G. None: derived from the instance.
     """
 
     ev_id: str
-    station_id: str
     session_id: str
-    soc: float
-    p_kw: float
+    station_id: str
     energy_kwh: float
-    soc_target: float
-    soc_min: float
+    soc: float
+    arrival_s: float
     departure_s: float | None
-    p_ch_max_kw: float
-    p_dis_max_kw: float
+    soc_target: float
+    soc_arrival: float | None = None
+    soc_min: float | None = None
+    p_kw: float | None = None
+    interval_grid_kwh: float | None = None
+    p_ch_max_kw: float | None = None
+    p_dis_max_kw: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EVState":
+        """Inverse of :meth:`to_dict` (optional fields may be missing)."""
+        return cls(ev_id=str(data["ev_id"]), session_id=str(data["session_id"]), station_id=str(data["station_id"]),
+                   energy_kwh=float(data["energy_kwh"]), soc=float(data["soc"]), arrival_s=float(data["arrival_s"]),
+                   departure_s=_num(data.get("departure_s")), soc_target=float(data["soc_target"]),
+                   **{k: _num(data.get(k)) for k in _EV_OPTIONAL})
+
+
+_EV_OPTIONAL = ("soc_arrival", "soc_min", "p_kw", "interval_grid_kwh", "p_ch_max_kw", "p_dis_max_kw")
+"""The optional fields of :class:`EVState` (each a float or None)."""
 
 
 @dataclass
@@ -150,9 +219,11 @@ class StepReport:
     ----------
     t_start_s, t_end_s : float
         The interval, seconds after the instance start.
-    plugged : list of PluggedEV
-        Every EV plugged in at ``t_end_s`` with its SOC (empty when the step was run with
-        ``report=False``).
+    plugged : list of EVState
+        Every EV plugged in at ``t_end_s``: its battery energy, SOC and power then, its
+        session and limits, and its net grid-side energy of the interval
+        (``interval_grid_kwh``); the controller's measured state as it is (empty when the
+        step was run with ``report=False``).
     arrivals, plug_ins, departures, rejections, stranded : list of PlantEvent
         Events of the interval in time order.
     queues : dict of str to int
@@ -177,7 +248,7 @@ class StepReport:
 
     t_start_s: float
     t_end_s: float
-    plugged: list[PluggedEV] = field(default_factory=list)
+    plugged: list[EVState] = field(default_factory=list)
     arrivals: list[PlantEvent] = field(default_factory=list)
     plug_ins: list[PlantEvent] = field(default_factory=list)
     departures: list[PlantEvent] = field(default_factory=list)
@@ -208,7 +279,7 @@ class StepReport:
         events = {k: [PlantEvent(**e) for e in data.get(k, [])]
                   for k in ("arrivals", "plug_ins", "departures", "rejections", "stranded")}
         return cls(t_start_s=float(data["t_start_s"]), t_end_s=float(data["t_end_s"]),
-                   plugged=[PluggedEV(**p) for p in data.get("plugged", [])],
+                   plugged=[EVState.from_dict(p) for p in data.get("plugged", [])],
                    queues={str(k): int(v) for k, v in data.get("queues", {}).items()},
                    stations=[StationState(**s) for s in data.get("stations", [])],
                    ignored_ev_setpoints=list(data.get("ignored_ev_setpoints", [])),

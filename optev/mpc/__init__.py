@@ -1,7 +1,8 @@
 """Rolling-horizon MPC: the controller a dispatch system calls, the closed-loop simulation,
 forecasters and edge autonomy (R6.2.2.2, R6.3.2, R6.3.3).
 
-- :mod:`optev.mpc.state` — :class:`ControlState` / :class:`ControlDecision`, plain JSON records;
+- :mod:`optev.mpc.state` — :class:`ControlState` / :class:`ControlDecision`, plain JSON records
+  (:class:`EVState`, a plugged EV, is also what the plants report);
 - :mod:`optev.mpc.forecast` — the forecaster protocol, persistence and seasonal-profile forecasters;
 - :mod:`optev.mpc.controller` — :class:`Controller` (``step(state, forecasts) -> ControlDecision``)
   and the pluggable window solve strategy;

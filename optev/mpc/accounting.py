@@ -63,6 +63,7 @@ import pandas as pd
 
 from optev.data.instance import Instance
 from optev.mobility.state import SESSION_STEP_COLUMNS, StepReport
+from optev.mpc.edge import ev_station_params
 from optev.summaries import SessionComparison
 from optev.tolerances import ACCOUNTING_IDENTITY_ATOL
 
@@ -181,8 +182,6 @@ def identities(records: pd.DataFrame, metered_kwh: np.ndarray, arrays: Mapping[s
     arrays : mapping
         :func:`station_arrays` of the same records.
     """
-    from optev.mpc.edge import ev_station_params
-
     out = {"station_kwh": float(np.max(np.abs((arrays["ch"] - arrays["dis"]) * dt_h - metered_kwh),
                                        initial=0.0))}
     if not len(records):
@@ -240,8 +239,6 @@ def compare_sessions(sessions: pd.DataFrame, baseline: pd.DataFrame, instance: I
         Counts and the distribution of the difference (keys documented in
         :class:`optev.summaries.SessionComparison`).
     """
-    from optev.mpc.edge import ev_station_params
-
     # every controlled session is compared with a settled baseline session: one still plugged in
     # at the end of the controlled day (a driver still waiting) is compared with its energy then
     ctl = sessions.copy()

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optev.blocks.window import instance_origin
 from optev.compose.formulation import Formulation
 from optev.data.instance import Instance
 from optev.mobility.core import PlantConfig
@@ -59,7 +60,7 @@ def uncontrolled_day(instance: Instance, t_start: float, step_s: float, steps: i
     """Run the plant without setpoints over the steps (module docstring, part 1)."""
     run = PlantRun(instance, t_start, step_s, steps, config=config, router=router)
     for k in range(steps):
-        run.advance(k, run.state_evs(t_start + k * step_s), None, {})
+        run.advance(k, run.state_evs(), None, {})
     sessions = run.session_results()
     history = None
     if run.trips:
@@ -160,6 +161,4 @@ def _storage_q(rows: pd.DataFrame | None) -> dict[str, float]:
 
 
 def _origin(instance: Instance) -> pd.Timestamp:
-    from optev.blocks.window import instance_origin
-
     return instance_origin(instance)

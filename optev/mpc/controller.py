@@ -138,9 +138,11 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
+from optev.blocks.service import ServiceLimit
 from optev.blocks.window import Window, build_window, instance_origin
 from optev.compose.formulation import Formulation, load_formulation
 from optev.compose.solve import WindowResult, WindowSolver
+from optev.data.battery import ceil_to_quantum, floor_to_quantum
 from optev.data.instance import Instance
 from optev.errors import DataError, InfeasibleError, OptevError
 from optev.mpc.edge import EdgePolicy, ev_station_params, local_setpoints, sessions_of, with_sessions
@@ -326,6 +328,8 @@ class Controller:
         self._station_kinds = instance.stations["kind"].astype(str).tolist()
         self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
                           for d in ("buy", "sell")}
+        self.service_limits: list[ServiceLimit] = []
+        """Limits of grid services (:mod:`optev.blocks.service`); the formulation needs a ``service`` block."""
         self.last_window: Window | None = None
         self.last_result: WindowResult | None = None
         self.last_forecast: Forecast | None = None
@@ -511,6 +515,8 @@ class Controller:
         self._apply_forecast(w, fc)
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
+        if self.service_limits:
+            w.extra["service_limits"] = list(self.service_limits)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
         reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else np.zeros(w.stations.n)
         leaving_kw = self._leaving_reserve(w, live, now) if self.arrival_reserve else np.zeros(w.stations.n)
@@ -627,7 +633,7 @@ class Controller:
         p_need = np.divide(need, eff * tau_h, out=np.zeros(len(leaving)), where=ok)
         p_max = np.minimum(p_ch, np.divide(np.maximum(cap - energy, 0.0), eff * tau_h, out=np.zeros(len(leaving)),
                                            where=ok))
-        p = np.minimum(np.ceil(p_need / q - 1e-9) * q, np.where(p_max >= p_ch, p_ch, np.floor(p_max / q + 1e-9) * q))
+        p = np.minimum(ceil_to_quantum(p_need, q), np.where(p_max >= p_ch, p_ch, floor_to_quantum(p_max, q)))
         p = np.where(ok, np.maximum(p, 0.0), 0.0)
         waiting = np.array([e.departure_s is None for e in leaving], bool) & (need > 0)
         p = np.where(waiting, p_ch, p)
@@ -660,7 +666,7 @@ class Controller:
         p, _ = self._leaving_power(leaving, now)
         site = dict(zip(st.station_id, st.p_site_max_kw))
         for k, e in enumerate(leaving):
-            head = np.floor(max(site.get(e.station_id, np.inf) - station_kw[e.station_id], 0.0) / q + 1e-9) * q
+            head = float(floor_to_quantum(max(site.get(e.station_id, np.inf) - station_kw[e.station_id], 0.0), q))
             v = float(min(p[k], head))
             ev_kw[e.ev_id] = v
             station_kw[e.station_id] += v

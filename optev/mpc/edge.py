@@ -40,7 +40,7 @@ import pandas as pd
 from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
 from optev.blocks.window import build_window, instance_origin, instant
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW
+from optev.data.battery import ceil_to_quantum, floor_to_quantum, pair_limits
 from optev.data.vehicles import SESSIONS
 from optev.errors import DataError
 from optev.mpc.state import EVState
@@ -229,15 +229,8 @@ def ev_station_params(instance: Instance, ev_ids: Sequence[str], station_ids: Se
     if st["kind"].isna().any():
         bad = [s for s, v in zip(station_ids, st["kind"]) if pd.isna(v)]
         raise DataError(f"unknown station id(s) {bad[:5]}", table="stations", column="station_id")
-    cap = vt["battery_kwh"].to_numpy(float)
-    p_charger = st["p_ch_max_kw"].to_numpy(float)
-    fast = (st["kind"].to_numpy(object) == "fcs") | (p_charger >= FAST_CHARGER_MIN_KW)
-    p_dc = vt["p_ch_max_kw"].to_numpy(float)
-    p_ac = vt["p_ch_ac_max_kw"].to_numpy(float)
-    p_vehicle = np.where(fast, p_dc, np.where(np.isnan(p_ac), p_dc, p_ac))
-    eff = vt["eff_ch"].to_numpy(float) * st["eff_ch"].to_numpy(float)
-    eff_dis = vt["eff_dis"].to_numpy(float) * st["eff_dis"].to_numpy(float)
-    return cap, np.minimum(p_vehicle, p_charger), eff, eff_dis
+    limits = pair_limits(vt, st)
+    return vt["battery_kwh"].to_numpy(float), limits.p_ch_max_kw, limits.eff_ch, limits.eff_dis
 
 
 def sessions_of(instance: Instance, evs: Sequence[EVState], now_s: float, step_s: float, *,
@@ -340,14 +333,14 @@ def local_setpoints(instance: Instance, evs: Sequence[EVState], now_s: float, st
     spread = np.where(full, np.where(gap > 0, ev.p_ch_max_kw, 0.0), gap / (ev.eff_ch * left_h))
     spread = np.minimum(np.minimum(spread, ev.p_ch_max_kw), room) * plugged
     # on the quantum grid, or the EV's full power when that is its limit (on_setpoint_grid)
-    top = np.where(room >= ev.p_ch_max_kw, ev.p_ch_max_kw, np.floor(room / q + 1e-9) * q)
-    spread_q = np.minimum(np.ceil(spread / q - 1e-9) * q, top)
+    top = np.where(room >= ev.p_ch_max_kw, ev.p_ch_max_kw, floor_to_quantum(room, q))
+    spread_q = np.minimum(ceil_to_quantum(spread, q), top)
     spread_q = np.maximum(spread_q, 0.0)
     fb_req = np.bincount(ev.station, weights=spread_q, minlength=n_st) if ev.n else np.zeros(n_st)
     cap = st.p_site_max_kw.copy()
     if policy.fallback_cap_kw is not None:
         cap = np.where(is_hold, cap, np.minimum(cap, float(policy.fallback_cap_kw)))
-    fb_req = np.minimum(fb_req, np.floor(cap / q + 1e-9) * q)
+    fb_req = np.minimum(fb_req, floor_to_quantum(cap, q))
     req = np.where(is_hold, req, fb_req)
     for s in modes:
         request[s] = float(req[st_index[s]])

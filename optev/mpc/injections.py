@@ -39,6 +39,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from optev.data.battery import battery_step
 from optev.data.instance import Instance
 
 DER_COLUMNS = ("unit_id", "kind", "bus_id", "time", "p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw")
@@ -208,21 +209,18 @@ class StorageBank:
     def apply(self, requested_kw: Mapping[str, float], dt_h: float) -> dict[str, float]:
         """Apply the requested net charging power (kW, charge positive) for one step within
         the power and energy limits; integrate the energy; return the applied power."""
-        applied: dict[str, float] = {}
-        for j, sid in enumerate(self.ids):
-            row = self.table.iloc[j]
-            p = float(requested_kw.get(sid, 0.0)) if self.dispatched else 0.0
-            p = min(max(p, -float(row["p_dis_max_kw"])), float(row["p_ch_max_kw"]))
-            e = self.e_kwh[sid]
-            if p >= 0:
-                p = min(p, max(float(row["e_max_kwh"]) - e, 0.0) / (float(row["eff_ch"]) * dt_h))
-                e += float(row["eff_ch"]) * p * dt_h
-            else:
-                p = max(p, -max(e - float(row["e_min_kwh"]), 0.0) * float(row["eff_dis"]) / dt_h)
-                e += p * dt_h / float(row["eff_dis"])
-            self.e_kwh[sid] = e
-            applied[sid] = p
-        return applied
+        ids = self.ids
+        if not ids:
+            return {}
+        t = self.table
+        requested = np.array([float(requested_kw.get(sid, 0.0)) if self.dispatched else 0.0 for sid in ids])
+        p = np.clip(requested, -t["p_dis_max_kw"].to_numpy(float), t["p_ch_max_kw"].to_numpy(float))
+        e0 = np.array([self.e_kwh[sid] for sid in ids])
+        step = battery_step(e0, p, dt_h, t["e_min_kwh"].to_numpy(float), t["e_max_kwh"].to_numpy(float),
+                            t["eff_ch"].to_numpy(float), t["eff_dis"].to_numpy(float))
+        e1 = e0 + step.stored_kwh
+        self.e_kwh = {sid: float(e) for sid, e in zip(ids, e1)}
+        return {sid: float(v) for sid, v in zip(ids, step.mean_power_kw(dt_h))}
 
 
 class StorageRecord:

@@ -106,7 +106,7 @@ def controlled_day(instance: Instance, controller: Controller, run: PlantRun, ti
     for k in range(steps):
         now = run.t_start + k * step_s
         modes, offline = edge.modes(now)
-        evs = run.state_evs(now)
+        evs = run.state_evs()
         decision = controller.step(ControlState(time_s=now, evs=evs, offline_stations=offline,
                                                 storage_e_kwh=dict(storage.bank.e_kwh)))
         if keep_decisions:

@@ -7,7 +7,8 @@ sessions table):
 
 * before ``t_start`` the event plant runs uncontrolled from the instance start (the replay
   starts at ``t_start`` with every session plugged in then at its arrival SOC);
-* :meth:`PlantRun.state_evs` turns the last report into the controller's measured EVs;
+* :meth:`PlantRun.state_evs` returns the EVs of the last report: the plant reports them as the
+  controller measures them (:class:`optev.mobility.state.EVState`), nothing to convert;
 * :meth:`PlantRun.advance` applies one interval's setpoints and records what every session
   realised (:class:`optev.mpc.accounting.SessionSteps`) and what the plant metered per
   station;
@@ -25,10 +26,9 @@ import pandas as pd
 from optev.data.instance import Instance
 from optev.mobility.core import PlantConfig
 from optev.mobility.plant import Plant
-from optev.mobility.state import Setpoints, StepReport
+from optev.mobility.state import EVState, Setpoints, StepReport
 from optev.mpc.accounting import SessionSteps
 from optev.mpc.replay import ReplayPlant
-from optev.mpc.state import EVState
 from optev.tolerances import SHORTFALL_ATOL_KWH, TIME_ATOL_S
 
 SESSION_RESULT_COLUMNS = ("session_id", "ev_id", "station_id", "arrival_s", "departure_s", "due_s", "soc_arrival",
@@ -71,7 +71,6 @@ class PlantRun:
         self.instance = instance
         self.t_start, self.step_s, self.steps = float(t_start), float(step_s), int(steps)
         self.trips = len(instance.trips) > 0
-        self.arrivals: dict[str, tuple[float, float]] = {}
         self.records = SessionSteps()
         self.station_ids = instance.stations["station_id"].astype(str).to_numpy(object)
         self._st_index = {s: i for i, s in enumerate(self.station_ids)}
@@ -85,26 +84,13 @@ class PlantRun:
             self.report = StepReport(t_start_s=0.0, t_end_s=0.0)
             while self.plant.time_s < self.t_start - 1e-9:
                 self.report = self.plant.advance(min(self.step_s, self.t_start - self.plant.time_s), None)
-                self._note_arrivals(self.report)
         else:
             self.plant = ReplayPlant(instance, start_s=self.t_start)
             self.report = self.plant.report_now()
 
-    def _note_arrivals(self, report: StepReport) -> None:
-        for ev in report.plug_ins:
-            self.arrivals[str(ev.session_id)] = (ev.time_s, ev.soc)
-
-    def state_evs(self, now: float) -> list[EVState]:
-        """The EVs plugged in now, as the controller measures them."""
-        out = []
-        for p in self.report.plugged:
-            cap = self.caps[p.ev_id]
-            arr, soc_a = self.arrivals.get(p.session_id, (now, None))
-            out.append(EVState(ev_id=p.ev_id, session_id=p.session_id, station_id=p.station_id,
-                               energy_kwh=p.soc * cap, soc=p.soc, arrival_s=min(arr, now), departure_s=p.departure_s,
-                               soc_target=p.soc_target, soc_arrival=soc_a, p_ch_max_kw=p.p_ch_max_kw,
-                               p_dis_max_kw=p.p_dis_max_kw))
-        return out
+    def state_evs(self) -> list[EVState]:
+        """The EVs plugged in now (at the end of the last interval), as the controller measures them."""
+        return list(self.report.plugged)
 
     def advance(self, k: int, evs: list[EVState], ev_kw: Mapping[str, float] | None,
                 modes: Mapping[str, str], station_kw: Mapping[str, float] | None = None) -> StepReport:
@@ -116,7 +102,6 @@ class PlantRun:
         """
         sp = None if ev_kw is None else Setpoints(ev_kw=dict(ev_kw), station_kw=dict(station_kw or {}))
         new = self.plant.advance(self.step_s, sp)
-        self._note_arrivals(new)
         self.clipped += len(new.clipped_ev_setpoints)
         self.ignored += len(new.ignored_ev_setpoints)
         set_by = {e.session_id: float(ev_kw.get(e.ev_id, 0.0)) for e in evs} if ev_kw is not None else {}

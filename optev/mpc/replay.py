@@ -43,15 +43,17 @@ Everything is vectorised over sessions (numpy); only the report's lists are buil
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from optev.data.instance import Instance
-from optev.data.stations import FAST_CHARGER_MIN_KW
+from optev.data.battery import BatteryStep, battery_step, charger_discharge_kw, pair_limits, top_off_kwh
 from optev.errors import DataError
 from optev.mobility.plant import MAX_INTERVAL_S, MIN_INTERVAL_S
-from optev.mobility.state import PlantEvent, PluggedEV, Setpoints, StationState, StepReport
-from optev.mpc.state import ControlState, EVState
+from optev.mobility.state import EVState, PlantEvent, Setpoints, StationState, StepReport
+from optev.mpc.state import ControlState
 from optev.tolerances import SNAP_KWH, TIME_ATOL_S
 
 WAITING, PLUGGED, GONE = 0, 1, 2
@@ -90,18 +92,13 @@ class ReplayPlant:
             raise DataError(f"sessions at unknown station(s) {bad}", table="sessions", column="station_id")
         self.st = st_pos.astype(np.int64)
         n_st = self.station_ids.size
-        kind = st_tab["kind"].to_numpy(object)
+        limits = pair_limits(vt, st_tab.iloc[self.st], evs["v2g_opt_in"].to_numpy(bool))
+        self.pch = limits.p_ch_max_kw
+        self.pdis = limits.p_dis_max_kw
+        self.eta_ch = limits.eff_ch
+        self.eta_dis = limits.eff_dis
         charger_ch = st_tab["p_ch_max_kw"].to_numpy(float)
-        charger_dis = np.where(st_tab["v2g"].fillna(False).to_numpy(bool), st_tab["p_dis_max_kw"].to_numpy(float), 0.0)
-        fast = (kind == "fcs") | (charger_ch >= FAST_CHARGER_MIN_KW)
-        p_dc = vt["p_ch_max_kw"].to_numpy(float)
-        p_ac = vt["p_ch_ac_max_kw"].to_numpy(float)
-        p_vehicle = np.where(fast[self.st], p_dc, np.where(np.isnan(p_ac), p_dc, p_ac))
-        self.pch = np.minimum(p_vehicle, charger_ch[self.st])
-        v2g = evs["v2g_opt_in"].to_numpy(bool) & (vt["p_dis_max_kw"].to_numpy(float) > 0) & (charger_dis[self.st] > 0)
-        self.pdis = np.where(v2g, np.minimum(vt["p_dis_max_kw"].to_numpy(float), charger_dis[self.st]), 0.0)
-        self.eta_ch = vt["eff_ch"].to_numpy(float) * st_tab["eff_ch"].to_numpy(float)[self.st]
-        self.eta_dis = vt["eff_dis"].to_numpy(float) * st_tab["eff_dis"].to_numpy(float)[self.st]
+        charger_dis = charger_discharge_kw(st_tab["v2g"].to_numpy(object), st_tab["p_dis_max_kw"].to_numpy(float))
         self.cap = vt["battery_kwh"].to_numpy(float)
         self.soc_min = evs["soc_min"].to_numpy(float)
         self.floor = self.soc_min * self.cap
@@ -148,9 +145,34 @@ class ReplayPlant:
         t0, t1 = self.now, self.now + float(duration_s)
         at_start = self.status == PLUGGED
         e0 = self.e.copy()
-        n = self.e.size
-        # EV setpoints (EV id → its session plugged in at t0)
-        ev_sp = np.full(n, np.nan)
+        ev_sp, ignored = self._ev_setpoints(sp, at_start)
+        st_sp = self._station_setpoints(sp)
+        arriving = (self.status == WAITING) & (self.arr < t1 - TIME_ATOL_S)
+        active = at_start | arriving
+        p, clipped_mask, free = self._powers(e0, ev_sp, st_sp, at_start, active)
+        # energy over the plugged part of the interval
+        tau_h = np.where(active, np.maximum(np.minimum(self.dep, t1) - np.maximum(self.arr, t0), 0.0), 0.0) / 3600.0
+        e_up = top_off_kwh(free, self.soc_tgt, self.cap, e0)
+        energy = battery_step(e0, p, tau_h, self.floor, e_up, self.eta_ch, self.eta_dis)
+        self.e = e0 + energy.stored_kwh
+        self.ch += energy.charged_kwh
+        self.dis += energy.discharged_kwh
+        self.gin += energy.grid_import_kwh
+        self.gout += energy.grid_export_kwh
+        arrived, leaving = self._status_changes(arriving, active, p, e_up, t1)
+        plugged_end = self.status == PLUGGED
+        rep = StepReport(t_start_s=t0, t_end_s=t1, counts={
+            "arrivals": int(arrived.sum()), "plug_ins": int(arrived.sum()), "departures": int(leaving.sum()),
+            "rejections": 0, "stranded": 0, "plugged": int(plugged_end.sum()), "queued": 0})
+        if report:
+            g_net = energy.grid_import_kwh - energy.grid_export_kwh
+            self._fill(rep, arrived, leaving, plugged_end, g_net, ignored, clipped_mask, p, duration_s)
+            rep.sessions = self._session_rows(np.flatnonzero(active), energy, tau_h, leaving)
+        return rep
+
+    def _ev_setpoints(self, sp: Setpoints, at_start: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Per-session EV setpoints (NaN: none) by EV id → its session plugged in at t0; ids not plugged."""
+        ev_sp = np.full(self.e.size, np.nan)
         ignored: list[str] = []
         if sp.ev_kw:
             keys = list(sp.ev_kw)
@@ -162,6 +184,10 @@ class ReplayPlant:
             ok = pos >= 0
             ignored = [k for k, o in zip(keys, ok) if not o]
             ev_sp[idx_at[pos[ok]]] = vals[ok]
+        return ev_sp, ignored
+
+    def _station_setpoints(self, sp: Setpoints) -> np.ndarray:
+        """Per-station setpoints (NaN: none); unknown stations and non-finite values are errors."""
         st_sp = np.full(self.n_st, np.nan)
         if sp.station_kw:
             keys = list(sp.station_kw)
@@ -173,16 +199,19 @@ class ReplayPlant:
             if not np.isfinite(vals).all():
                 raise DataError("a station setpoint is not finite")
             st_sp[pos] = vals
-        arriving = (self.status == WAITING) & (self.arr < t1 - TIME_ATOL_S)
-        active = at_start | arriving
+        return st_sp
+
+    def _powers(self, e0: np.ndarray, ev_sp: np.ndarray, st_sp: np.ndarray, at_start: np.ndarray,
+                active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid-side power of each session over the interval, the clipped EV setpoints and the
+        sessions charging uncontrolled (EV setpoints, then shared station setpoints, then free)."""
         can_ch = np.where(e0 < self.cap - SNAP_KWH, self.pch, 0.0)
         can_dis = np.where(e0 > self.floor + SNAP_KWH, self.pdis, 0.0)
         has_ev = at_start & ~np.isnan(ev_sp)
         has_st = ~np.isnan(st_sp)
-        p = np.zeros(n)
         # EV setpoints, clipped at the start of the interval
         p_ev = np.clip(np.nan_to_num(ev_sp), -can_dis, can_ch)
-        p = np.where(has_ev, p_ev, p)
+        p = np.where(has_ev, p_ev, 0.0)
         clipped_mask = has_ev & (np.abs(p_ev - np.nan_to_num(ev_sp)) > 1e-9)
         fixed_ch = np.bincount(self.st, weights=np.where(has_ev, np.maximum(p_ev, 0.0), 0.0), minlength=self.n_st)
         fixed_dis = np.bincount(self.st, weights=np.where(has_ev, np.maximum(-p_ev, 0.0), 0.0), minlength=self.n_st)
@@ -202,50 +231,34 @@ class ReplayPlant:
         room = np.maximum(self.site_ch - fixed_ch, 0.0)
         scale = np.divide(room, sum_free, out=np.ones(self.n_st), where=sum_free > room)
         p = np.where(free, want * np.minimum(scale, 1.0)[self.st], p)
-        # energy over the plugged part of the interval
-        s0 = np.maximum(self.arr, t0)
-        s1 = np.minimum(self.dep, t1)
-        tau_h = np.where(active, np.maximum(s1 - s0, 0.0), 0.0) / 3600.0
-        e_up = np.where(free, np.maximum(self.soc_tgt * self.cap, e0), self.cap)
-        de_ch = np.minimum(self.eta_ch * np.maximum(p, 0.0) * tau_h, np.maximum(e_up - e0, 0.0))
-        de_dis = np.minimum(np.maximum(-p, 0.0) * tau_h / self.eta_dis, np.maximum(e0 - self.floor, 0.0))
-        de_dis = np.where(p < 0, de_dis, 0.0)
-        de_ch = np.where(p > 0, de_ch, 0.0)
-        self.e = e0 + de_ch - de_dis
-        self.ch += de_ch
-        self.dis += de_dis
-        g_in = np.divide(de_ch, self.eta_ch, out=np.zeros(n), where=de_ch > 0)
-        g_out = de_dis * self.eta_dis
-        self.gin += g_in
-        self.gout += g_out
-        # status changes
+        return p, clipped_mask, free
+
+    def _status_changes(self, arriving: np.ndarray, active: np.ndarray, p: np.ndarray, e_up: np.ndarray,
+                        t1: float) -> tuple[np.ndarray, np.ndarray]:
+        """Plug-ins and departures at the end of the interval; the power each session keeps."""
         leaving = active & (self.dep <= t1 + TIME_ATOL_S)
-        arrived = arriving
         self.status[arriving] = PLUGGED
         self.status[leaving] = GONE
         # an EV arriving exactly at t1 is plugged in at the end of this interval
         edge_arr = (self.status == WAITING) & (self.arr <= t1 + TIME_ATOL_S)
         self.status[edge_arr] = PLUGGED
-        arrived = arrived | edge_arr
         self.e_dep[leaving] = self.e[leaving]
         limited = np.where(p > 0, self.e >= e_up - SNAP_KWH, np.where(p < 0, self.e <= self.floor + SNAP_KWH, True))
         self.p_end = np.where((self.status == PLUGGED) & ~limited & ~edge_arr, p, 0.0)
         self.now = t1
-        plugged_end = self.status == PLUGGED
-        rep = StepReport(t_start_s=t0, t_end_s=t1, counts={
-            "arrivals": int(arrived.sum()), "plug_ins": int(arrived.sum()), "departures": int(leaving.sum()),
-            "rejections": 0, "stranded": 0, "plugged": int(plugged_end.sum()), "queued": 0})
-        if report:
-            self._fill(rep, arrived, leaving, plugged_end, g_in - g_out, ignored, clipped_mask, p, duration_s)
-            i = np.flatnonzero(active)
-            cap = np.where(self.cap > 0, self.cap, 1.0)
-            rep.sessions = {
-                "session_id": self.session_ids[i].tolist(), "ev_id": self.ev_ids[i].tolist(),
-                "station_id": self.station_ids[self.st[i]].tolist(), "import_kwh": g_in[i].tolist(),
-                "export_kwh": g_out[i].tolist(), "charged_kwh": de_ch[i].tolist(),
-                "discharged_kwh": de_dis[i].tolist(), "e_kwh": self.e[i].tolist(), "soc": (self.e / cap)[i].tolist(),
-                "plugged_s": (tau_h[i] * 3600.0).tolist(), "departed": leaving[i].tolist()}
-        return rep
+        return arriving | edge_arr, leaving
+
+    def _session_rows(self, i: np.ndarray, energy: BatteryStep, tau_h: np.ndarray,
+                      leaving: np.ndarray) -> dict[str, list[Any]]:
+        """The interval's per-session energies of the sessions ``i`` (columns of ``StepReport.sessions``)."""
+        cap = np.where(self.cap > 0, self.cap, 1.0)
+        return {
+            "session_id": self.session_ids[i].tolist(), "ev_id": self.ev_ids[i].tolist(),
+            "station_id": self.station_ids[self.st[i]].tolist(), "import_kwh": energy.grid_import_kwh[i].tolist(),
+            "export_kwh": energy.grid_export_kwh[i].tolist(), "charged_kwh": energy.charged_kwh[i].tolist(),
+            "discharged_kwh": energy.discharged_kwh[i].tolist(), "e_kwh": self.e[i].tolist(),
+            "soc": (self.e / cap)[i].tolist(), "plugged_s": (tau_h[i] * 3600.0).tolist(),
+            "departed": leaving[i].tolist()}
 
     def _fill(self, rep: StepReport, arrived: np.ndarray, leaving: np.ndarray, plugged_end: np.ndarray,
               g_net: np.ndarray, ignored: list[str], clipped: np.ndarray, p: np.ndarray, duration_s: float) -> None:
@@ -261,12 +274,7 @@ class ReplayPlant:
             rep.departures.append(PlantEvent(kind="departure", time_s=float(self.dep[i]), ev_id=str(self.ev_ids[i]),
                                              station_id=str(self.station_ids[self.st[i]]),
                                              session_id=str(self.session_ids[i]), soc=float(soc[i])))
-        for i in np.flatnonzero(plugged_end):
-            rep.plugged.append(PluggedEV(
-                ev_id=str(self.ev_ids[i]), station_id=str(self.station_ids[self.st[i]]),
-                session_id=str(self.session_ids[i]), soc=float(soc[i]), p_kw=float(self.p_end[i]),
-                energy_kwh=float(g_net[i]), soc_target=float(self.soc_tgt[i]), soc_min=float(self.soc_min[i]),
-                departure_s=float(self.dep[i]), p_ch_max_kw=float(self.pch[i]), p_dis_max_kw=float(self.pdis[i])))
+        rep.plugged = self._ev_states(np.flatnonzero(plugged_end), g_net)
         energy = np.bincount(self.st, weights=g_net, minlength=self.n_st)
         n_plugged = np.bincount(self.st, weights=plugged_end.astype(float), minlength=self.n_st)
         p_now = np.bincount(self.st, weights=self.p_end, minlength=self.n_st)
@@ -282,29 +290,27 @@ class ReplayPlant:
     def report_now(self) -> StepReport:
         """A report of the current state only (``t_start_s = t_end_s = now``): the EVs plugged in now."""
         rep = StepReport(t_start_s=self.now, t_end_s=self.now)
-        plugged = self.status == PLUGGED
-        soc = self.e / np.where(self.cap > 0, self.cap, 1.0)
-        for i in np.flatnonzero(plugged):
-            rep.plugged.append(PluggedEV(
-                ev_id=str(self.ev_ids[i]), station_id=str(self.station_ids[self.st[i]]),
-                session_id=str(self.session_ids[i]), soc=float(soc[i]), p_kw=0.0, energy_kwh=0.0,
-                soc_target=float(self.soc_tgt[i]), soc_min=float(self.soc_min[i]), departure_s=float(self.dep[i]),
-                p_ch_max_kw=float(self.pch[i]), p_dis_max_kw=float(self.pdis[i])))
-        rep.counts = {"plugged": int(plugged.sum())}
+        plugged = np.flatnonzero(self.status == PLUGGED)
+        rep.plugged = self._ev_states(plugged, np.zeros(self.e.size))
+        rep.counts = {"plugged": int(plugged.size)}
         return rep
+
+    def _ev_states(self, rows: np.ndarray, grid_kwh: np.ndarray) -> list[EVState]:
+        """The plugged sessions ``rows`` now, with the net grid-side energy of the interval
+        ``grid_kwh`` (kWh, per session)."""
+        soc = self.e / np.where(self.cap > 0, self.cap, 1.0)
+        return [EVState(ev_id=str(self.ev_ids[i]), session_id=str(self.session_ids[i]),
+                        station_id=str(self.station_ids[self.st[i]]), energy_kwh=float(self.e[i]), soc=float(soc[i]),
+                        arrival_s=float(self.arr[i]), departure_s=float(self.dep[i]),
+                        soc_target=float(self.soc_tgt[i]), soc_arrival=float(self.soc_arr[i]),
+                        soc_min=float(self.soc_min[i]), p_kw=float(self.p_end[i]), interval_grid_kwh=float(grid_kwh[i]),
+                        p_ch_max_kw=float(self.pch[i]), p_dis_max_kw=float(self.pdis[i])) for i in rows]
 
     def control_state(self) -> ControlState:
         """The controller's input at the current time: every EV plugged in now with its
         energy, session times and limits (what a dispatch service would send to
-        :meth:`optev.mpc.Controller.step`)."""
-        plugged = np.flatnonzero(self.status == PLUGGED)
-        soc = self.e / np.where(self.cap > 0, self.cap, 1.0)
-        return ControlState(time_s=self.now, evs=[
-            EVState(ev_id=str(self.ev_ids[i]), session_id=str(self.session_ids[i]),
-                    station_id=str(self.station_ids[self.st[i]]), energy_kwh=float(self.e[i]), soc=float(soc[i]),
-                    arrival_s=float(self.arr[i]), departure_s=float(self.dep[i]), soc_target=float(self.soc_tgt[i]),
-                    soc_arrival=float(self.soc_arr[i]), p_ch_max_kw=float(self.pch[i]),
-                    p_dis_max_kw=float(self.pdis[i])) for i in plugged])
+        :meth:`optev.mpc.Controller.step`), as :meth:`report_now` reports them."""
+        return ControlState(time_s=self.now, evs=self.report_now().plugged)
 
     def sessions(self) -> pd.DataFrame:
         """Every session so far (:data:`REPLAY_SESSION_COLUMNS`); energies in kWh (battery side

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optev.io.results import write_results
 from optev.mpc.controller import Controller
 from optev.mpc.gridcheck import GridDay
 from optev.mpc.injections import DerRecord, StorageRecord
@@ -90,8 +91,6 @@ class MPCRun:
 
     def write(self, out_dir: str | Path, table_format: str = "csv") -> Path:
         """Write the tables and ``summary.json`` (:func:`optev.io.results.write_results`)."""
-        from optev.io.results import write_results
-
         return write_results(self, out_dir, table_format)
 
 

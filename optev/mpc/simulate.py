@@ -32,27 +32,31 @@ import copy
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from optev.blocks.service import ServiceLimit
 from optev.blocks.window import check_in_data, instance_origin, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.mobility.core import PlantConfig
+from optev.mobility.routing import Router
 from optev.mpc.accounting import station_arrays
-from optev.mpc.baseline import dispatch_der, uncontrolled_day
+from optev.mpc.baseline import UncontrolledDay, dispatch_der, uncontrolled_day
 from optev.mpc.controller import Controller, horizon_steps, parse_step
 from optev.mpc.edge import EdgePolicy, OutageSchedule
-from optev.mpc.forecast import SeasonalProfileForecaster, actual_series
+from optev.mpc.forecast import Forecast, SeasonalProfileForecaster, actual_series
 from optev.mpc.gridcheck import check_day, to_buses
 from optev.mpc.injections import DerRecord, StorageBank, StorageRecord, dispatched_components
-from optev.mpc.loop import controlled_day
+from optev.mpc.loop import LoopRecord, controlled_day
 from optev.mpc.plantrun import PlantRun
 from optev.mpc.result import (BASELINE_STEP_COLUMNS, MODE_COLUMNS, SESSION_RESULT_COLUMNS, STEP_COLUMNS, DayRecord,
                                MPCRun)
+from optev.mpc.summary import summarise
 from optev.options import size_guard, start_option, steps_option
 
 __all__ = ["MPCRun", "simulate", "STEP_COLUMNS", "MODE_COLUMNS", "BASELINE_STEP_COLUMNS", "SESSION_RESULT_COLUMNS"]
@@ -104,7 +108,8 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
              ac_check: bool = True, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
              edge: EdgePolicy | None = None, regions: Mapping[str, Sequence[str]] | None = None,
              plant_config: PlantConfig | None = None, router: Any = None, keep_decisions: bool = False,
-             wrap: bool = False, allow_large: bool = False) -> MPCRun:
+             wrap: bool = False, allow_large: bool = False,
+             service_limits: Callable[[pd.DataFrame], Sequence[ServiceLimit]] | None = None) -> MPCRun:
     """Run the controller against the plant for ``steps`` intervals (module docstring).
 
     Parameters
@@ -153,81 +158,145 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
         the end of the data always sees the repeated series: that is its forecast.
     allow_large : bool
         Allow runs longer than the size guard :data:`optev.options.LARGE_SPAN`.
+    service_limits : callable, optional
+        ``service_limits(baseline)`` → the limits of grid services
+        (:class:`optev.blocks.service.ServiceLimit`), from the uncontrolled day's net EV
+        power per station (DataFrame: step start times × station ids, kW); the
+        controller's formulation must have a ``service`` block (:mod:`optev.services`).
 
     Returns
     -------
     MPCRun
         Its ``summary`` is a :class:`optev.summaries.DaySummary` (every key documented there).
     """
-    from optev.mpc.summary import summarise
-
     t_wall = time.perf_counter()
     step_td, steps, form, t_start, times = _checked_options(instance, formulation, start, steps, step, horizon,
                                                             controller is None, wrap, allow_large)
-    step_s = step_td.total_seconds()
-    t_end = t_start + steps * step_s
-    cfg = None
-    if len(instance.trips):
-        k0 = t_start / step_s
-        if abs(k0 - round(k0)) > 1e-9:
-            raise DataError(f"start must lie on the {step_td} grid from the instance start for an instance with trips")
-        cfg = plant_config or PlantConfig()
-        cfg = dataclasses.replace(cfg, horizon_s=max(cfg.horizon_s, t_end))
-        if router is None and len(instance.road.links):
-            from optev.mobility.routing import Router
-
-            router = Router(instance.road)
-    base = uncontrolled_day(instance, t_start, step_s, steps, config=cfg, router=router)
+    cfg, router = _event_plant(instance, t_start, step_td, steps, plant_config, router)
+    base = uncontrolled_day(instance, t_start, step_td.total_seconds(), steps, config=cfg, router=router)
     ctl = _controller(instance, form, controller, step_td, horizon, forecaster, edge, ac_check, base.history)
-    baseline_forecaster = copy.deepcopy(ctl.forecaster)
-    schedule = OutageSchedule(outages, instance, regions)
-    actual = actual_series(instance, times)
-    comps = dispatched_components(ctl.formulation)
+    if service_limits is not None:
+        if "service" not in ctl.formulation.blocks:
+            raise DataError(f"service limits need a service block in formulation {ctl.formulation.name!r}")
+        base_arrays = station_arrays(base.run.records.frame(), base.run.station_ids, steps, step_td.total_seconds()
+                                     / 3600.0)
+        net = pd.DataFrame(base_arrays["ch"] - base_arrays["dis"], index=times,
+                           columns=pd.Index(base.run.station_ids).astype(str))
+        ctl.service_limits = list(service_limits(net))
+    days = _Days(instance=instance, ctl=ctl, times=times, step_td=step_td, t_start=t_start, cfg=cfg, router=router,
+                 baseline_forecaster=copy.deepcopy(ctl.forecaster), schedule=OutageSchedule(outages, instance, regions),
+                 actual=actual_series(instance, times), comps=dispatched_components(ctl.formulation),
+                 st_bus=_station_buses(instance), ac_check=ac_check)
+    (der, storage), (base_der, base_sto) = _der_records(days), _der_records(days)
+    run, loop, dispatch_stats = _controlled_day_and_dispatch(days, base, der, storage, base_der, base_sto, progress,
+                                                             keep_decisions)
+    day = _realise(days, run, der, storage, loop.station_q)
+    base_day = _realise(days, base.run, base_der, base_sto, np.zeros_like(loop.station_q), sessions=base.sessions)
+    return summarise(instance, ctl, form, times, days.step_s, day, base_day, loop, days.schedule, dispatch_stats,
+                     t_wall=t_wall, keep_decisions=keep_decisions)
 
-    def new_der() -> tuple[DerRecord, StorageRecord]:
-        return (DerRecord(instance, times, np.asarray(actual.pv_avail_kw, float), np.asarray(actual.wind_avail_kw, float),
-                          comps["der"]),
-                StorageRecord(StorageBank.of(instance, comps["storage"]), times))
 
-    der, storage = new_der()
-    dt_h = step_s / 3600.0
-    feeder = instance.feeder
-    st_bus_mapped = instance.stations["bus_id"].astype(str).map({b: i for i, b in enumerate(feeder.bus_ids)})
-    st_bus = st_bus_mapped.fillna(-1).to_numpy(np.int64)
-    base_der, base_sto = new_der()
+def _event_plant(instance: Instance, t_start: float, step_td: pd.Timedelta, steps: int,
+                 plant_config: PlantConfig | None, router: Any) -> tuple[PlantConfig | None, Any]:
+    """Configuration and router of the event plant for an instance with trips; (None, ``router``) without trips."""
+    if not len(instance.trips):
+        return None, router
+    step_s = step_td.total_seconds()
+    k0 = t_start / step_s
+    if abs(k0 - round(k0)) > 1e-9:
+        raise DataError(f"start must lie on the {step_td} grid from the instance start for an instance with trips")
+    cfg = plant_config or PlantConfig()
+    cfg = dataclasses.replace(cfg, horizon_s=max(cfg.horizon_s, t_start + steps * step_s))
+    if router is None and len(instance.road.links):
+        router = Router(instance.road)
+    return cfg, router
+
+
+def _station_buses(instance: Instance) -> np.ndarray:
+    """Feeder bus position of every station (−1 for a station off the feeder)."""
+    bus_pos = {b: i for i, b in enumerate(instance.feeder.bus_ids)}
+    return instance.stations["bus_id"].astype(str).map(bus_pos).fillna(-1).to_numpy(np.int64)
+
+
+@dataclass
+class _Days:
+    """What the controlled and the uncontrolled day of :func:`simulate` share."""
+
+    instance: Instance
+    ctl: Controller
+    times: pd.DatetimeIndex
+    """Times of the applied steps."""
+    step_td: pd.Timedelta
+    t_start: float
+    """First step, s from the instance start."""
+    cfg: PlantConfig | None
+    router: Any
+    baseline_forecaster: Any
+    """The controller's forecaster as it was before the controlled day (the baseline's DER dispatch uses it)."""
+    schedule: OutageSchedule
+    actual: Forecast
+    """The realised series of the steps (:func:`optev.mpc.forecast.actual_series`)."""
+    comps: dict[str, bool]
+    """DER and storage the formulation dispatches (:func:`optev.mpc.injections.dispatched_components`)."""
+    st_bus: np.ndarray
+    """Feeder bus position of every station (−1: off the feeder)."""
+    ac_check: bool
+
+    @property
+    def step_s(self) -> float:
+        """Control interval, s."""
+        return float(self.step_td.total_seconds())
+
+    @property
+    def dt_h(self) -> float:
+        """Control interval, h."""
+        return self.step_s / 3600.0
+
+
+def _der_records(days: _Days) -> tuple[DerRecord, StorageRecord]:
+    """Fresh records of a day's DER and storage."""
+    a = days.actual
+    return (DerRecord(days.instance, days.times, np.asarray(a.pv_avail_kw, float), np.asarray(a.wind_avail_kw, float),
+                      days.comps["der"]),
+            StorageRecord(StorageBank.of(days.instance, days.comps["storage"]), days.times))
+
+
+def _controlled_day_and_dispatch(days: _Days, base: UncontrolledDay, der: DerRecord, storage: StorageRecord,
+                                 base_der: DerRecord, base_sto: StorageRecord,
+                                 progress: Callable[[int, int, dict[str, Any]], None] | None, keep_decisions: bool
+                                 ) -> tuple[PlantRun, LoopRecord, dict[str, Any] | None]:
+    """The controlled day, and the baseline's DER dispatch beside it: (plant run, loop result, dispatch stats)."""
+    instance, ctl, steps = days.instance, days.ctl, len(days.times)
     # the baseline's DER dispatch depends on the uncontrolled day only: it runs in a second thread
     # while the controlled day runs (HiGHS releases the GIL; the results do not depend on timing)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optev-baseline") as pool:
         dispatch = None
-        if comps["der"] or comps["storage"]:
-            base_arrays = station_arrays(base.run.records.frame(), base.run.station_ids, steps, dt_h)
-            ev_bus = to_buses(base_arrays["ch"] - base_arrays["dis"], st_bus, len(feeder.bus_ids))
-            dispatch = pool.submit(dispatch_der, instance, ctl.formulation, baseline_forecaster, times, step_td,
-                                   ctl.steps, ev_bus, base_der, base_sto, ac_check=None if ac_check else False)
-        run = PlantRun(instance, t_start, step_s, steps, config=cfg, router=router)
-        loop = controlled_day(instance, ctl, run, times, schedule, der, storage, progress=progress,
+        if days.comps["der"] or days.comps["storage"]:
+            base_arrays = station_arrays(base.run.records.frame(), base.run.station_ids, steps, days.dt_h)
+            ev_bus = to_buses(base_arrays["ch"] - base_arrays["dis"], days.st_bus, len(instance.feeder.bus_ids))
+            dispatch = pool.submit(dispatch_der, instance, ctl.formulation, days.baseline_forecaster, days.times,
+                                   days.step_td, ctl.steps, ev_bus, base_der, base_sto,
+                                   ac_check=None if days.ac_check else False)
+        run = PlantRun(instance, days.t_start, days.step_s, steps, config=days.cfg, router=days.router)
+        loop = controlled_day(instance, ctl, run, days.times, days.schedule, der, storage, progress=progress,
                               keep_decisions=keep_decisions)
         dispatch_stats = dispatch.result() if dispatch is not None else None
-    day = _realise(instance, run, der, storage, loop.station_q, st_bus, times, actual, dt_h, ac_check)
-    base_day = _realise(instance, base.run, base_der, base_sto, np.zeros_like(loop.station_q), st_bus, times,
-                        actual, dt_h, ac_check, sessions=base.sessions)
-    return summarise(instance, ctl, form, times, step_s, day, base_day, loop, schedule, dispatch_stats,
-                     t_wall=t_wall, keep_decisions=keep_decisions)
+    return run, loop, dispatch_stats
 
 
-def _realise(instance: Instance, run: PlantRun, der: DerRecord, storage: StorageRecord, station_q: np.ndarray,
-             st_bus: np.ndarray, times: pd.DatetimeIndex, actual: Any, dt_h: float, ac_check: bool, *,
+def _realise(days: _Days, run: PlantRun, der: DerRecord, storage: StorageRecord, station_q: np.ndarray, *,
              sessions: pd.DataFrame | None = None) -> DayRecord:
     """A day's realised records and its AC check."""
+    feeder, st_bus = days.instance.feeder, days.st_bus
     records = run.records.frame()
-    arrays = station_arrays(records, run.station_ids, len(times), dt_h)
-    n_bus = len(instance.feeder.bus_ids)
-    bus_pos = {b: i for i, b in enumerate(instance.feeder.bus_ids)}
+    arrays = station_arrays(records, run.station_ids, len(days.times), days.dt_h)
+    n_bus = len(feeder.bus_ids)
+    bus_pos = {b: i for i, b in enumerate(feeder.bus_ids)}
     der_p, der_q = der.bus_injections(bus_pos, n_bus)
     sto_p, sto_q = storage.bus_injections(bus_pos, n_bus)
-    net_p = actual.load_p_kw + to_buses(arrays["ch"] - arrays["dis"], st_bus, n_bus) + sto_p - der_p
-    net_q = actual.load_q_kvar - to_buses(station_q, st_bus, n_bus) + sto_q - der_q
-    grid = check_day(instance.feeder, times, net_p, net_q, enabled=ac_check)
+    net_p = days.actual.load_p_kw + to_buses(arrays["ch"] - arrays["dis"], st_bus, n_bus) + sto_p - der_p
+    net_q = days.actual.load_q_kvar - to_buses(station_q, st_bus, n_bus) + sto_q - der_q
+    grid = check_day(feeder, days.times, net_p, net_q, enabled=days.ac_check)
     off = (arrays["ch"] - arrays["dis"])[:, st_bus < 0].sum(axis=1)
     return DayRecord(records=records, arrays=arrays, metered_kwh=run.metered_kwh, der=der, storage=storage, grid=grid,
                      off_feeder_kw=off,

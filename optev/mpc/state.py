@@ -7,6 +7,10 @@ Both hold only ``str``, ``int``, ``float``, ``bool``, ``None`` and lists/dicts o
 ``ControlState.from_json(state.to_json()) == state`` and the same for decisions; no numpy
 scalars, no NaN or infinity (an unknown value is ``None``).
 
+A plugged EV of the state is an :class:`EVState`, the record a plant reports
+(:attr:`optev.mobility.state.StepReport.plugged`); it is defined in
+:mod:`optev.mobility.state` and re-exported here.
+
 Units: times in seconds after the instance start (``metadata.start``), powers in kW at the
 grid side of the charger (charging positive, discharging negative), energies in kWh, SOC
 as a fraction of the usable battery capacity.
@@ -15,93 +19,17 @@ as a fraction of the usable battery capacity.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from optev.mobility.state import Setpoints
+from optev.mobility.state import EVState, Setpoints, _clean, _num
+
+__all__ = ["MODES", "ControlDecision", "ControlState", "EVState", "SolveStats"]
 
 MODES = ("central", "hold", "fallback")
 """Control modes of a station (R6.3.3): ``central`` follows the controller's setpoints,
 ``hold`` follows its last valid schedule after dispatch stopped reaching it, ``fallback``
 runs the safe local policy (:mod:`optev.mpc.edge`)."""
-
-
-def _num(v: Any) -> float | None:
-    """A finite float, or None for None/NaN/±inf."""
-    if v is None:
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _clean(value: Any) -> Any:
-    """``value`` as plain JSON data (numpy scalars → Python numbers, NaN/inf → None)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        value = value.item()
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
-@dataclass
-class EVState:
-    """A plugged-in EV as measured at the decision time.
-
-    Attributes
-    ----------
-    ev_id, session_id, station_id : str
-        The EV, its charging session and the station it is plugged in at.
-    energy_kwh : float
-        Measured battery energy now, kWh.
-    soc : float
-        Measured state of charge now (``energy_kwh / capacity``).
-    arrival_s : float
-        Plug-in time, s after the instance start.
-    departure_s : float or None
-        Expected departure, s; None when unknown (at a fast station the car leaves when
-        charged: the controller then assumes it charges at full power to its target).
-    soc_target : float
-        SOC the user needs at departure (R6.2.2.3).
-    soc_arrival : float or None
-        SOC at plug-in, when known (used by forecasters that learn from observed sessions).
-    p_ch_max_kw, p_dis_max_kw : float or None
-        Grid-side power limits of this EV at this charger as reported by the plant (None:
-        derived from the instance's vehicle type and charger model).
-    """
-
-    ev_id: str
-    session_id: str
-    station_id: str
-    energy_kwh: float
-    soc: float
-    arrival_s: float
-    departure_s: float | None
-    soc_target: float
-    soc_arrival: float | None = None
-    p_ch_max_kw: float | None = None
-    p_dis_max_kw: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EVState":
-        return cls(ev_id=str(data["ev_id"]), session_id=str(data["session_id"]), station_id=str(data["station_id"]),
-                   energy_kwh=float(data["energy_kwh"]), soc=float(data["soc"]), arrival_s=float(data["arrival_s"]),
-                   departure_s=_num(data.get("departure_s")), soc_target=float(data["soc_target"]),
-                   soc_arrival=_num(data.get("soc_arrival")), p_ch_max_kw=_num(data.get("p_ch_max_kw")),
-                   p_dis_max_kw=_num(data.get("p_dis_max_kw")))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 
 from optev.blocks.disaggregate import on_setpoint_grid
 from optev.compose.formulation import Formulation
+from optev.data.battery import charger_discharge_kw, energy_after_step
 from optev.data.instance import Instance
 from optev.mpc.accounting import (compare_sessions, ev_table, identities, identities_ok, station_table)
 from optev.mpc.controller import Controller
@@ -28,7 +30,7 @@ from optev.mpc.gridcheck import comparable, import_cost, per_step_counts
 from optev.mpc.loop import LoopRecord
 from optev.mpc.result import BASELINE_STEP_COLUMNS, MODE_COLUMNS, STEP_COLUMNS, MPCRun
 from optev.powerflow.checks import count_by_kind
-from optev.summaries import CostParts, DaySummary
+from optev.summaries import CostParts, DaySummary, SessionComparison
 from optev.tolerances import LIMIT_ATOL_KW, SETPOINT_GRID_ATOL, SOC_ATOL, VOLTAGE_BINDING_ATOL_PU
 
 
@@ -44,7 +46,7 @@ def _site_caps(instance: Instance, station_ids: np.ndarray) -> tuple[np.ndarray,
     st = instance.station_power().set_index("station_id").reindex(station_ids)
     n = st["n_chargers"].to_numpy(float)
     ch = np.minimum(st["p_site_max_kw"].to_numpy(float), n * st["p_ch_max_kw"].to_numpy(float))
-    dis = np.where(st["v2g"].fillna(False).to_numpy(bool), st["p_dis_max_kw"].to_numpy(float), 0.0)
+    dis = charger_discharge_kw(st["v2g"].to_numpy(object), st["p_dis_max_kw"].to_numpy(float))
     return ch, np.minimum(st["p_site_dis_max_kw"].to_numpy(float), n * dis)
 
 
@@ -77,8 +79,7 @@ def setpoint_checks(records: pd.DataFrame, instance: Instance, quantum_kw: float
     pdis_known = np.where(cmd["p_dis_max_kw"].notna(), pdis, np.nan)
     grid = ~on_setpoint_grid(p, pch, pdis_known, quantum_kw, SETPOINT_GRID_ATOL)
     e0 = cmd["e_start_kwh"].to_numpy(float)
-    expected = np.minimum(e0 + dt_h * eff_ch * np.maximum(p, 0.0), np.maximum(cap, e0)) \
-        - dt_h * np.maximum(-p, 0.0) / eff_dis
+    expected = energy_after_step(e0, p, dt_h, cap, eff_ch, eff_dis)
     whole = ~cmd["departed"].to_numpy(bool) & (cmd["plugged_s"].to_numpy(float) >= step_s - 1e-6)
     err = np.where(whole, np.abs(cmd["e_kwh"].to_numpy(float) - expected), 0.0)
     return {"limits": {"setpoint_grid": int(grid.sum()), "ev_charge_limit": int((p > pch + LIMIT_ATOL_KW).sum()),
@@ -207,85 +208,179 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
     Its summary is a :class:`optev.summaries.DaySummary`, where every key is documented
     with its unit.
     """
-    dt_h = step_s / 3600.0
-    steps = len(times)
-    station_ids = instance.stations["station_id"].astype(str).to_numpy(object)
-    actual = actual_series(instance, times)
-    price_buy = np.asarray(actual.price_buy, float)
-    price_sell = np.asarray(actual.price_sell, float)
-    bus_ids = instance.feeder.bus_ids
-    tables: dict[str, pd.DataFrame] = {"ev": ev_table(day.records, times, dt_h),
-                                       "station": station_table(station_ids, times, day.arrays, loop.station_q)}
-    tables.update(_grid_tables(day, times, bus_ids, loop.vm_lin, loop.vm_model))
-    if len(day.der.units):
-        tables["der"] = day.der.table()
-    if len(day.storage.bank.ids):
-        tables["storage"] = day.storage.table()
-    tables["mode"] = pd.DataFrame(loop.mode_rows, columns=list(MODE_COLUMNS))
-    steps_df = _steps_frame(loop.step_rows, day, times, actual, dt_h)
-    base_steps = _steps_frame(None, base, times, actual, dt_h)
+    run = _Run(instance, ctl, times, step_s, day, base, loop,
+               instance.stations["station_id"].astype(str).to_numpy(object), actual_series(instance, times))
+    steps_df = _steps_frame(loop.step_rows, day, times, run.actual, run.dt_h)
+    base_steps = _steps_frame(None, base, times, run.actual, run.dt_h)
     steps_df["baseline_ev_kw"] = base_steps["ev_kw"].to_numpy(float)
     steps_df["baseline_import_kw"] = base_steps["import_kw"].to_numpy(float)
-    tables["steps"] = steps_df[list(STEP_COLUMNS)]
-    baseline = {"station": station_table(station_ids, times, base.arrays, np.zeros((steps, station_ids.size))),
-                "steps": base_steps[list(BASELINE_STEP_COLUMNS)], "ev": ev_table(base.records, times, dt_h)}
-    if len(base.der.units):
-        baseline["der"] = base.der.table()
-    if len(base.storage.bank.ids):
-        baseline["storage"] = base.storage.table()
+    tables = _day_tables(run, steps_df)
+    baseline = _baseline_tables(run, base_steps)
+    comparison, compared = compare_sessions(day.sessions, base.sessions, instance, ctl.quantum_kw, run.dt_h,
+                                            by_id=not len(instance.trips))
+    s = _day_summary(run, _figures(run), steps_df, base_steps, compared, schedule, dispatch_stats, t_wall)
+    return MPCRun(tables=tables, violations=day.grid.violations, baseline=baseline, sessions=day.sessions,
+                  baseline_sessions=base.sessions, summary=s, decisions=loop.decisions if keep_decisions else [],
+                  controller=ctl, session_comparison=comparison)
 
-    mask = comparable(day.grid, base.grid)
-    by_id = not len(instance.trips)
-    comparison, compared = compare_sessions(day.sessions, base.sessions, instance, ctl.quantum_kw, dt_h, by_id=by_id)
-    checks = setpoint_checks(day.records, instance, ctl.quantum_kw, step_s)
+
+@dataclass(frozen=True)
+class _Run:
+    """The controlled and the uncontrolled day of a run, and what every step of :func:`summarise` reads."""
+
+    instance: Instance
+    ctl: Controller
+    times: pd.DatetimeIndex
+    step_s: float
+    day: Any                 # the controlled day (optev.mpc.simulate)
+    base: Any                # the uncontrolled day over the same steps
+    loop: LoopRecord
+    station_ids: np.ndarray
+    actual: Any              # the instance's own series at the steps (optev.mpc.forecast.actual_series)
+
+    @property
+    def dt_h(self) -> float:
+        """Step length, h."""
+        return self.step_s / 3600.0
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """The figures of both days that the summary compares, over the same steps (``mask``)."""
+
+    mask: np.ndarray
+    checks: dict[str, Any]
+    limit: dict[str, int]
+    identity_errors: dict[str, float | None]
+    cost: CostParts
+    base_cost: CostParts
+    imp: np.ndarray
+    peak: float | None
+    base_peak: float | None
+    energy: dict[str, float]
+    base_energy: dict[str, float]
+    sessions: dict[str, Any]
+    base_sessions: dict[str, Any]
+
+
+def _der_tables(d: Any) -> dict[str, pd.DataFrame]:
+    """The ``der`` and ``storage`` tables of a day, where it has such units."""
+    out: dict[str, pd.DataFrame] = {}
+    if len(d.der.units):
+        out["der"] = d.der.table()
+    if len(d.storage.bank.ids):
+        out["storage"] = d.storage.table()
+    return out
+
+
+def _day_tables(run: _Run, steps_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The realised tables of the controlled day: ``ev``, ``station``, ``bus``, ``line``, ``der``,
+    ``storage``, ``mode`` and ``steps``."""
+    day, loop, times = run.day, run.loop, run.times
+    tables: dict[str, pd.DataFrame] = {"ev": ev_table(day.records, times, run.dt_h),
+                                       "station": station_table(run.station_ids, times, day.arrays, loop.station_q)}
+    tables.update(_grid_tables(day, times, run.instance.feeder.bus_ids, loop.vm_lin, loop.vm_model))
+    tables.update(_der_tables(day))
+    tables["mode"] = pd.DataFrame(loop.mode_rows, columns=list(MODE_COLUMNS))
+    tables["steps"] = steps_df[list(STEP_COLUMNS)]
+    return tables
+
+
+def _baseline_tables(run: _Run, base_steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The tables of the uncontrolled day: ``station``, ``steps``, ``ev``, ``der`` and ``storage``."""
+    base, times, ids = run.base, run.times, run.station_ids
+    baseline = {"station": station_table(ids, times, base.arrays, np.zeros((len(times), ids.size))),
+                "steps": base_steps[list(BASELINE_STEP_COLUMNS)], "ev": ev_table(base.records, times, run.dt_h)}
+    baseline.update(_der_tables(base))
+    return baseline
+
+
+def _realised_import(d: Any, actual: Any) -> np.ndarray:
+    """Substation import of a day per step, kW: the AC check's, else the lossless sum (:func:`_copper`)."""
+    return d.grid.import_kw if d.grid.checked else _copper(d, actual)
+
+
+def _cost_parts(run: _Run, d: Any, mask: np.ndarray) -> CostParts:
+    """Import, generation and curtailment cost of a day over the steps of ``mask``, currency."""
+    actual, dt_h = run.actual, run.dt_h
+    parts = {"import": import_cost(_realised_import(d, actual), np.asarray(actual.price_buy, float),
+                                   np.asarray(actual.price_sell, float), dt_h, mask), **d.der.cost(dt_h, mask)}
+    return {"import": parts["import"], "generation": parts["generation_cost"],
+            "curtailment": parts["curtailment_cost"]}
+
+
+def _limit_violations(run: _Run, checks: dict[str, Any]) -> dict[str, int]:
+    """Limit violations of the controlled day by limit: the setpoint checks', the plant's clipping and
+    the station site caps."""
+    day = run.day
     limit = dict(checks["limits"])
     limit["plant_clipped"] = int(day.clipped)
-    site_ch, site_dis = _site_caps(instance, station_ids)
+    site_ch, site_dis = _site_caps(run.instance, run.station_ids)
     limit["station_site_cap"] = int(((day.arrays["ch"] - day.arrays["dis"]) > site_ch[None, :] + LIMIT_ATOL_KW).sum())
     limit["station_discharge_cap"] = int((day.arrays["dis"] > site_dis[None, :] + LIMIT_ATOL_KW).sum())
-    ident = identities(day.records, day.metered_kwh, day.arrays, instance, dt_h)
-    ident["import_kw"] = day.grid.import_identity_kw()
-    base_ident = identities(base.records, base.metered_kwh, base.arrays, instance, dt_h)
-    base_ident["import_kw"] = base.grid.import_identity_kw()
-    identity_errors = {**ident, **{f"baseline_{k}": v for k, v in base_ident.items()}}
+    return limit
 
-    def costs(d: Any) -> CostParts:
-        parts = {"import": import_cost(d.grid.import_kw if d.grid.checked else _copper(d, actual), price_buy,
-                                       price_sell, dt_h, mask), **d.der.cost(dt_h, mask)}
-        return {"import": parts["import"], "generation": parts["generation_cost"],
-                "curtailment": parts["curtailment_cost"]}
 
-    cost, base_cost = costs(day), costs(base)
-    imp = day.grid.import_kw if day.grid.checked else _copper(day, actual)
-    base_imp = base.grid.import_kw if base.grid.checked else _copper(base, actual)
-    peak, base_peak = _peak(imp, mask), _peak(base_imp, mask)
-    energy, base_energy = _energy(day, dt_h), _energy(base, dt_h)
+def _identity_errors(run: _Run) -> dict[str, float | None]:
+    """Largest error of each accounting identity of both days (the uncontrolled day's with a
+    ``baseline_`` prefix), with the AC check's ``import_kw``."""
+    def one(d: Any) -> dict[str, float | None]:
+        return {**identities(d.records, d.metered_kwh, d.arrays, run.instance, run.dt_h),
+                "import_kw": d.grid.import_identity_kw()}
+
+    ident, base_ident = one(run.day), one(run.base)
+    return {**ident, **{f"baseline_{k}": v for k, v in base_ident.items()}}
+
+
+def _figures(run: _Run) -> _Figures:
+    """The checks of the controlled day and the figures of both days over the steps they can be compared in."""
+    day, base, actual, dt_h = run.day, run.base, run.actual, run.dt_h
+    mask = comparable(day.grid, base.grid)
+    checks = setpoint_checks(day.records, run.instance, run.ctl.quantum_kw, run.step_s)
+    imp = _realised_import(day, actual)
+    return _Figures(mask=mask, checks=checks, limit=_limit_violations(run, checks),
+                    identity_errors=_identity_errors(run), cost=_cost_parts(run, day, mask),
+                    base_cost=_cost_parts(run, base, mask), imp=imp, peak=_peak(imp, mask),
+                    base_peak=_peak(_realised_import(base, actual), mask), energy=_energy(day, dt_h),
+                    base_energy=_energy(base, dt_h), sessions=_sessions_figures(day.sessions),
+                    base_sessions=_sessions_figures(base.sessions))
+
+
+def _finite_max(a: np.ndarray) -> float | None:
+    """Largest entry of ``a`` ignoring NaN (None when no entry is finite)."""
+    return float(np.nanmax(a)) if np.isfinite(a).any() else None
+
+
+def _day_summary(run: _Run, f: _Figures, steps_df: pd.DataFrame, base_steps: pd.DataFrame,
+                 compared: SessionComparison, schedule: OutageSchedule, dispatch_stats: dict[str, Any] | None,
+                 t_wall: float) -> DaySummary:
+    """The :class:`~optev.summaries.DaySummary` of the run, in its key order (the JSON's)."""
+    instance, ctl, times, day, base, loop = run.instance, run.ctl, run.times, run.day, run.base, run.loop
+    steps, dt_h, figs, base_figs = len(times), run.dt_h, f.sessions, f.base_sessions
     solve = steps_df["solve_s"].to_numpy(float)
-    lin_err = np.abs(loop.vm_lin - loop.vm_model)
-    lin_app = np.abs(loop.vm_lin - day.grid.vm_pu) if len(bus_ids) else np.zeros((steps, 0))
+    lin_app = _finite_max(np.abs(loop.vm_lin - day.grid.vm_pu)) if len(instance.feeder.bus_ids) else None
     loss_ok = steps_df["loss_converged"]
-    figs, base_figs = _sessions_figures(day.sessions), _sessions_figures(base.sessions)
-    s: DaySummary = {
+    return {
         "instance": instance.metadata.name, "formulation": ctl.formulation.name,
         "plant": "event" if len(instance.trips) else "replay",
         "forecaster": getattr(ctl.forecaster, "name", type(ctl.forecaster).__name__),
-        "start": times[0].isoformat(), "steps": int(steps), "step_minutes": step_s / 60.0,
+        "start": times[0].isoformat(), "steps": int(steps), "step_minutes": run.step_s / 60.0,
         "horizon_steps": int(ctl.steps), "evs": int(len(instance.evs)),
         "currency": getattr(instance.metadata, "currency", None), "grid_checked": bool(day.grid.checked),
         "ev_off_feeder_kwh": float(day.off_feeder_kw.sum() * dt_h),
-        "cost": _total(cost) if mask.any() else None,
-        "baseline_cost": _total(base_cost) if mask.any() else None,
-        "cost_parts": cost, "baseline_cost_parts": base_cost,
-        "peak_import_kw": peak, "baseline_peak_import_kw": base_peak,
-        "peak_reduction_kw": None if peak is None or base_peak is None else base_peak - peak,
+        "cost": _total(f.cost) if f.mask.any() else None,
+        "baseline_cost": _total(f.base_cost) if f.mask.any() else None,
+        "cost_parts": f.cost, "baseline_cost_parts": f.base_cost,
+        "peak_import_kw": f.peak, "baseline_peak_import_kw": f.base_peak,
+        "peak_reduction_kw": None if f.peak is None or f.base_peak is None else f.base_peak - f.peak,
         "peak_ev_kw": _peak(steps_df["ev_kw"], np.ones(steps, bool)),
         "baseline_peak_ev_kw": _peak(base_steps["ev_kw"], np.ones(steps, bool)),
-        "compared_steps": int(mask.sum()), "excluded_steps": [t.isoformat() for t in times[~mask]],
+        "compared_steps": int(f.mask.sum()), "excluded_steps": [t.isoformat() for t in times[~f.mask]],
         "nonconverged_steps": day.grid.nonconverged_times(times),
         "baseline_nonconverged_steps": base.grid.nonconverged_times(times),
-        "energy_delivered_kwh": energy["delivered"], "energy_discharged_kwh": energy["discharged"],
-        "energy_local_kwh": energy["local"], "energy_setpoint_kwh": energy["setpoint"],
-        "baseline_energy_kwh": base_energy["delivered"],
+        "energy_delivered_kwh": f.energy["delivered"], "energy_discharged_kwh": f.energy["discharged"],
+        "energy_local_kwh": f.energy["local"], "energy_setpoint_kwh": f.energy["setpoint"],
+        "baseline_energy_kwh": f.base_energy["delivered"],
         "energy_unmet_kwh": figs["energy_unmet_kwh"], "sessions_with_shortfall": figs["sessions_with_shortfall"],
         "sessions_departed": figs["sessions_departed"], "sessions_due_at_end": figs["sessions_due_at_end"],
         "energy_by_departure_kwh": figs["energy_by_departure_kwh"],
@@ -298,20 +393,21 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
         "baseline_energy_deferred_kwh": base_figs["energy_deferred_kwh"],
         "baseline_sessions_open_at_end": base_figs["sessions_open_at_end"],
         **compared,
-        "identities": identity_errors, "identities_ok": identities_ok(identity_errors),
-        "soc_floor_violations": int(checks["soc_floor"]),
-        "limit_violations": limit, "limit_violations_total": int(sum(limit.values())),
+        "identities": f.identity_errors, "identities_ok": identities_ok(f.identity_errors),
+        "soc_floor_violations": int(f.checks["soc_floor"]),
+        "limit_violations": f.limit, "limit_violations_total": int(sum(f.limit.values())),
         "ignored_setpoints": int(day.ignored),
-        "energy_continuity_max_err_kwh": float(checks["continuity"]),
+        "energy_continuity_max_err_kwh": float(f.checks["continuity"]),
         "ac_violations": count_by_kind(day.grid.violations) if len(day.grid.violations) else {},
         "ac_violation_steps": int((steps_df["ac_violations"] > 0).sum()),
         "baseline_ac_violations": count_by_kind(base.grid.violations) if len(base.grid.violations) else {},
         "baseline_ac_violation_steps": int((base_steps["ac_violations"] > 0).sum()),
-        "lindistflow_error_pu": float(np.nanmax(lin_err)) if np.isfinite(lin_err).any() else None,
-        "lindistflow_vs_applied_pu": float(np.nanmax(lin_app)) if np.isfinite(lin_app).any() else None,
+        "lindistflow_error_pu": _finite_max(np.abs(loop.vm_lin - loop.vm_model)),
+        "lindistflow_vs_applied_pu": lin_app,
         "loss_correction_unconverged_steps": int((loss_ok == False).sum()),  # noqa: E712 (None: no LinDistFlow)
-        "v2g": v2g_figures(day.records, instance, price_buy, price_sell, loop.vm_lin,
-                           _voltage_margin(ctl.formulation), imp),
+        "v2g": v2g_figures(day.records, instance, np.asarray(run.actual.price_buy, float),
+                           np.asarray(run.actual.price_sell, float), loop.vm_lin, _voltage_margin(ctl.formulation),
+                           f.imp),
         "der": {**day.der.energy(dt_h), "storage_kwh_end": dict(day.storage.bank.e_kwh)},
         "baseline_der": {**base.der.energy(dt_h), "storage_kwh_end": dict(base.storage.bank.e_kwh)},
         "solve_s": {"median": float(np.median(solve)), "mean": float(solve.mean()), "max": float(solve.max()),
@@ -326,9 +422,6 @@ def summarise(instance: Instance, ctl: Controller, form: Formulation, times: pd.
         "baseline_dispatch": dispatch_stats,
         "wall_s": time.perf_counter() - t_wall,
     }
-    return MPCRun(tables=tables, violations=day.grid.violations, baseline=baseline, sessions=day.sessions,
-                  baseline_sessions=base.sessions, summary=s, decisions=loop.decisions if keep_decisions else [],
-                  controller=ctl, session_comparison=comparison)
 
 
 def _total(parts: CostParts) -> float:

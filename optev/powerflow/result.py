@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from optev.data.feeder import Feeder
+from optev.powerflow.kernels import branch_quantities
 from optev.powerflow.network import RadialNetwork
 
 
@@ -76,8 +77,6 @@ class PowerFlowResult:
               iterations: np.ndarray, converged: np.ndarray, index: pd.Index | None) -> "PowerFlowResult":
         """Derive every reported quantity from voltages (steps × buses), branch currents
         (steps × branches) and loads (steps × buses, p.u.)."""
-        from optev.powerflow.kernels import branch_quantities
-
         s_base_kw = 1e3 * net.base_mva
         n_steps = v.shape[0]
         s_from = np.empty((n_steps, net.n_branch), dtype=complex)

@@ -10,6 +10,7 @@ the result carries ``converged = False`` for those steps — never a silent wron
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 
 from optev.data.feeder import Feeder
 from optev.errors import DataError, PowerFlowError
+from optev.powerflow.kernels import sweep_batch
 from optev.powerflow.network import RadialNetwork, compile_network
 from optev.powerflow.result import PowerFlowResult
 from optev.tolerances import POWERFLOW_TOL_PU
@@ -136,15 +138,11 @@ def run_powerflow(feeder: Feeder, p_kw: Any = None, q_kvar: Any = None, *, load_
 
 
 def _numba_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("numba") is not None
 
 
 def _sweep_numba(net: RadialNetwork, s_load: np.ndarray, tol: float, max_iter: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from optev.powerflow.kernels import sweep_batch
-
     n_steps = s_load.shape[0]
     v_init = np.ones(net.n_bus, dtype=complex)
     v_init[net.root] = net.v_root

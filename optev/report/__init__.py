@@ -17,7 +17,7 @@ One job per module:
 
 Layer: above :mod:`optev.mpc` (a "services" layer in ``design.md``); only
 :mod:`optev.cli` and the lazy entry points of :mod:`optev` import it. Nothing here is
-imported at ``import optev``; matplotlib is imported only when plots are drawn. The
+imported at ``import optev``; matplotlib is imported with :mod:`optev.report.plots`. The
 entry points are :func:`optev.run` and :func:`optev.sweep` (lazy attributes of
 :mod:`optev`); this package exports nothing itself, because its modules ``run`` and
 ``sweep`` share their names with those functions.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import numba
 
 PACKAGES = ("numpy", "scipy", "pandas", "highspy", "numba", "pandapower", "psutil", "optev")
 """Packages whose versions :func:`machine_info` records (None when not installed)."""
@@ -25,8 +28,6 @@ def _proc_field(path: str, key: str) -> str | None:
 def _version(name: str) -> str | None:
     """The installed distribution's version, from its metadata (nothing is imported; for
     ``highspy`` this is the HiGHS version it bundles)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:
@@ -41,18 +42,12 @@ def machine_info(packages: tuple[str, ...] = PACKAGES) -> dict[str, Any]:
     dict
         ``nproc`` (logical CPUs), ``affinity`` (CPUs this process may use, or None),
         ``cpu_model``, ``ram_gb`` (total memory, GB = 10⁹ bytes), ``loadavg`` (1, 5 and
-        15 min, or None), ``python``, ``platform``, ``numba_threads`` (None without numba)
-        and ``versions`` (package → version or None, :data:`PACKAGES`; HiGHS under
-        ``"highs"``). Plain values, JSON-serialisable.
+        15 min, or None), ``python``, ``platform``, ``numba_threads`` and ``versions``
+        (package → version or None, :data:`PACKAGES`; HiGHS under ``"highs"``). Plain
+        values, JSON-serialisable.
     """
     mem = _proc_field("/proc/meminfo", "MemTotal")
     versions = {("highs" if p == "highspy" else p): _version(p) for p in packages}
-    try:
-        import numba
-
-        threads: int | None = int(numba.get_num_threads())
-    except ImportError:
-        threads = None
     return {
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -60,5 +55,5 @@ def machine_info(packages: tuple[str, ...] = PACKAGES) -> dict[str, Any]:
         "ram_gb": round(int(mem.split()[0]) * 1024 / 1e9, 1) if mem else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "platform": platform.platform(),
-        "numba_threads": threads, "versions": versions,
+        "numba_threads": int(numba.get_num_threads()), "versions": versions,
     }

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optev.data.battery import charger_discharge_kw
 from optev.data.instance import Instance
+from optev.mpc.forecast import actual_series
 from optev.summaries import RunSummary
 
 HEADLINE = (
@@ -95,8 +97,6 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
         of the feeder's buses, or None without buses), ``v2g_stations`` (ids of the
         stations whose charger model allows discharge, with a discharge cap above 0).
     """
-    from optev.mpc.forecast import actual_series
-
     times = pd.DatetimeIndex(steps["time"])
     dt_h = step_minutes / 60.0
     out: dict[str, Any] = {"ev_energy_cost": None, "baseline_ev_energy_cost": None, "ev_cost_saving": None,
@@ -113,8 +113,8 @@ def derived_figures(instance: Instance, steps: pd.DataFrame, baseline_steps: pd.
     out["voltage_limits_pu"] = ([float(buses["v_min_pu"].min()), float(buses["v_max_pu"].max())]
                                 if len(buses) else None)
     power = instance.station_power()
-    v2g = power["v2g"].fillna(False).astype(bool) & (power["p_dis_max_kw"].fillna(0.0) > 0)
-    out["v2g_stations"] = power.loc[v2g.to_numpy(), "station_id"].astype(str).tolist()
+    v2g = charger_discharge_kw(power["v2g"].to_numpy(object), power["p_dis_max_kw"].fillna(0.0).to_numpy(float)) > 0
+    out["v2g_stations"] = power.loc[v2g, "station_id"].astype(str).tolist()
     return out
 
 

@@ -25,8 +25,10 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from optev.summaries import RunSummary
 
@@ -46,8 +48,6 @@ PRICE = "#d62728"
 
 
 def _figure(rows: int = 1, height: float = 4.2) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(10, height), layout="constrained")
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     return fig, axes
@@ -58,8 +58,6 @@ def _times(frame: pd.DataFrame) -> pd.DatetimeIndex:
 
 
 def _time_axis(ax: Any, times: pd.DatetimeIndex) -> None:
-    import matplotlib.dates as mdates
-
     tz = times.tz
     span_h = (times[-1] - times[0]).total_seconds() / 3600.0 if len(times) > 1 else 1.0
     hours = 1 if span_h <= 6 else (2 if span_h <= 12 else 3)

@@ -45,13 +45,21 @@ from optev.blocks.window import check_in_data, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.io import read
 from optev.io.embedded import default_instance
+from optev.io.outdir import output_folder
+from optev.io.results import jsonable, results_summary, write_tables
 from optev.mpc.controller import horizon_steps, parse_step
+from optev.mpc.edge import parse_outages
 from optev.mpc.simulate import MPCRun, simulate
 from optev.options import size_guard, start_option, steps_option
-from optev.powerflow.adequacy import adequacy_summary, grid_verdict
+from optev.powerflow.adequacy import GridAdequacy, adequacy_summary, grid_verdict
+from optev.report.metrics import derived_figures
+from optev.report.metrics import headline as headline_figures
+from optev.report.plots import render, save
+from optev.report.progress import ProgressLine
+from optev.report.text import format_report
 from optev.summaries import RunSummary
-
 
 DEFAULT_FORMULATION = "city_dispatch"
 """Formulation of the main job (see the module docstring for the choice)."""
@@ -79,8 +87,6 @@ described in :mod:`optev.mpc.result` (``MODE_COLUMNS``, ``STEP_COLUMNS``,
 
 def resolve_instance(instance: Instance | str | Path | None) -> tuple[Instance, str]:
     """The instance to run and a label for it (its path, or its name)."""
-    from optev.io import read
-
     if instance is None:
         path = default_instance()
         return read(path), str(path)
@@ -211,28 +217,20 @@ class RunResult:
         """The JSON-ready summary (every key documented in :class:`optev.summaries.RunSummary`):
         the closed loop's, the derived figures, ``inputs``, ``timings_s`` and, once written,
         ``outputs`` (after :meth:`write` it holds what ``summary.json`` holds, and ``out``)."""
-        from optev.io.results import jsonable
-
         summary: RunSummary = jsonable({**self.mpc.summary, **self.figures, "inputs": self.inputs, "timings_s": self.timings_s,
                          **self.outputs})
         return summary
 
     def headline(self) -> dict[str, Any]:
         """The scalar figures (:data:`optev.report.metrics.HEADLINE`), one flat dict."""
-        from optev.report.metrics import headline
-
-        return headline(self.summary())
+        return headline_figures(self.summary())
 
     def report(self, out: str | Path | None = None) -> str:
         """The short text report (:func:`optev.report.text.format_report`)."""
-        from optev.report.text import format_report
-
         return format_report(self.summary(), out)
 
     def plot(self, out_dir: str | Path) -> list[Path]:
         """Draw the PNG plots into ``out_dir`` (:mod:`optev.report.plots`); returns their paths."""
-        from optev.report.plots import render, save
-
         return save(render(self.tables, self.summary()), out_dir)
 
     def write(self, out_dir: str | Path, table_format: str = "csv", *, plots: bool = True) -> Path:
@@ -244,13 +242,8 @@ class RunResult:
         only files optev wrote, and never if it is, contains or lies inside the instance or
         the formulation file.
         """
-        from optev.io.outdir import output_folder
-        from optev.io.results import results_summary, write_tables
-
         rendered: dict[str, bytes] = {}
         if plots:
-            from optev.report.plots import render
-
             t0 = time.perf_counter()
             rendered = render(self.tables, self.summary())
             self.timings_s["plots"] = time.perf_counter() - t0
@@ -265,8 +258,6 @@ class RunResult:
         with output_folder(out_dir, "run", inputs=inputs) as tmp:
             write_tables(written.tables, tmp, files, text, table_format)
             if rendered:
-                from optev.report.plots import save
-
                 save(rendered, tmp / "plots")
         folder = Path(os.path.abspath(out_dir))
         self.timings_s["write"] = time.perf_counter() - t0
@@ -344,15 +335,52 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         Unknown option, missing default instance, an instance without EV sessions or
         trips, invalid outages.
     """
-    unknown = sorted(set(options) - _SIMULATE_OPTIONS)
-    if unknown:
-        raise DataError(f"unknown run option(s) {', '.join(unknown)}; accepted: start, steps, step, horizon, "
-                        f"outages, progress, wrap, allow_large, {', '.join(sorted(_SIMULATE_OPTIONS))}")
+    _check_options(options)
     step_td = parse_step(step)
     start = start_option(start)
     n_steps = day_steps(step_td) if steps is None else steps_option(steps)
     size_guard(n_steps, step_td, allow_large)
     t0 = time.perf_counter()
+    job = _read_job(instance, formulation, start=start, n_steps=n_steps, step_td=step_td, horizon=horizon,
+                    outages=outages, regions=options.get("regions"), wrap=wrap, allow_large=allow_large)
+    t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    grid = _check_grid(job, announce)
+    t_grid = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mpc = _simulate_day(job, progress, start=start, steps=n_steps, step=step, horizon=horizon, wrap=wrap,
+                        allow_large=allow_large, **options)
+    t_sim = time.perf_counter() - t0
+    return RunResult(mpc=mpc, instance=job.inst, inputs=_inputs(job, mpc, n_steps, step, horizon),
+                     figures=_figures(job.inst, mpc, grid),
+                     timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse keyword options of :func:`run` that :func:`optev.mpc.simulate` does not take."""
+    unknown = sorted(set(options) - _SIMULATE_OPTIONS)
+    if unknown:
+        raise DataError(f"unknown run option(s) {', '.join(unknown)}; accepted: start, steps, step, horizon, "
+                        f"outages, progress, wrap, allow_large, {', '.join(sorted(_SIMULATE_OPTIONS))}")
+
+
+@dataclass
+class _Job:
+    """What :func:`run` reads and checks before the day is simulated."""
+
+    form: Formulation
+    inst: Instance
+    label: str
+    """The instance's path, or its name."""
+    times: pd.DatetimeIndex
+    """Times of the applied steps."""
+    outages: list[Any]
+
+
+def _read_job(instance: Instance | str | Path | None, formulation: Formulation | str | Path | None, *, start: Any,
+              n_steps: int, step_td: pd.Timedelta, horizon: str | pd.Timedelta | int | None,
+              outages: Iterable[Any] | None, regions: Any, wrap: bool, allow_large: bool) -> _Job:
+    """Read the formulation and the instance and check the horizon, the window and the outages."""
     form = resolve_formulation(formulation)
     size_guard(horizon_steps(horizon, step_td, form), step_td, allow_large, name="horizon")
     inst, label = resolve_instance(instance)
@@ -362,43 +390,52 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     check_in_data(inst, times, step_td, wrap=wrap)
     outage_list = list(outages or [])
     if outage_list:
-        from optev.mpc.edge import parse_outages
+        parse_outages(outage_list, inst, regions)  # fails before the day is simulated
+    return _Job(form=form, inst=inst, label=label, times=times, outages=outage_list)
 
-        parse_outages(outage_list, inst, options.get("regions"))  # fails before the day is simulated
-    t_read = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    grid, grid_line = grid_verdict(inst, times=times)
+
+def _progress_callback(progress: bool | Callable[[int, int, dict[str, Any]], None], n_steps: int
+                       ) -> tuple[Callable[[int, int, dict[str, Any]], None] | None, ProgressLine | None]:
+    """The ``progress`` argument of :func:`run` as (simulate's callback, progress line to start and close)."""
+    if progress is True:
+        bar = ProgressLine(n_steps, label="optev.run", force=True)
+        return bar.update, bar
+    if callable(progress):
+        return progress, None
+    return None, None
+
+
+def _check_grid(job: _Job, announce: Callable[[str], None] | None) -> GridAdequacy | None:
+    """Base-load adequacy of the feeder over the run's steps; its one-line verdict goes to ``announce``."""
+    grid, grid_line = grid_verdict(job.inst, times=job.times)
     if grid_line is not None and announce is not None:
         announce(grid_line)
-    t_grid = time.perf_counter() - t0
-    callback: Callable[[int, int, dict[str, Any]], None] | None
-    bar = None
-    if progress is True:
-        from optev.report.progress import ProgressLine
+    return grid
 
-        bar = ProgressLine(n_steps, label="optev.run", force=True)
-        callback = bar.update
-    elif callable(progress):
-        callback = progress
-    else:
-        callback = None
-    t0 = time.perf_counter()
+
+def _simulate_day(job: _Job, progress: bool | Callable[[int, int, dict[str, Any]], None], *, steps: int,
+                  **options: Any) -> MPCRun:
+    """:func:`optev.mpc.simulate` of the job, reporting to the progress line or callback of ``progress``."""
+    callback, bar = _progress_callback(progress, steps)
     try:
         if bar is not None:
             bar.start()
-        mpc = simulate(inst, form, start=start, steps=n_steps, step=step, horizon=horizon, outages=outage_list,
-                       progress=callback, wrap=wrap, allow_large=allow_large, **options)
+        return simulate(job.inst, job.form, steps=steps, outages=job.outages, progress=callback, **options)
     finally:
         if bar is not None:
             bar.close()
-    t_sim = time.perf_counter() - t0
-    from optev.report.metrics import derived_figures
 
-    figures = {**derived_figures(inst, mpc.tables["steps"], mpc.baseline["steps"], float(mpc.summary["step_minutes"])),
-               **adequacy_summary(grid)}
-    inputs = {"instance": label, "formulation": form.name, "formulation_file": form.source,
-              "start": mpc.summary["start"], "steps": n_steps, "step": str(step),
-              "horizon": None if horizon is None else str(horizon),
-              "outages": [dict(o) if isinstance(o, Mapping) else list(o) for o in outage_list]}
-    return RunResult(mpc=mpc, instance=inst, inputs=inputs, figures=figures,
-                     timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})
+
+def _figures(inst: Instance, mpc: MPCRun, grid: GridAdequacy | None) -> dict[str, Any]:
+    """Derived figures of the day and the feeder's base-load adequacy (:attr:`RunResult.figures`)."""
+    return {**derived_figures(inst, mpc.tables["steps"], mpc.baseline["steps"], float(mpc.summary["step_minutes"])),
+            **adequacy_summary(grid)}
+
+
+def _inputs(job: _Job, mpc: MPCRun, n_steps: int, step: str | pd.Timedelta,
+            horizon: str | pd.Timedelta | int | None) -> dict[str, Any]:
+    """What was run (:attr:`RunResult.inputs`)."""
+    return {"instance": job.label, "formulation": job.form.name, "formulation_file": job.form.source,
+            "start": mpc.summary["start"], "steps": n_steps, "step": str(step),
+            "horizon": None if horizon is None else str(horizon),
+            "outages": [dict(o) if isinstance(o, Mapping) else list(o) for o in job.outages]}

@@ -80,6 +80,9 @@ import pandas as pd
 
 from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.hierarchy.executor import LocalProcessExecutor, SerialExecutor, default_workers
+from optev.report.progress import ProgressLine
+from optev.report.run import resolve_instance, run
 
 PRICE_SCHEMES = ("instance", "flat", "tou")
 """Names accepted by the ``price_scheme`` parameter (module docstring)."""
@@ -191,8 +194,6 @@ def run_scenario(job: tuple[Instance, dict[str, Any], dict[str, Any], int]) -> d
 
     ``job`` is ``(base instance, scenario parameters, run options, seed)``.
     """
-    from optev.report.run import run
-
     base, params, options, seed = job
     inst = scenario_instance(base, params, seed)
     kwargs = {**options, **{k: v for k, v in params.items() if k in RUN_PARAMETERS}}
@@ -206,8 +207,6 @@ def run_scenario(job: tuple[Instance, dict[str, Any], dict[str, Any], int]) -> d
 
 def _executor(executor: Any, n: int) -> tuple[Any, bool]:
     """(executor, whether this function owns it and must close it)."""
-    from optev.hierarchy.executor import LocalProcessExecutor, SerialExecutor, default_workers
-
     if executor is None or executor == "serial":
         return SerialExecutor(), True
     if executor == "processes":
@@ -222,8 +221,6 @@ def _executor(executor: Any, n: int) -> tuple[Any, bool]:
 def _progress_callback(progress: Any, total: int) -> tuple[Callable[[int, int, dict[str, Any]], None] | None, Any]:
     """(callback, progress line to close) of the ``progress`` argument of :func:`sweep`."""
     if progress is True:
-        from optev.report.progress import ProgressLine
-
         bar = ProgressLine(total, label="optev.sweep", force=True, unit="scenarios", every=1)
         return bar.update, bar
     if callable(progress):
@@ -287,8 +284,6 @@ def sweep(grid: Mapping[str, Sequence[Any]], base: Instance | str | Path | None 
         One row per scenario, in grid order: the grid's parameters, the headline figures
         (:data:`optev.report.metrics.HEADLINE`), ``currency``, ``wall_s`` and ``scenario``.
     """
-    from optev.report.run import resolve_instance
-
     points = scenarios(grid)
     report, bar = _progress_callback(progress, len(points))
     inst, _ = resolve_instance(base)

@@ -27,6 +27,7 @@ raise :class:`SolveInterrupted`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import sys
@@ -39,6 +40,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+import highspy
 import numpy as np
 
 from optev.errors import SolverError
@@ -172,8 +174,6 @@ def native_stdout_silenced() -> Iterator[None]:
     meanwhile is flushed into the null device before descriptor 1 is restored. Without a
     descriptor 1 (or on a system without ``dup``) it does nothing.
     """
-    import ctypes
-
     sys.stdout.flush()
     try:
         saved = os.dup(1)
@@ -206,8 +206,6 @@ def new_highs() -> Any:
     options say. Later instances print nothing and are created as they are. Set
     ``output_flag`` on the instance for HiGHS's solver log.
     """
-    import highspy
-
     global _banner_printed
     with _BANNER_LOCK:
         if _banner_printed:
@@ -223,8 +221,6 @@ class HighsSession:
 
     def __init__(self, *, time_limit_s: float | None = None, threads: int | None = None,
                  log: bool = False) -> None:
-        import highspy
-
         self._hs = highspy
         self.h = new_highs()
         self.h.setOptionValue("output_flag", bool(log))

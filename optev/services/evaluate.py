@@ -1,0 +1,247 @@
+"""What a service delivered: Appendix A metrics, payment and response records of a run (R6.5.1, R6.5.3).
+
+The measured quantity is the participants' realised net EV power per step (the plant's
+``station`` table), against the request's baseline per step (:mod:`optev.services.baseline`)
+— both realised, never the plan. Per family:
+
+=======================  ==========================================================================
+product                  Appendix A metrics (others null)
+=======================  ==========================================================================
+peak_regulation          ΔP_peak, E_adj (A.2)
+valley_filling           E_adj as the filled energy Σ max(0, P_act − P_base)·Δt (A.2 mirrored)
+demand_response          E_DR, Pay (A.6)
+=======================  ==========================================================================
+
+Payment (``pay``, currency) by the rule's basis: ``energy`` — price × billable energy;
+``capacity_event`` — price × mean response (energy / window hours) per occurrence. A band
+(``band_low``, ``band_high``) pays energy above ``band_high`` × requested at
+``over_performance_factor`` and charges ``penalty_factor`` × price per kWh by which the
+billable energy falls short of ``band_low`` × requested; without a band, a
+``penalty_factor`` charges the shortfall below the requested energy. The price is capped
+at ``price_max``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.services import appendix_a as A
+from optev.services.presets import RULES_VERSION, ServiceRule
+from optev.services.request import ServiceRequest
+
+APPENDIX_A_KEYS = ("delta_p_peak_kw", "e_adj_kwh", "q_ev_mean_kvar", "i_v", "mae_kw", "eta", "s_bar_kw", "s_impr",
+                   "e_dr_kwh", "pay")
+"""Keys of ``summary["appendix_a"]`` (the issue's interface; null where a service does not define one)."""
+
+RECORD_COLUMNS = ("service_id", "product", "participant_kind", "participant_id", "start", "end", "requested_kw",
+                  "requested_kwh", "delivered_kwh", "delivered_kw", "accuracy", "delay_s", "baseline_rule",
+                  "baseline_kwh", "data_quality", "rule", "rule_version")
+"""Columns of the ``service_records`` table (R6.5.3): energies at 0.1 kWh, powers at 1 kW."""
+
+ENERGY_RESOLUTION_KWH = 0.1
+POWER_RESOLUTION_KW = 1.0
+
+
+def net_power(station_table: pd.DataFrame, stations: tuple[str, ...], times: pd.DatetimeIndex) -> pd.DataFrame:
+    """Net EV power (charge − discharge) of ``stations`` per step: times × stations, kW."""
+    tab = station_table[station_table["station_id"].astype(str).isin(stations)]
+    wide = (tab.assign(p=tab["p_ch_kw"].to_numpy(float) - tab["p_dis_kw"].to_numpy(float))
+            .pivot_table(index="time", columns="station_id", values="p", aggfunc="sum"))
+    wide.columns = wide.columns.astype(str)
+    return wide.reindex(index=times, columns=list(stations)).fillna(0.0)
+
+
+def round_conserving(values: np.ndarray, resolution: float) -> np.ndarray:
+    """Round to multiples of ``resolution`` so that the rounded values sum to the rounded total
+    (largest remainder: the units the floors lose go to the largest remainders, ties by position)."""
+    v = np.asarray(values, float)
+    if not v.size:
+        return v.copy()
+    units = v / resolution
+    total = int(np.round(units.sum()))
+    base = np.floor(units)
+    left = total - int(base.sum())
+    order = np.argsort(-(units - base), kind="stable")
+    base[order[:max(left, 0)]] += 1.0
+    if left < 0:
+        base[order[::-1][:(-left)]] -= 1.0
+    return base * resolution
+
+
+@dataclass(frozen=True)
+class ServiceOutcome:
+    """What a service delivered in a run.
+
+    Attributes
+    ----------
+    metrics : dict
+        ``appendix_a``: :data:`APPENDIX_A_KEYS` (None where not defined).
+    records : DataFrame
+        :data:`RECORD_COLUMNS`, one row per window occurrence for the participants and
+        one per participating station.
+    series : DataFrame
+        Per step: ``time``, ``p_base_kw``, ``p_act_kw``, ``p_limit_kw`` (NaN outside the window).
+    """
+
+    metrics: dict[str, Any]
+    records: pd.DataFrame
+    series: pd.DataFrame
+
+
+def _billable(product: str, base: np.ndarray, act: np.ndarray, dt_h: float) -> float:
+    if product == "valley_filling":
+        return A.e_fill_kwh(base, act, dt_h)
+    return A.e_dr_kwh(base, act, dt_h)
+
+
+def payment(rule: ServiceRule, billable_kwh: float, requested_kwh: float, hours: float) -> float:
+    """What the rule pays for one occurrence (module docstring), currency."""
+    if not np.isfinite(billable_kwh):
+        return float("nan")
+    price = float(rule.price or 0.0)
+    if rule.price_max is not None:
+        price = min(price, rule.price_max)
+    paid = billable_kwh
+    if rule.band_high is not None and requested_kwh > 0:
+        top = rule.band_high * requested_kwh
+        paid = min(billable_kwh, top) + float(rule.over_performance_factor or 0.0) * max(billable_kwh - top, 0.0)
+    floor = (rule.band_low if rule.band_low is not None else 1.0) * requested_kwh
+    penalty = float(rule.penalty_factor or 0.0) * price * max(floor - paid, 0.0) if requested_kwh > 0 else 0.0
+    if rule.payment_basis == "capacity_event":
+        return price * paid / max(hours, 1e-9) - penalty / max(hours, 1e-9)
+    return price * paid - penalty
+
+
+def _occurrences(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) step of each run of True."""
+    starts = np.flatnonzero(mask & ~np.r_[False, mask[:-1]])
+    ends = np.flatnonzero(mask & ~np.r_[mask[1:], False])
+    return [(int(a), int(b)) for a, b in zip(starts, ends)]
+
+
+def _requested_kw(request: ServiceRequest, base: np.ndarray, limit: np.ndarray) -> float:
+    """The mean power the request asks to move in one occurrence, kW (from a limit: the mean gap)."""
+    q = request.quantity
+    for key in ("reduction_kw", "increase_kw"):
+        if key in q:
+            return float(q[key])
+    gap = np.abs(base - limit)
+    return float(np.nanmean(gap)) if np.isfinite(gap).any() else float("nan")
+
+
+def _delay_s(request: ServiceRequest, base: np.ndarray, act: np.ndarray, requested_kw: float,
+             step_s: float) -> float:
+    """Time from the window start to the first step delivering the requested power (within the
+    1 kW setpoint grid), s; NaN if none does."""
+    moved = act - base if request.product == "valley_filling" else base - act
+    hit = np.flatnonzero(moved >= requested_kw - POWER_RESOLUTION_KW)
+    return float(hit[0] * step_s) if hit.size else float("nan")
+
+
+def _quality(base: np.ndarray, act: np.ndarray, request: ServiceRequest, steps_missing: int) -> str:
+    flags = []
+    if steps_missing:
+        flags.append(f"missing_steps={steps_missing}")
+    if np.isnan(base).any():
+        flags.append("baseline_missing")
+    if request.baseline == "uncontrolled":
+        flags.append("baseline_simulated")
+    return ";".join(flags) or "ok"
+
+
+def evaluate_limit_service(request: ServiceRequest, times: pd.DatetimeIndex, dt_h: float, p_act: pd.DataFrame,
+                           p_base: pd.Series, p_limit: pd.Series,
+                           base_stations: pd.DataFrame | None = None) -> ServiceOutcome:
+    """Metrics, payment and records of a peak-regulation, valley-filling or demand-response run.
+
+    Parameters
+    ----------
+    request : ServiceRequest
+    times : DatetimeIndex
+        Step start times of the run.
+    dt_h : float
+        Step, h.
+    p_act : DataFrame
+        Realised net EV power per step and participating station (:func:`net_power`), kW.
+    p_base : Series
+        The participants' baseline per step (NaN outside the window), kW.
+    p_limit : Series
+        The limit the controller was given per step (NaN where none), kW.
+    base_stations : DataFrame, optional
+        Per-station baselines (times × stations, kW), for the station records.
+
+    Returns
+    -------
+    ServiceOutcome
+    """
+    inside = request.window.mask(times).to_numpy(bool)
+    act = p_act.sum(axis=1).to_numpy(float)
+    base = p_base.reindex(times).to_numpy(float)
+    limit = p_limit.reindex(times).to_numpy(float)
+    rows: list[dict[str, Any]] = []
+    billable_total = pay_total = 0.0
+    for a, b in _occurrences(inside):
+        sl = slice(a, b + 1)
+        hours = (b + 1 - a) * dt_h
+        requested = _requested_kw(request, base[sl], limit[sl])
+        billable = _billable(request.product, base[sl], act[sl], dt_h)
+        billable_total += billable
+        pay_total += payment(request.rule, billable, requested * hours, hours)
+        rows += _records(request, times, dt_h, a, b, p_act, base, requested, billable, base_stations)
+    win = inside
+    metrics: dict[str, Any] = {k: None for k in APPENDIX_A_KEYS}
+    if request.product == "peak_regulation":
+        metrics["delta_p_peak_kw"] = A.delta_p_peak_kw(base[win], act[win])
+        metrics["e_adj_kwh"] = billable_total
+    elif request.product == "valley_filling":
+        metrics["e_adj_kwh"] = billable_total
+    else:
+        metrics["e_dr_kwh"] = billable_total
+    metrics["pay"] = pay_total
+    metrics = {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in metrics.items()}
+    series = pd.DataFrame({"time": times, "p_base_kw": np.where(inside, base, np.nan), "p_act_kw": act,
+                           "p_limit_kw": limit})
+    return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)
+
+
+def _records(request: ServiceRequest, times: pd.DatetimeIndex, dt_h: float, a: int, b: int, p_act: pd.DataFrame,
+             base: np.ndarray, requested_kw: float, billable_kwh: float,
+             base_stations: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """One record for the participants and, with per-station baselines, one per station: its share
+    of the group's delivered energy by its own move against its own baseline (rounded to sum exactly)."""
+    sl = slice(a, b + 1)
+    hours = (b + 1 - a) * dt_h
+    start, end = times[a], times[b] + pd.Timedelta(hours=dt_h)
+    act_total = p_act.to_numpy(float)[sl].sum(axis=1)
+    group_kwh = float(np.round(billable_kwh / ENERGY_RESOLUTION_KWH) * ENERGY_RESOLUTION_KWH)
+    common = {"service_id": request.id, "product": request.product, "start": start, "end": end,
+              "baseline_rule": request.baseline, "rule": request.rule.key, "rule_version": RULES_VERSION}
+    quality = _quality(base[sl], act_total, request, 0)
+    group = {**common, "participant_kind": request.participants.scope,
+             "participant_id": ",".join(request.participants.ids) or "city",
+             "requested_kw": float(np.round(requested_kw)), "requested_kwh": round(requested_kw * hours, 1),
+             "delivered_kwh": group_kwh, "delivered_kw": float(np.round(billable_kwh / hours)),
+             "accuracy": billable_kwh / (requested_kw * hours) if requested_kw > 0 else float("nan"),
+             "delay_s": _delay_s(request, base[sl], act_total, requested_kw, dt_h * 3600.0),
+             "baseline_kwh": round(float(np.nansum(base[sl]) * dt_h), 1), "data_quality": quality}
+    if base_stations is None:
+        return [group]  # no per-station baseline (a metered group history): the group record only
+    # station shares of the group's energy: each station's own move against its own baseline
+    sign = 1.0 if request.product == "valley_filling" else -1.0
+    own = base_stations.reindex(index=times, columns=p_act.columns).to_numpy(float)[sl]
+    moved = np.maximum(sign * (p_act.to_numpy(float)[sl] - own), 0.0).sum(axis=0) * dt_h
+    total = float(np.nansum(moved))
+    share = np.nan_to_num(moved) / total if total > 0 else np.zeros(moved.size)
+    per_station = round_conserving(share * group_kwh, ENERGY_RESOLUTION_KWH) if total > 0 else share
+    rows = [group]
+    for sid, kwh in zip(p_act.columns, per_station):
+        rows.append({**common, "participant_kind": "station", "participant_id": str(sid), "requested_kw": np.nan,
+                     "requested_kwh": np.nan, "delivered_kwh": float(kwh),
+                     "delivered_kw": float(np.round(kwh / hours)), "accuracy": np.nan, "delay_s": np.nan,
+                     "baseline_kwh": round(float(np.nansum(own[:, list(p_act.columns).index(sid)]) * dt_h), 1),
+                     "data_quality": "share_of_group"})
+    return rows

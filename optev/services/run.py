@@ -1,0 +1,186 @@
+"""A closed-loop day with a grid service: plan against the baseline, deliver, measure (R6.5.1).
+
+:func:`run_service` runs :func:`optev.mpc.simulate` with the request's limits in every
+window (:mod:`optev.blocks.service`), then measures what the plant realised against the
+baseline (:mod:`optev.services.evaluate`).
+
+Before the window starts the request is checked against what the participants can do
+(R6.5.1, issue "service requests that cannot be met are refused or partially accepted
+with the reason"): a reduction is accepted up to the participants' lowest baseline power
+in the window plus the discharge power of their V2G chargers (they cannot go lower); a
+request with nothing to reduce is refused and the day runs without it.
+
+Supported products: peak regulation, valley filling and demand response. The others
+(voltage support, frequency regulation, renewable smoothing) are parsed and validated
+but refused here with a clear message until their blocks exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optev.blocks.service import ServiceLimit
+from optev.compose.formulation import Formulation, load_formulation
+from optev.data.battery import charger_discharge_kw
+from optev.data.instance import Instance
+from optev.errors import DataError
+from optev.mpc.result import MPCRun
+from optev.mpc.simulate import simulate
+from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
+from optev.services.evaluate import ServiceOutcome, evaluate_limit_service, net_power
+from optev.services.limits import participant_stations, service_limits
+from optev.services.request import ServiceRequest
+
+LIMIT_PRODUCTS = ("peak_regulation", "valley_filling", "demand_response")
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """The aggregator's answer to a request before its window (R6.5.1).
+
+    Attributes
+    ----------
+    status : str
+        ``accepted``, ``partial`` or ``refused``.
+    requested_kw, accepted_kw : float
+        The power asked for and the power the fleet commits to, kW.
+    reason : str
+        Why less was accepted ("" when all was).
+    """
+
+    status: str
+    requested_kw: float
+    accepted_kw: float
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """A closed-loop day with a service: the run, the answer to the request and what it delivered."""
+
+    run: MPCRun
+    request: ServiceRequest
+    acceptance: Acceptance
+    outcome: ServiceOutcome
+
+    def summary(self) -> dict[str, Any]:
+        """The ``service`` and ``appendix_a`` objects of ``summary.json``."""
+        return {"service": {"id": self.request.id, "product": self.request.product, "rule": self.request.rule.key,
+                            "baseline": self.request.baseline, **self.acceptance.to_dict()},
+                "appendix_a": dict(self.outcome.metrics)}
+
+
+def with_service_block(formulation: Formulation | str) -> Formulation:
+    """The formulation with a ``service`` block (added when it has none)."""
+    form = load_formulation(formulation) if isinstance(formulation, str) else formulation
+    if "service" in form.blocks:
+        return form
+    return dataclasses.replace(form, blocks={**form.blocks, "service": ("default", {})})
+
+
+def _discharge_kw(instance: Instance, stations: tuple[str, ...]) -> float:
+    """The participants' V2G discharge power at full use of their chargers, kW."""
+    power = instance.station_power()
+    power = power[power["station_id"].astype(str).isin(stations)]
+    per = charger_discharge_kw(power["v2g"].to_numpy(object), power["p_dis_max_kw"].to_numpy(float))
+    site = power["p_site_dis_max_kw"].to_numpy(float)
+    return float(np.minimum(per * power["n_chargers"].to_numpy(float), site).sum())
+
+
+def accept(request: ServiceRequest, baseline_kw: pd.Series, discharge_kw: float) -> Acceptance:
+    """Accept, partially accept or refuse a request (module docstring); an increase is refused when
+    nothing is plugged in the window, and otherwise accepted with its shortfall measured."""
+    q = request.quantity
+    inside = baseline_kw.dropna()
+    if "increase_kw" in q:
+        wanted = float(q["increase_kw"])
+        if not len(inside) or float(inside.abs().max()) <= 0.0:
+            return Acceptance("refused", wanted, 0.0, "no EV of the participants is plugged in the window in the "
+                                                      "baseline day: there is no charging to add")
+        return Acceptance("accepted", wanted, wanted)
+    if "reduction_kw" not in q:  # an import target: checked by the optimiser, shortfall reported
+        value = float(q.get("target_import_kw", q.get("target_min_import_kw", float("nan"))))
+        return Acceptance("accepted", value, value)
+    wanted = float(q["reduction_kw"])
+    room = float(inside.min()) + discharge_kw if len(inside) else 0.0
+    if room <= 0:
+        return Acceptance("refused", wanted, 0.0, "the participants draw no power in the window and cannot discharge")
+    if room + 1e-9 < wanted:
+        return Acceptance("partial", wanted, room,
+                          f"the participants' lowest baseline in the window is {float(inside.min()):.0f} kW and "
+                          f"their V2G chargers can discharge {discharge_kw:.0f} kW")
+    return Acceptance("accepted", wanted, wanted)
+
+
+def run_service(instance: Instance, request: ServiceRequest, formulation: Formulation | str = "city_dispatch",
+                **simulate_options: Any) -> ServiceRun:
+    """Run a closed-loop day delivering ``request`` (module docstring).
+
+    Parameters
+    ----------
+    instance : Instance
+    request : ServiceRequest
+    formulation : Formulation or str
+        The controller's formulation; a ``service`` block is added.
+    **simulate_options
+        Passed to :func:`optev.mpc.simulate` (``start``, ``steps``, ``step``, ``horizon``, ...).
+
+    Returns
+    -------
+    ServiceRun
+    """
+    if request.product not in LIMIT_PRODUCTS:
+        raise DataError(f"service {request.id!r}: {request.product} cannot be run yet (supported: "
+                        f"{', '.join(LIMIT_PRODUCTS)})")
+    stations = participant_stations(instance, request)
+    state: dict[str, Any] = {}
+
+    def limits(base_net: pd.DataFrame) -> list[ServiceLimit]:
+        times = pd.DatetimeIndex(base_net.index)
+        dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if len(times) > 1 else 0.25
+        load = base_net[list(stations)].sum(axis=1)
+        mask = request.window.mask(times)
+        baseline = _baseline(request, load, times, mask)
+        ok = accept(request, baseline, _discharge_kw(instance, stations))
+        accepted = dataclasses.replace(request, quantity={**request.quantity, "reduction_kw": ok.accepted_kw}) \
+            if "reduction_kw" in request.quantity else request
+        state.update(acceptance=ok, baseline=baseline, base_stations=base_net, dt_h=dt_h)
+        if ok.status == "refused":
+            state["limits"] = []
+            return []
+        state["limits"] = service_limits(instance, accepted, baseline, dt_h)
+        return list(state["limits"])
+
+    run = simulate(instance, with_service_block(formulation), service_limits=limits, **simulate_options)
+    times = pd.DatetimeIndex(run.tables["steps"]["time"])
+    p_act = net_power(run.tables["station"], stations, times)
+    baseline = state["baseline"]
+    if request.baseline == "t0_minus_15min":  # the rule measures against the load actually metered before
+        baseline = realtime_baseline(p_act.sum(axis=1), request.window.mask(times))
+    lim = state["limits"][0] if state["limits"] else None
+    p_limit = (lim.upper_kw if lim.upper_kw is not None else lim.lower_kw) if lim is not None else None
+    outcome = evaluate_limit_service(request, times, state["dt_h"], p_act, baseline,
+                                     p_limit if p_limit is not None else pd.Series(np.nan, index=times),
+                                     state["base_stations"] if request.baseline == "uncontrolled" else None)
+    return ServiceRun(run, request, state["acceptance"], outcome)
+
+
+def _baseline(request: ServiceRequest, load: pd.Series, times: pd.DatetimeIndex, mask: pd.Series) -> pd.Series:
+    """The participants' planning baseline in the window (NaN outside), kW."""
+    if request.baseline == "uncontrolled":
+        return load.where(mask.to_numpy(bool))
+    if request.baseline == "t0_minus_15min":
+        return realtime_baseline(load, mask)
+    if request.baseline == "workdays_5":
+        if request.baseline_history is None:
+            raise DataError(f"service {request.id!r}: the workdays_5 baseline needs a history file")
+        return workdays_baseline(read_history(request.baseline_history), times, mask, request.holidays)
+    raise DataError(f"service {request.id!r}: a {request.product} request needs a baseline, not {request.baseline!r}")

@@ -1,0 +1,189 @@
+"""Grid services end to end: baselines, the service block on a micro-instance, payment and records."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optev.blocks.service import ServiceLimit
+from optev.blocks.window import build_window
+from optev.compose.formulation import load_formulation
+from optev.compose.solve import WindowSolver
+from optev.data.synthetic import synthetic_charging_instance
+from optev.errors import DataError
+from optev.services.baseline import realtime_baseline, workdays_baseline
+from optev.services.evaluate import (APPENDIX_A_KEYS, RECORD_COLUMNS, evaluate_limit_service, payment,
+                                     round_conserving)
+from optev.services.presets import preset
+from optev.services.request import ServiceWindow, parse_service
+from optev.services.run import accept, run_service, with_service_block
+from optev.tolerances import ABS_TOL_KW, LP_ATOL, RTOL_EXACT
+
+TZ = "Asia/Shanghai"
+
+
+def _times(start: str, periods: int, freq: str = "15min") -> pd.DatetimeIndex:
+    return pd.date_range(start, periods=periods, freq=freq, tz=TZ)
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+
+def test_realtime_baseline_holds_the_load_15_minutes_before_each_occurrence() -> None:
+    times = _times("2025-07-14 00:00", 96 * 2)
+    load = pd.Series(np.arange(times.size, dtype=float), index=times)
+    base = realtime_baseline(load, ServiceWindow("18:00", "19:00").mask(times))
+    day1 = base[times.normalize() == times[0].normalize()].dropna()
+    assert len(day1) == 4 and (day1 == 71.0).all()  # the 17:45 step of day 1 is step 71
+    assert (base.dropna().iloc[4:] == 96 + 71.0).all()
+    with pytest.raises(DataError, match="15 minutes before"):
+        realtime_baseline(load, ServiceWindow("00:00", "01:00").mask(times))
+
+
+def test_workdays_baseline_is_the_mean_of_the_five_last_working_days() -> None:
+    # history Mon 2025-07-07 .. Sun 2025-07-13, hourly; each day's load = its day of month
+    hist_t = pd.date_range("2025-07-07", "2025-07-13 23:00", freq="1h", tz=TZ)
+    history = pd.Series(hist_t.day.to_numpy(float), index=hist_t)
+    times = pd.date_range("2025-07-14 17:00", periods=4, freq="1h", tz=TZ)  # Monday
+    base = workdays_baseline(history, times, ServiceWindow("18:00", "20:00").mask(times))
+    assert base.isna().tolist() == [True, False, False, True]
+    assert base.dropna().tolist() == [9.0, 9.0]  # mean of 7..11 (Mon-Fri); the weekend is skipped
+    # a holiday is skipped: fewer than five working days remain
+    with pytest.raises(DataError, match="needs 5 earlier working days"):
+        workdays_baseline(history, times, ServiceWindow("18:00", "20:00").mask(times), holidays=["2025-07-09"])
+
+
+# -- the block on a micro-instance ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def micro():
+    return synthetic_charging_instance(30, seed=1, hours=24.0)
+
+
+def _solve(instance, limits):
+    form = with_service_block(load_formulation("station_v2g"))
+    w = build_window(instance, start="18:30", steps=12, step="15min", with_network=False)
+    w.extra["service_limits"] = limits
+    return w, WindowSolver(form).solve(w)
+
+
+def test_an_upper_limit_caps_the_stations_and_costs_its_shortfall(micro) -> None:
+    w, free = _solve(micro, [])
+    st_ids = tuple(str(s) for s in w.stations.station_id)
+    p_free = free.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+    net_free = (p_free["p_ch_kw"] - p_free["p_dis_kw"]).to_numpy()
+    cap = np.r_[net_free[:6] - 20.0, np.full(6, np.nan)]  # 20 kW less in the first 90 min, free after
+    limit = ServiceLimit("t", st_ids, pd.Series(cap, index=w.times), None, penalty_per_kwh=1e3)
+    _, capped = _solve(micro, [limit])
+    p = capped.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+    net = (p["p_ch_kw"] - p["p_dis_kw"]).to_numpy()
+    # the fleet can meet this limit: the plan's shortfall is zero, and its setpoints (on the 1 kW
+    # grid, one rounding per station at most) stay within the cap
+    assert capped.summary["objective_terms"]["service_shortfall_0"] == pytest.approx(0.0, abs=LP_ATOL)
+    assert (net[:6] <= cap[:6] + w.stations.n * 1.0 + ABS_TOL_KW).all()
+    assert net[:6].sum() < net_free[:6].sum() - 60.0 and net[6:].sum() > net_free[6:].sum()  # moved, not lost
+    assert "service_shortfall_0" not in free.summary["objective_terms"]
+
+
+def test_an_impossible_limit_is_met_as_far_as_possible_and_priced(micro) -> None:
+    w, _ = _solve(micro, [])
+    st_ids = tuple(str(s) for s in w.stations.station_id)
+    limit = ServiceLimit("t", st_ids, pd.Series(-50.0, index=w.times[:2]), None, penalty_per_kwh=7.0)
+    _, res = _solve(micro, [limit])
+    p = res.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+    net = (p["p_ch_kw"] - p["p_dis_kw"]).to_numpy()[:2]
+    # −50 kW needs more discharge than the V2G chargers give: the shortfall is what is left, priced
+    term = res.summary["objective_terms"]["service_shortfall_0"]
+    assert term == pytest.approx(7.0 * w.dt_h * (net + 50.0).sum(), abs=7.0 * w.dt_h * w.stations.n * 2)
+    assert term > 0
+
+
+def test_unknown_participants_are_an_error(micro) -> None:
+    w = build_window(micro, start="17:00", steps=4, step="15min", with_network=False)
+    limit = ServiceLimit("t", ("nope",), pd.Series(0.0, index=w.times), None, 1.0)
+    w.extra["service_limits"] = [limit]
+    with pytest.raises(DataError, match="unknown station"):
+        WindowSolver(with_service_block("station_v2g")).solve(w)
+
+
+# -- payment, rounding, acceptance ------------------------------------------------------------------
+
+def test_payment_bases_bands_and_penalties() -> None:
+    energy = preset("zj_dr_energy")
+    assert payment(energy, 100.0, 120.0, 2.0) == pytest.approx(296.0)
+    band = dataclasses.replace(preset("sc_dr_market"), price=2.0)
+    # above 110 %: the excess paid at 50 %; below 90 %: 1.1 × price per missing kWh
+    assert payment(band, 130.0, 100.0, 1.0) == pytest.approx(2.0 * (110.0 + 0.5 * 20.0))
+    assert payment(band, 80.0, 100.0, 1.0) == pytest.approx(2.0 * 80.0 - 1.1 * 2.0 * 10.0)
+    capacity = preset("js_dr_2018_peak")  # 15 CNY per kW of mean response
+    assert payment(capacity, 450.0, 450.0, 2.25) == pytest.approx(15.0 * 200.0)
+    capped = dataclasses.replace(preset("js_alr_as_2023"), price=5.0)  # above the 3 CNY/kWh cap
+    assert payment(capped, 10.0, 10.0, 1.0) == pytest.approx(30.0)
+
+
+def test_rounding_conserves_the_total() -> None:
+    values = np.array([1.04, 2.06, 3.05, 0.0, 0.85])
+    out = round_conserving(values, 0.1)
+    assert np.allclose(out * 10, np.round(out * 10)) and round(out.sum(), 6) == round(round(values.sum(), 1), 6)
+    assert round_conserving(np.array([]), 0.1).size == 0
+
+
+def test_acceptance_of_reductions() -> None:
+    req = parse_service({"service": {"id": "t", "product": "demand_response", "rule": "zj_dr_energy"},
+                         "window": {"start": "18:00", "end": "19:00"}, "quantity": {"reduction_kw": 100.0},
+                         "baseline": {"rule": "uncontrolled"}})
+    base = pd.Series([150.0, 80.0, np.nan])
+    assert accept(req, base, 0.0).status == "partial" and accept(req, base, 0.0).accepted_kw == 80.0
+    assert accept(req, base, 30.0).status == "accepted"
+    assert accept(req, pd.Series([0.0]), 0.0).status == "refused"
+
+
+def test_evaluation_by_hand() -> None:
+    times = _times("2025-07-14 18:00", 4)
+    req = parse_service({"service": {"id": "t", "product": "demand_response", "rule": "zj_dr_energy"},
+                         "window": {"start": "18:00", "end": "19:00"}, "quantity": {"reduction_kw": 100.0},
+                         "baseline": {"rule": "uncontrolled"}})
+    act = pd.DataFrame({"a": [50.0, 60.0, 200.0, 40.0], "b": [50.0, 40.0, 0.0, 60.0]}, index=times)
+    base = pd.Series(200.0, index=times)
+    base_st = pd.DataFrame({"a": 100.0, "b": 100.0}, index=times)
+    out = evaluate_limit_service(req, times, 0.25, act, base, base - 100.0, base_st)
+    # reductions 100, 100, 0, 100 kW over 15 min → 75 kWh; paid 2.96 CNY/kWh
+    assert out.metrics["e_dr_kwh"] == pytest.approx(75.0, rel=RTOL_EXACT)
+    assert out.metrics["pay"] == pytest.approx(75.0 * 2.96)
+    assert set(out.metrics) == set(APPENDIX_A_KEYS) and out.metrics["delta_p_peak_kw"] is None
+    rec = out.records
+    assert list(rec.columns) == list(RECORD_COLUMNS)
+    group, stations = rec.iloc[0], rec.iloc[1:]
+    assert group["delivered_kwh"] == 75.0 and group["accuracy"] == pytest.approx(0.75)
+    assert stations["delivered_kwh"].sum() == pytest.approx(group["delivered_kwh"])
+    assert group["delay_s"] == 0.0
+
+
+# -- a closed-loop day -------------------------------------------------------------------------------
+
+def test_run_service_delivers_and_records(micro) -> None:
+    data = {"service": {"id": "dr", "product": "demand_response", "rule": "zj_dr_energy"},
+            "window": {"start": "18:00", "end": "19:00"}, "quantity": {"reduction_kw": 5.0},
+            "baseline": {"rule": "uncontrolled"}}
+    sr = run_service(micro, parse_service(data), "station_v2g", start="16:00", steps=16, horizon="4h",
+                     ac_check=False)
+    assert sr.acceptance.status in ("accepted", "partial")
+    summary = sr.summary()
+    assert set(summary["appendix_a"]) == set(APPENDIX_A_KEYS)
+    e = summary["appendix_a"]["e_dr_kwh"]
+    assert e is not None and e >= 0.0
+    assert (sr.outcome.records["service_id"] == "dr").all()
+    # the realised power is what the plant metered, not the plan
+    realised = sr.run.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+    np.testing.assert_allclose(sr.outcome.series["p_act_kw"].to_numpy(),
+                               (realised["p_ch_kw"] - realised["p_dis_kw"]).to_numpy(), atol=ABS_TOL_KW)
+
+
+def test_products_without_a_block_are_refused(micro) -> None:
+    data = {"service": {"id": "f", "product": "frequency_secondary", "rule": "hn_fr_2025"},
+            "window": {"start": "18:00", "end": "19:00"}, "quantity": {"reserve_up_kw": 5.0},
+            "rule": {"price": 8.0}}
+    with pytest.raises(DataError, match="cannot be run yet"):
+        run_service(micro, parse_service(data), "station_v2g", steps=4)
