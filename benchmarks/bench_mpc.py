@@ -197,24 +197,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
 
         def progress(done: int, total: int, info: dict[str, Any]) -> None:
             ends.append(time.perf_counter())
-            res = ctl.last_result
-            summ = getattr(res, "summary", None) or {}
-            regions = summ.get("per_region") or {}
-            row = {"step": done - 1, "time": str(info["time"]), "status": info["status"],
-                   "step_s": ends[-1] - marks[-1] if len(ends) == 1 else ends[-1] - ends[-2],
-                   "controller_s": float(info["wall_s"]), "highs_s": float(info["solve_s"]),
-                   "region_s_max": float(summ.get("region_s_max", float("nan"))),
-                   "region_s_sum": float(summ.get("region_s_sum", float("nan"))),
-                   "region_lp_highs_s": float(sum(float(r.get("solve_s") or 0.0) for r in regions.values())),
-                   "refine_s_sum": float(sum(float(r.get("refine_s") or 0.0) for r in regions.values())),
-                   "redispatch_s_sum": float(sum(float(r.get("redispatch_s") or 0.0) for r in regions.values())),
-                   "redispatch": sorted(str(r.get("redispatch")) for r in regions.values()),
-                   "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
-                   "sessions": int(summ.get("evs", 0)),
-                   "arrival_reserve_kw": reserves[-1][0] if reserves else float("nan"),
-                   "leaving_reserve_kw": reserves[-1][1] if reserves else float("nan"),
-                   **_plan_first_step(res),
-                   "rss_mb": mem.peak_total_mb}
+            step_s = ends[-1] - marks[-1] if len(ends) == 1 else ends[-1] - ends[-2]
+            row = _step_row(done, info, step_s, ctl.last_result, reserves, mem.peak_total_mb)
             per_step.append(row)
             if log:
                 print(f"  step {done:3d}/{total} {row['time'][11:16]} {row['status']:<11} "
@@ -226,23 +210,54 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
         t_sim = time.perf_counter()
         run = simulate(inst, form, start=start, steps=steps, controller=ctl, progress=progress)
         t_done = time.perf_counter()
+    wall = {"total": time.perf_counter() - t_all, "read": read_s,
+            "before_loop": (marks[0] - t_sim) if marks else float("nan"),
+            "loop": (ends[-1] - marks[0]) if ends else float("nan"),
+            "after_loop": (t_done - ends[-1]) if ends else float("nan"), "simulate": t_done - t_sim}
+    config = {"instance": instance, "regions": len(strategy._parts[1]) if strategy._parts else None,
+              "formulation": form.name, "overrides": overrides, "steps": steps, "horizon": horizon,
+              "horizon_steps": int(ctl.steps), "workers": workers, "refine_scope": refine_scope,
+              "aggregate": aggregate, "batch_evs": batch_evs, "limit_arrivals": limit_arrivals}
+    return _loop_record(inst, run, config, wall, per_step, mem)
+
+
+def _step_row(done: int, info: dict[str, Any], step_s: float, res: Any, reserves: list[tuple[float, float]],
+              rss_mb: float) -> dict[str, Any]:
+    """One row of ``per_step``: the step's wall, controller, HiGHS and region times, reserves and memory."""
+    summ = getattr(res, "summary", None) or {}
+    regions = summ.get("per_region") or {}
+    return {"step": done - 1, "time": str(info["time"]), "status": info["status"], "step_s": step_s,
+            "controller_s": float(info["wall_s"]), "highs_s": float(info["solve_s"]),
+            "region_s_max": float(summ.get("region_s_max", float("nan"))),
+            "region_s_sum": float(summ.get("region_s_sum", float("nan"))),
+            "region_lp_highs_s": float(sum(float(r.get("solve_s") or 0.0) for r in regions.values())),
+            "refine_s_sum": float(sum(float(r.get("refine_s") or 0.0) for r in regions.values())),
+            "redispatch_s_sum": float(sum(float(r.get("redispatch_s") or 0.0) for r in regions.values())),
+            "redispatch": sorted(str(r.get("redispatch")) for r in regions.values()),
+            "strategy_wall_s": float(summ.get("wall_s", float("nan"))),
+            "sessions": int(summ.get("evs", 0)),
+            "arrival_reserve_kw": reserves[-1][0] if reserves else float("nan"),
+            "leaving_reserve_kw": reserves[-1][1] if reserves else float("nan"),
+            **_plan_first_step(res), "rss_mb": rss_mb}
+
+
+def _loop_record(inst: Any, run: Any, c: dict[str, Any], wall: dict[str, float], per_step: list[dict[str, Any]],
+                 mem: Any) -> dict[str, Any]:
+    """The results record of a closed-loop run (module docstring, 1): configuration ``c``, wall
+    times, per-step statistics, memory and the run's summary figures."""
     summ = run.summary
     st = run.tables["steps"]
     base = run.baseline["steps"]
     limit = float(inst.feeder.substations["p_import_max_kw"].sum())  # all substations together, kW
     step_s = [r["step_s"] for r in per_step]
     out = {
-        "status": "ok", "instance": instance, "evs": int(len(inst.evs)), "stations": int(len(inst.stations)),
-        "regions": len(strategy._parts[1]) if strategy._parts else None, "formulation": form.name,
-        "formulation_overrides": FORMULATION_OVERRIDES if overrides is None else overrides,
-        "steps": steps, "start": summ["start"], "horizon": horizon, "horizon_steps": int(ctl.steps),
-        "workers": workers, "refine_scope": refine_scope, "aggregate": aggregate, "batch_evs": batch_evs,
-        "limit_arrivals": bool(limit_arrivals),
-        "wall_s": {"total": time.perf_counter() - t_all, "read": read_s,
-                   "before_loop": (marks[0] - t_sim) if marks else float("nan"),
-                   "loop": (ends[-1] - marks[0]) if ends else float("nan"),
-                   "after_loop": (t_done - ends[-1]) if ends else float("nan"),
-                   "simulate": t_done - t_sim},
+        "status": "ok", "instance": c["instance"], "evs": int(len(inst.evs)), "stations": int(len(inst.stations)),
+        "regions": c["regions"], "formulation": c["formulation"],
+        "formulation_overrides": FORMULATION_OVERRIDES if c["overrides"] is None else c["overrides"],
+        "steps": c["steps"], "start": summ["start"], "horizon": c["horizon"], "horizon_steps": c["horizon_steps"],
+        "workers": c["workers"], "refine_scope": c["refine_scope"], "aggregate": c["aggregate"],
+        "batch_evs": c["batch_evs"], "limit_arrivals": bool(c["limit_arrivals"]),
+        "wall_s": wall,
         "step_s": _stats(step_s), "controller_s": _stats([r["controller_s"] for r in per_step]),
         "highs_s": _stats([r["highs_s"] for r in per_step]),
         "region_lp_highs_s": _stats([r["region_lp_highs_s"] for r in per_step]),
@@ -283,6 +298,8 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     ev = out["ev_load_kw"]
     ev["reduction_pct"] = 100.0 * (1.0 - ev["peak"] / ev["baseline_peak"]) if ev["baseline_peak"] else float("nan")
     return out
+
+
 
 
 def _plan_first_step(result: Any) -> dict[str, float]:

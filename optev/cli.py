@@ -42,6 +42,7 @@ from optev.powerflow.adequacy import adequacy_summary, grid_verdict
 from optev.report.progress import ProgressLine, wanted
 from optev.report.run import day_steps, resolve_formulation
 from optev.report.run import run as run_day
+from optev.services.request import load_service
 from optev.summaries import SolveSummary
 
 __all__ = ["EXIT_USAGE", "MIX_SUM_ATOL", "build_parser", "main", "package_version", "parse_mix"]
@@ -319,6 +320,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     formulation = resolve_formulation(args.formulation)
     size_guard(horizon_option(args.horizon, step, formulation.window, "--horizon"), step, args.allow_large,
                name="--horizon", flag="--allow-large")
+    service = load_service(args.service) if args.service else None
     path = Path(args.instance) if args.instance else default_instance()
     if not path.exists():
         raise OptevError(f"no instance at {str(path)!r}")
@@ -341,7 +343,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_day(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
                      outages=outages, progress=bar.update if bar is not None else False,
-                     announce=None if args.json else announce, wrap=args.wrap, allow_large=args.allow_large)
+                     announce=None if args.json else announce, wrap=args.wrap, allow_large=args.allow_large,
+                     service=service)
     finally:
         if bar is not None:
             bar.close()
@@ -444,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outage", action="append", metavar="STATION,START,END",
                      help="dispatch outage of a station (or site, or * for all) from START to END (HH:MM, ISO or "
                           "seconds); repeat for more")
+    run.add_argument("--service", metavar="FILE",
+                     help="deliver a grid service: a service request file, or the name of a shipped example "
+                          "(formulations/services: peak_regulation, valley_filling, demand_response, ...)")
     run.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)")
     _window_flags(run)
     run.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")

@@ -266,9 +266,15 @@ class RunSummary(DaySummary, GridFigures, total=False):
     """Ids of the stations that can discharge."""
     inputs: Required[dict[str, Any]]
     """What was run: ``instance``, ``formulation``, ``formulation_file``, ``start``, ``steps``,
-    ``step``, ``horizon``, ``outages``."""
+    ``step``, ``horizon``, ``outages``, ``service`` (the service file, or None)."""
     timings_s: Required[dict[str, float]]
     """Wall time of ``read``, ``grid``, ``simulate`` and (once written) ``plots``, ``write``, s."""
+    service: dict[str, Any]
+    """With a grid service: its ``id``, ``product``, ``rule``, ``baseline`` and the answer to the
+    request (``status`` accepted / partial / refused, ``requested_kw``, ``accepted_kw``, ``reason``)."""
+    appendix_a: dict[str, float | None]
+    """With a grid service: the metrics of Appendix A (:data:`optev.services.evaluate.APPENDIX_A_KEYS`;
+    null where the service does not define one)."""
     plots: list[str]
     """Once written: plot files, relative to the folder."""
     tables: dict[str, TableFile]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from types import ModuleType
 
 from pathlib import Path
 
 import pytest
+
+from optev.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -32,3 +36,12 @@ def load_benchmark(name: str) -> "ModuleType":
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """``optev.cli.main(argv)`` with standard output captured outside pytest's capture
+    (for module-scoped fixtures, which cannot use ``capsys``): (exit code, stdout)."""
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
+        code = main(argv)
+    return code, stream.getvalue()

@@ -16,6 +16,7 @@ import pytest
 
 import optev
 from optev.cli import main
+from paths import run_main
 from optev.errors import DataError
 from optev.report.metrics import HEADLINE
 from optev.report.plots import PLOTS
@@ -64,14 +65,9 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``optev run`` on the embedded default for 8 steps from 08:00 (text report)."""
     out = tmp_path_factory.mktemp("run") / "short"
-    stream, saved = io.StringIO(), sys.stdout
-    sys.stdout = stream
-    try:
-        code = main(["run", "--steps", "8", "--start", "08:00", "--out", str(out)])
-    finally:
-        sys.stdout = saved
+    code, report = run_main(["run", "--steps", "8", "--start", "08:00", "--out", str(out)])
     assert code == 0
-    return out, stream.getvalue()
+    return out, report
 
 
 # ---------------------------------------------------------------------------------------------- CLI main job

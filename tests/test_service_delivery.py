@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optev.blocks.service import ServiceLimit
+from optev.blocks.service import ServiceLimit, ServiceRamp
 from optev.blocks.window import build_window
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver
 from optev.data.synthetic import synthetic_charging_instance
 from optev.errors import DataError
 from optev.services.baseline import realtime_baseline, workdays_baseline
-from optev.services.evaluate import (APPENDIX_A_KEYS, RECORD_COLUMNS, evaluate_limit_service, payment,
-                                     round_conserving)
+from optev.services.evaluate import (APPENDIX_A_KEYS, RECORD_COLUMNS, evaluate_limit_service, evaluate_smoothing,
+                                     payment, round_conserving)
 from optev.services.presets import preset
 from optev.services.request import ServiceWindow, parse_service
 from optev.services.run import accept, run_service, with_service_block
@@ -187,3 +187,39 @@ def test_products_without_a_block_are_refused(micro) -> None:
             "rule": {"price": 8.0}}
     with pytest.raises(DataError, match="cannot be run yet"):
         run_service(micro, parse_service(data), "station_v2g", steps=4)
+
+
+# -- renewable smoothing ---------------------------------------------------------------------------
+
+def test_a_ramp_price_smooths_the_ev_power_in_the_window(micro) -> None:
+    w, free = _solve(micro, [])
+    st_ids = tuple(str(s) for s in w.stations.station_id)
+    active = pd.Series(True, index=w.times)
+    _, smooth = _solve(micro, [ServiceRamp("s", st_ids, active, weight_per_kw=50.0)])
+
+    def changes(res) -> float:
+        p = res.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+        return float(np.abs(np.diff((p["p_ch_kw"] - p["p_dis_kw"]).to_numpy())).sum())
+
+    assert changes(smooth) <= changes(free)
+    term = smooth.summary["objective_terms"]["service_ramp_0"]
+    assert term >= 0.0 and "service_ramp_0" not in free.summary["objective_terms"]
+    assert "service_ramp_first_0" not in smooth.summary["objective_terms"]  # nothing measured before
+    # with the output applied before the window, the first step's change is priced too
+    _, tied = _solve(micro, [ServiceRamp("s", st_ids, active, weight_per_kw=50.0, previous_kw=0.0)])
+    p0 = tied.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum().iloc[0]
+    assert tied.summary["objective_terms"]["service_ramp_first_0"] == pytest.approx(
+        50.0 * abs(p0["p_ch_kw"] - p0["p_dis_kw"]), abs=50.0 * w.stations.n)
+
+
+def test_smoothing_metrics_by_hand() -> None:
+    times = _times("2025-07-14 10:00", 4)
+    req = parse_service({"service": {"id": "s", "product": "renewable_smoothing", "rule": "smoothing_kpi"},
+                         "window": {"start": "10:00", "end": "11:00"}, "quantity": {"ramp_weight": 1.0}})
+    res = pd.Series([100.0, 140.0, 90.0, 130.0], index=times)        # |Δ| 40, 50, 40
+    ev = pd.DataFrame({"a": [0.0, 20.0, -20.0, 10.0]}, index=times)  # combined 100, 120, 110, 120
+    out = evaluate_smoothing(req, times, ev, res)
+    assert out.metrics["s_bar_kw"] == pytest.approx(40.0 / 3.0)
+    assert out.metrics["s_impr"] == pytest.approx(1.0 - 40.0 / 130.0)
+    assert out.metrics["pay"] == 0.0 and out.metrics["e_dr_kwh"] is None
+    assert out.records["accuracy"].iloc[0] == pytest.approx(1.0 - 40.0 / 130.0)

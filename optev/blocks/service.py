@@ -1,4 +1,5 @@
-r"""Service limits of a window: peak regulation, valley filling and demand response (R6.5.1.1, R6.5.1.5).
+r"""Service limits of a window: peak regulation, valley filling, demand response and renewable smoothing
+(R6.5.1.1, R6.5.1.4, R6.5.1.5).
 
 A service request (:mod:`optev.services`) becomes, for the steps of its window, an upper
 or a lower limit on a measured power: the participants' net EV charging power (a set of
@@ -30,6 +31,11 @@ Objective
     purpose: a request the fleet cannot meet (EVs must still reach their departure need,
     R6.5.1.5 "basic travel needs are kept") is met as far as possible and the shortfall is
     reported, never turned into an infeasible window.
+
+Renewable smoothing (:class:`ServiceRamp`, R6.5.1.4)
+    :math:`z_{j,t} \ge |X_t - X_{t-1}|` with :math:`X_t = \sum P^{pv}_t + \sum P^{wind}_t - P_{j,t}`
+    over the active steps, objective ``service_ramp_<j>`` :math:`w_j \sum_t z_{j,t}` (the ramp of
+    A.5's combined series :math:`P_{RES+EV}`).
 
 Source
     The load-side peak-regulation and demand-response products of ``china_rules.md`` §2.1–§2.2
@@ -74,6 +80,35 @@ class ServiceLimit:
     penalty_per_kwh: float
 
 
+@dataclass(frozen=True)
+class ServiceRamp:
+    """Renewable smoothing (R6.5.1.4): a price on the step-to-step change of PV + wind − EV power.
+
+    Attributes
+    ----------
+    name : str
+        The service id.
+    station_ids : tuple of str
+        The participating stations (their net EV power offsets the renewables).
+    active : Series of bool
+        Steps (by start time) whose change from the previous step is priced.
+    weight_per_kw : float
+        Price of 1 kW of change per step, currency/kW (> 0).
+    """
+
+    name: str
+    station_ids: tuple[str, ...]
+    active: pd.Series
+    weight_per_kw: float
+    previous_kw: float | None = None
+    """:math:`X` of the step before the window (measured), kW: ties the window's first step to
+    what was applied; None (unknown) leaves the first step's change unpriced."""
+
+
+WindowService = ServiceLimit | ServiceRamp
+"""What ``window.extra["service_limits"]`` holds: limits and ramps."""
+
+
 def _on_window(series: pd.Series | None, times: pd.DatetimeIndex) -> np.ndarray:
     if series is None:
         return np.full(times.size, np.nan)
@@ -101,6 +136,9 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") 
         raise ValueError(f"unknown service variant {variant!r}")
     w = ctx.window
     for j, limit in enumerate(w.extra.get("service_limits", ()) or ()):
+        if isinstance(limit, ServiceRamp):
+            _declare_ramp(ctx, j, limit)
+            continue
         if not (np.isfinite(limit.penalty_per_kwh) and limit.penalty_per_kwh > 0):
             raise DataError(f"service {limit.name!r}: penalty_per_kwh must be positive, got {limit.penalty_per_kwh!r}")
         upper, lower = _on_window(limit.upper_kw, w.times), _on_window(limit.lower_kw, w.times)
@@ -121,3 +159,34 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") 
         ctx.lp.add_objective(f"service_shortfall_{j}", short * (limit.penalty_per_kwh * w.dt_h), block="service",
                              description=f"unmet service {limit.name!r}, currency")
         ctx.handles[f"service_shortfall_{j}"] = (active, short)
+
+
+def _declare_ramp(ctx: ModelContext, j: int, ramp: ServiceRamp) -> None:
+    r"""``service_ramp_<j>``: :math:`z_t \ge |X_t - X_{t-1}|` for the active steps t ≥ 1 of the
+    window, :math:`X = \sum P^{pv} + \sum P^{wind} - P_{EV}` (kW), priced at ``weight_per_kw`` per kW."""
+    if not (np.isfinite(ramp.weight_per_kw) and ramp.weight_per_kw > 0):
+        raise DataError(f"service {ramp.name!r}: weight_per_kw must be positive, got {ramp.weight_per_kw!r}")
+    w = ctx.window
+    active = ramp.active.reindex(w.times, fill_value=False).to_numpy(bool)
+    t = np.flatnonzero(active[1:]) + 1
+    first = bool(active[0]) and ramp.previous_kw is not None and np.isfinite(ramp.previous_kw)
+    if not (t.size or first):
+        return
+    x = -measured_power(ctx, ServiceLimit(ramp.name, ramp.station_ids, None, None, 1.0))
+    for unit in ("pv_p", "wind_p"):
+        if unit in ctx.handles:
+            x = x + as_expr(ctx.handles[unit]).sum(axis=0)
+    if t.size:
+        _priced_change(ctx, f"service_ramp_{j}", x[t] - x[t - 1], ramp)
+    if first:  # the change from the step applied before the window
+        _priced_change(ctx, f"service_ramp_first_{j}", x[np.array([0])] - float(ramp.previous_kw or 0.0), ramp)
+
+
+def _priced_change(ctx: ModelContext, name: str, change: LinExpr, ramp: ServiceRamp) -> None:
+    """``z ≥ |change|`` and ``weight · Σ z`` in the objective."""
+    z = ctx.lp.add_variables(name, change.shape[0], 0.0, np.inf, block="service",
+                             description=f"|change| of PV + wind - EV power, service {ramp.name!r}, kW")
+    ctx.lp.add_constraints(f"{name}_up", change - z, "<=", 0.0, block="service")
+    ctx.lp.add_constraints(f"{name}_down", change + z, ">=", 0.0, block="service")
+    ctx.lp.add_objective(name, z * ramp.weight_per_kw, block="service",
+                         description=f"ramp of PV + wind - EV power, service {ramp.name!r}, currency")

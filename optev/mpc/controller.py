@@ -138,10 +138,11 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
-from optev.blocks.service import ServiceLimit
+from optev.blocks.service import ServiceRamp, WindowService
 from optev.blocks.window import Window, build_window, instance_origin
 from optev.compose.formulation import Formulation, load_formulation
 from optev.compose.solve import WindowResult, WindowSolver
+from optev.data.baseload import renewable_availability
 from optev.data.battery import ceil_to_quantum, floor_to_quantum
 from optev.data.instance import Instance
 from optev.errors import DataError, InfeasibleError, OptevError
@@ -328,13 +329,36 @@ class Controller:
         self._station_kinds = instance.stations["kind"].astype(str).tolist()
         self._tariffed = {d: set(instance.station_tariffs.loc[instance.station_tariffs["direction"] == d, "station_id"])
                           for d in ("buy", "sell")}
-        self.service_limits: list[ServiceLimit] = []
+        self.service_limits: list[WindowService] = []
         """Limits of grid services (:mod:`optev.blocks.service`); the formulation needs a ``service`` block."""
         self.last_window: Window | None = None
         self.last_result: WindowResult | None = None
         self.last_forecast: Forecast | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _window_services(self, state: ControlState, times: pd.DatetimeIndex) -> list[WindowService]:
+        """The service limits of a window; a smoothing ramp gets the combined output applied in the
+        step before (PV + wind available then, less the participants' measured EV power), or None
+        when the EVs' power was not measured or the step lies before the data."""
+        out: list[WindowService] = []
+        for item in self.service_limits:
+            if isinstance(item, ServiceRamp):
+                item = dataclasses.replace(item, previous_kw=self._previous_output(state, times, item.station_ids))
+            out.append(item)
+        return out
+
+    def _previous_output(self, state: ControlState, times: pd.DatetimeIndex,
+                         stations: tuple[str, ...]) -> float | None:
+        members = set(stations)
+        powers = [e.p_kw for e in state.evs if e.station_id in members]
+        if any(p is None for p in powers):
+            return None
+        before = pd.DatetimeIndex([times[0] - self.step_td])
+        if before[0] < self.origin:
+            return None
+        pv, wind = renewable_availability(self.instance, before)
+        return float(pv.sum() + wind.sum() - sum(float(p or 0.0) for p in powers))
+
     def window_times(self, time_s: float) -> pd.DatetimeIndex:
         """The window's step start times for a decision at ``time_s``."""
         return pd.date_range(self.origin + pd.Timedelta(seconds=float(time_s)), periods=self.steps, freq=self.step_td,
@@ -516,7 +540,7 @@ class Controller:
         if state.storage_e_kwh:
             w.extra["storage_e_kwh"] = dict(state.storage_e_kwh)
         if self.service_limits:
-            w.extra["service_limits"] = list(self.service_limits)
+            w.extra["service_limits"] = self._window_services(state, times)
         real = pd.Index(w.evs.session_id).isin(plugged["session_id"])  # hashed: np.isin on objects is O(n·m)
         reserve = self._reserve_arrivals(w, arrivals, now) if self.arrival_reserve else np.zeros(w.stations.n)
         leaving_kw = self._leaving_reserve(w, live, now) if self.arrival_reserve else np.zeros(w.stations.n)

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from optev.blocks.service import ServiceLimit
+from optev.blocks.service import WindowService
 from optev.blocks.window import check_in_data, instance_origin, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
@@ -109,7 +109,7 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
              edge: EdgePolicy | None = None, regions: Mapping[str, Sequence[str]] | None = None,
              plant_config: PlantConfig | None = None, router: Any = None, keep_decisions: bool = False,
              wrap: bool = False, allow_large: bool = False,
-             service_limits: Callable[[pd.DataFrame], Sequence[ServiceLimit]] | None = None) -> MPCRun:
+             service_limits: Callable[[pd.DataFrame], Sequence[WindowService]] | None = None) -> MPCRun:
     """Run the controller against the plant for ``steps`` intervals (module docstring).
 
     Parameters

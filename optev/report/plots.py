@@ -260,8 +260,39 @@ def soc_departure(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> An
     return fig
 
 
+def service_response(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
+    """A grid service: the participants' realised power against the baseline and the limit the
+    controller was given, over the day with the service window shaded (runs with a service)."""
+    series = tables["service_series"]
+    times = _times(series)
+    base = series["p_base_kw"].to_numpy(float)
+    act = series["p_act_kw"].to_numpy(float)
+    limit = series["p_limit_kw"].to_numpy(float)
+    service = summary.get("service", {})
+    metrics = summary.get("appendix_a", {})
+    fig, (ax,) = _figure(1, 4.6)
+    k, unit = _power_scale(act, base)
+    inside = np.isfinite(base)
+    if inside.any():
+        ax.fill_between(times, 0, 1, where=inside, step="post", color="0.92", transform=ax.get_xaxis_transform(),
+                        label="service window")
+    _step(ax, times, act / k, color=CONTROLLED, lw=1.8, label="participants' power (realised)")
+    _step(ax, times, base / k, color=BASELINE, lw=1.4, ls="--", label=f"baseline ({service.get('baseline')})")
+    _step(ax, times, limit / k, color="#d62728", lw=1.0, ls=":", label="limit given to the controller")
+    shown = {k2: v for k2, v in metrics.items() if v is not None}
+    text = ", ".join(f"{name} {value:,.1f}" for name, value in shown.items())
+    ax.set_title(f"{service.get('product', 'service')} {service.get('id', '')}: {service.get('status', '')} — {text}",
+                 fontsize=9)
+    ax.set_ylabel(f"net EV power ({unit})")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    _time_axis(ax, times)
+    return fig
+
+
 _DRAW = {"feeder_load.png": feeder_load, "voltage.png": voltage, "v2g_power.png": v2g_power,
-         "soc_departure.png": soc_departure}
+         "soc_departure.png": soc_departure, "service_response.png": service_response}
 
 
 def render(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> dict[str, bytes]:
@@ -274,9 +305,12 @@ def render(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> dict[str,
         (:data:`optev.report.run.RUN_TABLES`).
     summary : mapping
         The run summary (``instance``, ``formulation``, ``step_minutes``, ``voltage_limits_pu``,
-        ``v2g_stations``).
+        ``v2g_stations``; ``service`` and ``appendix_a`` with a service).
+
+    A run with a grid service (a ``service_series`` table) also gets ``service_response.png``.
     """
-    return {name: _png(_DRAW[name](tables, summary)) for name in PLOTS}
+    names = [*PLOTS, *(["service_response.png"] if "service_series" in tables else [])]
+    return {name: _png(_DRAW[name](tables, summary)) for name in names}
 
 
 def save(rendered: Mapping[str, bytes], out_dir: str | Path) -> list[Path]:

@@ -59,6 +59,8 @@ from optev.report.metrics import headline as headline_figures
 from optev.report.plots import render, save
 from optev.report.progress import ProgressLine
 from optev.report.text import format_report
+from optev.services.request import ServiceRequest, load_service
+from optev.services.run import ServiceRun, run_service
 from optev.summaries import RunSummary
 
 DEFAULT_FORMULATION = "city_dispatch"
@@ -71,14 +73,17 @@ DEFAULT_STEP = "15min"
 """Control interval of the main job (R6.2.2.2 default)."""
 
 RUN_TABLES = ("ev", "station", "bus", "line", "der", "storage", "mode", "steps", "sessions", "baseline_steps",
-              "baseline_station", "baseline_ev", "baseline_der", "baseline_storage", "baseline_sessions", "violations")
+              "baseline_station", "baseline_ev", "baseline_der", "baseline_storage", "baseline_sessions", "violations",
+              "service_records", "service_series")
 """Frames of a :class:`RunResult` (``der``/``storage`` only when the feeder has DER/storage),
 in the order they are written. ``ev`` and ``station`` are realised
 (:mod:`optev.mpc.accounting`), ``bus`` and ``line`` have the schemas of ``optev solve``;
 ``der``, ``storage`` (:mod:`optev.mpc.injections`), ``mode``, ``steps``, ``sessions`` are
 described in :mod:`optev.mpc.result` (``MODE_COLUMNS``, ``STEP_COLUMNS``,
 ``SESSION_RESULT_COLUMNS``); ``baseline_*`` are the uncontrolled day over the same steps;
-``violations`` the AC-check violations (time, kind, element_id, value, limit, excess, unit)."""
+``violations`` the AC-check violations (time, kind, element_id, value, limit, excess, unit);
+with a grid service, ``service_records`` (R6.5.3, :data:`optev.services.evaluate.RECORD_COLUMNS`)
+and ``service_series`` (time, p_base_kw, p_act_kw, p_limit_kw of the participants)."""
 
 
 
@@ -151,6 +156,8 @@ class RunResult:
     instance: Instance
     inputs: dict[str, Any]
     figures: dict[str, Any] = field(default_factory=dict)
+    service: ServiceRun | None = None
+    """The grid service delivered in the run, when one was requested (:mod:`optev.services`)."""
     timings_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +168,8 @@ class RunResult:
         out: dict[str, pd.DataFrame] = {}
         frames = {**m.tables, "sessions": m.sessions, "baseline_sessions": m.baseline_sessions,
                   "violations": m.violations, **{f"baseline_{k}": v for k, v in m.baseline.items()}}
+        if self.service is not None:
+            frames.update(service_records=self.service.outcome.records, service_series=self.service.outcome.series)
         return {name: frames[name] for name in RUN_TABLES if name in frames}
 
     @property
@@ -217,9 +226,13 @@ class RunResult:
         """The JSON-ready summary (every key documented in :class:`optev.summaries.RunSummary`):
         the closed loop's, the derived figures, ``inputs``, ``timings_s`` and, once written,
         ``outputs`` (after :meth:`write` it holds what ``summary.json`` holds, and ``out``)."""
-        summary: RunSummary = jsonable({**self.mpc.summary, **self.figures, "inputs": self.inputs, "timings_s": self.timings_s,
-                         **self.outputs})
+        summary: RunSummary = jsonable({**self.mpc.summary, **self.figures, **self._service_summary(),
+                                        "inputs": self.inputs, "timings_s": self.timings_s, **self.outputs})
         return summary
+
+    def _service_summary(self) -> dict[str, Any]:
+        """``service`` and ``appendix_a`` of a run with a grid service (nothing otherwise)."""
+        return self.service.summary() if self.service is not None else {}
 
     def headline(self) -> dict[str, Any]:
         """The scalar figures (:data:`optev.report.metrics.HEADLINE`), one flat dict."""
@@ -249,7 +262,8 @@ class RunResult:
             self.timings_s["plots"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         plot_files = [f"plots/{name}" for name in rendered]
-        extra = {**self.figures, "inputs": self.inputs, "timings_s": self.timings_s, "plots": plot_files}
+        extra = {**self.figures, **self._service_summary(), "inputs": self.inputs, "timings_s": self.timings_s,
+                 "plots": plot_files}
         written = _Written(self.tables, self.mpc.summary)
         text, files = results_summary(written, table_format, extra)
         inputs = {what: path for what, path in (("instance", self.inputs.get("instance")),
@@ -280,7 +294,7 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
         horizon: str | pd.Timedelta | int | None = DEFAULT_HORIZON, outages: Iterable[Any] | None = None,
         progress: bool | Callable[[int, int, dict[str, Any]], None] = False,
         announce: Callable[[str], None] | None = None, wrap: bool = False, allow_large: bool = False,
-        **options: Any) -> RunResult:
+        service: ServiceRequest | str | Path | None = None, **options: Any) -> RunResult:
     """Run the main job: a closed-loop day of ``instance`` under ``formulation``.
 
     Parameters
@@ -318,6 +332,11 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     allow_large : bool
         Allow runs and horizons longer than the size guard :data:`optev.options.LARGE_SPAN`
         (7 days).
+    service : ServiceRequest, path or name, optional
+        A grid service to deliver (:func:`optev.services.load_service`: a file, or the name of
+        a shipped example in ``formulations/services``): the day runs with its limits
+        (:func:`optev.services.run_service`) and the result has ``service_records``,
+        ``service_series`` and the summary's ``service`` and ``appendix_a``.
     **options
         Passed on to :func:`optev.mpc.simulate`: ``forecaster``, ``edge``, ``regions``,
         ``ac_check``, ``plant_config``, ``router``, ``keep_decisions``, ``controller``.
@@ -341,6 +360,7 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     n_steps = day_steps(step_td) if steps is None else steps_option(steps)
     size_guard(n_steps, step_td, allow_large)
     t0 = time.perf_counter()
+    request = service if isinstance(service, ServiceRequest) or service is None else load_service(service)
     job = _read_job(instance, formulation, start=start, n_steps=n_steps, step_td=step_td, horizon=horizon,
                     outages=outages, regions=options.get("regions"), wrap=wrap, allow_large=allow_large)
     t_read = time.perf_counter() - t0
@@ -348,12 +368,12 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     grid = _check_grid(job, announce)
     t_grid = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mpc = _simulate_day(job, progress, start=start, steps=n_steps, step=step, horizon=horizon, wrap=wrap,
-                        allow_large=allow_large, **options)
+    mpc, delivered = _simulate_day(job, progress, request, start=start, steps=n_steps, step=step, horizon=horizon,
+                                   wrap=wrap, allow_large=allow_large, **options)
     t_sim = time.perf_counter() - t0
-    return RunResult(mpc=mpc, instance=job.inst, inputs=_inputs(job, mpc, n_steps, step, horizon),
-                     figures=_figures(job.inst, mpc, grid),
-                     timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})
+    inputs = {**_inputs(job, mpc, n_steps, step, horizon), "service": None if request is None else request.source}
+    return RunResult(mpc=mpc, instance=job.inst, inputs=inputs, figures=_figures(job.inst, mpc, grid),
+                     service=delivered, timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
@@ -413,14 +433,19 @@ def _check_grid(job: _Job, announce: Callable[[str], None] | None) -> GridAdequa
     return grid
 
 
-def _simulate_day(job: _Job, progress: bool | Callable[[int, int, dict[str, Any]], None], *, steps: int,
-                  **options: Any) -> MPCRun:
-    """:func:`optev.mpc.simulate` of the job, reporting to the progress line or callback of ``progress``."""
+def _simulate_day(job: _Job, progress: bool | Callable[[int, int, dict[str, Any]], None],
+                  request: ServiceRequest | None, *, steps: int, **options: Any) -> tuple[MPCRun, ServiceRun | None]:
+    """:func:`optev.mpc.simulate` of the job (with a service: :func:`optev.services.run_service`),
+    reporting to the progress line or callback of ``progress``."""
     callback, bar = _progress_callback(progress, steps)
     try:
         if bar is not None:
             bar.start()
-        return simulate(job.inst, job.form, steps=steps, outages=job.outages, progress=callback, **options)
+        if request is not None:
+            delivered = run_service(job.inst, request, job.form, steps=steps, outages=job.outages, progress=callback,
+                                    **options)
+            return delivered.run, delivered
+        return simulate(job.inst, job.form, steps=steps, outages=job.outages, progress=callback, **options), None
     finally:
         if bar is not None:
             bar.close()

@@ -124,6 +124,7 @@ def format_report(s: RunSummary, out: str | Path | None = None) -> str:
     lines.append(f"solve        median {_num(solve.get('median'), '.3f', ' s')}, max {_num(solve.get('max'), '.3f', ' s')}, "
                  f"total {_num(solve.get('total'), '.1f', ' s')}; {s.get('warm_steps', 0)} warm, "
                  f"{s.get('soft_limit_steps', 0)} soft-limit, {s.get('failed_steps', 0)} failed step(s)")
+    lines += _service_lines(s, money)
     modes = s.get("modes") or {}
     if modes.get("hold") or modes.get("fallback") or s.get("outages"):
         lines.append(f"modes        {_kinds(modes)} station-steps; {len(s.get('outages') or [])} outage(s)")
@@ -137,3 +138,19 @@ def format_report(s: RunSummary, out: str | Path | None = None) -> str:
         lines.append(f"results      {out}: {len(tables)} tables ({', '.join(sorted(fmt))}), summary.json"
                      + (f", {len(plots)} plots in plots/" if plots else ""))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _service_lines(s: RunSummary, money: str) -> list[str]:
+    """The grid service of the run (nothing without one): the answer to the request and Appendix A."""
+    service = s.get("service")
+    if not service:
+        return []
+    answer = f"{service.get('status')} {_num(service.get('accepted_kw'), ',.0f', ' kW')} of " \
+             f"{_num(service.get('requested_kw'), ',.0f', ' kW')}"
+    if service.get("reason"):
+        answer += f" ({service['reason']})"
+    metrics = {k: v for k, v in (s.get("appendix_a") or {}).items() if v is not None}
+    shown = ", ".join(f"{k} {v:,.2f}" + (money if k == "pay" else "") for k, v in metrics.items())
+    return [f"service      {service.get('id')} ({service.get('product')}, rule {service.get('rule')}, baseline "
+            f"{service.get('baseline')}): {answer}",
+            f"Appendix A   {shown or 'nothing measured'} (realised against the baseline)"]

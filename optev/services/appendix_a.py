@@ -55,8 +55,9 @@ import numpy as np
 from optev.errors import DataError
 from optev.tolerances import METRIC_ATOL_KW
 
-__all__ = ["delta_p_peak_kw", "e_adj_kwh", "e_dr_kwh", "e_fill_kwh", "eta_pct", "i_v", "i_v_total", "mae_kw",
-           "mileage_kw", "pay_capacity", "pay_energy", "q_ev_mean_kvar", "s_bar_kw", "s_impr", "valid_steps"]
+__all__ = ["delta_p_peak_kw", "e_adj_kwh", "e_dr_kwh", "e_fill_kwh", "eta_pct", "i_v", "i_v_total", "improvement",
+           "mae_kw", "mileage_kw", "pay_capacity", "pay_energy", "q_ev_mean_kvar", "s_bar_kw", "s_impr",
+           "valid_steps"]
 
 
 def _series(name: str, values: object) -> np.ndarray:
@@ -135,8 +136,8 @@ def q_ev_mean_kvar(q_ev_kvar: object) -> float:
     return float(q.mean()) if q.size else float("nan")
 
 
-def _improvement(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``1 − num/den`` with the zero-denominator rule of the module docstring."""
+def improvement(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``1 − num/den`` with the zero-denominator rule of the module docstring (I_V, S_impr)."""
     out = np.full(np.shape(num), np.nan)
     pos = den > 0
     out[pos] = 1.0 - num[pos] / den[pos]
@@ -173,7 +174,7 @@ def i_v(v_act_pu: object, v_base_pu: object, v_target_pu: object = 1.0) -> np.nd
     num, den = _voltage_sums(v_act_pu, v_base_pu, v_target_pu)
     if num.size and not valid_steps(v_act_pu, v_base_pu):
         return np.full(num.shape, np.nan)
-    return _improvement(num, den)
+    return improvement(num, den)
 
 
 def i_v_total(v_act_pu: object, v_base_pu: object, v_target_pu: object = 1.0) -> float:
@@ -181,7 +182,7 @@ def i_v_total(v_act_pu: object, v_base_pu: object, v_target_pu: object = 1.0) ->
     num, den = _voltage_sums(v_act_pu, v_base_pu, v_target_pu)
     if not valid_steps(v_act_pu, v_base_pu):
         return float("nan")
-    return float(_improvement(np.array(num.sum()), np.array(den.sum())))
+    return float(improvement(np.array(num.sum()), np.array(den.sum())))
 
 
 # -- A.4 frequency regulation ----------------------------------------------------------------------
@@ -236,7 +237,7 @@ def s_impr(p_res_ev_kw: object, p_res_kw: object) -> float:
         return float("nan")
     num = np.abs(np.diff(combined))[pairs].mean()
     den = np.abs(np.diff(res))[pairs].mean()
-    return float(_improvement(np.array(num), np.array(den)))
+    return float(improvement(np.array(num), np.array(den)))
 
 
 # -- A.6 demand response ---------------------------------------------------------------------------

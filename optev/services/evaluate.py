@@ -10,6 +10,7 @@ product                  Appendix A metrics (others null)
 peak_regulation          ΔP_peak, E_adj (A.2)
 valley_filling           E_adj as the filled energy Σ max(0, P_act − P_base)·Δt (A.2 mirrored)
 demand_response          E_DR, Pay (A.6)
+renewable_smoothing      S̄ of P_RES+EV = PV + wind − EV, S_impr against PV + wind alone (A.5)
 =======================  ==========================================================================
 
 Payment (``pay``, currency) by the rule's basis: ``energy`` — price × billable energy;
@@ -245,3 +246,72 @@ def _records(request: ServiceRequest, times: pd.DatetimeIndex, dt_h: float, a: i
                      "baseline_kwh": round(float(np.nansum(own[:, list(p_act.columns).index(sid)]) * dt_h), 1),
                      "data_quality": "share_of_group"})
     return rows
+
+
+def renewable_power(der: pd.DataFrame | None, times: pd.DatetimeIndex, column: str = "p_kw") -> pd.Series:
+    """PV + wind power per step from the ``der`` table, kW (0 without any): ``p_kw`` realised
+    (after curtailment), ``p_avail_kw`` available."""
+    if der is None or not len(der):
+        return pd.Series(0.0, index=times)
+    res = der[der["kind"].astype(str).isin(("pv", "wind"))]
+    return res.groupby("time")[column].sum().reindex(times).fillna(0.0)
+
+
+def evaluate_smoothing(request: ServiceRequest, times: pd.DatetimeIndex, p_act: pd.DataFrame,
+                       p_res: pd.Series, p_res_used: pd.Series | None = None) -> ServiceOutcome:
+    """A.5 of a renewable-smoothing run: S̄ of PV + wind − EV power and S_impr against PV + wind.
+
+    ``P_RES`` is the renewables' *available* output (``p_res``): curtailing them is one way to
+    smooth the combined output (priced by the curtailment cost), and measuring against the
+    curtailed output would credit the ramps it creates. ``P_RES+EV`` is the realised output
+    (``p_res_used``, default ``p_res``) less the participants' EV power.
+
+    Parameters
+    ----------
+    request : ServiceRequest
+    times : DatetimeIndex
+    p_act : DataFrame
+        Realised net EV power per step and participating station, kW.
+    p_res : Series
+        Available PV + wind power per step, kW.
+    p_res_used : Series, optional
+        Realised (dispatched) PV + wind power per step, kW.
+
+    Returns
+    -------
+    ServiceOutcome
+        ``s_bar_kw`` and ``s_impr`` (per occurrence in the records; over all occurrences
+        pooled in the metrics: the mean of the step changes inside the windows).
+    """
+    inside = request.window.mask(times).to_numpy(bool)
+    res = p_res.reindex(times).to_numpy(float)
+    used = res if p_res_used is None else p_res_used.reindex(times).to_numpy(float)
+    combined = used - p_act.sum(axis=1).to_numpy(float)
+    rows = []
+    changes_c: list[np.ndarray] = []
+    changes_r: list[np.ndarray] = []
+    for a, b in _occurrences(inside):
+        sl = slice(a, b + 1)
+        changes_c.append(np.abs(np.diff(combined[sl])))
+        changes_r.append(np.abs(np.diff(res[sl])))
+        s_c, impr = A.s_bar_kw(combined[sl]), A.s_impr(combined[sl], res[sl])
+        rows.append({"service_id": request.id, "product": request.product,
+                     "participant_kind": request.participants.scope,
+                     "participant_id": ",".join(request.participants.ids) or "city", "start": times[a],
+                     "end": times[b] + (times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)),
+                     "requested_kw": np.nan, "requested_kwh": np.nan, "delivered_kwh": np.nan,
+                     "delivered_kw": float(np.round(A.s_bar_kw(res[sl]) - s_c)) if np.isfinite(s_c) else np.nan,
+                     "accuracy": impr, "delay_s": np.nan, "baseline_rule": request.baseline, "baseline_kwh": np.nan,
+                     "data_quality": "ok" if np.isfinite(impr) else "flat_renewables", "rule": request.rule.key,
+                     "rule_version": RULES_VERSION})
+    metrics: dict[str, Any] = {k: None for k in APPENDIX_A_KEYS}
+    if changes_c:
+        c, r = np.concatenate(changes_c), np.concatenate(changes_r)
+        if c.size:
+            metrics["s_bar_kw"] = float(c.mean())
+            impr = float(A.improvement(np.array(c.mean()), np.array(r.mean()))) if r.size else float("nan")
+            metrics["s_impr"] = impr if np.isfinite(impr) else None
+    metrics["pay"] = 0.0 if not request.rule.price else None
+    series = pd.DataFrame({"time": times, "p_base_kw": np.where(inside, res, np.nan), "p_act_kw": combined,
+                           "p_limit_kw": np.nan})
+    return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)

@@ -69,8 +69,8 @@ QUANTITY_KEYS: dict[str, dict[str, str]] = {
                             "signal": "AGC signal: a CSV path (time_s, signal in [-1, 1]) or "
                                       "'regulation_test' or 'random'",
                             "seed": "seed of a synthetic signal", "interval_s": "AGC update interval, s (default 4)"},
-    "renewable_smoothing": {"ramp_weight": "weight of the ramp of PV + wind + EV in the objective, per kW",
-                            "max_ramp_kw": "largest step-to-step change of the combined output, kW"},
+    "renewable_smoothing": {"ramp_weight": "price of 1 kW of step-to-step change of PV + wind − EV power, "
+                                           "currency/kW"},
     "demand_response": {"reduction_kw": "mean reduction below the baseline in the window, kW",
                         "trigger": "price | command | event (R6.5.1.5)",
                         "notice_min": "notice given before the window, min"},
@@ -82,7 +82,7 @@ TRIGGERS = ("price", "command", "event")
 REQUIRED_ONE_OF: dict[str, tuple[str, ...]] = {
     "peak_regulation": ("target_import_kw", "reduction_kw"), "valley_filling": ("increase_kw", "target_min_import_kw"),
     "frequency_primary": ("reserve_kw",), "frequency_secondary": ("reserve_up_kw", "reserve_down_kw"),
-    "demand_response": ("reduction_kw",)}
+    "demand_response": ("reduction_kw",), "renewable_smoothing": ("ramp_weight",)}
 
 
 @dataclass(frozen=True)

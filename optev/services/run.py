@@ -10,9 +10,9 @@ with the reason"): a reduction is accepted up to the participants' lowest baseli
 in the window plus the discharge power of their V2G chargers (they cannot go lower); a
 request with nothing to reduce is refused and the day runs without it.
 
-Supported products: peak regulation, valley filling and demand response. The others
-(voltage support, frequency regulation, renewable smoothing) are parsed and validated
-but refused here with a clear message until their blocks exist.
+Supported products: peak regulation, valley filling, demand response and renewable
+smoothing. Voltage support and frequency regulation are parsed and validated but refused
+here with a clear message until their blocks exist.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optev.blocks.service import ServiceLimit
+from optev.blocks.service import ServiceLimit, ServiceRamp
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.battery import charger_discharge_kw
 from optev.data.instance import Instance
@@ -32,11 +32,13 @@ from optev.errors import DataError
 from optev.mpc.result import MPCRun
 from optev.mpc.simulate import simulate
 from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
-from optev.services.evaluate import ServiceOutcome, evaluate_limit_service, net_power
+from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, net_power,
+                                     renewable_power)
 from optev.services.limits import participant_stations, service_limits
 from optev.services.request import ServiceRequest
 
 LIMIT_PRODUCTS = ("peak_regulation", "valley_filling", "demand_response")
+RUNNABLE = (*LIMIT_PRODUCTS, "renewable_smoothing")
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,12 @@ def run_service(instance: Instance, request: ServiceRequest, formulation: Formul
     -------
     ServiceRun
     """
-    if request.product not in LIMIT_PRODUCTS:
+    if request.product not in RUNNABLE:
         raise DataError(f"service {request.id!r}: {request.product} cannot be run yet (supported: "
-                        f"{', '.join(LIMIT_PRODUCTS)})")
+                        f"{', '.join(RUNNABLE)})")
     stations = participant_stations(instance, request)
+    if request.product == "renewable_smoothing":
+        return _run_smoothing(instance, request, stations, formulation, simulate_options)
     state: dict[str, Any] = {}
 
     def limits(base_net: pd.DataFrame) -> list[ServiceLimit]:
@@ -184,3 +188,20 @@ def _baseline(request: ServiceRequest, load: pd.Series, times: pd.DatetimeIndex,
             raise DataError(f"service {request.id!r}: the workdays_5 baseline needs a history file")
         return workdays_baseline(read_history(request.baseline_history), times, mask, request.holidays)
     raise DataError(f"service {request.id!r}: a {request.product} request needs a baseline, not {request.baseline!r}")
+
+
+def _run_smoothing(instance: Instance, request: ServiceRequest, stations: tuple[str, ...],
+                   formulation: Formulation | str, simulate_options: dict[str, Any]) -> ServiceRun:
+    """Renewable smoothing: the ramp of PV + wind − EV power priced in the window (R6.5.1.4, A.5)."""
+    weight = float(request.quantity["ramp_weight"])
+
+    def ramps(base_net: pd.DataFrame) -> list[ServiceRamp]:
+        mask = request.window.mask(pd.DatetimeIndex(base_net.index))
+        return [ServiceRamp(request.id, stations, mask, weight)]
+
+    run = simulate(instance, with_service_block(formulation), service_limits=ramps, **simulate_options)
+    times = pd.DatetimeIndex(run.tables["steps"]["time"])
+    der = run.tables.get("der")
+    outcome = evaluate_smoothing(request, times, net_power(run.tables["station"], stations, times),
+                                 renewable_power(der, times, "p_avail_kw"), renewable_power(der, times))
+    return ServiceRun(run, request, Acceptance("accepted", float("nan"), float("nan")), outcome)
