@@ -122,6 +122,8 @@ def duration_option(value: Any, name: str, examples: str = "15min, 1h", *, secon
     else:
         if isinstance(value, str) and not value.strip():
             raise bad
+        if isinstance(value, str):  # "2d": pandas 4 accepts only "D" for days
+            value = re.sub(r"(?<=[\d.\s])d(?=$|\s|\d)", "D", value.strip())
         try:
             value_td = pd.Timedelta(value)
         except (ValueError, TypeError, OverflowError):

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optev.blocks.service import ServiceLimit, ServiceRamp
+from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceVoltage
 from optev.blocks.window import build_window
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver
 from optev.data.synthetic import synthetic_charging_instance
 from optev.errors import DataError
-from optev.services.baseline import realtime_baseline, workdays_baseline
+from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
 from optev.services.evaluate import (APPENDIX_A_KEYS, RECORD_COLUMNS, evaluate_limit_service, evaluate_smoothing,
-                                     payment, round_conserving)
+                                     evaluate_voltage, payment, round_conserving)
 from optev.services.presets import preset
 from optev.services.request import ServiceWindow, parse_service
 from optev.services.run import accept, run_service, with_service_block
@@ -181,14 +181,6 @@ def test_run_service_delivers_and_records(micro) -> None:
                                (realised["p_ch_kw"] - realised["p_dis_kw"]).to_numpy(), atol=ABS_TOL_KW)
 
 
-def test_products_without_a_block_are_refused(micro) -> None:
-    data = {"service": {"id": "f", "product": "frequency_secondary", "rule": "hn_fr_2025"},
-            "window": {"start": "18:00", "end": "19:00"}, "quantity": {"reserve_up_kw": 5.0},
-            "rule": {"price": 8.0}}
-    with pytest.raises(DataError, match="cannot be run yet"):
-        run_service(micro, parse_service(data), "station_v2g", steps=4)
-
-
 # -- renewable smoothing ---------------------------------------------------------------------------
 
 def test_a_ramp_price_smooths_the_ev_power_in_the_window(micro) -> None:
@@ -223,3 +215,59 @@ def test_smoothing_metrics_by_hand() -> None:
     assert out.metrics["s_impr"] == pytest.approx(1.0 - 40.0 / 130.0)
     assert out.metrics["pay"] == 0.0 and out.metrics["e_dr_kwh"] is None
     assert out.records["accuracy"].iloc[0] == pytest.approx(1.0 - 40.0 / 130.0)
+
+
+# -- voltage support -------------------------------------------------------------------------------
+
+def test_a_voltage_price_lifts_low_voltages_with_reactive_power() -> None:
+    inst = synthetic_charging_instance(30, seed=1, hours=24.0)
+    form = with_service_block(load_formulation("lindistflow_opf"))
+    w = build_window(inst, start="18:30", steps=4, step="15min")
+    free = WindowSolver(form).solve(w)
+    w2 = build_window(inst, start="18:30", steps=4, step="15min")
+    w2.extra["service_limits"] = [ServiceVoltage("v", None, pd.Series(True, index=w2.times), 1.0, 0.0, 1e5)]
+    held = WindowSolver(form).solve(w2)
+    dev = lambda r: float((1.0 - r.tables["bus"]["vm_pu_lindistflow"]).abs().sum())  # noqa: E731
+    assert dev(held) < dev(free)
+    assert held.summary["objective_terms"]["service_voltage_0"] > 0.0
+    w3 = build_window(inst, start="18:30", steps=4, step="15min", with_network=False)
+    w3.extra["service_limits"] = w2.extra["service_limits"]
+    with pytest.raises(DataError, match="needs the LinDistFlow network"):
+        WindowSolver(with_service_block("station_v2g")).solve(w3)
+
+
+def test_voltage_metrics_by_hand() -> None:
+    times = _times("2025-07-14 18:00", 2)
+    req = parse_service({"service": {"id": "v", "product": "voltage_support", "rule": "avc_contract"},
+                         "window": {"start": "18:00", "end": "18:30"},
+                         "quantity": {"weight_per_pu_h": 1.0}, "rule": {"price": 0.02}})
+    station = pd.DataFrame({"station_id": ["a", "a", "b", "b"], "time": [times[0], times[1]] * 2,
+                            "q_kvar": [10.0, 30.0, -5.0, 5.0]})
+    bus = pd.DataFrame({"bus_id": ["1", "2", "1", "2"], "time": np.repeat(times, 2),
+                        "vm_pu_ac": [0.97, 1.0, 0.98, 1.01]})
+    base = pd.DataFrame({"bus_id": ["1", "2", "1", "2"], "time": np.repeat(times, 2),
+                         "vm_pu_ac": [0.94, 1.0, 0.96, 1.0]})
+    out = evaluate_voltage(req, times, 0.25, station, ("a", "b"), bus, base, ["1", "2"])
+    assert out.metrics["q_ev_mean_kvar"] == pytest.approx(20.0)  # (5 + 35) / 2
+    # bus 1: 0.03 + 0.02 vs 0.06 + 0.04; bus 2: 0.01 vs 0 (exact baseline, undefined); pooled 0.06 / 0.10
+    assert out.metrics["i_v"] == pytest.approx(0.4)
+    assert out.metrics["pay"] == pytest.approx(0.02 * (5 + 35) * 0.25)
+    per_bus = out.records[out.records["participant_kind"] == "bus"].set_index("participant_id")["accuracy"]
+    assert per_bus["1"] == pytest.approx(0.5) and np.isnan(per_bus["2"])
+
+
+def test_metered_history_csv_is_validated(tmp_path) -> None:
+    good = tmp_path / "h.csv"
+    good.write_text("time,p_kw\n2025-07-07T18:00+08:00,10\n2025-07-07T18:15+08:00,12.5\n", encoding="utf-8")
+    assert read_history(str(good)).tolist() == [10.0, 12.5]
+    bad = tmp_path / "b.csv"
+    bad.write_text("time,p_kw\n2025-07-07T18:00+08:00,nan\n", encoding="utf-8")
+    with pytest.raises(DataError, match="column 'p_kw'"):
+        read_history(str(bad))
+    with pytest.raises(DataError, match="missing column"):
+        read_history(_write(tmp_path / "c.csv", "t,p\n1,2\n"))
+
+
+def _write(path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)

@@ -105,7 +105,63 @@ class ServiceRamp:
     what was applied; None (unknown) leaves the first step's change unpriced."""
 
 
-WindowService = ServiceLimit | ServiceRamp
+@dataclass(frozen=True)
+class ServiceVoltage:
+    r"""Voltage support (R6.5.1.2): a price on bus voltages outside a band around a target.
+
+    Attributes
+    ----------
+    name : str
+        The service id.
+    bus_ids : tuple of str or None
+        Buses whose voltage is supported; None: every bus of the feeder.
+    active : Series of bool
+        Steps (by start time) of the service window.
+    v_target_pu, deadband_pu : float
+        Target :math:`V^*` and the band :math:`\pm b` around it without cost, p.u.
+    weight_per_pu_h : float
+        Price of 1 p.u. outside the band at one bus for one hour, currency (> 0).
+    """
+
+    name: str
+    bus_ids: tuple[str, ...] | None
+    active: pd.Series
+    v_target_pu: float
+    deadband_pu: float
+    weight_per_pu_h: float
+
+
+@dataclass(frozen=True)
+class ServiceReserve:
+    r"""Frequency reserve (R6.5.1.3): up and down headroom held by the participants' EVs.
+
+    In the active steps the participants' net power :math:`P_t` must leave room to move by
+    :math:`R^{up}` down and :math:`R^{down}` up within what their plugged EVs can do:
+    :math:`P_t + D_t \ge R^{up}` and :math:`P_t \le C_t - R^{down}`, with
+    :math:`C_t = \sum_e \mathbb 1^{plugged}_{e,t}ar P^{ch}_e` and
+    :math:`D_t = \sum_{e\,V2G} \mathbb 1^{plugged}_{e,t}ar P^{dis}_e` over the participants'
+    EVs (site caps bound :math:`C_t`); shortfalls are priced at ``penalty_per_kwh``.
+
+    Attributes
+    ----------
+    name : str
+    station_ids : tuple of str
+    active : Series of bool
+    up_kw, down_kw : float
+        Reserve held, kW.
+    penalty_per_kwh : float
+        Price of a kWh of reserve not held, currency.
+    """
+
+    name: str
+    station_ids: tuple[str, ...]
+    active: pd.Series
+    up_kw: float
+    down_kw: float
+    penalty_per_kwh: float
+
+
+WindowService = ServiceLimit | ServiceRamp | ServiceVoltage | ServiceReserve
 """What ``window.extra["service_limits"]`` holds: limits and ramps."""
 
 
@@ -139,6 +195,11 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") 
         if isinstance(limit, ServiceRamp):
             _declare_ramp(ctx, j, limit)
             continue
+        if isinstance(limit, ServiceVoltage):
+            _declare_voltage(ctx, j, limit)
+            continue
+        if isinstance(limit, ServiceReserve):
+            limit = reserve_limit(ctx, limit)
         if not (np.isfinite(limit.penalty_per_kwh) and limit.penalty_per_kwh > 0):
             raise DataError(f"service {limit.name!r}: penalty_per_kwh must be positive, got {limit.penalty_per_kwh!r}")
         upper, lower = _on_window(limit.upper_kw, w.times), _on_window(limit.lower_kw, w.times)
@@ -190,3 +251,54 @@ def _priced_change(ctx: ModelContext, name: str, change: LinExpr, ramp: ServiceR
     ctx.lp.add_constraints(f"{name}_down", change + z, ">=", 0.0, block="service")
     ctx.lp.add_objective(name, z * ramp.weight_per_kw, block="service",
                          description=f"ramp of PV + wind - EV power, service {ramp.name!r}, currency")
+
+
+def _declare_voltage(ctx: ModelContext, j: int, service: ServiceVoltage) -> None:
+    r"""``service_voltage_<j>``: :math:`d_{k,t} \ge |v_{k,t} - V^{*2}| - 2V^*b` for the buses and
+    active steps (``bus_v2`` of LinDistFlow is :math:`|V|^2`; near :math:`V^*` a band of
+    :math:`\pm b` p.u. is :math:`\pm 2V^*b` in :math:`|V|^2`, and :math:`d/(2V^*)` p.u.), priced at
+    ``weight_per_pu_h`` · Δt / (2V*) per unit of :math:`d`."""
+    if not (np.isfinite(service.weight_per_pu_h) and service.weight_per_pu_h > 0):
+        raise DataError(f"service {service.name!r}: the voltage weight must be positive, "
+                        f"got {service.weight_per_pu_h!r}")
+    w = ctx.window
+    if "bus_v2" not in ctx.handles or w.network is None:
+        raise DataError(f"service {service.name!r}: voltage support needs the LinDistFlow network "
+                        "(network variant lindistflow)")
+    t = np.flatnonzero(service.active.reindex(w.times, fill_value=False).to_numpy(bool))
+    if not t.size:
+        return
+    bus_ids = list(w.instance.feeder.bus_ids)  # the network keeps the feeder's bus order
+    wanted = bus_ids if service.bus_ids is None else list(service.bus_ids)
+    rows = pd.Index(bus_ids).get_indexer(pd.Index(wanted))
+    if (rows < 0).any():
+        raise DataError(f"service {service.name!r}: unknown bus(es) {[b for b, r in zip(wanted, rows) if r < 0][:5]}",
+                        table="buses", column="bus_id")
+    v2 = as_expr(ctx.handles["bus_v2"])[rows][:, t]
+    target = service.v_target_pu ** 2
+    band = 2.0 * service.v_target_pu * service.deadband_pu
+    d = ctx.lp.add_variables(f"service_voltage_{j}", (rows.size, t.size), 0.0, np.inf, block="service",
+                             description=f"|V|² outside the band of service {service.name!r}, p.u.²")
+    ctx.lp.add_constraints(f"service_voltage_above_{j}", v2 - d, "<=", target + band, block="service")
+    ctx.lp.add_constraints(f"service_voltage_below_{j}", v2 + d, ">=", target - band, block="service")
+    price = service.weight_per_pu_h * w.dt_h / (2.0 * service.v_target_pu)
+    ctx.lp.add_objective(f"service_voltage_{j}", d * price, block="service",
+                         description=f"voltage outside the band, service {service.name!r}, currency")
+
+
+def reserve_limit(ctx: ModelContext, reserve: ServiceReserve) -> ServiceLimit:
+    """The reserve as a :class:`ServiceLimit` on the participants' power (:class:`ServiceReserve`):
+    upper :math:`C_t - R^{down}`, lower :math:`R^{up} - D_t` in the active steps."""
+    w = ctx.window
+    st = w.stations
+    members = np.isin(np.asarray(st.station_id).astype(str), list(reserve.station_ids))
+    ev_in = members[w.evs.station]
+    plugged = w.evs.plugged * ev_in[:, None]
+    charge = np.minimum(plugged.T @ w.evs.p_ch_max_kw, st.p_site_max_kw[members].sum())
+    discharge = np.minimum((plugged * w.evs.v2g[:, None]).T @ w.evs.p_dis_max_kw,
+                           st.p_site_dis_max_kw[members].sum())
+    active = reserve.active.reindex(w.times, fill_value=False).to_numpy(bool)
+    upper = np.where(active, charge - reserve.down_kw, np.nan)
+    lower = np.where(active, reserve.up_kw - discharge, np.nan)
+    return ServiceLimit(reserve.name, reserve.station_ids, pd.Series(upper, index=w.times),
+                        pd.Series(lower, index=w.times), reserve.penalty_per_kwh)

@@ -68,7 +68,7 @@ def clear_sky_pv(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: fl
     if step is None:
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     mid = times + step / 2
-    n = mid.dayofyear.to_numpy(float)
+    n = mid.day_of_year.to_numpy(float)
     offset_h = np.array([_utc_offset_h(t) for t in mid]) if len(mid) else np.zeros(0)
     decl = np.deg2rad(23.45) * np.sin(np.deg2rad(360.0 * (284.0 + n) / 365.0))
     b = np.deg2rad(360.0 * (n - 81.0) / 364.0)

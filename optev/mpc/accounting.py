@@ -112,7 +112,7 @@ class SessionSteps:
         ids = chunk["session_id"]
         chunk["k"] = k
         chunk["p_set_kw"] = ids.map(setpoints).astype(float)
-        chunk["mode"] = ids.map(modes).fillna(LOCAL_MODE).astype(object)
+        chunk["mode"] = ids.map(modes).astype(object).fillna(LOCAL_MODE)
         chunk["e_start_kwh"] = ids.map(e_start).astype(float)
         lim = limits or {}
         chunk["p_ch_max_kw"] = ids.map({k_: v[0] for k_, v in lim.items()}).astype(float)

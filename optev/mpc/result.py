@@ -66,7 +66,8 @@ class MPCRun:
         excess, unit).
     baseline : dict of DataFrame
         The uncontrolled day over the same steps: ``station``, ``steps``
-        (:data:`BASELINE_STEP_COLUMNS`), ``ev``, ``der``/``storage`` when present.
+        (:data:`BASELINE_STEP_COLUMNS`), ``ev``, ``bus`` (bus_id, time, vm_pu_ac of its AC
+        check), ``der``/``storage`` when present.
     sessions, baseline_sessions : DataFrame
         Sessions of the controlled and of the baseline day (:data:`SESSION_RESULT_COLUMNS`).
     summary : DaySummary

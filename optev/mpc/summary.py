@@ -287,10 +287,15 @@ def _day_tables(run: _Run, steps_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _baseline_tables(run: _Run, base_steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The tables of the uncontrolled day: ``station``, ``steps``, ``ev``, ``der`` and ``storage``."""
+    """The tables of the uncontrolled day: ``station``, ``steps``, ``ev``, ``bus`` (the AC check's
+    voltages, NaN where it did not run or converge), ``der`` and ``storage``."""
     base, times, ids = run.base, run.times, run.station_ids
+    bus_ids = run.instance.feeder.bus_ids
+    vm = base.grid.vm_pu if len(bus_ids) else np.zeros((len(times), 0))
     baseline = {"station": station_table(ids, times, base.arrays, np.zeros((len(times), ids.size))),
-                "steps": base_steps[list(BASELINE_STEP_COLUMNS)], "ev": ev_table(base.records, times, run.dt_h)}
+                "steps": base_steps[list(BASELINE_STEP_COLUMNS)], "ev": ev_table(base.records, times, run.dt_h),
+                "bus": pd.DataFrame({"bus_id": np.tile(np.asarray(bus_ids, dtype=object), len(times)),
+                                     "time": np.repeat(times, len(bus_ids)), "vm_pu_ac": vm.ravel()})}
     baseline.update(_der_tables(base))
     return baseline
 

@@ -276,19 +276,32 @@ def service_response(tables: Mapping[str, pd.DataFrame], summary: RunSummary) ->
     if inside.any():
         ax.fill_between(times, 0, 1, where=inside, step="post", color="0.92", transform=ax.get_xaxis_transform(),
                         label="service window")
-    _step(ax, times, act / k, color=CONTROLLED, lw=1.8, label="participants' power (realised)")
-    _step(ax, times, base / k, color=BASELINE, lw=1.4, ls="--", label=f"baseline ({service.get('baseline')})")
-    _step(ax, times, limit / k, color="#d62728", lw=1.0, ls=":", label="limit given to the controller")
+    act_label, base_label, axis = _SERIES_LABELS.get(str(service.get("product")), _SERIES_LABELS["default"])
+    _step(ax, times, act / k, color=CONTROLLED, lw=1.8, label=act_label)
+    _step(ax, times, base / k, color=BASELINE, lw=1.4, ls="--",
+          label=base_label.format(baseline=service.get("baseline")))
+    if np.isfinite(limit).any():
+        _step(ax, times, limit / k, color="#d62728", lw=1.0, ls=":", label="limit given to the controller")
     shown = {k2: v for k2, v in metrics.items() if v is not None}
     text = ", ".join(f"{name} {value:,.1f}" for name, value in shown.items())
     ax.set_title(f"{service.get('product', 'service')} {service.get('id', '')}: {service.get('status', '')} — {text}",
                  fontsize=9)
-    ax.set_ylabel(f"net EV power ({unit})")
+    ax.set_ylabel(f"{axis} ({unit})" if axis != "reactive power" else f"{axis} ({unit.replace('W', 'var')})")
     ax.axhline(0.0, color="black", lw=0.6)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     _time_axis(ax, times)
     return fig
+
+
+_SERIES_LABELS = {
+    "default": ("participants' power (realised)", "baseline ({baseline})", "net EV power"),
+    "frequency_primary": ("fleet power (realised, 4-s samples)", "command", "net EV power"),
+    "frequency_secondary": ("fleet power (realised, 4-s samples)", "command", "net EV power"),
+    "renewable_smoothing": ("PV + wind − EV (realised)", "PV + wind available", "power"),
+    "voltage_support": ("EV chargers' reactive power (injection +)", "service window", "reactive power"),
+}
+"""(realised series, reference series, axis) labels of :func:`service_response` by product."""
 
 
 _DRAW = {"feeder_load.png": feeder_load, "voltage.png": voltage, "v2g_power.png": v2g_power,

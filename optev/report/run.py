@@ -73,7 +73,8 @@ DEFAULT_STEP = "15min"
 """Control interval of the main job (R6.2.2.2 default)."""
 
 RUN_TABLES = ("ev", "station", "bus", "line", "der", "storage", "mode", "steps", "sessions", "baseline_steps",
-              "baseline_station", "baseline_ev", "baseline_der", "baseline_storage", "baseline_sessions", "violations",
+              "baseline_station", "baseline_ev", "baseline_bus", "baseline_der", "baseline_storage", "baseline_sessions",
+              "violations",
               "service_records", "service_series")
 """Frames of a :class:`RunResult` (``der``/``storage`` only when the feeder has DER/storage),
 in the order they are written. ``ev`` and ``station`` are realised

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from optev.errors import DataError
+from optev.io.csvfile import finite_column, read_columns
 
 WORKDAYS = 5
 REALTIME_LEAD = pd.Timedelta("15min")
@@ -126,19 +127,9 @@ def workdays_baseline(history_kw: pd.Series, times: pd.DatetimeIndex, window: pd
 
 def read_history(path: str) -> pd.Series:
     """A metered load history CSV (columns ``time``, ``p_kw``; ISO times with offset), kW."""
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from None
-    missing = {"time", "p_kw"} - set(frame.columns)
-    if missing:
-        raise DataError(f"missing column(s) {', '.join(sorted(missing))}", table=path)
+    frame = read_columns(path, ("time", "p_kw"))
     try:
         index = pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=False))
     except (ValueError, TypeError) as exc:
         raise DataError(f"time is not ISO date-times ({exc})", table=path, column="time") from None
-    values = pd.to_numeric(frame["p_kw"], errors="coerce")
-    bad = np.flatnonzero(~np.isfinite(values.to_numpy(float)))
-    if bad.size:
-        raise DataError("p_kw must be a finite number", table=path, row=int(bad[0]), column="p_kw")
-    return pd.Series(values.to_numpy(float), index=index)
+    return pd.Series(finite_column(frame, "p_kw", path), index=index)

@@ -11,6 +11,7 @@ peak_regulation          ΔP_peak, E_adj (A.2)
 valley_filling           E_adj as the filled energy Σ max(0, P_act − P_base)·Δt (A.2 mirrored)
 demand_response          E_DR, Pay (A.6)
 renewable_smoothing      S̄ of P_RES+EV = PV + wind − EV, S_impr against PV + wind alone (A.5)
+voltage_support          Q̄_EV of the participants' stations, I_V pooled over the buses (A.3)
 =======================  ==========================================================================
 
 Payment (``pay``, currency) by the rule's basis: ``energy`` — price × billable energy;
@@ -39,8 +40,8 @@ APPENDIX_A_KEYS = ("delta_p_peak_kw", "e_adj_kwh", "q_ev_mean_kvar", "i_v", "mae
 """Keys of ``summary["appendix_a"]`` (the issue's interface; null where a service does not define one)."""
 
 RECORD_COLUMNS = ("service_id", "product", "participant_kind", "participant_id", "start", "end", "requested_kw",
-                  "requested_kwh", "delivered_kwh", "delivered_kw", "accuracy", "delay_s", "baseline_rule",
-                  "baseline_kwh", "data_quality", "rule", "rule_version")
+                  "requested_kwh", "delivered_kwh", "delivered_kw", "delivered_kvar", "accuracy", "delay_s",
+                  "baseline_rule", "baseline_kwh", "data_quality", "rule", "rule_version")
 """Columns of the ``service_records`` table (R6.5.3): energies at 0.1 kWh, powers at 1 kW."""
 
 ENERGY_RESOLUTION_KWH = 0.1
@@ -313,5 +314,68 @@ def evaluate_smoothing(request: ServiceRequest, times: pd.DatetimeIndex, p_act: 
             metrics["s_impr"] = impr if np.isfinite(impr) else None
     metrics["pay"] = 0.0 if not request.rule.price else None
     series = pd.DataFrame({"time": times, "p_base_kw": np.where(inside, res, np.nan), "p_act_kw": combined,
+                           "p_limit_kw": np.nan})
+    return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)
+
+
+def _wide_voltages(bus: pd.DataFrame, times: pd.DatetimeIndex, buses: list[str]) -> np.ndarray:
+    """AC voltages (times × buses), p.u.; NaN where the check did not run or converge."""
+    wide = bus.pivot_table(index="time", columns="bus_id", values="vm_pu_ac", aggfunc="first", dropna=False)
+    wide.columns = wide.columns.astype(str)
+    return wide.reindex(index=times, columns=buses).to_numpy(float)
+
+
+def evaluate_voltage(request: ServiceRequest, times: pd.DatetimeIndex, dt_h: float, station: pd.DataFrame,
+                     stations: tuple[str, ...], bus: pd.DataFrame, baseline_bus: pd.DataFrame,
+                     buses: list[str]) -> ServiceOutcome:
+    """A.3 of a voltage-support run: Q̄_EV of the participants and I_V of the supported buses.
+
+    Parameters
+    ----------
+    request : ServiceRequest
+    times : DatetimeIndex
+    dt_h : float
+    station : DataFrame
+        The realised ``station`` table (``q_kvar``: reactive injection of the chargers).
+    stations : tuple of str
+        The participating stations.
+    bus, baseline_bus : DataFrame
+        AC voltages of the controlled and the uncontrolled day (``bus_id``, ``time``, ``vm_pu_ac``).
+    buses : list of str
+        The supported buses.
+
+    Returns
+    -------
+    ServiceOutcome
+        ``q_ev_mean_kvar``, ``i_v`` (pooled) and ``pay`` (contract price × Σ|Q|·Δt); one
+        record per occurrence and one per bus (its own I_V as ``accuracy``).
+    """
+    inside = request.window.mask(times).to_numpy(bool)
+    tab = station[station["station_id"].astype(str).isin(stations)]
+    q = tab.groupby("time")["q_kvar"].sum().reindex(times).fillna(0.0).to_numpy(float)
+    v_act, v_base = _wide_voltages(bus, times, buses), _wide_voltages(baseline_bus, times, buses)
+    target = float(request.quantity.get("v_target_pu", 1.0))
+    rows: list[dict[str, Any]] = []
+    for a, b in _occurrences(inside):
+        sl = slice(a, b + 1)
+        common = {"service_id": request.id, "product": request.product, "start": times[a],
+                  "end": times[b] + pd.Timedelta(hours=dt_h), "baseline_rule": request.baseline,
+                  "rule": request.rule.key, "rule_version": RULES_VERSION}
+        missing = int((~np.isfinite(v_act[sl]).all(axis=1) | ~np.isfinite(v_base[sl]).all(axis=1)).sum())
+        rows.append({**common, "participant_kind": request.participants.scope,
+                     "participant_id": ",".join(request.participants.ids) or "city",
+                     "delivered_kvar": float(np.round(A.q_ev_mean_kvar(q[sl]))),
+                     "accuracy": A.i_v_total(v_act[sl], v_base[sl], target),
+                     "data_quality": f"missing_steps={missing}" if missing else "ok"})
+        per_bus = A.i_v(v_act[sl], v_base[sl], target)
+        rows += [{**common, "participant_kind": "bus", "participant_id": bid, "accuracy": float(iv),
+                  "data_quality": "baseline_exact" if not np.isfinite(iv) else "ok"}
+                 for bid, iv in zip(buses, per_bus)]
+    metrics: dict[str, Any] = {k: None for k in APPENDIX_A_KEYS}
+    metrics["q_ev_mean_kvar"] = A.q_ev_mean_kvar(q[inside]) if inside.any() else None
+    metrics["i_v"] = A.i_v_total(v_act[inside], v_base[inside], target) if inside.any() else None
+    metrics["pay"] = float(request.rule.price or 0.0) * float(np.abs(q[inside]).sum() * dt_h)
+    metrics = {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in metrics.items()}
+    series = pd.DataFrame({"time": times, "p_base_kw": np.where(inside, 0.0, np.nan), "p_act_kw": q,
                            "p_limit_kw": np.nan})
     return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)

@@ -57,9 +57,11 @@ QUANTITY_KEYS: dict[str, dict[str, str]] = {
     "valley_filling": {"increase_kw": "mean increase above the baseline in the window, kW",
                        "target_min_import_kw": "import floor of the participants in the window, kW"},
     "voltage_support": {"v_target_pu": "target voltage V*, p.u. (default 1.0)",
-                        "v_deadband_pu": "no reactive support while |V − V*| ≤ this, p.u. (default 0)"},
+                        "v_deadband_pu": "no cost while |V − V*| ≤ this, p.u. (default 0)",
+                        "weight_per_pu_h": "price of 1 p.u. outside the band at one bus for one hour, currency"},
     "frequency_primary": {"reserve_kw": "symmetric reserve held, kW",
-                          "droop_pct": "power change of 100 % of the reserve per this frequency change, % of 50 Hz",
+                          "full_response_hz": "deviation beyond the dead band at which the whole reserve is "
+                                              "deployed, Hz (default 0.2, as ENTSO-E's FCR)",
                           "deadband_hz": "no response while |f − 50| ≤ this, Hz (default 0.033)",
                           "signal": "frequency trace: a CSV path (time_s, frequency_hz) or 'random'",
                           "seed": "seed of a synthetic signal", "duration_min": "energy to hold the reserve for, min"},
@@ -82,7 +84,8 @@ TRIGGERS = ("price", "command", "event")
 REQUIRED_ONE_OF: dict[str, tuple[str, ...]] = {
     "peak_regulation": ("target_import_kw", "reduction_kw"), "valley_filling": ("increase_kw", "target_min_import_kw"),
     "frequency_primary": ("reserve_kw",), "frequency_secondary": ("reserve_up_kw", "reserve_down_kw"),
-    "demand_response": ("reduction_kw",), "renewable_smoothing": ("ramp_weight",)}
+    "demand_response": ("reduction_kw",), "renewable_smoothing": ("ramp_weight",),
+    "voltage_support": ("weight_per_pu_h",)}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ with the reason"): a reduction is accepted up to the participants' lowest baseli
 in the window plus the discharge power of their V2G chargers (they cannot go lower); a
 request with nothing to reduce is refused and the day runs without it.
 
-Supported products: peak regulation, valley filling, demand response and renewable
-smoothing. Voltage support and frequency regulation are parsed and validated but refused
-here with a clear message until their blocks exist.
+Supported products: peak regulation, valley filling, demand response, renewable smoothing,
+voltage support and frequency regulation (reserve in the plan, the signal followed every
+few seconds by :mod:`optev.services.follow`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optev.blocks.service import ServiceLimit, ServiceRamp
+from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceReserve, ServiceVoltage
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.battery import charger_discharge_kw
 from optev.data.instance import Instance
@@ -32,13 +32,14 @@ from optev.errors import DataError
 from optev.mpc.result import MPCRun
 from optev.mpc.simulate import simulate
 from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
-from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, net_power,
-                                     renewable_power)
+from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, evaluate_voltage,
+                                     net_power, renewable_power)
+from optev.services.frequency import evaluate_frequency
 from optev.services.limits import participant_stations, service_limits
 from optev.services.request import ServiceRequest
 
 LIMIT_PRODUCTS = ("peak_regulation", "valley_filling", "demand_response")
-RUNNABLE = (*LIMIT_PRODUCTS, "renewable_smoothing")
+RUNNABLE = (*LIMIT_PRODUCTS, "renewable_smoothing", "voltage_support", "frequency_primary", "frequency_secondary")
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,10 @@ def run_service(instance: Instance, request: ServiceRequest, formulation: Formul
     stations = participant_stations(instance, request)
     if request.product == "renewable_smoothing":
         return _run_smoothing(instance, request, stations, formulation, simulate_options)
+    if request.product == "voltage_support":
+        return _run_voltage(instance, request, stations, formulation, simulate_options)
+    if request.product in FREQUENCY_PRODUCTS:
+        return _run_frequency(instance, request, stations, formulation, simulate_options)
     state: dict[str, Any] = {}
 
     def limits(base_net: pd.DataFrame) -> list[ServiceLimit]:
@@ -205,3 +210,62 @@ def _run_smoothing(instance: Instance, request: ServiceRequest, stations: tuple[
     outcome = evaluate_smoothing(request, times, net_power(run.tables["station"], stations, times),
                                  renewable_power(der, times, "p_avail_kw"), renewable_power(der, times))
     return ServiceRun(run, request, Acceptance("accepted", float("nan"), float("nan")), outcome)
+
+
+def supported_buses(instance: Instance, request: ServiceRequest, stations: tuple[str, ...]) -> list[str]:
+    """The buses a voltage request supports: every bus (city), the listed buses, or the buses
+    of the participating stations."""
+    if request.participants.scope == "city":
+        return [str(b) for b in instance.feeder.bus_ids]
+    if request.participants.scope == "buses":
+        return list(request.participants.ids)
+    st = instance.stations
+    return list(dict.fromkeys(st.loc[st["station_id"].astype(str).isin(stations), "bus_id"].dropna().astype(str)))
+
+
+def _run_voltage(instance: Instance, request: ServiceRequest, stations: tuple[str, ...],
+                 formulation: Formulation | str, simulate_options: dict[str, Any]) -> ServiceRun:
+    """Voltage support: bus voltages outside the band priced in the window (R6.5.1.2, A.3)."""
+    q = request.quantity
+    buses = supported_buses(instance, request, stations)
+
+    def targets(base_net: pd.DataFrame) -> list[ServiceVoltage]:
+        mask = request.window.mask(pd.DatetimeIndex(base_net.index))
+        return [ServiceVoltage(request.id, tuple(buses), mask, float(q.get("v_target_pu", 1.0)),
+                               float(q.get("v_deadband_pu", 0.0)), float(q["weight_per_pu_h"]))]
+
+    run = simulate(instance, with_service_block(formulation), service_limits=targets, **simulate_options)
+    times = pd.DatetimeIndex(run.tables["steps"]["time"])
+    dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if len(times) > 1 else 0.25
+    outcome = evaluate_voltage(request, times, dt_h, run.tables["station"], stations, run.tables["bus"],
+                               run.baseline["bus"], buses)
+    return ServiceRun(run, request, Acceptance("accepted", float("nan"), float("nan")), outcome)
+
+
+HOLD_PRICE_PER_KWH = 3.0
+"""Price of a kWh of frequency reserve the plan does not hold, currency/kWh: of the order of the
+demand-response energy prices of ``china_rules.md`` §2.1 (3–4 CNY/kWh), well above the value of
+shifting charging in time, so the plan keeps the reserve wherever the fleet can."""
+
+FREQUENCY_PRODUCTS = ("frequency_primary", "frequency_secondary")
+
+
+def _reserve_kw(request: ServiceRequest) -> tuple[float, float]:
+    q = request.quantity
+    if request.product == "frequency_primary":
+        return float(q["reserve_kw"]), float(q["reserve_kw"])
+    return float(q.get("reserve_up_kw", 0.0)), float(q.get("reserve_down_kw", 0.0))
+
+
+def _run_frequency(instance: Instance, request: ServiceRequest, stations: tuple[str, ...],
+                   formulation: Formulation | str, simulate_options: dict[str, Any]) -> ServiceRun:
+    """Frequency regulation: reserve in the plan, then the signal followed every few seconds (R6.5.1.3, A.4)."""
+    up, down = _reserve_kw(request)
+
+    def reserves(base_net: pd.DataFrame) -> list[ServiceReserve]:
+        mask = request.window.mask(pd.DatetimeIndex(base_net.index))
+        return [ServiceReserve(request.id, stations, mask, up, down, HOLD_PRICE_PER_KWH)]
+
+    run = simulate(instance, with_service_block(formulation), service_limits=reserves, **simulate_options)
+    outcome = evaluate_frequency(instance, request, run, stations, up, down)
+    return ServiceRun(run, request, Acceptance("accepted", max(up, down), max(up, down)), outcome)
