@@ -360,6 +360,9 @@ REGISTRY: tuple[Benchmark, ...] = (
     _bench("day", "the main job, optev run, on the default day with LinDistFlow in the loop: end-to-end time, "
            "per-controller-step split, AC-check violations (issue 9)", (_out("bench_day"),),
            "tests/test_benchmarks_day_smoke.py"),
+    _bench("follow", "frequency-regulation signal following every 4 s: time per update for the plugged Nanjing "
+           "fleet at noon and for 100,000 synthetic EVs, and the tracking that results (issue 12)",
+           (_out("bench_follow"),), "tests/test_benchmarks_follow_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""
 

@@ -30,6 +30,7 @@ the plant (with a zero-mean signal it is small, and the next plan sees the measu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +97,10 @@ def round_to_grid(target: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: flo
 
 
 def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down_kw: float, *, t0_s: float,
-           interval_s: float, delay_s: float, ramp_kw_per_s: float) -> Following:
-    """Follow ``signal`` (one value per ``interval_s``) within one control step (module docstring)."""
+           interval_s: float, delay_s: float, ramp_kw_per_s: float,
+           timings: list[float] | None = None) -> Following:
+    """Follow ``signal`` (one value per ``interval_s``) within one control step (module docstring);
+    ``timings`` (a list) receives the wall time of every update, s (benchmarks)."""
     n = signal.size
     p0_total = float(f.p0_kw.sum())
     cmd = p0_total - np.where(signal > 0, signal * reserve_up_kw, signal * reserve_down_kw)
@@ -112,6 +115,7 @@ def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down
                        f.eff_ch, f.eff_dis, f.p0_kw)
     step = ramp_kw_per_s * interval_s
     for k in range(n):  # time recursion: each sample depends on the energy of the previous one
+        started = time.perf_counter()
         t = t0_s + k * interval_s
         state.e_kwh = e
         if k >= lag:
@@ -132,4 +136,6 @@ def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down
         e = e + out.stored_kwh
         act[k] = float(out.mean_power_kw(interval_s / 3600.0).sum())
         margin = min(margin, float((e - f.floor_kwh).min(initial=np.inf)))
+        if timings is not None:
+            timings.append(time.perf_counter() - started)
     return Following(cmd, act, margin)
