@@ -62,3 +62,20 @@ def test_a_bad_service_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert code == 2 and "product must be one of" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_that_misses_the_service_window_is_refused(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--service", "demand_response", "--start", "10:00", "--steps", "2", "--no-plots",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "lies outside the run" in err and not (tmp_path / "o").exists()
+
+
+def test_an_absurd_quantity_is_a_unit_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "svc.toml"
+    bad.write_text('[service]\nid = "x"\nproduct = "demand_response"\nrule = "zj_dr_energy"\n'
+                   '[window]\nstart = "18:00"\nend = "20:00"\n[quantity]\nreduction_kw = 1e12\n'
+                   '[baseline]\nrule = "uncontrolled"\n', encoding="utf-8")
+    assert main(["run", "--service", str(bad), "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "beyond any city" in capsys.readouterr().err

@@ -80,6 +80,8 @@ QUANTITY_KEYS: dict[str, dict[str, str]] = {
 """Allowed ``[quantity]`` keys of each product, with their meaning and units."""
 
 TEXT_KEYS = {"signal", "trigger"}
+MAX_POWER_KW = 1e8
+"""Largest power a request may name, kW (100 GW: beyond any city; a larger figure is a unit mistake)."""
 TRIGGERS = ("price", "command", "event")
 REQUIRED_ONE_OF: dict[str, tuple[str, ...]] = {
     "peak_regulation": ("target_import_kw", "reduction_kw"), "valley_filling": ("increase_kw", "target_min_import_kw"),
@@ -319,6 +321,8 @@ def _quantity(r: _Reader, product: str) -> dict[str, Any]:
             out[k] = v
         else:
             out[k] = r.number("quantity", k, v)
+            if k.endswith(("_kw", "_kvar")) and out[k] > MAX_POWER_KW:
+                raise r.fail("quantity", f"{k} = {out[k]:g} is beyond any city ({MAX_POWER_KW:g} kW); check the unit")
     needed = REQUIRED_ONE_OF.get(product, ())
     if needed and not any(k in out for k in needed):
         raise r.fail("quantity", f"a {product} request needs {' or '.join(needed)}")

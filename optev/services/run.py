@@ -25,12 +25,15 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceReserve, ServiceVoltage
+from optev.blocks.window import window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.battery import charger_discharge_kw
 from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.mpc.controller import parse_step
 from optev.mpc.result import MPCRun
 from optev.mpc.simulate import simulate
+from optev.options import start_option, steps_option
 from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
 from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, evaluate_voltage,
                                      net_power, renewable_power)
@@ -144,6 +147,7 @@ def run_service(instance: Instance, request: ServiceRequest, formulation: Formul
         raise DataError(f"service {request.id!r}: {request.product} cannot be run yet (supported: "
                         f"{', '.join(RUNNABLE)})")
     stations = participant_stations(instance, request)
+    _check_covered(instance, request, simulate_options)
     if request.product == "renewable_smoothing":
         return _run_smoothing(instance, request, stations, formulation, simulate_options)
     if request.product == "voltage_support":
@@ -269,3 +273,14 @@ def _run_frequency(instance: Instance, request: ServiceRequest, stations: tuple[
     run = simulate(instance, with_service_block(formulation), service_limits=reserves, **simulate_options)
     outcome = evaluate_frequency(instance, request, run, stations, up, down)
     return ServiceRun(run, request, Acceptance("accepted", max(up, down), max(up, down)), outcome)
+
+
+def _check_covered(instance: Instance, request: ServiceRequest, options: dict[str, Any]) -> None:
+    """Refuse a run whose steps miss the service window altogether (a user mistake, not a refusal
+    of the request: nothing could be measured)."""
+    step = parse_step(options.get("step", "15min"))
+    times = window_times(instance, start_option(options.get("start")), steps_option(options.get("steps", 96)), step)
+    if not request.window.mask(times).to_numpy(bool).any():
+        end = times[-1] + step
+        raise DataError(f"service {request.id!r}: its window {request.window.start}–{request.window.end} lies "
+                        f"outside the run ({times[0]} to {end}); start earlier or run more steps")
