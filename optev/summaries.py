@@ -271,7 +271,8 @@ class RunSummary(DaySummary, GridFigures, total=False):
     """Wall time of ``read``, ``grid``, ``simulate`` and (once written) ``plots``, ``write``, s."""
     service: dict[str, Any]
     """With a grid service: its ``id``, ``product``, ``rule``, ``baseline`` and the answer to the
-    request (``status`` accepted / partial / refused, ``requested_kw``, ``accepted_kw``, ``reason``)."""
+    request (``status`` accepted / partial / refused, ``requested_kw``, ``accepted_kw``, ``reason``) and the
+    feeder losses in the service window, ``window_loss_kwh`` and ``baseline_window_loss_kwh`` (AC check)."""
     appendix_a: dict[str, float | None]
     """With a grid service: the metrics of Appendix A (:data:`optev.services.evaluate.APPENDIX_A_KEYS`;
     null where the service does not define one)."""

@@ -32,6 +32,11 @@ def test_summary_has_appendix_a_and_the_answer_to_the_request(dr_run: tuple[Path
     assert a["mae_kw"] is None and a["i_v"] is None  # not defined by demand response
     assert summary["service"]["id"] == "dr-evening" and summary["service"]["status"] in ("accepted", "partial")
     assert summary["inputs"]["service"].endswith("demand_response.toml")
+    # the feeder's losses in the window, both days from the AC check, realised
+    steps, base = pd.read_csv(out / "steps.csv"), pd.read_csv(out / "baseline_steps.csv")
+    inside = pd.to_datetime(steps["time"]).dt.strftime("%H:%M").between("18:00", "19:45").to_numpy()
+    assert summary["service"]["window_loss_kwh"] == pytest.approx(steps["loss_kw"][inside].sum() * 0.25)
+    assert summary["service"]["baseline_window_loss_kwh"] == pytest.approx(base["loss_kw"][inside].sum() * 0.25)
     assert "service      dr-evening" in report and "Appendix A   e_dr_kwh" in report
     assert "plots/service_response.png" in summary["plots"] and (out / "plots" / "service_response.png").stat().st_size
 

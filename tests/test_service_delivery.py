@@ -173,7 +173,10 @@ def test_run_service_delivers_and_records(micro) -> None:
     summary = sr.summary()
     assert set(summary["appendix_a"]) == set(APPENDIX_A_KEYS)
     e = summary["appendix_a"]["e_dr_kwh"]
-    assert e is not None and e >= 0.0
+    series = sr.outcome.series.dropna(subset=["p_base_kw"])
+    assert len(series) == 4  # 18:00-19:00
+    assert e == pytest.approx(float((series["p_base_kw"] - series["p_act_kw"]).clip(lower=0.0).sum() * 0.25),
+                              rel=RTOL_EXACT)
     assert (sr.outcome.records["service_id"] == "dr").all()
     # the realised power is what the plant metered, not the plan
     realised = sr.run.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()

@@ -125,3 +125,10 @@ def test_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
         load_service(bad)
     with pytest.raises(DataError, match="no service file"):
         load_service(tmp_path / "missing.toml")
+
+
+def test_renewable_smoothing_takes_no_price() -> None:
+    data = {"service": {"id": "s", "product": "renewable_smoothing", "rule": "smoothing_kpi"},
+            "window": {"start": "10:00", "end": "11:00"}, "quantity": {"ramp_weight": 1.0}, "rule": {"price": 1.0}}
+    with pytest.raises(DataError, match="measured .A.5., not paid"):
+        parse_service(data)

@@ -151,6 +151,10 @@ def _service_lines(s: RunSummary, money: str) -> list[str]:
         answer += f" ({service['reason']})"
     metrics = {k: v for k, v in (s.get("appendix_a") or {}).items() if v is not None}
     shown = ", ".join(f"{k} {v:,.2f}" + (money if k == "pay" else "") for k, v in metrics.items())
+    losses = ""
+    if service.get("window_loss_kwh") is not None:
+        losses = (f"; feeder losses in the window {_num(service.get('window_loss_kwh'), ',.1f', ' kWh')} "
+                  f"(uncontrolled {_num(service.get('baseline_window_loss_kwh'), ',.1f', ' kWh')})")
     return [f"service      {service.get('id')} ({service.get('product')}, rule {service.get('rule')}, baseline "
-            f"{service.get('baseline')}): {answer}",
+            f"{service.get('baseline')}): {answer}{losses}",
             f"Appendix A   {shown or 'nothing measured'} (realised against the baseline)"]

@@ -312,7 +312,7 @@ def evaluate_smoothing(request: ServiceRequest, times: pd.DatetimeIndex, p_act: 
             metrics["s_bar_kw"] = float(c.mean())
             impr = float(A.improvement(np.array(c.mean()), np.array(r.mean()))) if r.size else float("nan")
             metrics["s_impr"] = impr if np.isfinite(impr) else None
-    metrics["pay"] = 0.0 if not request.rule.price else None
+    metrics["pay"] = 0.0  # a KPI: the request parser refuses a price
     series = pd.DataFrame({"time": times, "p_base_kw": np.where(inside, res, np.nan), "p_act_kw": combined,
                            "p_limit_kw": np.nan})
     return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)

@@ -118,8 +118,8 @@ def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down
         started = time.perf_counter()
         t = t0_s + k * interval_s
         state.e_kwh = e
+        lo, hi = ranges(state, t, interval_s)
         if k >= lag:
-            lo, hi = ranges(state, t, interval_s)
             want = cmd[k - lag]
             base = np.clip(f.p0_kw, lo, hi)
             gap = want - base.sum()
@@ -129,8 +129,7 @@ def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down
             setpoint = round_to_grid(target, lo, hi, float(np.clip(want, lo.sum(), hi.sum())))
         before = p
         p = p + np.clip(setpoint - p, -step, step)
-        lo_now, hi_now = ranges(state, t, interval_s)
-        p = np.clip(p, np.minimum(lo_now, 0.0), hi_now)
+        p = np.clip(p, np.minimum(lo, 0.0), hi)
         mean_p = late * before + (1.0 - late) * p  # the old power until the command arrives
         out = battery_step(e, mean_p, interval_s / 3600.0, f.floor_kwh, f.capacity_kwh, f.eff_ch, f.eff_dis)
         e = e + out.stored_kwh

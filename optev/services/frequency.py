@@ -77,6 +77,7 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
     signal = _signal(request, inside.sum() * step_s, interval_s)
     origin = instance_origin(instance)
     cmd, act, margins, rows, stamps = [], [], [], [], []
+    plugged: list[int] = []
     offered = max(up_kw, down_kw)
     for j, k in enumerate(np.flatnonzero(inside).tolist()):
         fleet, _ = fleet_at_step(instance, run, stations, times[k], step_s)
@@ -84,6 +85,7 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
         t0 = (times[k] - origin).total_seconds()
         out = follow(fleet, part, up_kw, down_kw, t0_s=t0, interval_s=interval_s, delay_s=DELAY_S,
                      ramp_kw_per_s=RAMP_KW_PER_S)
+        plugged.append(fleet.e_kwh.size)
         cmd.append(out.p_cmd_kw)
         act.append(out.p_act_kw)
         stamps.append(times[k] + pd.to_timedelta(np.arange(part.size) * interval_s, unit="s"))
@@ -92,8 +94,8 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
     p_act = np.concatenate(act) if act else np.zeros(0)
     delta = (request.rule.error_band_pct or 2.0) / 100.0 * offered
     mae, eta = A.mae_kw(p_act, p_cmd), A.eta_pct(p_act, p_cmd, delta)
-    chargers = len(stations)  # a lower bound of the ramp capability: one charger per station moving
-    perf = performance(request.rule, offered_kw=offered, ramp_kw_per_min=RAMP_KW_PER_S * 60.0 * max(chargers, 1),
+    chargers = min(plugged, default=0)  # ramp capability: every charger in use moves, in the thinnest step
+    perf = performance(request.rule, offered_kw=offered, ramp_kw_per_min=RAMP_KW_PER_S * 60.0 * chargers,
                        response_s=DELAY_S + interval_s, mae_kw=mae, mileage_kw=_signal_mileage(signal, up_kw, down_kw))
     metrics: dict[str, Any] = {key: None for key in APPENDIX_A_KEYS}
     hours = float(inside.sum()) * step_s / 3600.0

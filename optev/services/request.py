@@ -237,6 +237,9 @@ def parse_service(data: dict[str, Any], source: str = "<service>") -> ServiceReq
     sid = r.text("service", "id", head["id"])
     product = r.text("service", "product", head["product"], PRODUCTS)
     rule = _rule(r, product, r.text("service", "rule", head["rule"]))
+    if product == "renewable_smoothing" and rule.price:
+        raise r.fail("rule", "renewable smoothing is measured (A.5), not paid: no market rule prices it; "
+                             "leave price at 0")
     baseline, history, holidays = _baseline(r, rule)
     return ServiceRequest(
         id=sid, product=product, rule=rule, participants=_participants(r), window=_window(r),

@@ -78,10 +78,22 @@ class ServiceRun:
     outcome: ServiceOutcome
 
     def summary(self) -> dict[str, Any]:
-        """The ``service`` and ``appendix_a`` objects of ``summary.json``."""
+        """The ``service`` and ``appendix_a`` objects of ``summary.json``; ``service`` also has the
+        feeder losses in the service window, controlled and uncontrolled (AC check, kWh; None
+        without one): a service must not be bought with losses unseen."""
         return {"service": {"id": self.request.id, "product": self.request.product, "rule": self.request.rule.key,
-                            "baseline": self.request.baseline, **self.acceptance.to_dict()},
+                            "baseline": self.request.baseline, **self.acceptance.to_dict(), **self._losses()},
                 "appendix_a": dict(self.outcome.metrics)}
+
+    def _losses(self) -> dict[str, float | None]:
+        steps, base = self.run.tables["steps"], self.run.baseline["steps"]
+        inside = self.request.window.mask(pd.DatetimeIndex(steps["time"])).to_numpy(bool)
+        dt_h = float(self.run.summary["step_minutes"]) / 60.0
+        out: dict[str, float | None] = {}
+        for key, frame in (("window_loss_kwh", steps), ("baseline_window_loss_kwh", base)):
+            loss = frame["loss_kw"].to_numpy(float)[inside] if "loss_kw" in frame else np.array([np.nan])
+            out[key] = float(loss.sum() * dt_h) if loss.size and np.isfinite(loss).all() else None
+        return out
 
 
 def with_service_block(formulation: Formulation | str) -> Formulation:
