@@ -164,8 +164,10 @@ def _stats(values: list[float]) -> dict[str, float]:
 def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers: int, refine_scope: str = "all",
                 aggregate: str = "station", batch_evs: int = 1000, formulation: str = FORMULATION,
                 overrides: dict[str, dict[str, Any]] | None = None, limit_arrivals: bool = False,
-                log: bool = False) -> dict[str, Any]:
-    """The closed loop in this process (module docstring, 1); timings, stats and summary."""
+                log: bool = False, service: str | None = None) -> dict[str, Any]:
+    """The closed loop in this process (module docstring, 1); timings, stats and summary.
+    ``service``: a service request file delivered on top (:func:`optev.services.run.run_service`;
+    ``bench_services.py``), its ``service`` and ``appendix_a`` summary in the record."""
     t_all = time.perf_counter()
     from optev.hierarchy import HierarchicalStrategy, LocalProcessExecutor
     from optev.io import read
@@ -175,6 +177,9 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
     inst = read(harness.instance_path(instance))
     read_s = time.perf_counter() - t0
     form = bench_formulation(formulation, overrides)
+    if service:
+        from optev.services.run import with_service_block
+        form = with_service_block(form)
     marks: list[float] = []
     ends: list[float] = []
     per_step: list[dict[str, Any]] = []
@@ -208,7 +213,15 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
                       flush=True)
 
         t_sim = time.perf_counter()
-        run = simulate(inst, form, start=start, steps=steps, controller=ctl, progress=progress)
+        delivered: dict[str, Any] | None = None
+        if service:
+            from optev.services.request import load_service
+            from optev.services.run import run_service
+            served = run_service(inst, load_service(service), form, controller=ctl, start=start, steps=steps,
+                                 progress=progress)
+            run, delivered = served.run, served.summary()
+        else:
+            run = simulate(inst, form, start=start, steps=steps, controller=ctl, progress=progress)
         t_done = time.perf_counter()
     wall = {"total": time.perf_counter() - t_all, "read": read_s,
             "before_loop": (marks[0] - t_sim) if marks else float("nan"),
@@ -218,7 +231,10 @@ def closed_loop(instance: str, *, steps: int, start: str, horizon: str, workers:
               "formulation": form.name, "overrides": overrides, "steps": steps, "horizon": horizon,
               "horizon_steps": int(ctl.steps), "workers": workers, "refine_scope": refine_scope,
               "aggregate": aggregate, "batch_evs": batch_evs, "limit_arrivals": limit_arrivals}
-    return _loop_record(inst, run, config, wall, per_step, mem)
+    record = _loop_record(inst, run, config, wall, per_step, mem)
+    if delivered is not None:
+        record["service"] = {"request": service, **delivered}
+    return record
 
 
 def _step_row(done: int, info: dict[str, Any], step_s: float, res: Any, reserves: list[tuple[float, float]],

@@ -363,6 +363,9 @@ REGISTRY: tuple[Benchmark, ...] = (
     _bench("follow", "frequency-regulation signal following every 4 s: time per update for the plugged Nanjing "
            "fleet at noon and for 100,000 synthetic EVs, and the tracking that results (issue 12)",
            (_out("bench_follow"),), "tests/test_benchmarks_follow_smoke.py"),
+    _bench("services", "the Nanjing closed loop with 10 MW of secondary frequency reserve against the same steps "
+           "without it: per-step time, the reserve's A.4 tracking, realised peak and cost (issue 12)",
+           (_out("bench_services"),), "tests/test_benchmarks_services_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""
 

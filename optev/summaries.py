@@ -99,6 +99,9 @@ class DaySummary(SessionComparison):
     """Name of the controller's formulation."""
     plant: Literal["event", "replay"]
     """Plant model: event simulation (instance with trips) or sessions replay."""
+    trip_days_repeated: int
+    """Times the fleet's trips were repeated to cover a run longer than the days they span
+    (0: they cover it; :mod:`optev.mobility.days`)."""
     forecaster: str
     """Name of the controller's forecaster."""
     start: str

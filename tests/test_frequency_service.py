@@ -10,7 +10,7 @@ import pytest
 
 from optev.data.synthetic import synthetic_charging_instance
 from optev.errors import DataError
-from optev.services.follow import FleetState, follow, ranges, round_to_grid
+from optev.services.follow import FleetState, follow, ramp, ranges, round_to_grid
 from optev.services.market import performance
 from optev.services.presets import preset
 from optev.services.request import parse_service
@@ -77,12 +77,26 @@ def test_the_fleet_follows_a_slow_signal_within_the_band() -> None:
 
 def test_a_delay_costs_tracking_on_steps() -> None:
     f = _fleet(20)
-    signal = np.r_[np.zeros(10), np.ones(10) * 0.5]
-    on_time = follow(f, signal, 40.0, 40.0, t0_s=0.0, interval_s=4.0, delay_s=0.0, ramp_kw_per_s=10.0)
-    late = follow(f, signal, 40.0, 40.0, t0_s=0.0, interval_s=4.0, delay_s=2.0, ramp_kw_per_s=10.0)
-    err = lambda o: np.abs(o.p_act_kw - o.p_cmd_kw)  # noqa: E731
-    assert err(on_time).max() <= 1.0 + ABS_TOL_KW
-    assert err(late)[10] == pytest.approx(10.0, abs=1.0)  # half of the 20 kW step missed in its sample
+    signal = np.r_[np.zeros(10), np.ones(10) * 0.5]  # a 20 kW step down at sample 10
+    kw = dict(t0_s=0.0, interval_s=4.0, ramp_kw_per_s=10.0)
+    on_time = follow(f, signal, 40.0, 40.0, delay_s=0.0, **kw)
+    late = follow(f, signal, 40.0, 40.0, delay_s=2.0, judge_s=5.0, **kw)
+    early = follow(f, signal, 40.0, 40.0, delay_s=2.0, judge_s=1.0, **kw)
+    err = lambda p, o: np.abs(p - o.p_cmd_kw)  # noqa: E731
+    assert err(on_time.p_act_kw, on_time).max() <= 1.0 + ABS_TOL_KW
+    # the command arrives 2 s into its 4-s sample: the sample's mean power misses half the step ...
+    assert err(late.p_mean_kw, late)[10] == pytest.approx(10.0, abs=1.0)
+    # ... judged T0 = 5 s after the command (at the end of its sample) the fleet has moved
+    assert err(late.p_act_kw, late).max() <= 1.0 + ABS_TOL_KW
+    # judged 1 s after the command, before it arrived, the whole step is missed
+    assert err(early.p_act_kw, early)[10] == pytest.approx(20.0, abs=1.0)
+
+
+def test_ramp_is_linear_then_flat() -> None:
+    end, mean = ramp(np.array([0.0, 0.0, 5.0]), np.array([4.0, 10.0, 5.0]), 2.0, 4.0)
+    assert end.tolist() == [4.0, 8.0, 5.0]
+    # 0 → 4 in 2 s (mean 2), then 2 s at 4: mean 3; 0 → 8 over 4 s: mean 4; no change: 5
+    assert mean == pytest.approx([3.0, 4.0, 5.0])
 
 
 def test_agc_indices() -> None:
@@ -133,3 +147,19 @@ def test_frequency_trace_csv(tmp_path: Path) -> None:
     bad.write_text("time_s,frequency_hz\n0,60.0\n", encoding="utf-8")
     with pytest.raises(DataError, match="not a frequency near 50 Hz"):
         make_frequency(str(bad), 8.0)
+
+
+def test_the_default_fleet_passes_the_regulation_test() -> None:
+    """Issue 12 acceptance: one hour of the regulation test signal on the embedded default fleet,
+    η ≥ 95 % at δ = 2 % of the offered reserve, never below an SOC floor."""
+    from optev.io import read
+    from optev.io.embedded import default_instance
+    from optev.services.request import load_service
+
+    inst = read(default_instance())
+    sr = run_service(inst, load_service("frequency_secondary"), "city_dispatch", start="13:00", steps=12,
+                     horizon="4h")
+    a = sr.summary()["appendix_a"]
+    assert a["eta"] >= 95.0, a
+    margin = float(sr.outcome.records.iloc[0]["data_quality"].split("soc_floor_margin_kwh=")[1])
+    assert margin >= 0.0 and sr.run.summary["soc_floor_violations"] == 0

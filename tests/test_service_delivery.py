@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceVoltage
+from optev.blocks.envelope import session_energy_bounds
+from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceReserve, ServiceVoltage
 from optev.blocks.window import build_window
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver
@@ -50,6 +51,8 @@ def test_workdays_baseline_is_the_mean_of_the_five_last_working_days() -> None:
     base = workdays_baseline(history, times, ServiceWindow("18:00", "20:00").mask(times))
     assert base.isna().tolist() == [True, False, False, True]
     assert base.dropna().tolist() == [9.0, 9.0]  # mean of 7..11 (Mon-Fri); the weekend is skipped
+    highest = workdays_baseline(history, times, ServiceWindow("18:00", "20:00").mask(times), reduce="max")
+    assert highest.dropna().tolist() == [11.0, 11.0]
     # a holiday is skipped: fewer than five working days remain
     with pytest.raises(DataError, match="needs 5 earlier working days"):
         workdays_baseline(history, times, ServiceWindow("18:00", "20:00").mask(times), holidays=["2025-07-09"])
@@ -100,6 +103,35 @@ def test_an_impossible_limit_is_met_as_far_as_possible_and_priced(micro) -> None
     assert term > 0
 
 
+def test_a_reserve_keeps_the_energy_to_sustain_it(micro) -> None:
+    """R6.5.1.3: an up reserve called at step t for d hours leaves the batteries, at step t + d, at
+    least R·d/η above the latest trajectory that still meets every departure need; what is
+    missing is priced per kWh."""
+    w, _ = _solve(micro, [])
+    st_ids = tuple(str(s) for s in w.stations.station_id)
+    active = pd.Series(np.r_[np.zeros(2), np.ones(6), np.zeros(4)].astype(bool), index=w.times)
+    t = np.flatnonzero(active.to_numpy())
+    rows = {}
+    for hours in (0.0, 1.0):
+        w, res = _solve(micro, [ServiceReserve("r", st_ids, active, 200.0, 0.0, 100.0, duration_h=hours)])
+        ev = w.evs
+        soc = (res.tables["ev"].pivot_table(index="session_id", columns="time", values="soc")
+               .reindex(pd.Index(ev.session_id)).to_numpy())
+        lower, _ = session_energy_bounds(ev, w.dt_h)
+        k = np.minimum(t + 4, w.steps) - 1  # 1 h = 4 steps later
+        above = soc[:, k] * ev.capacity_kwh[:, None] - ev.e_init_kwh[:, None] - lower[:, k]
+        room = np.where(ev.plugged[:, t] > 0, above, 0.0).sum(axis=0)
+        rows[hours] = (res.summary["objective_terms"], room, float(ev.eff_dis.mean()))
+    terms, _, _ = rows[0.0]
+    assert not any(k.startswith("service_reserve_energy") for k in terms)  # no duration: power headroom only
+    terms, room, eff = rows[1.0]
+    missing = np.maximum(200.0 * 1.0 / eff - room, 0.0)
+    assert missing.sum() > 1.0 and "service_reserve_energy_down_0" not in terms  # binding; no down reserve
+    # the tables hold the applied setpoints (1 kW grid), the term the LP's energies: within 1 %
+    assert terms["service_reserve_energy_up_0"] == pytest.approx(100.0 * missing.sum(), rel=1e-2)
+    assert rows[1.0][1].sum() > rows[0.0][1].sum()  # the plan charged earlier to hold it
+
+
 def test_unknown_participants_are_an_error(micro) -> None:
     w = build_window(micro, start="17:00", steps=4, step="15min", with_network=False)
     limit = ServiceLimit("t", ("nope",), pd.Series(0.0, index=w.times), None, 1.0)
@@ -136,8 +168,12 @@ def test_acceptance_of_reductions() -> None:
                          "baseline": {"rule": "uncontrolled"}})
     base = pd.Series([150.0, 80.0, np.nan])
     assert accept(req, base, 0.0).status == "partial" and accept(req, base, 0.0).accepted_kw == 80.0
-    assert accept(req, base, 30.0).status == "accepted"
+    assert accept(req, base, -30.0).status == "accepted"  # 30 kW of V2G discharge: 110 kW of room
     assert accept(req, pd.Series([0.0]), 0.0).status == "refused"
+    # a floor per step (departure needs, arrivals): the smallest gap to the baseline decides
+    floor = pd.Series([100.0, 0.0, np.nan])
+    out = accept(req, base, floor)
+    assert out.status == "partial" and out.accepted_kw == 50.0 and "baseline is 150 kW" in out.reason
 
 
 def test_evaluation_by_hand() -> None:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.context import ModelContext
+from optev.blocks.envelope import session_energy_bounds
 from optev.errors import DataError
 from optev.lp.expr import LinExpr, as_expr
 
@@ -71,6 +72,10 @@ class ServiceLimit:
         Limit by step start time (tz-aware index); NaN or a missing time: no limit then.
     penalty_per_kwh : float
         Price of one kWh by which the limit is missed, currency/kWh (> 0).
+    station_share : DataFrame or None
+        Each participating station's share of the limit by step start time (times ×
+        station ids, rows summing to 1), used to share it among regions
+        (:mod:`optev.hierarchy.services`); None: by plugged charging power.
     """
 
     name: str
@@ -78,6 +83,7 @@ class ServiceLimit:
     upper_kw: pd.Series | None
     lower_kw: pd.Series | None
     penalty_per_kwh: float
+    station_share: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,9 @@ class ServiceReserve:
         Reserve held, kW.
     penalty_per_kwh : float
         Price of a kWh of reserve not held, currency.
+    duration_h : float
+        How long the reserve must be sustainable, h (0: power headroom only). In every
+        active step the participants' batteries keep the energy for it (:func:`declare_reserve_energy`).
     """
 
     name: str
@@ -159,6 +168,7 @@ class ServiceReserve:
     up_kw: float
     down_kw: float
     penalty_per_kwh: float
+    duration_h: float = 0.0
 
 
 WindowService = ServiceLimit | ServiceRamp | ServiceVoltage | ServiceReserve
@@ -199,6 +209,7 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") 
             _declare_voltage(ctx, j, limit)
             continue
         if isinstance(limit, ServiceReserve):
+            declare_reserve_energy(ctx, j, limit)
             limit = reserve_limit(ctx, limit)
         if not (np.isfinite(limit.penalty_per_kwh) and limit.penalty_per_kwh > 0):
             raise DataError(f"service {limit.name!r}: penalty_per_kwh must be positive, got {limit.penalty_per_kwh!r}")
@@ -302,3 +313,75 @@ def reserve_limit(ctx: ModelContext, reserve: ServiceReserve) -> ServiceLimit:
     lower = np.where(active, reserve.up_kw - discharge, np.nan)
     return ServiceLimit(reserve.name, reserve.station_ids, pd.Series(upper, index=w.times),
                         pd.Series(lower, index=w.times), reserve.penalty_per_kwh)
+
+
+def _participant_energy(ctx: ModelContext, reserve: ServiceReserve, t: np.ndarray, k: np.ndarray
+                        ) -> tuple[LinExpr, np.ndarray, np.ndarray]:
+    r"""The participants' planned battery energy at steps ``k`` and its bounds :math:`L`, :math:`U`
+    there, over the sessions plugged in at steps ``t`` (kWh, shape (len(t),) each;
+    :func:`declare_reserve_energy`).
+
+    Per-EV variables (``ev_e``): sums over the participants' sessions plugged in at t of the
+    energy at k and of the latest- and earliest-charging trajectories at k
+    (:func:`optev.blocks.envelope.session_energy_bounds`: the least energy from which every
+    departure need and SOC floor can still be met, the most that can have been charged).
+    Station envelopes (``station_e``): the participants' stations' cumulative energy at k and
+    their envelope bounds (the aggregate's own approximation: every session of the station).
+    """
+    w = ctx.window
+    members = np.isin(np.asarray(w.stations.station_id).astype(str), list(reserve.station_ids))
+    if "station_e" in ctx.handles:
+        env = ctx.handles["station_envelope"]
+        rows = np.flatnonzero(members)
+        e = as_expr(ctx.handles["station_e"])[rows][:, k].sum(axis=0)
+        return e, env.e_lower_kwh[rows][:, k].sum(axis=0), env.e_upper_kwh[rows][:, k].sum(axis=0)
+    evs = ctx.handles["ev_arrays"]
+    lower, upper = session_energy_bounds(evs, w.dt_h)
+    sel = ((np.asarray(evs.plugged) > 0) & members[evs.station][:, None])[:, t].astype(float)
+    e = (as_expr(ctx.require("ev_e", f"service {reserve.name!r}"))[:, k] * sel).sum(axis=0)
+    e0 = evs.e_init_kwh[:, None]
+    return e, (sel * (e0 + lower[:, k])).sum(axis=0), (sel * (e0 + upper[:, k])).sum(axis=0)
+
+
+def declare_reserve_energy(ctx: ModelContext, j: int, reserve: ServiceReserve) -> None:
+    r"""``service_reserve_energy_{up,down}_<j>``: the energy to sustain the reserve for its duration d.
+
+    A reserve called at the start of active step t and deployed for d hours ends at step
+    :math:`k = \min(t + \lceil d/\Delta t \rceil, T) - 1` (the window's last step at the latest);
+    on top of the plan it has moved :math:`R^{up} d / \bar\eta^{dis}` kWh out of the batteries
+    (less charging costs only :math:`\eta^{ch} R^{up} d`: the bound is conservative) or
+    :math:`\bar\eta^{ch} R^{down} d` kWh into them. Both must leave the participants within
+    their energy envelope at k:
+
+    .. math::
+        E_k - L_k + s^{up}_t \ge R^{up} d / \bar\eta^{dis}, \qquad
+        U_k - E_k + s^{down}_t \ge \bar\eta^{ch} R^{down} d
+
+    with :math:`L` the latest trajectory that still meets every departure need and SOC floor
+    (R6.5.1.3 "never below its SOC floor or past its departure need") and :math:`U` the most
+    that can have been charged (power and capacity), summed over the participants' sessions
+    plugged in at t; :math:`\bar\eta` are their mean efficiencies. The shortfalls
+    :math:`s \ge 0` (kWh) are priced at the reserve's ``penalty_per_kwh``.
+    """
+    if reserve.duration_h <= 0 or not (reserve.up_kw > 0 or reserve.down_kw > 0):
+        return
+    w = ctx.window
+    t = np.flatnonzero(reserve.active.reindex(w.times, fill_value=False).to_numpy(bool))
+    if not t.size or "ev_arrays" not in ctx.handles:
+        return
+    k = np.minimum(t + int(np.ceil(reserve.duration_h / w.dt_h - 1e-9)), w.steps) - 1
+    evs = ctx.handles["ev_arrays"]
+    members = np.isin(np.asarray(w.stations.station_id).astype(str), list(reserve.station_ids))[evs.station]
+    eff_ch = float(evs.eff_ch[members].mean()) if members.any() else 1.0
+    eff_dis = float(evs.eff_dis[members].mean()) if members.any() else 1.0
+    e, low, high = _participant_energy(ctx, reserve, t, k)
+    for side, kw, room, need in (("up", reserve.up_kw, e - low, reserve.duration_h / eff_dis),
+                                 ("down", reserve.down_kw, -e + high, reserve.duration_h * eff_ch)):
+        if kw <= 0:
+            continue
+        name = f"service_reserve_energy_{side}_{j}"
+        short = ctx.lp.add_variables(name, t.size, 0.0, np.inf, block="service",
+                                     description=f"{side} reserve energy not held, service {reserve.name!r}, kWh")
+        ctx.lp.add_constraints(name, room + short, ">=", kw * need, block="service")
+        ctx.lp.add_objective(name, short * reserve.penalty_per_kwh, block="service",
+                             description=f"{side} reserve energy not held, service {reserve.name!r}, currency")

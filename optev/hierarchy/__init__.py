@@ -3,6 +3,7 @@
 - :mod:`optev.hierarchy.regions` — split a city into regions (feeders or substation subtrees);
 - :mod:`optev.hierarchy.city` — citywide targets shared out to regions;
 - :mod:`optev.hierarchy.station` — per-EV station problems against the region's plan;
+- :mod:`optev.hierarchy.services` — grid services shared out to regions (issue 12);
 - :mod:`optev.hierarchy.executor` — serial, local-process and Dask executors;
 - :mod:`optev.hierarchy.solve` — :func:`solve_hierarchical`, :class:`HierarchicalStrategy`.
 """

@@ -42,6 +42,7 @@ from optev.blocks.window import Window, take_rows
 from optev.compose.formulation import Formulation
 from optev.compose.solve import WindowResult, WindowSolver
 from optev.errors import OptevError
+from optev.hierarchy.services import grid_services
 
 STATUSES = ("optimal", "soft_limits", "failed")
 """Outcomes of :func:`redispatch`: hard limits met, soft limits used, no dispatch found."""
@@ -58,8 +59,11 @@ def _without_evs(window: Window, station_kw: np.ndarray, station_q_kvar: np.ndar
         np.add.at(load_p.T, st.bus[on_bus], np.asarray(station_kw, float)[on_bus])
         if station_q_kvar is not None:
             np.add.at(load_q.T, st.bus[on_bus], -np.asarray(station_q_kvar, float)[on_bus])
+    extra = dict(window.extra)
+    if extra.get("service_limits"):  # the stations' power is fixed: only grid-side services remain
+        extra["service_limits"] = grid_services(extra["service_limits"])
     return dataclasses.replace(window, evs=take_rows(window.evs, none), stations=take_rows(st, none), load_p_kw=load_p,
-                               load_q_kvar=load_q, extra=dict(window.extra))
+                               load_q_kvar=load_q, extra=extra)
 
 
 def redispatch(formulation: Formulation, window: Window, station_kw: np.ndarray,

@@ -42,6 +42,10 @@ Station problem of station s (all its sessions e, steps t)
       :math:`W` = the formulation's ``slack_penalty`` (currency/kWh), so it exceeds its
       allowance only if its EVs cannot be served otherwise, and the stations of a region
       together stay within its limit.
+    - Grid services (:mod:`optev.hierarchy.services`): where a service is active, the
+      participants' stations get no allowance above their setpoint (and, under a lower
+      limit, none below it: ``station_p_deficit`` :math:`y \ge 0` priced at :math:`W`): the
+      region plan meets the service, its stations keep to it.
 
 Stations are solved in batches of at most ``batch_evs`` sessions: one LP per batch, made
 of the (independent) station problems of the batch — small LPs, independent of the size
@@ -240,7 +244,8 @@ def batches(evs: EVArrays, n_stations: int, batch_evs: int, only: np.ndarray | N
 
 
 def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, setpoint_kw: np.ndarray,
-                    price: np.ndarray, *, allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
+                    price: np.ndarray, *, allowance_kw: np.ndarray | None = None,
+                    under_allowance_kw: np.ndarray | None = None, tracking: float = TRACKING,
                     batch_evs: int = BATCH_EVS, soft_limits: bool = False, stations: np.ndarray | None = None,
                     fallback: Disaggregation | None = None, sessions: np.ndarray | None = None,
                     keep_results: bool = True) -> StationRefinement:
@@ -261,6 +266,10 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     allowance_kw : ndarray (n_st, T), optional
         How far each station may exceed its setpoint before paying the penalty :math:`W`,
         kW (``inf``: unlimited, the default).
+    under_allowance_kw : ndarray (n_st, T), optional
+        How far each station may fall below its setpoint before paying :math:`W`, kW
+        (``inf``: unlimited, the default; 0 where a grid service needs the station's planned
+        power, :func:`optev.hierarchy.services.service_allowances`).
     tracking : float
         Tie-breaking tracking price as a fraction of the highest absolute grid price.
     batch_evs : int
@@ -289,10 +298,11 @@ def refine_stations(formulation: Formulation, window: Window, evs: EVArrays, set
     w_track = tracking * max(float(np.abs(window.price_buy).max(initial=0.0)), 1e-9)
     w_hard = float(formulation.solver["slack_penalty"])
     allow = np.full((n_st, T), np.inf) if allowance_kw is None else np.asarray(allowance_kw, float)
+    allow_under = np.full((n_st, T), np.inf) if under_allowance_kw is None else np.asarray(under_allowance_kw, float)
     if (stations is not None or sessions is not None) and fallback is None:
         raise ValueError("refine_stations: stations or sessions given without a fallback plan for the others")
     target, solve_evs, pos = _plugged_now(evs, setpoint_kw, sessions, fallback)
-    problem = _Problem(formulation, window, ev_options, price, allow, target, w_track, w_hard,
+    problem = _Problem(formulation, window, ev_options, price, allow, allow_under, target, w_track, w_hard,
                        bool(soft_limits))
     acc = _Assembly.start(evs, window, setpoint_kw, fallback)
     for group in batches(solve_evs, n_st, batch_evs, stations):
@@ -328,6 +338,7 @@ class _Problem:
     ev_options: dict[str, Any]
     price: np.ndarray        # marginal price of power at each station, currency/kWh
     allow: np.ndarray        # allowance above the setpoint, kW (inf: unlimited)
+    allow_under: np.ndarray  # allowance below the setpoint, kW (inf: unlimited)
     target: np.ndarray       # setpoint the solved sessions track, kW
     w_track: float           # tie-breaking tracking price, currency/kWh
     w_hard: float            # penalty beyond the allowance (and of soft limits), currency/kWh
@@ -394,8 +405,8 @@ def _station_lp(problem: _Problem, sub: Window, group: np.ndarray) -> tuple[Mode
     net = as_expr(ctx.handles["station_p_ch"]) - as_expr(ctx.handles["station_p_dis"])
     over = lp.add_variables("station_p_over", (group.size, T), 0.0, allow[group],
                             description="station power above the region's setpoint, within its allowance, kW")
-    under = lp.add_variables("station_p_under", (group.size, T), 0.0, np.inf,
-                             description="station power below the region's setpoint, kW")
+    under = lp.add_variables("station_p_under", (group.size, T), 0.0, problem.allow_under[group],
+                             description="station power below the region's setpoint, within its allowance, kW")
     limited = np.isfinite(allow[group])
     gap = over - under
     if limited.any():
@@ -403,6 +414,12 @@ def _station_lp(problem: _Problem, sub: Window, group: np.ndarray) -> tuple[Mode
                                   description="station power above its setpoint beyond its allowance, kW")
         gap = gap + excess
         lp.add_objective("station_limit_excess", excess * (dt * problem.w_hard), block="objective")
+    limited_under = np.isfinite(problem.allow_under[group])
+    if limited_under.any():
+        deficit = lp.add_variables("station_p_deficit", (group.size, T), 0.0, np.where(limited_under, np.inf, 0.0),
+                                   description="station power below its setpoint beyond its allowance, kW")
+        gap = gap - deficit
+        lp.add_objective("station_limit_deficit", deficit * (dt * problem.w_hard), block="objective")
     lp.add_constraints("station_setpoint_tracking", net - gap, "==", problem.target[group])
     lp.add_objective("station_marginal_energy_cost", net * (dt * problem.price[group]), block="objective")
     lp.add_objective("station_tracking", (over + under) * (dt * problem.w_track), block="objective")

@@ -16,11 +16,13 @@ import numpy as np
 from optev.blocks.disaggregate import Disaggregation
 from optev.compose.formulation import Formulation
 from optev.data.instance import Instance
+from optev.errors import DataError
 from optev.hierarchy.city import CityTarget
 from optev.hierarchy.combine import HierarchicalResult, combine
 from optev.hierarchy.coordinate import coordinate, cores
 from optev.hierarchy.executor import Executor, LocalProcessExecutor, SerialExecutor
 from optev.hierarchy.regions import Region, region_instance, region_window, split_regions
+from optev.hierarchy.services import city_import_target, region_services
 from optev.hierarchy.station import BATCH_EVS, TRACKING
 from optev.hierarchy.task import RegionTask, check_options
 from optev.hierarchy.worker import run_region
@@ -137,6 +139,15 @@ class HierarchicalStrategy:
         t0 = time.perf_counter()
         region_list, parts = self._regions(window.instance)
         pieces = [region_window(window, r, part) for r, part in zip(region_list, parts)]
+        target = self.city_target
+        services = window.extra.get("service_limits") or []
+        if services:  # each region its part; an import cap becomes the city target
+            for w, _, stations in pieces:
+                w.extra["service_limits"] = region_services(services, window, w, stations)
+            from_services = city_import_target(services, window.times)
+            if from_services is not None and target is not None:
+                raise DataError("an import-cap service and the strategy's city target at once: give one of them")
+            target = target or from_services
         ex = self._executor(len(region_list))
         opts: _TaskOptions = {**self.options, "soft_limits": soft_limits, "ac_check": ac_check}
 
@@ -147,10 +158,10 @@ class HierarchicalStrategy:
 
         rounds: list[dict[str, Any]] = []
         cap_kw = caps = lam = None
-        if self.city_target is None:
+        if target is None:
             sols = ex.map(run_region, make(None, None, True))
         else:
-            sols, cap_kw, caps, lam = coordinate(ex, make, self.city_target,
+            sols, cap_kw, caps, lam = coordinate(ex, make, target,
                                                  lambda: (window.price_buy, window.price_sell),
                                                  quantum_kw=self.quantum_kw, rounds=rounds)
         n, T, n_st = window.evs.n, window.steps, window.stations.n

@@ -38,6 +38,7 @@ from optev.compose.results import applied_ac_tables, plan_tables, station_setpoi
 from optev.compose.solve import WindowResult, WindowSolver, applied_powerflow
 from optev.errors import InfeasibleError
 from optev.hierarchy.redispatch import redispatch
+from optev.hierarchy.services import aggregate_services, service_allowances
 from optev.hierarchy.station import StationRefinement, bus_aggregates, refine_stations, split_group_power
 from optev.hierarchy.task import VIOLATION_COLUMNS, RegionSolution, RegionTask, check_options, copperplate_formulation
 from optev.lp.expr import as_expr
@@ -181,6 +182,9 @@ def solve_region_lp(task: RegionTask, form: Formulation, window: Window) -> Regi
     lp_window = window
     if task.aggregate == "bus" and form.blocks["station"][0] == "aggregate":
         lp_window, group = bus_aggregates(window)
+        if window.extra.get("service_limits"):
+            lp_window = dataclasses.replace(lp_window, extra={**window.extra, "service_limits": aggregate_services(
+                window.extra["service_limits"], window.stations.station_id, group, lp_window.stations.station_id)})
     solver = WindowSolver(form)
     try:
         res = solver.solve(lp_window, soft_limits=task.soft_limits, ac_check=task.ac_check)
@@ -222,8 +226,10 @@ def station_level(task: RegionTask, form: Formulation, rl: RegionLP, *, keep: bo
     if task.refine and rl.aggregate and evs.n:
         ctx = rl.res.context
         prices = rl.prices if rl.prices is not None else _station_prices(rl.solver, ctx, window)
-        refinement = refine_stations(form, window, evs, rl.station_kw, prices,
-                                     allowance_kw=_allowances(ctx, rl.res.x, evs, window.stations.n),
+        above, below = service_allowances(window.extra.get("service_limits") or [], window,
+                                          _allowances(ctx, rl.res.x, evs, window.stations.n))
+        refinement = refine_stations(form, window, evs, rl.station_kw, prices, allowance_kw=above,
+                                     under_allowance_kw=below,
                                      tracking=task.tracking, batch_evs=task.batch_evs,
                                      soft_limits=_soft_limits(task, form), stations=only,
                                      fallback=None if only is None else rl.plan, sessions=now,

@@ -44,6 +44,7 @@ from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
 from optev.mobility.core import PlantConfig
+from optev.mobility.days import repeat_fleet_days
 from optev.mobility.routing import Router
 from optev.mpc.accounting import station_arrays
 from optev.mpc.baseline import UncontrolledDay, dispatch_der, uncontrolled_day
@@ -116,6 +117,9 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     ----------
     instance : Instance
         With trips (event-simulation plant) or with only a sessions table (replay plant).
+        A run longer than the days the trips span repeats them day by day, the plant's
+        state carried over (:mod:`optev.mobility.days`; ``trip_days_repeated`` in the
+        summary).
     formulation : Formulation or str
         The controller's formulation (a name or path is loaded).
     start : str or Timestamp, optional
@@ -172,6 +176,7 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     t_wall = time.perf_counter()
     step_td, steps, form, t_start, times = _checked_options(instance, formulation, start, steps, step, horizon,
                                                             controller is None, wrap, allow_large)
+    instance, repeats = repeat_fleet_days(instance, t_start + steps * step_td.total_seconds())
     cfg, router = _event_plant(instance, t_start, step_td, steps, plant_config, router)
     base = uncontrolled_day(instance, t_start, step_td.total_seconds(), steps, config=cfg, router=router)
     ctl = _controller(instance, form, controller, step_td, horizon, forecaster, edge, ac_check, base.history)
@@ -192,8 +197,10 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
                                                              keep_decisions)
     day = _realise(days, run, der, storage, loop.station_q)
     base_day = _realise(days, base.run, base_der, base_sto, np.zeros_like(loop.station_q), sessions=base.sessions)
-    return summarise(instance, ctl, form, times, days.step_s, day, base_day, loop, days.schedule, dispatch_stats,
-                     t_wall=t_wall, keep_decisions=keep_decisions)
+    result = summarise(instance, ctl, form, times, days.step_s, day, base_day, loop, days.schedule, dispatch_stats,
+                       t_wall=t_wall, keep_decisions=keep_decisions)
+    result.summary["trip_days_repeated"] = repeats
+    return result
 
 
 def _event_plant(instance: Instance, t_start: float, step_td: pd.Timedelta, steps: int,

@@ -368,6 +368,7 @@ def _day_summary(run: _Run, f: _Figures, steps_df: pd.DataFrame, base_steps: pd.
     return {
         "instance": instance.metadata.name, "formulation": ctl.formulation.name,
         "plant": "event" if len(instance.trips) else "replay",
+        "trip_days_repeated": 0,  # set by optev.mpc.simulate, which repeats the trips
         "forecaster": getattr(ctl.forecaster, "name", type(ctl.forecaster).__name__),
         "start": times[0].isoformat(), "steps": int(steps), "step_minutes": run.step_s / 60.0,
         "horizon_steps": int(ctl.steps), "evs": int(len(instance.evs)),

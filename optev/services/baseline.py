@@ -76,7 +76,7 @@ def realtime_baseline(load_kw: pd.Series, window: pd.Series) -> pd.Series:
 
 
 def workdays_baseline(history_kw: pd.Series, times: pd.DatetimeIndex, window: pd.Series,
-                      holidays: Iterable[str] = ()) -> pd.Series:
+                      holidays: Iterable[str] = (), reduce: str = "mean") -> pd.Series:
     """``workdays_5``: mean load of the 5 most recent working days before each service day.
 
     Parameters
@@ -89,6 +89,9 @@ def workdays_baseline(history_kw: pd.Series, times: pd.DatetimeIndex, window: pd
         The service window over ``times``.
     holidays : iterable of str
         Dates (``YYYY-MM-DD``) that are not normal working days.
+    reduce : {"mean", "max"}
+        How the 5 days combine at each clock time: the rule's mean, or their highest value
+        (the services layer's firm estimate of a power floor, :func:`optev.services.run.accept`).
 
     Returns
     -------
@@ -121,7 +124,7 @@ def workdays_baseline(history_kw: pd.Series, times: pd.DatetimeIndex, window: pd
                 missing = (d + clock)[np.isnan(vals)][0]
                 raise DataError(f"the workdays_5 baseline needs the load at {missing}, missing from the history")
             rows.append(vals)
-        out[steps] = np.mean(rows, axis=0)
+        out[steps] = np.max(rows, axis=0) if reduce == "max" else np.mean(rows, axis=0)
     return out
 
 

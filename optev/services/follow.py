@@ -15,12 +15,18 @@ Each sample (all vectorised over EVs):
 2. **Sharing.** The deviation :math:`P^{cmd} - \sum p^0_e` is shared in proportion to each
    EV's room on that side, then rounded down to the 1 kW grid (full power stays valid) and
    the missing quanta go to the largest remainders (:func:`round_to_grid`).
-3. **Delay and ramp.** A command reaches the chargers ``delay_s`` later (whole samples late,
-   and for the rest of the delay the sample it arrives in keeps the old power: the power of
-   a sample is its mean); each charger moves towards its setpoint by at most
-   ``ramp_kw_per_s`` × interval.
-4. **Energy.** Each battery integrates its power over the interval
+3. **Delay and ramp.** A command reaches the chargers ``delay_s`` after it is issued (whole
+   samples late, and for the rest of the delay the chargers keep ramping towards the
+   previous setpoint); each charger moves towards its setpoint at ``ramp_kw_per_s``
+   (linear ramp, then flat), so its mean power over a sample is exact for that motion.
+4. **Energy.** Each battery integrates its mean power over the interval
    (:func:`optev.data.battery.battery_step`), within its floor and capacity.
+5. **Judgement (A.4).** Command :math:`k` is judged on the fleet's power
+   :math:`J = \min(T_0, \tau)` after it is issued (``judge_s``: the rule's response time
+   :math:`T_0`, 5 s in ``china_rules.md``, at most the sample length :math:`\tau`, i.e. at the
+   latest at the end of its own sample): a command cannot be met at the instant it is sent, and a
+   market gives the resource :math:`T_0` to respond. That power is :attr:`Following.p_act_kw`;
+   the mean power of each sample (the energy) is :attr:`Following.p_mean_kw`.
 
 Resources enter when they are plugged in with room and leave when they unplug (the step's
 set of plugged EVs) or the window ends (R6.5.1.3). Between control steps the follower starts
@@ -59,11 +65,27 @@ class FleetState:
 
 @dataclass(frozen=True)
 class Following:
-    """Commanded and realised fleet power per sample, kW, and the lowest SOC margin (kWh above the floor)."""
+    """Per command (sample): the fleet power commanded, the power judged (A.4: ``judge_s`` after
+    the command) and the mean power of the sample, kW; the lowest SOC margin (kWh above the floor)."""
 
     p_cmd_kw: np.ndarray
     p_act_kw: np.ndarray
+    p_mean_kw: np.ndarray
     min_floor_margin_kwh: float
+
+
+def ramp(p_kw: np.ndarray, target_kw: np.ndarray, rate_kw_per_s: float, seconds: float
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Power after ramping from ``p_kw`` towards ``target_kw`` at ``rate_kw_per_s`` for ``seconds``
+    (linear, then flat once reached), and the mean power over those seconds, kW."""
+    if seconds <= 0:
+        return p_kw.copy(), p_kw.copy()
+    gap = target_kw - p_kw
+    reach_s = np.abs(gap) / rate_kw_per_s
+    end = p_kw + np.clip(gap, -rate_kw_per_s * seconds, rate_kw_per_s * seconds)
+    ramp_s = np.minimum(reach_s, seconds)
+    mean = ((p_kw + end) / 2.0 * ramp_s + end * (seconds - ramp_s)) / seconds
+    return end, mean
 
 
 def ranges(f: FleetState, t_s: float, interval_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -97,44 +119,54 @@ def round_to_grid(target: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: flo
 
 
 def follow(f: FleetState, signal: np.ndarray, reserve_up_kw: float, reserve_down_kw: float, *, t0_s: float,
-           interval_s: float, delay_s: float, ramp_kw_per_s: float,
+           interval_s: float, delay_s: float, ramp_kw_per_s: float, judge_s: float = 5.0,
            timings: list[float] | None = None) -> Following:
     """Follow ``signal`` (one value per ``interval_s``) within one control step (module docstring);
-    ``timings`` (a list) receives the wall time of every update, s (benchmarks)."""
+    ``judge_s`` is the rule's response time :math:`T_0`; ``timings`` (a list) receives the wall
+    time of every update, s (benchmarks)."""
     n = signal.size
-    p0_total = float(f.p0_kw.sum())
-    cmd = p0_total - np.where(signal > 0, signal * reserve_up_kw, signal * reserve_down_kw)
+    cmd = float(f.p0_kw.sum()) - np.where(signal > 0, signal * reserve_up_kw, signal * reserve_down_kw)
     lag = int(np.floor(delay_s / interval_s + 1e-9))  # whole samples a command arrives late
-    late = delay_s / interval_s - lag  # and the share of the next sample it still misses
+    late_s = delay_s - lag * interval_s  # and the seconds of the next sample it still misses
+    judge = min(max(judge_s, 0.0), interval_s)
     p = f.p0_kw.astype(float).copy()
-    setpoint = p.copy()
-    act = np.zeros(n)
-    margin = np.inf
+    old = new = p.copy()
+    act, mean_p, margin = np.zeros(n), np.zeros(n), np.inf
     e = f.e_kwh.astype(float).copy()
     state = FleetState(e, f.capacity_kwh, f.floor_kwh, f.need_kwh, f.departure_s, f.p_ch_max_kw, f.p_dis_max_kw,
                        f.eff_ch, f.eff_dis, f.p0_kw)
-    step = ramp_kw_per_s * interval_s
     for k in range(n):  # time recursion: each sample depends on the energy of the previous one
         started = time.perf_counter()
-        t = t0_s + k * interval_s
         state.e_kwh = e
-        lo, hi = ranges(state, t, interval_s)
+        lo, hi = ranges(state, t0_s + k * interval_s, interval_s)
+        old = np.clip(new, lo, hi)
         if k >= lag:
-            want = cmd[k - lag]
-            base = np.clip(f.p0_kw, lo, hi)
-            gap = want - base.sum()
-            room = (hi - base) if gap > 0 else (base - lo)
-            share = np.divide(room, room.sum(), out=np.zeros_like(room), where=room.sum() > 0)
-            target = base + np.sign(gap) * share * min(abs(gap), float(room.sum()))
-            setpoint = round_to_grid(target, lo, hi, float(np.clip(want, lo.sum(), hi.sum())))
-        before = p
-        p = p + np.clip(setpoint - p, -step, step)
-        p = np.clip(p, np.minimum(lo, 0.0), hi)
-        mean_p = late * before + (1.0 - late) * p  # the old power until the command arrives
-        out = battery_step(e, mean_p, interval_s / 3600.0, f.floor_kwh, f.capacity_kwh, f.eff_ch, f.eff_dis)
+            new = _setpoints(f.p0_kw, lo, hi, float(cmd[k - lag]))
+        else:
+            new = old
+        before, p_before = ramp(p, old, ramp_kw_per_s, late_s)
+        p_end, p_after = ramp(before, new, ramp_kw_per_s, interval_s - late_s)
+        mean = (p_before * late_s + p_after * (interval_s - late_s)) / interval_s
+        p_judged = ramp(p, old, ramp_kw_per_s, judge)[0] if judge <= late_s else \
+            ramp(before, new, ramp_kw_per_s, judge - late_s)[0]
+        out = battery_step(e, mean, interval_s / 3600.0, f.floor_kwh, f.capacity_kwh, f.eff_ch, f.eff_dis)
         e = e + out.stored_kwh
-        act[k] = float(out.mean_power_kw(interval_s / 3600.0).sum())
+        realised = out.mean_power_kw(interval_s / 3600.0)
+        scale = np.divide(realised, mean, out=np.ones_like(mean), where=np.abs(mean) > 1e-12)
+        p = p_end * np.clip(scale, 0.0, 1.0)  # a battery that filled or emptied stops drawing
+        mean_p[k] = float(realised.sum())
+        act[k] = float((p_judged * np.clip(scale, 0.0, 1.0)).sum())
         margin = min(margin, float((e - f.floor_kwh).min(initial=np.inf)))
         if timings is not None:
             timings.append(time.perf_counter() - started)
-    return Following(cmd, act, margin)
+    return Following(cmd, act, mean_p, margin)
+
+
+def _setpoints(p0_kw: np.ndarray, lo: np.ndarray, hi: np.ndarray, want_kw: float) -> np.ndarray:
+    """The fleet's command shared among the EVs (module docstring, 2), on the 1 kW grid."""
+    base = np.clip(p0_kw, lo, hi)
+    gap = want_kw - base.sum()
+    room = (hi - base) if gap > 0 else (base - lo)
+    share = np.divide(room, room.sum(), out=np.zeros_like(room), where=room.sum() > 0)
+    target = base + np.sign(gap) * share * min(abs(gap), float(room.sum()))
+    return round_to_grid(target, lo, hi, float(np.clip(want_kw, lo.sum(), hi.sum())))

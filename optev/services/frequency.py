@@ -4,7 +4,9 @@ For each control step inside the service window, the participants' EVs plugged i
 whole step (the ``ev`` table of the run, its ``plugged_s``) start from the plant's state at
 the step start and follow the request's signal every ``interval_s`` seconds around their
 realised power (:func:`optev.services.follow.follow`). The samples of all steps give A.4's
-MAE and η (δ = the rule's error band E0 × the offered reserve) and the market's mileage,
+MAE and η (δ = the rule's error band E0 × the offered reserve; each command judged on the
+fleet's power the rule's response time T0 after it is issued, at the latest at the end of
+its sample) and the market's mileage,
 K1–K3, K and payment (:mod:`optev.services.market`; a ``capacity_time`` rule pays the
 offered MW × hours × its price instead).
 
@@ -36,6 +38,8 @@ RAMP_KW_PER_S = 1.0
 """Ramp rate of a charger, kW/s (an EV charger reaches a 7 kW setpoint in seconds)."""
 DELAY_S = 2.0
 """Communication delay from the AGC command to the chargers, s."""
+DEFAULT_T0_S = 5.0
+"""Response time a command is judged after when the rule names none, s (``china_rules.md``: T0 = 5 s)."""
 
 
 def fleet_at_step(instance: Instance, run: MPCRun, stations: tuple[str, ...], time: pd.Timestamp,
@@ -76,22 +80,25 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
     n_per_step = int(round(step_s / interval_s))
     signal = _signal(request, inside.sum() * step_s, interval_s)
     origin = instance_origin(instance)
-    cmd, act, margins, rows, stamps = [], [], [], [], []
+    cmd, act, planned, margins, rows, stamps = [], [], [], [], [], []
     plugged: list[int] = []
     offered = max(up_kw, down_kw)
+    judge_s = float(request.rule.t0_s or DEFAULT_T0_S)
     for j, k in enumerate(np.flatnonzero(inside).tolist()):
         fleet, _ = fleet_at_step(instance, run, stations, times[k], step_s)
         part = signal[j * n_per_step:(j + 1) * n_per_step]
         t0 = (times[k] - origin).total_seconds()
         out = follow(fleet, part, up_kw, down_kw, t0_s=t0, interval_s=interval_s, delay_s=DELAY_S,
-                     ramp_kw_per_s=RAMP_KW_PER_S)
+                     ramp_kw_per_s=RAMP_KW_PER_S, judge_s=judge_s)
         plugged.append(fleet.e_kwh.size)
         cmd.append(out.p_cmd_kw)
         act.append(out.p_act_kw)
+        planned.append(np.full(part.size, float(fleet.p0_kw.sum())))
         stamps.append(times[k] + pd.to_timedelta(np.arange(part.size) * interval_s, unit="s"))
         margins.append(out.min_floor_margin_kwh)
     p_cmd = np.concatenate(cmd) if cmd else np.zeros(0)
     p_act = np.concatenate(act) if act else np.zeros(0)
+    p_plan = np.concatenate(planned) if planned else np.zeros(0)
     delta = (request.rule.error_band_pct or 2.0) / 100.0 * offered
     mae, eta = A.mae_kw(p_act, p_cmd), A.eta_pct(p_act, p_cmd, delta)
     chargers = min(plugged, default=0)  # ramp capability: every charger in use moves, in the thinnest step
@@ -110,7 +117,7 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
                      "participant_kind": request.participants.scope,
                      "participant_id": ",".join(request.participants.ids) or "city", "start": times[first],
                      "end": times[last] + pd.Timedelta(seconds=step_s), "requested_kw": offered,
-                     "delivered_kw": float(np.round(np.mean(np.abs(p_act - p_act.mean())))) if p_act.size else np.nan,
+                     "delivered_kw": float(np.round(np.mean(np.abs(p_act - p_plan)))) if p_act.size else np.nan,
                      "accuracy": eta / 100.0 if np.isfinite(eta) else np.nan, "delay_s": DELAY_S,
                      "baseline_rule": request.baseline,
                      "data_quality": f"K1={perf.k1:.2f};K2={perf.k2:.2f};K3={perf.k3:.2f};K={perf.k:.2f};"

@@ -80,7 +80,7 @@ def shortfall_price(request: ServiceRequest, hours: float) -> float:
 
 
 def service_limits(instance: Instance, request: ServiceRequest, baseline_kw: pd.Series,
-                   dt_h: float) -> list[ServiceLimit]:
+                   dt_h: float, station_share: pd.DataFrame | None = None) -> list[ServiceLimit]:
     """The window limits of a peak-regulation, valley-filling or demand-response request.
 
     Parameters
@@ -91,6 +91,9 @@ def service_limits(instance: Instance, request: ServiceRequest, baseline_kw: pd.
         The participants' baseline by step start time (NaN outside the window), kW.
     dt_h : float
         Step, h.
+    station_share : DataFrame, optional
+        Each participating station's share of the baseline by step (times × station ids),
+        to share the limit among regions (:mod:`optev.hierarchy.services`).
 
     Returns
     -------
@@ -116,4 +119,5 @@ def service_limits(instance: Instance, request: ServiceRequest, baseline_kw: pd.
         lower = pd.Series(np.where(inside, base + float(q["increase_kw"]), np.nan), index=times)
     else:
         raise DataError(f"service {request.id!r}: {request.product} is not a window limit")
-    return [ServiceLimit(request.id, stations, upper, lower, penalty)]
+    return [ServiceLimit(request.id, stations, upper, lower, penalty,
+                         station_share=station_share if stations is not None else None)]

@@ -23,6 +23,9 @@ File format (``formulations/services/*.toml`` are the shipped examples)::
 
     [baseline]                      # optional; default: the rule's baseline
     rule = "workdays_5"
+    history = "load.csv"            # workdays_5: metered load (time, p_kw), or "run" for the
+                                    # run's own earlier days without the service
+    holidays = ["2026-01-01"]       # workdays_5: dates that are not normal working days
 
     [rule]                          # optional overrides of the preset (RULE_FIELDS)
     price = 3.5
@@ -80,6 +83,8 @@ QUANTITY_KEYS: dict[str, dict[str, str]] = {
 """Allowed ``[quantity]`` keys of each product, with their meaning and units."""
 
 TEXT_KEYS = {"signal", "trigger"}
+HISTORY_FROM_RUN = "run"
+"""``[baseline] history`` value that takes the ``workdays_5`` history from the run itself."""
 MAX_POWER_KW = 1e8
 """Largest power a request may name, kW (100 GW: beyond any city; a larger figure is a unit mistake)."""
 TRIGGERS = ("price", "command", "event")
@@ -144,7 +149,9 @@ class ServiceRequest:
         Baseline rule, one of :data:`optev.services.presets.BASELINES`.
     baseline_history : str or None
         CSV of the participants' metered load (``time``, ``p_kw``) for ``workdays_5``,
-        relative to the request file.
+        relative to the request file; or :data:`HISTORY_FROM_RUN` (``"run"``): the
+        participants' realised load on the run's own earlier days, operated as usual (the
+        same run without the service; :func:`optev.services.run.run_service`).
     holidays : tuple of str
         Dates (``YYYY-MM-DD``) that are not normal working days (``workdays_5``).
     source : str
@@ -241,8 +248,13 @@ def parse_service(data: dict[str, Any], source: str = "<service>") -> ServiceReq
         raise r.fail("rule", "renewable smoothing is measured (A.5), not paid: no market rule prices it; "
                              "leave price at 0")
     baseline, history, holidays = _baseline(r, rule)
+    window = _window(r)
+    if history == HISTORY_FROM_RUN and window.daily:
+        raise r.fail("baseline", "history = \"run\" takes the baseline from the run's earlier days, which are "
+                                 "not service days: give the window on one date (ISO start and end, e.g. "
+                                 "start = \"2026-01-12T18:00\")")
     return ServiceRequest(
-        id=sid, product=product, rule=rule, participants=_participants(r), window=_window(r),
+        id=sid, product=product, rule=rule, participants=_participants(r), window=window,
         quantity=_quantity(r, product), baseline=baseline, baseline_history=history, holidays=holidays,
         description=str(head.get("description", "")), source=source)
 
@@ -340,7 +352,7 @@ def _baseline(r: _Reader, rule: ServiceRule) -> tuple[str, str | None, tuple[str
     history = None
     if "history" in t:
         history = r.text("baseline", "history", t["history"])
-        if not Path(history).is_absolute() and r.source not in ("", "<service>"):
+        if history != HISTORY_FROM_RUN and not Path(history).is_absolute() and r.source not in ("", "<service>"):
             history = str(Path(r.source).parent / history)
     holidays = t.get("holidays", [])
     if not isinstance(holidays, list):
@@ -352,7 +364,8 @@ def _baseline(r: _Reader, rule: ServiceRule) -> tuple[str, str | None, tuple[str
             raise r.fail("baseline", f"holiday {h!r} is not a date") from None
     if name == "workdays_5" and history is None:
         raise r.fail("baseline", "the workdays_5 baseline needs the participants' metered load of earlier days: "
-                                 "set history = \"load.csv\" (columns time, p_kw), or choose another rule")
+                                 "set history = \"load.csv\" (columns time, p_kw) or history = \"run\" (the run's "
+                                 "own earlier days), or choose another rule")
     if history is not None and name != "workdays_5":
         raise r.fail("baseline", f"history is used by the workdays_5 baseline only, not {name!r}")
     return name, history, tuple(str(h) for h in holidays)

@@ -7,7 +7,8 @@ baseline (:mod:`optev.services.evaluate`).
 Before the window starts the request is checked against what the participants can do
 (R6.5.1, issue "service requests that cannot be met are refused or partially accepted
 with the reason"): a reduction is accepted up to the participants' lowest baseline power
-in the window plus the discharge power of their V2G chargers (they cannot go lower); a
+in the window plus the discharge power of the V2G EVs expected plugged in at their stations
+then (they cannot go lower; :func:`_discharge_kw`); a
 request with nothing to reduce is refused and the day runs without it.
 
 Supported products: peak regulation, valley filling, demand response, renewable smoothing,
@@ -25,21 +26,23 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.service import ServiceLimit, ServiceRamp, ServiceReserve, ServiceVoltage
-from optev.blocks.window import window_times
+from optev.blocks.window import instance_origin, window_times
 from optev.compose.formulation import Formulation, load_formulation
-from optev.data.battery import charger_discharge_kw
+from optev.data.battery import charger_discharge_kw, pair_limits
 from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.mobility.days import DAY_S, trip_days
 from optev.mpc.controller import parse_step
 from optev.mpc.result import MPCRun
 from optev.mpc.simulate import simulate
-from optev.options import start_option, steps_option
-from optev.services.baseline import read_history, realtime_baseline, workdays_baseline
+from optev.options import LARGE_SPAN, start_option, steps_option
+from optev.services.baseline import WORKDAYS, read_history, realtime_baseline, workdays_baseline
 from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, evaluate_voltage,
                                      net_power, renewable_power)
-from optev.services.frequency import evaluate_frequency
+from optev.services.follow import ranges
+from optev.services.frequency import evaluate_frequency, fleet_at_step
 from optev.services.limits import participant_stations, service_limits
-from optev.services.request import ServiceRequest
+from optev.services.request import HISTORY_FROM_RUN, ServiceRequest, ServiceWindow
 
 LIMIT_PRODUCTS = ("peak_regulation", "valley_filling", "demand_response")
 RUNNABLE = (*LIMIT_PRODUCTS, "renewable_smoothing", "voltage_support", "frequency_primary", "frequency_secondary")
@@ -104,18 +107,39 @@ def with_service_block(formulation: Formulation | str) -> Formulation:
     return dataclasses.replace(form, blocks={**form.blocks, "service": ("default", {})})
 
 
-def _discharge_kw(instance: Instance, stations: tuple[str, ...]) -> float:
-    """The participants' V2G discharge power at full use of their chargers, kW."""
-    power = instance.station_power()
-    power = power[power["station_id"].astype(str).isin(stations)]
-    per = charger_discharge_kw(power["v2g"].to_numpy(object), power["p_dis_max_kw"].to_numpy(float))
-    site = power["p_site_dis_max_kw"].to_numpy(float)
-    return float(np.minimum(per * power["n_chargers"].to_numpy(float), site).sum())
+def _discharge_kw(instance: Instance, stations: tuple[str, ...], times: pd.DatetimeIndex) -> float:
+    """The participants' V2G discharge power the window can count on, kW: the lowest, over the
+    window's steps ``times``, of the discharge limits of the V2G opt-in EVs plugged in at their
+    stations then in the instance's sessions table (its uncontrolled day, by time of day);
+    without a sessions table, every V2G charger in use (an upper bound)."""
+    sessions = instance.sessions
+    sessions = sessions[sessions["station_id"].astype(str).isin(stations)]
+    if not len(instance.sessions):
+        power = instance.station_power()
+        power = power[power["station_id"].astype(str).isin(stations)]
+        per = charger_discharge_kw(power["v2g"].to_numpy(object), power["p_dis_max_kw"].to_numpy(float))
+        site = power["p_site_dis_max_kw"].to_numpy(float)
+        return float(np.minimum(per * power["n_chargers"].to_numpy(float), site).sum())
+    if not len(sessions) or not len(times):
+        return 0.0
+    evs = instance.evs.set_index("ev_id").reindex(sessions["ev_id"])
+    vehicles = instance.vehicle_types.set_index("vtype_id").reindex(evs["vtype_id"])
+    chargers = instance.station_power().set_index("station_id").reindex(sessions["station_id"])
+    p_dis = pair_limits(vehicles, chargers, evs["v2g_opt_in"].fillna(False).to_numpy(bool)).p_dis_max_kw
+    arrival, departure = sessions["arrival_s"].to_numpy(float), sessions["departure_s"].to_numpy(float)
+    span = max(trip_days(pd.DataFrame({"depart_s": arrival})), 1) * DAY_S  # sessions repeat with the fleet's days
+    at = ((times - instance_origin(instance)).total_seconds().to_numpy(float)) % span
+    plugged = (arrival[None, :] <= at[:, None]) & (departure[None, :] > at[:, None])
+    return float((plugged * np.nan_to_num(p_dis)[None, :]).sum(axis=1).min())
 
 
-def accept(request: ServiceRequest, baseline_kw: pd.Series, discharge_kw: float) -> Acceptance:
+def accept(request: ServiceRequest, baseline_kw: pd.Series, floor_kw: pd.Series | float) -> Acceptance:
     """Accept, partially accept or refuse a request (module docstring); an increase is refused when
-    nothing is plugged in the window, and otherwise accepted with its shortfall measured."""
+    nothing is plugged in the window, and otherwise accepted with its shortfall measured.
+
+    ``floor_kw`` is the lowest power the participants can draw in the window's steps (a series
+    by step, or one value; negative with V2G discharge): a reduction is accepted up to the
+    smallest gap between the baseline and it."""
     q = request.quantity
     inside = baseline_kw.dropna()
     if "increase_kw" in q:
@@ -128,13 +152,20 @@ def accept(request: ServiceRequest, baseline_kw: pd.Series, discharge_kw: float)
         value = float(q.get("target_import_kw", q.get("target_min_import_kw", float("nan"))))
         return Acceptance("accepted", value, value)
     wanted = float(q["reduction_kw"])
-    room = float(inside.min()) + discharge_kw if len(inside) else 0.0
+    floor = floor_kw.reindex(inside.index).fillna(0.0) if isinstance(floor_kw, pd.Series) else \
+        pd.Series(float(floor_kw), index=inside.index)
+    gap = inside - floor
+    room = float(gap.min()) if len(gap) else 0.0
     if room <= 0:
-        return Acceptance("refused", wanted, 0.0, "the participants draw no power in the window and cannot discharge")
+        return Acceptance("refused", wanted, 0.0, "the participants cannot draw less than their baseline in the "
+                                                  "window (departure needs, arrivals, no V2G discharge)")
     if room + 1e-9 < wanted:
+        k = int(np.argmin(gap.to_numpy(float)))
+        at = gap.index[k]
+        when = at.strftime("%H:%M") if isinstance(at, pd.Timestamp) else str(at)
         return Acceptance("partial", wanted, room,
-                          f"the participants' lowest baseline in the window is {float(inside.min()):.0f} kW and "
-                          f"their V2G chargers can discharge {discharge_kw:.0f} kW")
+                          f"at {when} the participants' baseline is {float(inside.iloc[k]):.0f} kW and the least "
+                          f"they can draw is {float(floor.iloc[k]):.0f} kW (departure needs, arrivals, V2G discharge)")
     return Acceptance("accepted", wanted, wanted)
 
 
@@ -167,21 +198,26 @@ def run_service(instance: Instance, request: ServiceRequest, formulation: Formul
     if request.product in FREQUENCY_PRODUCTS:
         return _run_frequency(instance, request, stations, formulation, simulate_options)
     state: dict[str, Any] = {}
+    history = _run_history(instance, request, stations, formulation, simulate_options)
 
     def limits(base_net: pd.DataFrame) -> list[ServiceLimit]:
         times = pd.DatetimeIndex(base_net.index)
         dt_h = (times[1] - times[0]).total_seconds() / 3600.0 if len(times) > 1 else 0.25
         load = base_net[list(stations)].sum(axis=1)
         mask = request.window.mask(times)
-        baseline = _baseline(request, load, times, mask)
-        ok = accept(request, baseline, _discharge_kw(instance, stations))
+        baseline = _baseline(request, load, times, mask, None if history is None else history[0])
+        if history is None:
+            floor: pd.Series | float = -_discharge_kw(instance, stations, times[mask.to_numpy(bool)])
+        else:  # the lowest power of the same working days as the baseline, on the least flexible of them
+            floor = workdays_baseline(history[1], times, mask, request.holidays, reduce="max")
+        ok = accept(request, baseline, floor)
         accepted = dataclasses.replace(request, quantity={**request.quantity, "reduction_kw": ok.accepted_kw}) \
             if "reduction_kw" in request.quantity else request
         state.update(acceptance=ok, baseline=baseline, base_stations=base_net, dt_h=dt_h)
         if ok.status == "refused":
             state["limits"] = []
             return []
-        state["limits"] = service_limits(instance, accepted, baseline, dt_h)
+        state["limits"] = service_limits(instance, accepted, baseline, dt_h, station_share(base_net[list(stations)]))
         return list(state["limits"])
 
     run = simulate(instance, with_service_block(formulation), service_limits=limits, **simulate_options)
@@ -198,16 +234,92 @@ def run_service(instance: Instance, request: ServiceRequest, formulation: Formul
     return ServiceRun(run, request, state["acceptance"], outcome)
 
 
-def _baseline(request: ServiceRequest, load: pd.Series, times: pd.DatetimeIndex, mask: pd.Series) -> pd.Series:
-    """The participants' planning baseline in the window (NaN outside), kW."""
-    if request.baseline == "uncontrolled":
+def station_share(load_kw: pd.DataFrame) -> pd.DataFrame:
+    """Each station's share of the participants' load per step (rows sum to 1; NaN where they draw
+    nothing): how a limit is shared among regions (:mod:`optev.hierarchy.services`). Taken from
+    the uncontrolled day, the only per-station baseline every rule has."""
+    load = load_kw.clip(lower=0.0)
+    total = load.sum(axis=1)
+    return load.div(total.where(total > 0), axis=0)
+
+
+def _run_history(instance: Instance, request: ServiceRequest, stations: tuple[str, ...],
+                 formulation: Formulation | str, options: dict[str, Any]) -> tuple[pd.Series, pd.Series] | None:
+    """The participants' realised net load and its floor (kW by step; :func:`power_floor`) over the
+    run's steps, operated as usual: the same run without the service (``[baseline] history =
+    "run"``; None for any other baseline). Only its days before each service day enter the
+    ``workdays_5`` baseline (and the acceptance's room), and up to the controller's look-ahead
+    into the window they are the days the service run realises too."""
+    if request.baseline != "workdays_5" or request.baseline_history != HISTORY_FROM_RUN:
+        return None
+    _check_history_days(instance, request, options)
+    run = simulate(instance, formulation, **options)
+    times = pd.DatetimeIndex(run.tables["steps"]["time"])
+    return net_power(run.tables["station"], stations, times).sum(axis=1), \
+        power_floor(instance, run, stations, request.window)
+
+
+def power_floor(instance: Instance, run: MPCRun, stations: tuple[str, ...], window: Any) -> pd.Series:
+    """The lowest net power the participants could have drawn in each step of ``run`` whose clock
+    time is in ``window`` (NaN elsewhere), kW: every EV plugged in for the whole step at its least
+    power — full power where its departure need requires it, its V2G discharge limit where it
+    opted in and is above its SOC floor, else 0 (:func:`optev.services.follow.ranges`) — plus
+    what EVs arriving during the step drew under the local rule (out of the plan's reach)."""
+    times = pd.DatetimeIndex(run.tables["steps"]["time"])
+    step_s = float(run.summary["step_minutes"]) * 60.0
+    ev = run.tables["ev"]
+    ev = ev[ev["station_id"].astype(str).isin(stations)]
+    arriving = ev[ev["plugged_s"].to_numpy(float) < step_s - 1e-6].groupby("time")["p_kw"].sum()
+    origin = instance_origin(instance)
+    out = np.full(times.size, np.nan)
+    clock = window.mask(times).to_numpy(bool) if window.daily else \
+        ServiceWindow(window_clock(window.start), window_clock(window.end)).mask(times).to_numpy(bool)
+    for k in np.flatnonzero(clock).tolist():
+        fleet, _ = fleet_at_step(instance, run, stations, times[k], step_s)
+        lo, _ = ranges(fleet, (times[k] - origin).total_seconds(), step_s)
+        out[k] = float(lo.sum()) + float(arriving.get(times[k], 0.0))
+    return pd.Series(out, index=times)
+
+
+def window_clock(stamp: str) -> str:
+    """``HH:MM`` of an ISO window bound (a daily bound is returned as is)."""
+    return stamp if "T" not in stamp else pd.Timestamp(stamp).strftime("%H:%M")
+
+
+def _check_history_days(instance: Instance, request: ServiceRequest, options: dict[str, Any]) -> None:
+    """A one-line error naming the start the run needs when it holds fewer than 5 working days
+    before a service day (before the history run is spent)."""
+    step = parse_step(options.get("step", "15min"))
+    times = window_times(instance, start_option(options.get("start")), steps_option(options.get("steps", 96)), step)
+    inside = request.window.mask(times).to_numpy(bool)
+    first = times[inside][0].normalize()
+    skip = {pd.Timestamp(h).date() for h in request.holidays}
+    day, found = first, 0
+    while found < WORKDAYS:
+        day -= pd.Timedelta(days=1)
+        found += int(day.weekday() < 5 and day.date() not in skip)
+    if times[0] > day:
+        days = int((times[-1].normalize() - day) / pd.Timedelta(days=1)) + 1
+        large = " --allow-large" if days * pd.Timedelta(days=1) > LARGE_SPAN else ""
+        raise DataError(f"service {request.id!r}: the workdays_5 baseline of {first.date()} takes the run's own "
+                        f"{WORKDAYS} earlier working days, but the run starts on {times[0].date()}; start it on "
+                        f"{day.date()} (e.g. --start {day.date()}T00:00 --steps {days * int(pd.Timedelta(days=1) / step)}"
+                        f" --wrap{large})")
+
+
+def _baseline(request: ServiceRequest, load: pd.Series, times: pd.DatetimeIndex, mask: pd.Series,
+              history: pd.Series | None = None) -> pd.Series:
+    """The participants' planning baseline in the window (NaN outside), kW; ``history`` the run's
+    own load for ``workdays_5`` from the run (:func:`_run_history`)."""
+    if request.baseline in ("uncontrolled", "import_target"):  # a target is met, but A.2 measures against a load
         return load.where(mask.to_numpy(bool))
     if request.baseline == "t0_minus_15min":
         return realtime_baseline(load, mask)
     if request.baseline == "workdays_5":
         if request.baseline_history is None:
             raise DataError(f"service {request.id!r}: the workdays_5 baseline needs a history file")
-        return workdays_baseline(read_history(request.baseline_history), times, mask, request.holidays)
+        metered = history if history is not None else read_history(request.baseline_history)
+        return workdays_baseline(metered, times, mask, request.holidays)
     raise DataError(f"service {request.id!r}: a {request.product} request needs a baseline, not {request.baseline!r}")
 
 
@@ -264,6 +376,9 @@ demand-response energy prices of ``china_rules.md`` §2.1 (3–4 CNY/kWh), well 
 shifting charging in time, so the plan keeps the reserve wherever the fleet can."""
 
 FREQUENCY_PRODUCTS = ("frequency_primary", "frequency_secondary")
+DEFAULT_DURATION_MIN = 15.0
+"""How long a frequency reserve must be sustainable when the request does not say, min (the
+15 min of ENTSO-E's FCR and of a secondary reserve until tertiary reserve takes over)."""
 
 
 def _reserve_kw(request: ServiceRequest) -> tuple[float, float]:
@@ -280,7 +395,8 @@ def _run_frequency(instance: Instance, request: ServiceRequest, stations: tuple[
 
     def reserves(base_net: pd.DataFrame) -> list[ServiceReserve]:
         mask = request.window.mask(pd.DatetimeIndex(base_net.index))
-        return [ServiceReserve(request.id, stations, mask, up, down, HOLD_PRICE_PER_KWH)]
+        return [ServiceReserve(request.id, stations, mask, up, down, HOLD_PRICE_PER_KWH,
+                               duration_h=float(request.quantity.get("duration_min", DEFAULT_DURATION_MIN)) / 60.0)]
 
     run = simulate(instance, with_service_block(formulation), service_limits=reserves, **simulate_options)
     outcome = evaluate_frequency(instance, request, run, stations, up, down)
