@@ -103,6 +103,27 @@ def test_an_impossible_limit_is_met_as_far_as_possible_and_priced(micro) -> None
     assert term > 0
 
 
+def test_power_reserved_for_arrivals_counts_against_a_limit(micro) -> None:
+    """What the controller reserves in the first step for EVs arriving during it is drawn at the
+    participants' stations too: an upper limit leaves room for it."""
+    w, free = _solve(micro, [])
+    st_ids = tuple(str(s) for s in w.stations.station_id)
+    cap = pd.Series(np.r_[40.0, np.full(11, np.nan)], index=w.times)
+    limit = ServiceLimit("t", st_ids, cap, None, penalty_per_kwh=1e3)
+    nets = []
+    for reserved in (0.0, 15.0):
+        form = with_service_block(load_formulation("station_v2g"))
+        w = build_window(micro, start="18:30", steps=12, step="15min", with_network=False)
+        w.extra["service_limits"] = [limit]
+        w.extra["station_first_step_kw"] = np.r_[reserved, np.zeros(w.stations.n - 1)]
+        res = WindowSolver(form).solve(w)
+        p = res.tables["station"].groupby("time")[["p_ch_kw", "p_dis_kw"]].sum()
+        nets.append(float((p["p_ch_kw"] - p["p_dis_kw"]).to_numpy()[0]))
+        assert res.summary["objective_terms"]["service_shortfall_0"] == pytest.approx(0.0, abs=LP_ATOL)
+    assert nets[0] <= 40.0 + w.stations.n and nets[1] <= 25.0 + w.stations.n  # 1 kW grid per station
+    assert nets[1] < nets[0] - 10.0
+
+
 def test_a_reserve_keeps_the_energy_to_sustain_it(micro) -> None:
     """R6.5.1.3: an up reserve called at step t for d hours leaves the batteries, at step t + d, at
     least R·d/η above the latest trajectory that still meets every departure need; what is

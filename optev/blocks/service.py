@@ -14,7 +14,9 @@ Sets
 
 Measured power of limit :math:`j` (kW)
     :math:`P_{j,t} = \sum_{s \in S_j} (P^{ch}_{s,t} - P^{dis}_{s,t})` over its stations
-    (``station_p_ch``, ``station_p_dis``), or the grid import ``grid_import_kw`` when
+    (``station_p_ch``, ``station_p_dis``), plus in the first step the power the MPC controller
+    reserved at those stations for EVs arriving or leaving during the interval
+    (``window.extra["station_first_step_kw"]``), or the grid import ``grid_import_kw`` when
     :math:`S_j` is the whole city's import.
 
 Variables
@@ -193,7 +195,15 @@ def measured_power(ctx: ModelContext, limit: ServiceLimit) -> LinExpr:
                         column="station_id")
     p_ch = as_expr(ctx.require("station_p_ch", f"service {limit.name!r}"))
     p_dis = as_expr(ctx.require("station_p_dis", f"service {limit.name!r}"))
-    return (p_ch[pos] - p_dis[pos]).sum(axis=0)
+    power = (p_ch[pos] - p_dis[pos]).sum(axis=0)
+    reserved = ctx.window.extra.get("station_first_step_kw")
+    if reserved is not None and np.shape(reserved) == (st.n,):
+        # EVs arriving or leaving during the first interval draw what the controller reserved
+        # for them (optev.mpc.controller, "Arrivals during an interval") outside the plan's variables
+        first = np.zeros(ctx.window.steps)
+        first[0] = float(np.asarray(reserved, float)[pos].sum())
+        power = power + first
+    return power
 
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "default") -> None:

@@ -344,6 +344,9 @@ def region_window(window: Any, region: Region, instance: Instance | None = None)
     T = window.steps
     pv = window.pv_avail_kw[unit_rows(feeder.pv)] if len(feeder.pv) else np.zeros((0, T))
     wind = window.wind_avail_kw[unit_rows(feeder.wind)] if len(feeder.wind) else np.zeros((0, T))
+    extra = dict(window.extra)
+    if extra.get("station_first_step_kw") is not None:  # per station of the window: the region's rows
+        extra["station_first_step_kw"] = np.asarray(extra["station_first_step_kw"], float)[station_pos]
     sub = replace(window, instance=inst, load_p_kw=load_p, load_q_kvar=load_q, evs=evs,
-                  stations=stations, network=None, pv_avail_kw=pv, wind_avail_kw=wind, extra=dict(window.extra))
+                  stations=stations, network=None, pv_avail_kw=pv, wind_avail_kw=wind, extra=extra)
     return sub, session_pos, station_pos

@@ -183,8 +183,12 @@ def solve_region_lp(task: RegionTask, form: Formulation, window: Window) -> Regi
     if task.aggregate == "bus" and form.blocks["station"][0] == "aggregate":
         lp_window, group = bus_aggregates(window)
         if window.extra.get("service_limits"):
-            lp_window = dataclasses.replace(lp_window, extra={**window.extra, "service_limits": aggregate_services(
-                window.extra["service_limits"], window.stations.station_id, group, lp_window.stations.station_id)})
+            extra = {**window.extra, "service_limits": aggregate_services(
+                window.extra["service_limits"], window.stations.station_id, group, lp_window.stations.station_id)}
+            if extra.get("station_first_step_kw") is not None:
+                extra["station_first_step_kw"] = np.bincount(group, weights=np.asarray(
+                    extra["station_first_step_kw"], float), minlength=lp_window.stations.n)
+            lp_window = dataclasses.replace(lp_window, extra=extra)
     solver = WindowSolver(form)
     try:
         res = solver.solve(lp_window, soft_limits=task.soft_limits, ac_check=task.ac_check)

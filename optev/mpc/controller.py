@@ -714,10 +714,13 @@ class Controller:
 
 def _add_first_step_load(w: Window, per_station_kw: np.ndarray) -> None:
     """Add a power per station of the window to the first step's load at the stations' buses, kW
-    (nothing without a network)."""
+    (nothing without a network), and keep the stations' total in ``w.extra["station_first_step_kw"]``,
+    which grid services add to the participants' power of the first step (:mod:`optev.blocks.service`)."""
     on_bus = w.stations.bus >= 0
     if w.n_bus and on_bus.any():
         np.add.at(w.load_p_kw[0], w.stations.bus[on_bus], per_station_kw[on_bus])
+    before = w.extra.get("station_first_step_kw")
+    w.extra["station_first_step_kw"] = np.asarray(per_station_kw, float) + (0.0 if before is None else before)
 
 
 def _loss_rounds(summary: Mapping[str, Any]) -> int:
