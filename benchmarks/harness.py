@@ -366,6 +366,10 @@ REGISTRY: tuple[Benchmark, ...] = (
     _bench("services", "the Nanjing closed loop with 10 MW of secondary frequency reserve against the same steps "
            "without it: per-step time, the reserve's A.4 tracking, realised peak and cost (issue 12)",
            (_out("bench_services"),), "tests/test_benchmarks_services_smoke.py"),
+    _bench("forecast", "rolling-origin backtest of the forecasters on ACN Caltech and JPL sessions: persistence, "
+           "seasonal naive, seasonal profile and the learned quantile model, day-ahead and 1 h ahead; pinball, "
+           "coverage, fit and predict time (issue 13)", (_out("bench_forecast"),),
+           "tests/test_benchmarks_forecast_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""
 

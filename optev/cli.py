@@ -1,5 +1,6 @@
 """Command-line interface: ``optev pf``, ``optev info``, ``optev solve``, ``optev generate``,
-``optev simulate``, ``optev run``; ``optev --version``.
+``optev simulate``, ``optev run``, ``optev flex`` (:mod:`optev.cli_flex`), ``optev forecast backtest``
+(:mod:`optev.cli_forecast`); ``optev --version``.
 
 User mistakes (missing file, bad format, unknown option, invalid data, an infeasible
 window) print one line on stderr and exit with code 2, never a traceback. Standard output
@@ -19,6 +20,8 @@ from typing import Any, Sequence
 from optev import package_version
 from optev.blocks.window import build_window
 from optev.clean_exit import run_cleanly
+from optev.cli_flex import add_flex_parser
+from optev.cli_forecast import add_forecast_parser
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver, checked_window
 from optev.data.stations import PRIVATE_KINDS
@@ -33,6 +36,7 @@ from optev.mobility.build import (GENERATE_KEY, clock, feeder_load, feeder_peaks
 from optev.mobility.core import PlantConfig
 from optev.mobility.routing import Router
 from optev.mobility.simulate import simulate_day
+from optev.mpc.forecast import BUILTIN_FORECASTERS
 from optev.options import (MIX_SUM_ATOL, control_step_option, count_option, generate_step_option, horizon_option,
                            outage_option, output_file_option, share_option, size_guard, start_option,
                            window_options)
@@ -344,7 +348,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = run_day(str(path), formulation, start=start, steps=steps, step=args.step, horizon=args.horizon,
                      outages=outages, progress=bar.update if bar is not None else False,
                      announce=None if args.json else announce, wrap=args.wrap, allow_large=args.allow_large,
-                     service=service)
+                     service=service, **_controller_flags(args))
     finally:
         if bar is not None:
             bar.close()
@@ -360,6 +364,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
               "limit violation(s) in the applied setpoints (must be 0; please report this)", file=sys.stderr)
         return EXIT_INVARIANT
     return 0
+
+
+def _controller_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``--forecaster`` and ``--arrival-quantile`` of ``optev run``, where given."""
+    flags: dict[str, Any] = {}
+    if args.forecaster:
+        flags["forecaster"] = args.forecaster
+    if args.arrival_quantile is not None:
+        flags["arrival_quantile"] = args.arrival_quantile
+    return flags
 
 
 def _window_flags(parser: argparse.ArgumentParser) -> None:
@@ -450,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--service", metavar="FILE",
                      help="deliver a grid service: a service request file, or the name of a shipped example "
                           "(formulations/services: peak_regulation, valley_filling, demand_response, ...)")
+    run.add_argument("--forecaster", choices=BUILTIN_FORECASTERS,
+                     help="what the controller expects of the arrivals, prices and loads: seasonal (the default: "
+                          "the mean day of the history) or persistence (the same hours of the day before; on the "
+                          "first day only the EVs plugged in)")
+    run.add_argument("--arrival-quantile", type=float, metavar="Q",
+                     help="reserve power for the EVs arriving during each interval at this quantile of their "
+                          "forecast count (e.g. 0.9; default: the mean)")
     run.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)")
     _window_flags(run)
     run.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
@@ -457,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show the progress line even when standard error is not a terminal or with --json")
     run.add_argument("--json", action="store_true", help="print one JSON object (the summary)")
     run.set_defaults(func=_cmd_run)
+    add_flex_parser(sub)
+    add_forecast_parser(sub)
     return parser
 
 

@@ -269,13 +269,15 @@ class RunSummary(DaySummary, GridFigures, total=False):
     """Ids of the stations that can discharge."""
     inputs: Required[dict[str, Any]]
     """What was run: ``instance``, ``formulation``, ``formulation_file``, ``start``, ``steps``,
-    ``step``, ``horizon``, ``outages``, ``service`` (the service file, or None)."""
+    ``step``, ``horizon``, ``outages``, ``service`` (the service file, or None), ``arrival_quantile`` (the
+    quantile of the arrival count the controller reserves for, None: the mean)."""
     timings_s: Required[dict[str, float]]
     """Wall time of ``read``, ``grid``, ``simulate`` and (once written) ``plots``, ``write``, s."""
     service: dict[str, Any]
     """With a grid service: its ``id``, ``product``, ``rule``, ``baseline`` and the answer to the
     request (``status`` accepted / partial / refused, ``requested_kw``, ``accepted_kw``, ``reason``) and the
-    feeder losses in the service window, ``window_loss_kwh`` and ``baseline_window_loss_kwh`` (AC check)."""
+    feeder losses in the service window, ``window_loss_kwh`` and ``baseline_window_loss_kwh`` (AC check);
+    ``tolerance_kw``, A.4's tracking tolerance δ of a frequency product (None for other products)."""
     appendix_a: dict[str, float | None]
     """With a grid service: the metrics of Appendix A (:data:`optev.services.evaluate.APPENDIX_A_KEYS`;
     null where the service does not define one)."""

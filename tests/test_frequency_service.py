@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,17 @@ def test_ranges_protect_the_departure_need_and_the_floor() -> None:
     assert lo[0] == -7.0 and hi[0] == 7.0
     assert lo[1] == 7.0  # 6 kWh short and 3.15 kWh in half an hour at full power: full power now
     assert lo[2] == 0.0  # no discharge below the floor (R6.1.5)
+
+
+def test_ranges_hold_for_the_whole_sample_near_the_floor_and_full() -> None:
+    """A battery 2 Wh above its floor cannot discharge 7 kW for 4 s (7.8 Wh): the range is what
+    reaches the floor exactly, so the shared setpoint is never clipped by the plant."""
+    f = _fleet(2)
+    f.e_kwh = np.array([12.002, 59.999])
+    lo, hi = ranges(f, 0.0, 4.0)
+    assert lo[0] == pytest.approx(-0.002 * 0.9 * 3600.0 / 4.0)   # -1.62 kW
+    assert hi[1] == pytest.approx(0.001 / 0.9 * 3600.0 / 4.0)    # 1.0 kW fills it
+    assert hi[0] == 7.0 and lo[1] == -7.0
 
 
 def test_round_to_grid_keeps_the_total() -> None:
@@ -163,3 +175,34 @@ def test_the_default_fleet_passes_the_regulation_test() -> None:
     assert a["eta"] >= 95.0, a
     margin = float(sr.outcome.records.iloc[0]["data_quality"].split("soc_floor_margin_kwh=")[1])
     assert margin >= 0.0 and sr.run.summary["soc_floor_violations"] == 0
+    _assert_the_plot_shows_the_tolerance_band(sr)
+
+
+def _assert_the_plot_shows_the_tolerance_band(sr: Any) -> None:
+    """Issue 12 deliverable 7: signal vs response with A.4's band command ± δ, δ = E0 × offered reserve."""
+    import matplotlib.pyplot as plt
+
+    from optev.report.plots import service_response
+
+    q = sr.request.quantity
+    delta = sr.request.rule.error_band_pct / 100.0 * max(q["reserve_up_kw"], q["reserve_down_kw"])
+    summary = sr.summary()
+    assert summary["service"]["tolerance_kw"] == pytest.approx(delta)
+    fig = service_response({"service_series": sr.outcome.series}, summary)
+    try:
+        bands = [c for c in fig.axes[0].collections if str(c.get_label()).startswith("tolerance ±δ")]
+        assert len(bands) == 1
+        path = bands[0].get_paths()[0].vertices
+        cmd = sr.outcome.series["p_base_kw"].to_numpy(float)
+        scale = 1000.0 if "MW" in bands[0].get_label() else 1.0
+        assert path[:, 1].max() == pytest.approx((cmd.max() + delta) / scale)
+        assert path[:, 1].min() == pytest.approx((cmd.min() - delta) / scale)
+        # the error panel: ±δ around zero, and the samples outside it are the ones η does not count
+        error_band = [c for c in fig.axes[1].collections if str(c.get_label()).startswith("tolerance ±δ")]
+        assert np.abs(error_band[0].get_paths()[0].vertices[:, 1]).max() == pytest.approx(delta)
+        outside = [ln.get_label() for ln in fig.axes[1].lines if ln.get_label().startswith("outside the band")]
+        n = len(sr.outcome.series)
+        missed = int(outside[0].split(": ")[1].split(" of ")[0]) if outside else 0
+        assert 100.0 * (n - missed) / n == pytest.approx(summary["appendix_a"]["eta"])
+    finally:
+        plt.close(fig)

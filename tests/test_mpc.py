@@ -459,6 +459,34 @@ def test_arrivals_during_the_first_interval_are_reserved() -> None:
     np.testing.assert_array_equal(w_on.evs.e_init_kwh[others], ev.e_init_kwh[others])
 
 
+def test_the_arrival_reserve_at_a_quantile_of_the_count() -> None:
+    """With ``arrival_quantile`` each station's reserve is scaled by the Poisson quantile of its
+    forecast count over the count (capped by its site), and the window's EVs keep the mean's energy."""
+    from optev.data.synthetic import synthetic_radial_feeder
+    from optev.mpc.forecast import Forecast, count_quantile_factor
+
+    inst = synthetic_charging_instance(60, feeder=synthetic_radial_feeder(12, seed=1), n_stations=6, seed=4)
+    ses = inst.sessions
+    t = float(np.sort(ses["arrival_s"].to_numpy(float))[20]) - 300.0
+    state = ReplayPlant(inst, start_s=t).control_state()
+    fc = Forecast(arrivals=ses[ses["arrival_s"] > t].copy())
+    mean = Controller("station_v2g", inst, horizon="24h")
+    high = Controller("station_v2g", inst, horizon="24h", arrival_quantile=0.95)
+    p_mean, p_high = mean.window(state, fc), high.window(state, fc)
+    soon = ses[(ses["arrival_s"] > t) & (ses["arrival_s"] < t + 900.0)]
+    count = pd.Series(1, index=soon["station_id"].astype(str)).groupby(level=0).sum()
+    st = pd.Index(p_mean.window.stations.station_id)
+    factor = np.zeros(st.size)
+    factor[st.get_indexer(count.index)] = count_quantile_factor(count.to_numpy(), 0.95)
+    expected = np.minimum(p_mean.arrival_reserve_kw * factor, p_mean.window.stations.p_site_max_kw)
+    assert factor.max() > 1.0 and p_high.arrival_reserve_kw.sum() > p_mean.arrival_reserve_kw.sum()
+    np.testing.assert_allclose(p_high.arrival_reserve_kw, expected)
+    np.testing.assert_array_equal(p_high.window.evs.e_init_kwh, p_mean.window.evs.e_init_kwh)
+    assert count_quantile_factor(np.array([0, 1, 4]), 0.5).tolist() == [0.0, 1.0, 1.0]
+    with pytest.raises(DataError, match="strictly between 0 and 1"):
+        Controller("station_v2g", inst, arrival_quantile=1.0)
+
+
 def test_evs_leaving_during_the_first_interval_are_reserved() -> None:
     """A plugged EV leaving 5 min into the interval is not in the window; the power its setpoint
     asks for, averaged over the interval, is load at its station's bus in the first step."""

@@ -124,6 +124,21 @@ def test_run_json_prints_one_object_and_no_progress(tmp_path: Path) -> None:
     assert proc.stderr == ""  # standard error is not a terminal: no progress line
 
 
+def test_the_forecaster_is_chosen_on_the_command_line(tmp_path: Path) -> None:
+    """Persistence on the first day knows no arrivals: the controller plans only the EVs plugged in;
+    the default seasonal profile expects arrivals. The summary names the forecaster."""
+    planned = {}
+    for name in ("persistence", "seasonal"):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "optev.cli", "run", "--steps", "2", "--start", "09:00",
+                               "--no-plots", "--json", "--forecaster", name, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["forecaster"] == name
+        planned[name] = pd.read_csv(out / "steps.csv")["forecast_arrivals"].sum()
+    assert planned["persistence"] == 0 and planned["seasonal"] > 0
+
+
 def test_progress_can_be_forced(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = cli(capsys, "run", "--steps", "2", "--start", "09:00", "--no-plots", "--progress",
                          "--out", str(tmp_path / "p"))

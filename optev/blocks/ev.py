@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from optev.blocks.context import ModelContext
+from optev.blocks.window import EVArrays
 from optev.errors import DataError
 from optev.lp.expr import scatter
 
@@ -68,6 +69,15 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "shortfall_penalty_per_kwh": (10.0, "price of each kWh missing at departure (soft departure), currency/kWh"),
     "v2g": (True, "allow discharging for EVs that opted in (false: charging only)"),
 }
+
+
+def without_discharge(ev: EVArrays) -> EVArrays:
+    """The sessions with option ``v2g = false``: no discharge power, no V2G flag, and an energy
+    floor no higher than the energy at arrival (an EV that cannot discharge cannot be held above
+    its arrival energy by a floor it arrived below)."""
+    n = ev.n
+    return replace(ev, p_dis_max_kw=np.zeros(n), v2g=np.zeros(n, dtype=bool),
+                   e_min_kwh=np.minimum(ev.e_init_kwh, ev.capacity_kwh))
 
 
 def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -> None:
@@ -80,8 +90,7 @@ def build(ctx: ModelContext, options: dict[str, Any], variant: str = "per_ev") -
     if options["departure"] not in ("hard", "soft"):
         raise DataError(f"ev option departure must be 'hard' or 'soft', got {options['departure']!r}")
     if not options["v2g"]:
-        ev = replace(ev, p_dis_max_kw=np.zeros(n), v2g=np.zeros(n, dtype=bool),
-                     e_min_kwh=np.minimum(ev.e_init_kwh, ev.capacity_kwh))
+        ev = without_discharge(ev)
     p_dis_max = ev.p_dis_max_kw
     ctx.handles["ev_arrays"] = ev
     if ctx.variants.get("station") == "aggregate":

@@ -45,6 +45,11 @@ average over the first step (kW, grid side); the sum per station (at most its si
 is added to the first step's load at the station's bus, so the network, the substation
 limits and the generators of the plan account for it, and those sessions start the
 second step with the energy it gives them (:math:`E^{arr} + \eta^{ch}\bar p\,\Delta t`).
+With ``arrival_quantile`` :math:`q` the reserve of a station whose forecast has :math:`n`
+arrivals in the interval is scaled by :math:`F^{-1}_n(q)/n`, the :math:`q`-quantile of a Poisson
+count of mean :math:`n` over its mean (:func:`optev.mpc.forecast.count_quantile_factor`), at
+most the site cap: the plan keeps room for more arrivals than expected where the forecast is
+uncertain (the sessions in the window keep the mean's energy).
 The total is ``stats.arrival_reserve_kw``. The EVs plugged in now that leave during the
 interval are not in the window either; their setpoints (what their need asks for in the
 time left, at most full power) are known before the solve, so their mean power over the
@@ -132,7 +137,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -141,68 +146,21 @@ from optev.blocks.disaggregate import QUANTUM_KW, disaggregate
 from optev.blocks.service import ServiceRamp, WindowService
 from optev.blocks.window import Window, build_window, instance_origin
 from optev.compose.formulation import Formulation, load_formulation
-from optev.compose.solve import WindowResult, WindowSolver
+from optev.compose.solve import WindowResult
 from optev.data.baseload import renewable_availability
 from optev.data.battery import ceil_to_quantum, floor_to_quantum
 from optev.data.instance import Instance
 from optev.errors import DataError, InfeasibleError, OptevError
 from optev.mpc.edge import EdgePolicy, ev_station_params, local_setpoints, sessions_of, with_sessions
-from optev.mpc.forecast import Forecast, resolve_forecaster
+from optev.mpc.forecast import Forecast, count_quantile_factor, resolve_forecaster
 from optev.mpc.state import ControlDecision, ControlState, SolveStats
 from optev.mobility.state import Setpoints
 from optev.options import CONTROL_STEP_MAX, CONTROL_STEP_MIN, control_step_option, horizon_option
-from optev.solvers.highs import HighsSession, SolveOutcome
+from optev.mpc.strategy import MonolithicStrategy, WindowStrategy
 
 MIN_STEP = CONTROL_STEP_MIN
 MAX_STEP = CONTROL_STEP_MAX
 """Control interval limits (R6.2.2.2)."""
-
-
-@runtime_checkable
-class WindowStrategy(Protocol):
-    """Solves one window (see the module docstring, "Solve strategies")."""
-
-    def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
-        ...
-
-
-class _RecordingSession(HighsSession):
-    """A :class:`HighsSession` that remembers the outcome of every run."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.runs: list[SolveOutcome] = []
-
-    def solve(self) -> SolveOutcome:
-        out = super().solve()
-        self.runs.append(out)
-        return out
-
-
-class MonolithicStrategy(WindowSolver):
-    """The whole window as one LP in one HiGHS model, kept across calls (default strategy).
-
-    Adds to each result's summary ``warm`` (the first HiGHS run of the call was an in-place
-    data update), ``mapped_basis`` (it started from the previous window's basis translated
-    to a new structure, :mod:`optev.compose.basis`), ``iterations`` and ``highs_runs``
-    (loss-correction rounds included). Consecutive calls also carry LinDistFlow's loss
-    correction over (:class:`~optev.compose.solve.WindowSolver`).
-    """
-
-    def __init__(self, formulation: Formulation, *, log: bool = False) -> None:
-        super().__init__(formulation, log=log, drop_redundant_rows=True)  # nobody reads its row duals
-        self.session: _RecordingSession = _RecordingSession(time_limit_s=formulation.solver.get("time_limit_s"),
-                                         threads=formulation.solver.get("threads"), log=log)
-
-    def solve(self, window: Window, *, soft_limits: bool | None = None, ac_check: bool = True) -> WindowResult:
-        self.session.runs = []
-        result = super().solve(window, soft_limits=soft_limits, ac_check=ac_check)
-        runs = self.session.runs
-        result.summary["warm"] = bool(runs[0].warm) if runs else False
-        result.summary["mapped_basis"] = bool(runs[0].from_basis) if runs else False
-        result.summary["iterations"] = int(sum(r.iterations for r in runs))
-        result.summary["highs_runs"] = len(runs)
-        return result
 
 
 def parse_step(step: str | pd.Timedelta | float, name: str = "step") -> pd.Timedelta:
@@ -222,6 +180,32 @@ def horizon_steps(horizon: str | pd.Timedelta | int | None, step: pd.Timedelta, 
     """Number of window steps of a horizon (duration rounded up to whole steps, or steps;
     :func:`optev.options.horizon_option`)."""
     return horizon_option(horizon, step, formulation.window, name)
+
+
+@dataclasses.dataclass
+class PreparedWindow:
+    """A window :meth:`Controller.window` built for a state, before the solve.
+
+    Attributes
+    ----------
+    window : Window
+        The window the controller optimises.
+    plugged : ndarray of bool
+        Per session of the window: plugged in now (True) or a forecast arrival (False).
+    arrival_reserve_kw, leaving_reserve_kw : ndarray
+        Per station, the power held back for EVs arriving or leaving during the first interval, kW.
+    needs_clipped : int
+        Plugged sessions whose departure need was lowered to what full power reaches.
+    needs_clipped_kwh : float
+        Energy those needs were lowered by, kWh.
+    """
+
+    window: Window
+    plugged: np.ndarray
+    arrival_reserve_kw: np.ndarray
+    leaving_reserve_kw: np.ndarray
+    needs_clipped: int
+    needs_clipped_kwh: float
 
 
 class Controller:
@@ -278,6 +262,10 @@ class Controller:
         EVs arriving during an interval share the power the plan reserved for them at their
         (slow or private) station, instead of charging at full power until the next decision
         (module docstring, "Arrivals during an interval"; default False).
+    arrival_quantile : float, optional
+        Reserve for the arrivals of the first interval at this quantile of their count rather
+        than its mean (module docstring, "Arrivals during an interval"; e.g. 0.9; default None:
+        the mean).
     log : bool
         Show HiGHS output.
     """
@@ -288,7 +276,8 @@ class Controller:
                  edge: EdgePolicy | None = None, ac_check: bool | None = None, soft_limits: bool | None = None,
                  soft_fallback: bool = True,
                  storage_terminal: str | None = None, protect_departures: bool = True, ev_plan: bool = True,
-                 arrival_reserve: bool = True, limit_arrivals: bool = False, log: bool = False) -> None:
+                 arrival_reserve: bool = True, limit_arrivals: bool = False, arrival_quantile: float | None = None,
+                 log: bool = False) -> None:
         form = load_formulation(formulation) if isinstance(formulation, str) else formulation
         if storage_terminal is not None:
             if "storage" not in form.blocks:
@@ -305,6 +294,9 @@ class Controller:
         if not quantum_kw > 0:
             raise DataError(f"quantum_kw must be positive, got {quantum_kw}")
         self.quantum_kw = float(quantum_kw)
+        if arrival_quantile is not None:
+            count_quantile_factor(np.ones(1), arrival_quantile)  # checks the level
+        self.arrival_quantile = arrival_quantile
         self.forecaster = resolve_forecaster(forecaster)
         if strategy is None:
             self.strategy: Any = MonolithicStrategy(form, log=log)
@@ -427,7 +419,10 @@ class Controller:
         p = np.where(ok, np.minimum(p_ch, np.divide(need, eff * tau_h, out=np.zeros_like(need), where=ok)), 0.0)
         mean_kw = np.bincount(station[ok], weights=(p * tau_h / w.dt_h)[ok], minlength=st.n)
         scale = np.divide(np.minimum(mean_kw, st.p_site_max_kw), mean_kw, out=np.zeros(st.n), where=mean_kw > 0)
-        mean_kw = mean_kw * scale
+        reserve_kw = mean_kw * scale
+        if self.arrival_quantile is not None:  # the count's quantile: more (or fewer) of the same arrivals
+            count = np.bincount(station[ok], minlength=st.n)
+            reserve_kw = np.minimum(mean_kw * count_quantile_factor(count, self.arrival_quantile), st.p_site_max_kw)
         # those in the window start its second step with what they charged in the first
         ev = w.evs
         rows = pd.Index(ev.session_id).get_indexer(fc["session_id"].astype(str).to_numpy(object)) if ev.n \
@@ -435,8 +430,8 @@ class Controller:
         inw = (rows >= 0) & ok
         ev.e_init_kwh[rows[inw]] = np.minimum(
             ev.e_init_kwh[rows[inw]] + eff[inw] * p[inw] * tau_h[inw] * scale[station[inw]], ev.capacity_kwh[rows[inw]])
-        _add_first_step_load(w, mean_kw)
-        return mean_kw
+        _add_first_step_load(w, reserve_kw)
+        return reserve_kw
 
     def _allowances(self, w: Window, reserve: np.ndarray, state: ControlState) -> dict[str, float]:
         """Per slow or private station, the power reserved for EVs arriving during the
@@ -500,21 +495,11 @@ class Controller:
             return None, "failed", str(exc)
 
     # ------------------------------------------------------------------ the call
-    def step(self, state: ControlState, forecasts: Forecast | None = None) -> ControlDecision:
-        """Decide the setpoints of ``[state.time_s, state.time_s + step)`` (module docstring).
-
-        Parameters
-        ----------
-        state : ControlState
-            Measured plugged EVs, station flags and storage energies now.
-        forecasts : Forecast, optional
-            Forecast for this window; default: ask the controller's forecaster.
-
-        Returns
-        -------
-        ControlDecision
-        """
-        t_wall = time.perf_counter()
+    def window(self, state: ControlState, forecasts: Forecast | None = None) -> PreparedWindow:
+        """The window :meth:`step` optimises for ``state``, built but not solved: the plugged EVs,
+        the forecast arrivals, the arrival and leaving reserves and the needs clipped to what full
+        power reaches (adjustable-capacity curves read it, :mod:`optev.forecast.flex`). Asks the
+        forecaster as :meth:`step` does (``observe`` then ``forecast``) unless ``forecasts`` is given."""
         self._check_state(state)
         now = float(state.time_s)
         times = self.window_times(now)
@@ -548,18 +533,37 @@ class Controller:
         waiting = pd.Index(w.evs.session_id).isin([e.session_id for e in live if e.departure_s is None])
         n_clip, clip_kwh = self._clip_needs(w, real, counted=real & ~waiting)
         self.last_window = w
+        return PreparedWindow(w, np.asarray(real, bool), reserve, leaving_kw, n_clip, clip_kwh)
+
+    def step(self, state: ControlState, forecasts: Forecast | None = None) -> ControlDecision:
+        """Decide the setpoints of ``[state.time_s, state.time_s + step)`` (module docstring).
+
+        Parameters
+        ----------
+        state : ControlState
+            Measured plugged EVs, station flags and storage energies now.
+        forecasts : Forecast, optional
+            Forecast for this window; default: ask the controller's forecaster.
+
+        Returns
+        -------
+        ControlDecision
+        """
+        t_wall = time.perf_counter()
+        prep = self.window(state, forecasts)
+        w, real = prep.window, prep.plugged
         result, status, message = self._solve(w)
         self.last_result = result
         if result is None:
             decision = self._local_decision(state, message)
         else:
             decision = self._decision(state, w, result, real, status, message)
-        decision.stats.needs_clipped = n_clip
-        decision.stats.needs_clipped_kwh = clip_kwh
-        decision.stats.arrival_reserve_kw = float(reserve.sum())
-        decision.stats.leaving_reserve_kw = float(leaving_kw.sum())
+        decision.stats.needs_clipped = prep.needs_clipped
+        decision.stats.needs_clipped_kwh = prep.needs_clipped_kwh
+        decision.stats.arrival_reserve_kw = float(prep.arrival_reserve_kw.sum())
+        decision.stats.leaving_reserve_kw = float(prep.leaving_reserve_kw.sum())
         if result is not None:
-            decision.arrival_allowance_kw = self._allowances(w, reserve, state)
+            decision.arrival_allowance_kw = self._allowances(w, prep.arrival_reserve_kw, state)
         decision.stats.evs = int(real.sum())
         decision.stats.forecast_arrivals = int(w.evs.n - real.sum())
         decision.stats.wall_s = time.perf_counter() - t_wall

@@ -65,6 +65,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import poisson
 
 from optev.blocks.window import Window, build_window, instance_origin
 from optev.data.instance import Instance
@@ -74,6 +75,23 @@ from optev.mpc.state import ControlState
 
 DAY_S = 86400.0
 SESSION_FIELDS = ("session_id", "ev_id", "station_id", "arrival_s", "departure_s", "soc_arrival", "soc_target")
+
+
+def count_quantile_factor(counts: np.ndarray, q: float) -> np.ndarray:
+    r"""Factor that takes a forecast number of arrivals to its ``q``-quantile, element-wise.
+
+    The count of arrivals in a bin is taken as Poisson with the forecast count :math:`\lambda` as
+    its mean (arrivals of many independent drivers); the factor is
+    :math:`F^{-1}_\lambda(q)/\lambda` (``scipy.stats.poisson.ppf``), 0 where :math:`\lambda = 0`.
+    Used by the controller's arrival reserve (``arrival_quantile``) and the adjustable-capacity
+    curves' low / high cases (:mod:`optev.forecast.flex`).
+    """
+    if not 0.0 < q < 1.0:
+        raise DataError(f"an arrival quantile must lie strictly between 0 and 1, got {q!r}")
+    lam = np.asarray(counts, float)
+    distinct, which = np.unique(lam, return_inverse=True)  # one quantile per distinct count
+    ratio = np.divide(poisson.ppf(q, distinct), distinct, out=np.zeros_like(distinct), where=distinct > 0)
+    return np.asarray(ratio[which.reshape(lam.shape)], float)
 
 
 def empty_sessions() -> pd.DataFrame:
@@ -395,10 +413,14 @@ class PersistenceForecaster:
             "soc_target": np.clip([max(recs[i]["soc_target"], recs[i]["soc_arrival"]) for i in idx], 0.0, 1.0)}))
 
 
+BUILTIN_FORECASTERS = ("seasonal", "persistence")
+"""Names :func:`resolve_forecaster` accepts."""
+
+
 def resolve_forecaster(forecaster: Any) -> Any:
     """``None`` → :class:`SeasonalProfileForecaster`; ``"seasonal"``/``"persistence"`` → the
     built-in with its defaults; anything with ``forecast`` → itself."""
-    if forecaster is None or forecaster == "seasonal":
+    if forecaster is None or forecaster == BUILTIN_FORECASTERS[0]:
         return SeasonalProfileForecaster()
     if forecaster == "persistence":
         return PersistenceForecaster()

@@ -70,7 +70,7 @@ def _start_seconds(instance: Instance, start: Any, step: pd.Timedelta) -> float:
 
 def _controller(instance: Instance, form: Formulation, controller: Controller | None, step_td: pd.Timedelta,
                 horizon: Any, forecaster: Any, edge: EdgePolicy | None, ac_check: bool,
-                history: pd.DataFrame | None) -> Controller:
+                history: pd.DataFrame | None, arrival_quantile: float | None = None) -> Controller:
     if controller is not None:
         if abs(controller.step_s - step_td.total_seconds()) > 1e-9:
             raise DataError(f"the controller's step ({controller.step_s:g} s) differs from step "
@@ -81,7 +81,7 @@ def _controller(instance: Instance, form: Formulation, controller: Controller | 
             and not len(instance.sessions):
         fc = SeasonalProfileForecaster(history=history)
     return Controller(form, instance, step=step_td, horizon=horizon, forecaster=fc, edge=edge,
-                      ac_check=None if ac_check else False)
+                      ac_check=None if ac_check else False, arrival_quantile=arrival_quantile)
 
 
 def _checked_options(instance: Instance, formulation: Formulation | str, start: Any, steps: Any, step: Any,
@@ -110,7 +110,8 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
              edge: EdgePolicy | None = None, regions: Mapping[str, Sequence[str]] | None = None,
              plant_config: PlantConfig | None = None, router: Any = None, keep_decisions: bool = False,
              wrap: bool = False, allow_large: bool = False,
-             service_limits: Callable[[pd.DataFrame], Sequence[WindowService]] | None = None) -> MPCRun:
+             service_limits: Callable[[pd.DataFrame], Sequence[WindowService]] | None = None,
+             arrival_quantile: float | None = None) -> MPCRun:
     """Run the controller against the plant for ``steps`` intervals (module docstring).
 
     Parameters
@@ -167,6 +168,9 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
         (:class:`optev.blocks.service.ServiceLimit`), from the uncontrolled day's net EV
         power per station (DataFrame: step start times × station ids, kW); the
         controller's formulation must have a ``service`` block (:mod:`optev.services`).
+    arrival_quantile : float, optional
+        The controller reserves for the arrivals of each interval at this quantile of their
+        count (:class:`~optev.mpc.controller.Controller`; default the mean).
 
     Returns
     -------
@@ -179,7 +183,8 @@ def simulate(instance: Instance, formulation: Formulation | str, *, start: Any =
     instance, repeats = repeat_fleet_days(instance, t_start + steps * step_td.total_seconds())
     cfg, router = _event_plant(instance, t_start, step_td, steps, plant_config, router)
     base = uncontrolled_day(instance, t_start, step_td.total_seconds(), steps, config=cfg, router=router)
-    ctl = _controller(instance, form, controller, step_td, horizon, forecaster, edge, ac_check, base.history)
+    ctl = _controller(instance, form, controller, step_td, horizon, forecaster, edge, ac_check, base.history,
+                      arrival_quantile)
     if service_limits is not None:
         if "service" not in ctl.formulation.blocks:
             raise DataError(f"service limits need a service block in formulation {ctl.formulation.name!r}")

@@ -60,8 +60,11 @@ def _times(frame: pd.DataFrame) -> pd.DatetimeIndex:
 def _time_axis(ax: Any, times: pd.DatetimeIndex) -> None:
     tz = times.tz
     span_h = (times[-1] - times[0]).total_seconds() / 3600.0 if len(times) > 1 else 1.0
-    hours = 1 if span_h <= 6 else (2 if span_h <= 12 else 3)
-    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=range(0, 24, hours), tz=tz))
+    if span_h <= 2:
+        ax.xaxis.set_major_locator(mdates.MinuteLocator(byminute=range(0, 60, 15 if span_h > 1 else 10), tz=tz))
+    else:
+        hours = 1 if span_h <= 6 else (2 if span_h <= 12 else 3)
+        ax.xaxis.set_major_locator(mdates.HourLocator(byhour=range(0, 24, hours), tz=tz))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
     ax.set_xlabel(f"time ({tz})" if tz is not None else "time")
 
@@ -72,13 +75,17 @@ def _power_scale(*series: np.ndarray) -> tuple[float, str]:
     return (1000.0, "MW") if top > MW_ABOVE_KW else (1.0, "kW")
 
 
+def _stepped(times: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """``times`` and ``values`` extended by one step, so that the last value holds for its step."""
+    step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(minutes=15)
+    return pd.DatetimeIndex(times.append(pd.DatetimeIndex([times[-1] + step]))), np.r_[values, values[-1:]]
+
+
 def _step(ax: Any, times: pd.DatetimeIndex, values: np.ndarray, **kw: Any) -> Any:
     """A piecewise-constant series: each value holds for its step."""
     if len(times) == 0:
         return None
-    step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(minutes=15)
-    x = times.append(pd.DatetimeIndex([times[-1] + step]))
-    y = np.r_[values, values[-1:]]
+    x, y = _stepped(times, values)
     return ax.step(x, y, where="post", **kw)[0]
 
 
@@ -262,7 +269,12 @@ def soc_departure(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> An
 
 def service_response(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> Any:
     """A grid service: the participants' realised power against the baseline and the limit the
-    controller was given, over the day with the service window shaded (runs with a service)."""
+    controller was given, over the day with the service window shaded (runs with a service).
+
+    A frequency product (a ``p_tolerance_kw`` column) gets the command and the response with the
+    tolerance band ±δ around the command, and a second panel with the tracking error
+    :math:`P_{act} - P_{cmd}` against ±δ, where A.4's η counts the samples inside the band.
+    """
     series = tables["service_series"]
     times = _times(series)
     base = series["p_base_kw"].to_numpy(float)
@@ -270,13 +282,17 @@ def service_response(tables: Mapping[str, pd.DataFrame], summary: RunSummary) ->
     limit = series["p_limit_kw"].to_numpy(float)
     service = summary.get("service", {})
     metrics = summary.get("appendix_a", {})
-    fig, (ax,) = _figure(1, 4.6)
+    tracking = "p_tolerance_kw" in series and len(times) > 0
+    fig, axes = _figure(2, 6.4) if tracking else _figure(1, 4.6)
+    ax = axes[0]
     k, unit = _power_scale(act, base)
     inside = np.isfinite(base)
-    if inside.any():
+    if inside.any() and not tracking:
         ax.fill_between(times, 0, 1, where=inside, step="post", color="0.92", transform=ax.get_xaxis_transform(),
                         label="service window")
     act_label, base_label, axis = _SERIES_LABELS.get(str(service.get("product")), _SERIES_LABELS["default"])
+    if tracking:
+        _tolerance_band(ax, times, base / k, series["p_tolerance_kw"].to_numpy(float) / k, unit)
     _step(ax, times, act / k, color=CONTROLLED, lw=1.8, label=act_label)
     _step(ax, times, base / k, color=BASELINE, lw=1.4, ls="--",
           label=base_label.format(baseline=service.get("baseline")))
@@ -290,8 +306,31 @@ def service_response(tables: Mapping[str, pd.DataFrame], summary: RunSummary) ->
     ax.axhline(0.0, color="black", lw=0.6)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    _time_axis(ax, times)
+    if tracking:
+        _tracking_error(axes[1], times, act - base, series["p_tolerance_kw"].to_numpy(float))
+    _time_axis(axes[-1], times)
     return fig
+
+
+def _tolerance_band(ax: Any, times: pd.DatetimeIndex, centre: np.ndarray, delta: np.ndarray, unit: str) -> None:
+    """Shade ``centre`` ± ``delta`` (same unit) as A.4's tolerance band."""
+    (x, lo), (_, hi) = _stepped(times, centre - delta), _stepped(times, centre + delta)
+    ax.fill_between(x, lo, hi, step="post", color=BASELINE, alpha=0.3, lw=0,
+                    label=f"tolerance ±δ = ±{np.nanmax(delta):,.3g} {unit} (A.4)")
+
+
+def _tracking_error(ax: Any, times: pd.DatetimeIndex, error_kw: np.ndarray, delta_kw: np.ndarray) -> None:
+    """Tracking error per sample against the band ±δ, kW; samples outside the band marked."""
+    _tolerance_band(ax, times, np.zeros_like(error_kw), delta_kw, "kW")
+    _step(ax, times, error_kw, color=CONTROLLED, lw=1.0, label="response − command")
+    out = np.abs(error_kw) > delta_kw
+    if out.any():
+        ax.plot(times[out], error_kw[out], "o", ms=3, color="#d62728",
+                label=f"outside the band: {int(out.sum())} of {out.size} samples")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_ylabel("tracking error (kW)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
 
 
 _SERIES_LABELS = {
@@ -322,7 +361,8 @@ def render(tables: Mapping[str, pd.DataFrame], summary: RunSummary) -> dict[str,
 
     A run with a grid service (a ``service_series`` table) also gets ``service_response.png``.
     """
-    names = [*PLOTS, *(["service_response.png"] if "service_series" in tables else [])]
+    served = "service_series" in tables and len(tables["service_series"])  # a refused service has no series
+    names = [*PLOTS, *(["service_response.png"] if served else [])]
     return {name: _png(_DRAW[name](tables, summary)) for name in names}
 
 

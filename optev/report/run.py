@@ -372,7 +372,8 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     mpc, delivered = _simulate_day(job, progress, request, start=start, steps=n_steps, step=step, horizon=horizon,
                                    wrap=wrap, allow_large=allow_large, **options)
     t_sim = time.perf_counter() - t0
-    inputs = {**_inputs(job, mpc, n_steps, step, horizon), "service": None if request is None else request.source}
+    inputs = {**_inputs(job, mpc, n_steps, step, horizon), "service": None if request is None else request.source,
+              "arrival_quantile": options.get("arrival_quantile")}
     return RunResult(mpc=mpc, instance=job.inst, inputs=inputs, figures=_figures(job.inst, mpc, grid),
                      service=delivered, timings_s={"read": t_read, "grid": t_grid, "simulate": t_sim})
 

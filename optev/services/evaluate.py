@@ -86,12 +86,20 @@ class ServiceOutcome:
         :data:`RECORD_COLUMNS`, one row per window occurrence for the participants and
         one per participating station.
     series : DataFrame
-        Per step: ``time``, ``p_base_kw``, ``p_act_kw``, ``p_limit_kw`` (NaN outside the window).
+        Per step: ``time``, ``p_base_kw``, ``p_act_kw``, ``p_limit_kw`` (NaN outside the window);
+        frequency products per signal sample, with ``p_base_kw`` the command and
+        ``p_tolerance_kw`` A.4's δ (a sample within ``p_base_kw`` ± δ passes).
     """
 
     metrics: dict[str, Any]
     records: pd.DataFrame
     series: pd.DataFrame
+
+
+def nothing_delivered() -> ServiceOutcome:
+    """The outcome of a refused request: no metric, no record, no series (the day ran without it)."""
+    return ServiceOutcome({key: None for key in APPENDIX_A_KEYS}, pd.DataFrame(columns=list(RECORD_COLUMNS)),
+                          pd.DataFrame(columns=["time", "p_base_kw", "p_act_kw", "p_limit_kw"]))
 
 
 def _billable(product: str, base: np.ndarray, act: np.ndarray, dt_h: float) -> float:

@@ -8,10 +8,13 @@ step's planned power :math:`P^0`:
 
 Each sample (all vectorised over EVs):
 
-1. **Ranges.** An EV may go down to :math:`\underline p_e` — its V2G discharge limit while
-   above its SOC floor (R6.1.5), else 0, and never below the power its departure need
-   requires if full power follows (least laxity: :math:`(E^{need} - E - \eta \bar P (T^{dep} - t - \tau))/(\eta\tau)`)
-   — and up to :math:`\bar p_e` (its charge limit while below capacity).
+1. **Ranges.** An EV may go down to :math:`\underline p_e` — its V2G discharge limit, at most
+   the power that reaches its SOC floor within the sample (R6.1.5):
+   :math:`\max(E - E^{floor}, 0)\,\eta^{dis}/\tau` — and never below the power its departure need
+   requires if full power follows (least laxity: :math:`(E^{need} - E - \eta \bar P (T^{dep} - t - \tau))/(\eta\tau)`);
+   and up to :math:`\bar p_e`, its charge limit, at most the power that fills it within the
+   sample, :math:`\max(E^{cap} - E, 0)/(\eta\tau)`. A range the battery cannot keep for the whole
+   sample would be shared out and then clipped by the plant: a tracking error the follower made.
 2. **Sharing.** The deviation :math:`P^{cmd} - \sum p^0_e` is shared in proportion to each
    EV's room on that side, then rounded down to the 1 kW grid (full power stays valid) and
    the missing quanta go to the largest remainders (:func:`round_to_grid`).
@@ -93,8 +96,8 @@ def ranges(f: FleetState, t_s: float, interval_s: float) -> tuple[np.ndarray, np
     tau_h = interval_s / 3600.0
     after_h = np.maximum(f.departure_s - t_s - interval_s, 0.0) / 3600.0
     must = (f.need_kwh - f.e_kwh - f.eff_ch * f.p_ch_max_kw * after_h) / (f.eff_ch * tau_h)
-    down = np.where(f.e_kwh > f.floor_kwh + 1e-9, -f.p_dis_max_kw, 0.0)
-    hi = np.where(f.e_kwh < f.capacity_kwh - 1e-9, f.p_ch_max_kw, 0.0)
+    down = -np.minimum(f.p_dis_max_kw, np.maximum(f.e_kwh - f.floor_kwh, 0.0) * f.eff_dis / tau_h)
+    hi = np.minimum(f.p_ch_max_kw, np.maximum(f.capacity_kwh - f.e_kwh, 0.0) / (f.eff_ch * tau_h))
     lo = np.minimum(np.maximum(down, np.minimum(must, f.p_ch_max_kw)), hi)
     return lo, hi
 

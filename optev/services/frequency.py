@@ -124,7 +124,8 @@ def evaluate_frequency(instance: Instance, request: ServiceRequest, run: MPCRun,
                                      f"mileage_mw={perf.mileage_mw:.3f};soc_floor_margin_kwh={floor_margin:.3f}",
                      "rule": request.rule.key, "rule_version": RULES_VERSION})
     sample_times = stamps[0].append(stamps[1:]) if stamps else pd.DatetimeIndex([])
-    series = pd.DataFrame({"time": sample_times, "p_base_kw": p_cmd, "p_act_kw": p_act, "p_limit_kw": np.nan})
+    series = pd.DataFrame({"time": sample_times, "p_base_kw": p_cmd, "p_act_kw": p_act, "p_limit_kw": np.nan,
+                           "p_tolerance_kw": delta})
     return ServiceOutcome(metrics, pd.DataFrame(rows, columns=list(RECORD_COLUMNS)), series)
 
 

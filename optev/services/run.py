@@ -38,10 +38,11 @@ from optev.mpc.simulate import simulate
 from optev.options import LARGE_SPAN, start_option, steps_option
 from optev.services.baseline import WORKDAYS, read_history, realtime_baseline, workdays_baseline
 from optev.services.evaluate import (ServiceOutcome, evaluate_limit_service, evaluate_smoothing, evaluate_voltage,
-                                     net_power, renewable_power)
+                                     net_power, nothing_delivered, renewable_power)
 from optev.services.follow import ranges
 from optev.services.frequency import evaluate_frequency, fleet_at_step
 from optev.services.limits import participant_stations, service_limits
+from optev.services.offer import reserve_share, run_window
 from optev.services.request import HISTORY_FROM_RUN, ServiceRequest, ServiceWindow
 
 LIMIT_PRODUCTS = ("peak_regulation", "valley_filling", "demand_response")
@@ -85,8 +86,16 @@ class ServiceRun:
         feeder losses in the service window, controlled and uncontrolled (AC check, kWh; None
         without one): a service must not be bought with losses unseen."""
         return {"service": {"id": self.request.id, "product": self.request.product, "rule": self.request.rule.key,
-                            "baseline": self.request.baseline, **self.acceptance.to_dict(), **self._losses()},
+                            "baseline": self.request.baseline, **self.acceptance.to_dict(), **self._losses(),
+                            "tolerance_kw": self._tolerance_kw()},
                 "appendix_a": dict(self.outcome.metrics)}
+
+    def _tolerance_kw(self) -> float | None:
+        """A.4's δ of a frequency product (the band η counts within), kW; None for other products."""
+        series = self.outcome.series
+        if "p_tolerance_kw" not in series or not len(series):
+            return None
+        return float(series["p_tolerance_kw"].iloc[0])
 
     def _losses(self) -> dict[str, float | None]:
         steps, base = self.run.tables["steps"], self.run.baseline["steps"]
@@ -398,17 +407,23 @@ def _run_frequency(instance: Instance, request: ServiceRequest, stations: tuple[
         return [ServiceReserve(request.id, stations, mask, up, down, HOLD_PRICE_PER_KWH,
                                duration_h=float(request.quantity.get("duration_min", DEFAULT_DURATION_MIN)) / 60.0)]
 
+    wanted = max(up, down)
+    share, reason = reserve_share(instance, request, stations, up, down, simulate_options, formulation)
+    up, down = up * share, down * share
+    if share <= 0.0:
+        run = simulate(instance, formulation, **simulate_options)
+        return ServiceRun(run, request, Acceptance("refused", wanted, 0.0, reason), nothing_delivered())
     run = simulate(instance, with_service_block(formulation), service_limits=reserves, **simulate_options)
     outcome = evaluate_frequency(instance, request, run, stations, up, down)
-    return ServiceRun(run, request, Acceptance("accepted", max(up, down), max(up, down)), outcome)
+    status = "accepted" if share >= 1.0 else "partial"
+    return ServiceRun(run, request, Acceptance(status, wanted, max(up, down), reason), outcome)
 
 
 def _check_covered(instance: Instance, request: ServiceRequest, options: dict[str, Any]) -> None:
     """Refuse a run whose steps miss the service window altogether (a user mistake, not a refusal
     of the request: nothing could be measured)."""
-    step = parse_step(options.get("step", "15min"))
-    times = window_times(instance, start_option(options.get("start")), steps_option(options.get("steps", 96)), step)
-    if not request.window.mask(times).to_numpy(bool).any():
-        end = times[-1] + step
+    times, inside = run_window(instance, request, options)
+    if not inside.any():
+        end = times[-1] + parse_step(options.get("step", "15min"))
         raise DataError(f"service {request.id!r}: its window {request.window.start}–{request.window.end} lies "
                         f"outside the run ({times[0]} to {end}); start earlier or run more steps")

@@ -1,0 +1,197 @@
+"""Forecasting backtest on real sessions (issue 13): every model against the naive ones, day-ahead and
+1 h ahead, on the Caltech and JPL garages of ACN-Data.
+
+Run from the repository root::
+
+    python benchmarks/bench_forecast.py                  # ACN Caltech and JPL (../shared/acn/sessions)
+    python benchmarks/bench_forecast.py --smoke          # one month of Caltech, naive models only (seconds)
+    python benchmarks/bench_forecast.py --out forecast.json
+
+What is measured (:func:`optev.forecast.backtest.backtest`, as ``optev forecast backtest`` runs it):
+the aggregate uncontrolled charging load of each site in 15-min bins (every session at 6.6 kW
+from arrival until its delivered energy is in), forecast from rolling origins — every midnight for
+the day ahead (24 h) and every hour for the next hour — by persistence, the two seasonal naive
+models, the seasonal profile and the learned default (gradient-boosted quantile trees), each
+trained only on data before the origin and refitted weekly. Periods (:data:`PERIODS`): train on
+May–August 2019, test September–December 2019; and the COVID-19 period, train on May–December
+2019, test February–May 2020 (the garages emptied in mid-March). Scores: MAE, RMSE, pinball loss
+over the 5/50/95 % quantiles, coverage and width of the 90 % interval; the learned model's skill
+over the best naive model (persistence, seasonal naive by week or by day type); fit and predict
+times on 2 cores. Goal (:data:`GOALS`): ≥ 10 % lower pinball loss than the best naive model
+day-ahead on each site, at 85–95 % coverage.
+
+Closed loop (``closed_loop``): the main job (``optev run``) on the embedded default instance for a
+day with each built-in forecaster of the controller (seasonal profile, persistence) and the
+arrival reserve at the mean or at the 90 % quantile of the arrival count: realised cost, peak
+import and unmet energy side by side with the uncontrolled day (the same in every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file (tests/paths.py): not a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+GOALS = {"skill_day_ahead": 0.10, "coverage_low": 0.85, "coverage_high": 0.95}
+"""Issue 13: the learned model ≥ 10 % below the best naive model in pinball loss day-ahead, with the
+coverage of its 90 % interval within 85–95 %."""
+
+SITES = ("caltech", "jpl")
+PERIODS = {
+    "2019_autumn": {"files": ("2019-05-01_to_2019-08-31", "2019-09-01_to_2019-12-31"), "train_until": "2019-09-01"},
+    "2020_covid": {"files": ("2019-05-01_to_2019-08-31", "2019-09-01_to_2019-12-31", "2020-02-01_to_2020-05-31"),
+                   "train_until": "2020-02-01"},
+}
+"""Test periods: the files read and the first origin."""
+
+HORIZONS = ("24h", "1h")
+LOOP_CASES = (("seasonal", None), ("seasonal", 0.9), ("persistence", None), ("persistence", 0.9))
+"""Closed-loop runs: (forecaster, arrival quantile)."""
+
+
+def _files(site: str, names: tuple[str, ...]) -> list[Path]:
+    return [harness.SHARED / "acn" / "sessions" / f"{site}_{n}.csv.gz" for n in names]
+
+
+def _one(files: list[Path], train_until: str, horizons: tuple[str, ...], models: tuple[str, ...]) -> dict[str, Any]:
+    from optev.forecast.backtest import backtest
+    from optev.forecast.series import aggregate_load, read_sessions
+
+    sessions = read_sessions(files)
+    series = aggregate_load(sessions)
+    t0 = time.perf_counter()
+    result = backtest(series, horizons=horizons, train_until=pd.Timestamp(train_until), models=models,
+                      country=sessions.country)
+    out: dict[str, Any] = {"sessions": int(len(sessions.table)), "train_until": train_until,
+                           "elapsed_s": time.perf_counter() - t0, "origins": result.origins,
+                           "timings_s": result.timings, "scores": result.scores.to_dict(orient="records")}
+    if "gbm" in models:
+        out["skill"] = {h: result.skill(h) for h in horizons}
+    return out
+
+
+def _closed_loop(smoke: bool, log: bool) -> list[dict[str, Any]]:
+    """The default day under each case of :data:`LOOP_CASES` (module docstring)."""
+    import optev
+
+    rows = []
+    for forecaster, quantile in LOOP_CASES[:2] if smoke else LOOP_CASES:
+        if log:
+            print(f"  closed loop: {forecaster}, arrival quantile {quantile}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        s = optev.run(steps=4 if smoke else None, start="08:00" if smoke else None, forecaster=forecaster,
+                      arrival_quantile=quantile).summary()
+        rows.append({"forecaster": forecaster, "arrival_quantile": quantile, "wall_s": time.perf_counter() - t0,
+                     **{k: s.get(k) for k in ("cost", "baseline_cost", "peak_import_kw", "baseline_peak_import_kw",
+                                              "energy_delivered_kwh", "energy_unmet_kwh", "baseline_energy_unmet_kwh",
+                                              "sessions_with_shortfall", "steps")}})
+    return rows
+
+
+def run_benchmarks(smoke: bool = False, *, log: bool = True) -> dict[str, Any]:
+    """The benchmark (module docstring) as a JSON-ready dict."""
+    from optev.forecast.models import MODELS
+
+    t_all = time.perf_counter()
+    out: dict[str, Any] = {"status": "ok", "mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
+                           "runs": {}}
+    if smoke:
+        files = _files("caltech", ("2019-05-01_to_2019-08-31",))
+        if not files[0].exists():
+            return {"status": "data not found", "files": [str(f) for f in files]}
+        out["runs"]["caltech_smoke"] = _one(files, "2019-08-20", HORIZONS, ("persistence", "seasonal_naive"))
+    else:
+        for period, spec in PERIODS.items():
+            for site in SITES:
+                files = [f for f in _files(site, spec["files"]) if f.exists()]
+                if len(files) < len(spec["files"]):
+                    continue  # JPL has no 2021 file; every period here has both sites
+                if log:
+                    print(f"  {site} {period} ...", file=sys.stderr, flush=True)
+                out["runs"][f"{site}_{period}"] = _one(files, str(spec["train_until"]), HORIZONS, MODELS)
+    out["closed_loop"] = _closed_loop(smoke, log)
+    out["goals"] = _goals(out["runs"])
+    out["elapsed_s"] = time.perf_counter() - t_all
+    harness.close_machine_record(out["machine"])
+    return out
+
+
+def _goals(runs: dict[str, Any]) -> dict[str, Any]:
+    goals: dict[str, Any] = {}
+    for key, run in runs.items():
+        if "skill" not in run:
+            continue
+        gbm = next(r for r in run["scores"] if r["model"] == "gbm" and r["horizon"] == "24h")
+        skill, cov = run["skill"]["24h"], gbm["coverage_90"]
+        goals[key] = {"skill_day_ahead": skill, "coverage_90": cov,
+                      "met": skill >= GOALS["skill_day_ahead"] and GOALS["coverage_low"] <= cov <= GOALS["coverage_high"]}
+    return goals
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """The results as Markdown: one table per run, then the goals."""
+    lines: list[str] = []
+    for key, run in results["runs"].items():
+        lines += [f"**{key}** ({run['sessions']:,} sessions, first origin {run['train_until']}; "
+                  f"origins scored: " + ", ".join(f"{h} {o['scored']}" for h, o in run["origins"].items()) + ")", "",
+                  "| model | horizon | MAE kW | RMSE kW | pinball kW | 90 % coverage | 90 % width kW |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in run["scores"]:
+            lines.append(f"| {r['model']} | {r['horizon']} | {r['mae']:.2f} | {r['rmse']:.2f} | {r['pinball']:.3f} | "
+                         f"{100 * r['coverage_90']:.1f} % | {r['width_90']:.1f} |")
+        if "skill" in run:
+            t = run["timings_s"]["gbm"]
+            lines.append("")
+            lines.append("gbm skill over the best naive model in pinball loss: "
+                         + ", ".join(f"{h} {100 * s:+.1f} %" for h, s in run["skill"].items())
+                         + f"; gbm fit {t['fit_s']:.1f} s (all refits), predict {t['predict_s']:.1f} s (all origins)")
+        lines.append("")
+    loop = results.get("closed_loop") or []
+    if loop:
+        lines += ["| closed loop, default day: forecaster | arrival reserve | cost | peak import kW | unmet kWh | "
+                  "sessions short |", "|---|---|---:|---:|---:|---:|"]
+        first = loop[0]
+        lines.append(f"| uncontrolled | — | {first['baseline_cost']:,.0f} | {first['baseline_peak_import_kw']:,.0f} | "
+                     f"{first['baseline_energy_unmet_kwh']:,.1f} | |")
+        for r in loop:
+            q = "mean" if r["arrival_quantile"] is None else f"{100 * r['arrival_quantile']:.0f} % quantile"
+            lines.append(f"| {r['forecaster']} | {q} | {r['cost']:,.0f} | {r['peak_import_kw']:,.0f} | "
+                         f"{r['energy_unmet_kwh']:,.1f} | {r['sessions_with_shortfall']} |")
+        lines.append("")
+    if results["goals"]:
+        lines += ["| goal (day-ahead) | skill ≥ 10 % | coverage 85–95 % | met |", "|---|---:|---:|---|"]
+        for key, g in results["goals"].items():
+            lines.append(f"| {key} | {100 * g['skill_day_ahead']:+.1f} % | {100 * g['coverage_90']:.1f} % | "
+                         f"{'yes' if g['met'] else 'no'} |")
+    return "\n".join(lines).rstrip()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (after ``--smoke`` and ``--out``)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_benchmarks` for the parsed command line."""
+    return run_benchmarks(args.smoke, log=not args.quiet)
+
+
+COMMAND = harness.Command(__doc__, add_arguments, run_from_args, markdown_tables,
+                          smoke_help="three weeks of Caltech origins, naive models only (seconds)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); the tables on stdout, the results as JSON with ``--out``."""
+    return COMMAND.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
