@@ -3,13 +3,15 @@
 ::
 
     optev forecast backtest SESSIONS [SESSIONS ...] [--train-until DATE] [--horizon 24h[,1h]]
-                            [--step 15min] [--target load|arrivals|arrival_energy] [--models a,b]
+                            [--step 15min] [--target load|arrivals|arrival_energy]
+                            [--stations ID,ID | --region ID] [--models a,b]
                             [--power-kw 6.6] [--timezone ZONE] [--country auto|US|CN|none]
                             [--refit-every 7D] --out DIR [--json]
 
 ``SESSIONS``: ACN-Data session tables (``../shared/acn/sessions/*.csv.gz``) or optev inputs with a
-sessions table (:func:`optev.forecast.series.read_sessions`). Every model of
-:data:`optev.forecast.models.MODELS` is trained on data strictly before each forecast origin
+sessions table (:func:`optev.forecast.series.read_sessions`); ``--stations`` or ``--region``
+narrows the target to those stations (a region of an optev input: one per radial feeder). Every
+model of :data:`optev.forecast.models.MODELS` is trained on data strictly before each forecast origin
 (:mod:`optev.forecast.backtest`). ``--out`` (a results folder, replaced only if optev wrote it)
 receives:
 
@@ -36,7 +38,8 @@ import pandas as pd
 from optev.errors import DataError
 from optev.forecast.backtest import Backtest, backtest
 from optev.forecast.models import MODELS, NAIVE
-from optev.forecast.series import ACN_POWER_KW, TARGETS, read_sessions, target_series
+from optev.forecast.series import (ACN_POWER_KW, TARGETS, read_sessions, region_station_ids, select_stations,
+                                  target_series)
 from optev.io.outdir import claim_target, output_folder
 from optev.io.results import jsonable
 from optev.report.forecast_plot import backtest_png
@@ -57,6 +60,8 @@ def add_forecast_parser(sub: Any) -> None:
     bt.add_argument("--step", default="15min", help="time bin (default 15min)")
     bt.add_argument("--target", default="load", choices=TARGETS,
                     help="aggregate uncontrolled load (kW, default), arrivals per bin, or their energy need (kWh)")
+    bt.add_argument("--stations", help="forecast these stations only (comma-separated ids)")
+    bt.add_argument("--region", help="forecast this region only (an optev input's region id, one per radial feeder)")
     bt.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
     bt.add_argument("--power-kw", type=float, default=ACN_POWER_KW,
                     help=f"charging power of an ACN session, kW (default {ACN_POWER_KW})")
@@ -92,6 +97,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         raise DataError(f"bad --step, --train-until or --refit-every ({exc})") from None
     country = None if args.country == "none" else args.country
     sessions = read_sessions(args.sessions, power_kw=args.power_kw, timezone=args.timezone, country=country)
+    if args.stations and args.region:
+        raise DataError("give --stations or --region, not both")
+    if args.stations:
+        sessions = select_stations(sessions, _list(args.stations, ()))
+    elif args.region:
+        sessions = select_stations(sessions, region_station_ids(args.sessions[0], args.region))
     series = target_series(sessions, args.target, step)
     result = backtest(series, horizons=_list(args.horizon, ("24h",)), train_until=train_until, models=models,
                       country=sessions.country, refit_every=args.refit_every)
@@ -110,7 +121,8 @@ def _summary(result: Backtest, args: argparse.Namespace, country: str | None, se
         present = set(result.scores.loc[result.scores["horizon"] == h, "model"])
         if "gbm" in present and present & set(NAIVE):
             skill[str(h)] = result.skill(str(h))
-    return {"sessions": [str(Path(p)) for p in args.sessions], "target": args.target, "unit": _unit(args.target),
+    return {"sessions": [str(Path(p)) for p in args.sessions], "stations": args.stations, "region": args.region,
+            "target": args.target, "unit": _unit(args.target),
             "step": args.step, "horizons": _list(args.horizon, ("24h",)), "country": country,
             "train_until": str(result.train_until), "refit_every": args.refit_every,
             "observed_bins": int(series.notna().sum()), "origins": result.origins, "timings_s": result.timings,

@@ -162,3 +162,30 @@ def test_cli_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pytest.Ca
     (mine / "notes.txt").write_text("keep", encoding="utf-8")
     assert main(["forecast", "backtest", str(src), "--out", str(mine)]) == 2
     assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep"
+
+
+def test_a_station_target_keeps_the_covered_days(tmp_path: Path) -> None:
+    path = _acn_file(tmp_path, ["2019-05-01 08:00-07:00,2019-05-01 09:00-07:00,6.6,A",
+                                "2019-05-03 08:00-07:00,2019-05-03 09:00-07:00,6.6,B"])
+    from optev.forecast.series import select_stations
+
+    s = select_stations(read_sessions([path]), ["A"])
+    load = aggregate_load(s, "1h")
+    assert load.sum() == pytest.approx(6.6) and load["2019-05-03"].notna().all()  # B's day: zero, not unknown
+    with pytest.raises(DataError, match="no session at station"):
+        select_stations(read_sessions([path]), ["Z"])
+
+
+def test_simulated_days_vary_and_follow_the_calendar() -> None:
+    """Each simulated day is its own draw of the fleet's travel (weekday or weekend statistics)."""
+    from optev.forecast.simulated import simulated_sessions
+    from optev.io import read
+
+    case = read(str(Path(__file__).resolve().parents[2] / "shared" / "v2sim" / "ux_12nodes"))
+    s = simulated_sessions(case, 150, 3, start="2026-01-09", seed=3)  # Friday, Saturday, Sunday
+    load = aggregate_load(s, "1h")
+    assert len(load) == 72 and load.notna().all() and (load >= 0).all()
+    days = [load[f"2026-01-{d:02d}"].to_numpy() for d in (9, 10, 11)]
+    assert not np.allclose(days[1], days[2])  # two weekend days, two draws
+    assert s.table["energy_kwh"].gt(0).all() and (s.table["departure"] >= s.table["arrival"]).all()
+    assert s.country == "CN"

@@ -49,7 +49,10 @@ import numpy as np
 import pandas as pd
 
 from optev.blocks.window import instance_origin
+from optev.data.battery import pair_limits
+from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.hierarchy.regions import split_regions
 from optev.io import read
 
 ACN_COLUMNS = ("arrival", "departure", "delivered_energy (kWh)", "station_id")
@@ -121,6 +124,30 @@ def read_sessions(paths: Sequence[str | Path], *, power_kw: float = ACN_POWER_KW
     return Sessions(table, _merge(covered), country, ", ".join(str(p) for p in paths))
 
 
+def select_stations(sessions: Sessions, stations: Sequence[str]) -> Sessions:
+    """The sessions of ``stations`` only (a station or region target); the covered days stay the
+    data's (a station with no session on a covered day drew nothing that day)."""
+    wanted = {str(s) for s in stations}
+    present = set(sessions.table["station_id"].astype(str))
+    unknown = sorted(wanted - present)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(f"no session at station(s) {shown} in {sessions.source}")
+    keep = sessions.table["station_id"].astype(str).isin(wanted).to_numpy()
+    return Sessions(sessions.table.loc[keep].reset_index(drop=True), sessions.covered, sessions.country,
+                    f"{sessions.source} (stations {', '.join(sorted(wanted)[:5])}{' ...' if len(wanted) > 5 else ''})")
+
+
+def region_station_ids(path: str | Path, region: str) -> list[str]:
+    """Stations of region ``region`` of an optev input (:func:`optev.hierarchy.regions.split_regions`,
+    one region per radial feeder)."""
+    regions = split_regions(read(str(path)))
+    for r in regions:
+        if r.region_id == region:
+            return [str(s) for s in r.station_ids]
+    raise DataError(f"unknown region {region!r}; regions: {', '.join(r.region_id for r in regions)}")
+
+
 def _merge(spans: list[tuple[pd.Timestamp, pd.Timestamp]]) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     out: list[tuple[pd.Timestamp, pd.Timestamp]] = []
     for a, b in sorted(spans):
@@ -176,34 +203,46 @@ def _read_acn(path: Path, power_kw: float, timezone: str | None) -> pd.DataFrame
 
 def _read_optev(path: Path, timezone: str | None) -> tuple[pd.DataFrame, str | None]:
     inst = read(str(path))
-    s = inst.sessions
-    if not len(s):
+    if not len(inst.sessions):
         raise DataError("the input has no sessions table (run `optev generate` or give ACN sessions)",
                         table=str(path))
     origin = instance_origin(inst)
-    zone = str(origin.tz) if origin.tz is not None else None
     start = origin.tz_convert(timezone) if timezone is not None and origin.tz is not None else origin
-    base = start.tz_localize(None) if start.tz is not None else start
-    evs = inst.evs.set_index("ev_id")
-    types = inst.vehicle_types.set_index("vtype_id")
-    ev_type = evs["vtype_id"].reindex(s["ev_id"].astype(str).to_numpy()).to_numpy(object)
-    cap = types.loc[ev_type, "battery_kwh"].to_numpy(float)
-    eff = types.loc[ev_type, "eff_ch"].to_numpy(float)
-    power = inst.station_power().set_index("station_id")
-    st = s["station_id"].astype(str).to_numpy(object)
-    charger = power.loc[st, "p_ch_max_kw"].to_numpy(float)
-    ac = ~power.loc[st, "fast"].to_numpy(bool) if "fast" in power.columns else np.zeros(st.size, bool)
-    ev_dc = types.loc[ev_type, "p_ch_max_kw"].to_numpy(float)
-    ev_ac = types.loc[ev_type, "p_ch_ac_max_kw"].to_numpy(float)
-    ev_limit = np.where(ac & np.isfinite(ev_ac), ev_ac, ev_dc)
-    energy = np.maximum(s["soc_target"].to_numpy(float) - s["soc_arrival"].to_numpy(float), 0.0) * cap / eff
-    frame = pd.DataFrame({"arrival": base + pd.to_timedelta(s["arrival_s"].to_numpy(float), unit="s"),
-                          "departure": base + pd.to_timedelta(s["departure_s"].to_numpy(float), unit="s"),
-                          "energy_kwh": energy, "p_max_kw": np.minimum(charger, ev_limit), "station_id": st})
+    frame = instance_frame(inst, inst.sessions, start.tz_localize(None) if start.tz is not None else start)
     _validate(frame, str(path), "soc_target")
-    china = zone is not None and zone.startswith("Asia/") and zone.split("/")[1] in (
-        "Shanghai", "Chongqing", "Harbin", "Urumqi", "Chungking", "Kashgar")
-    return frame, ("CN" if china else None)
+    return frame, instance_country(inst)
+
+
+def instance_country(inst: Instance) -> str | None:
+    """``"CN"`` for an instance whose time zone is in China, else None (no holiday calendar)."""
+    zone = instance_origin(inst).tz
+    name = str(zone) if zone is not None else ""
+    return "CN" if name.startswith("Asia/") and name.split("/")[1] in CHINA_ZONES else None
+
+
+CHINA_ZONES = ("Shanghai", "Chongqing", "Chungking", "Harbin", "Urumqi", "Kashgar")
+"""IANA zones of mainland China (``Asia/...``)."""
+
+
+def instance_frame(inst: Instance, sessions: pd.DataFrame, base: pd.Timestamp,
+                   energy_kwh: np.ndarray | None = None) -> pd.DataFrame:
+    """Sessions of an optev instance on the local clock from ``base`` (naive): times from
+    ``arrival_s``/``departure_s``, the power limit of each EV–charger pair
+    (:func:`optev.data.battery.pair_limits`) and the energy ``energy_kwh`` (default: the battery
+    energy from arrival to target SOC over the pair's charging efficiency, module docstring)."""
+    vt = inst.vehicle_types.set_index("vtype_id")
+    ev_type = inst.evs.set_index("ev_id")["vtype_id"].reindex(sessions["ev_id"].astype(str).to_numpy())
+    vehicles = vt.reindex(ev_type.to_numpy(object)).reset_index(drop=True)
+    st = sessions["station_id"].astype(str).to_numpy(object)
+    chargers = inst.station_power().set_index("station_id").reindex(st).reset_index(drop=True)
+    limits = pair_limits(vehicles, chargers)
+    if energy_kwh is None:
+        gain = np.maximum(sessions["soc_target"].to_numpy(float) - sessions["soc_arrival"].to_numpy(float), 0.0)
+        energy_kwh = gain * vehicles["battery_kwh"].to_numpy(float) / limits.eff_ch
+    return pd.DataFrame({"arrival": base + pd.to_timedelta(sessions["arrival_s"].to_numpy(float), unit="s"),
+                         "departure": base + pd.to_timedelta(sessions["departure_s"].to_numpy(float), unit="s"),
+                         "energy_kwh": np.asarray(energy_kwh, float), "p_max_kw": limits.p_ch_max_kw,
+                         "station_id": st})
 
 
 def _validate(frame: pd.DataFrame, table: str, energy_column: str) -> None:
