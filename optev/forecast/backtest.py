@@ -18,7 +18,9 @@ Scores (:data:`SCORE_COLUMNS`, one row per model and horizon, over every scored 
     ``mae`` and ``rmse`` of the median; ``pinball`` the mean pinball loss over the quantile
     levels :data:`~optev.forecast.models.QUANTILES`,
     :math:`\frac{1}{3}\sum_q \overline{\max(q (y - \hat y_q), (q - 1)(y - \hat y_q))}`;
-    ``coverage_90`` the share of bins inside the 5–95 % interval and ``width_90`` its mean width.
+    ``coverage_90`` the share of bins inside the 5–95 % interval and ``width_90`` its mean width;
+    the three are NaN for a model with no interval (a naive model refitted before it had the
+    history to calibrate one).
     Errors are in the series' unit (kW for the load). Per-cent errors are not reported: the
     aggregate load of a car park is zero every night.
 """
@@ -73,7 +75,8 @@ class Backtest:
     def skill(self, horizon: str, model: str = "gbm") -> float:
         """1 − pinball(model) / pinball(best naive model) at ``horizon`` (0.10: 10 % lower loss)."""
         s = self.scores[self.scores["horizon"] == horizon].set_index("model")["pinball"]
-        best = min(float(s[m]) for m in NAIVE if m in s.index)
+        naive = [float(s[m]) for m in NAIVE if m in s.index and np.isfinite(s[m])]
+        best = min(naive) if naive else float("nan")
         return 1.0 - float(s[model]) / best if best > 0 else float("nan")
 
 
@@ -89,8 +92,11 @@ def score(y: np.ndarray, q: np.ndarray) -> dict[str, float]:
     if not y.size:
         return {k: float("nan") for k in SCORE_COLUMNS[2:]}
     err = y - q[:, 1]
-    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))), "pinball": pinball(y, q),
-            "coverage_90": float(np.mean((y >= q[:, 0]) & (y <= q[:, 2]))), "width_90": float(np.mean(q[:, 2] - q[:, 0]))}
+    out = {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2)))}
+    if not np.isfinite(q[:, [0, 2]]).all():  # an uncalibrated naive model has no interval
+        return {**out, "pinball": float("nan"), "coverage_90": float("nan"), "width_90": float("nan")}
+    return {**out, "pinball": pinball(y, q), "coverage_90": float(np.mean((y >= q[:, 0]) & (y <= q[:, 2]))),
+            "width_90": float(np.mean(q[:, 2] - q[:, 0]))}
 
 
 def default_train_until(series: pd.Series) -> pd.Timestamp:

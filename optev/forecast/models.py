@@ -34,7 +34,8 @@ regression", NeurIPS 2019, with a local scale)
     :math:`\hat c` the :math:`\lceil (n+1)\,0.9\rceil / n` empirical quantile of its :math:`n`
     scores; the bounds are clipped at 0 (every target is non-negative) and the median kept
     inside them. With no calibration data (a history shorter than the calibration window plus
-    a week) the raw quantiles are returned uncalibrated.
+    a week) the learned model's raw quantiles are returned uncalibrated, and a naive model,
+    which has no interval of its own, returns NaN bounds (its interval is unknown, not zero).
 """
 
 from __future__ import annotations
@@ -72,11 +73,14 @@ class SeriesModel:
     """Base of every model: the conformal calibration (module docstring) around ``_raw``."""
 
     name = "model"
+    point_only = False
+    """True for a model with no quantiles of its own (its interval comes from calibration only)."""
 
     def __init__(self) -> None:
         self._buckets: np.ndarray = np.zeros(0, np.int64)
         self._widths: np.ndarray = np.zeros(0)
         self._floor = 0.0
+        self.calibrated = False
 
     def fit(self, y_past: np.ndarray, cal: Calendar, horizon: int) -> None:
         """Train on ``y_past`` less its calibration window, then calibrate on that window."""
@@ -90,9 +94,11 @@ class SeriesModel:
         self._fit_core(y_past[:train_end], cal, horizon)
         self._buckets = lead_buckets(cal, horizon)
         self._widths = np.zeros(int(self._buckets.max()) + 1)
+        self.calibrated = False
         if split >= 7 * d:
             origins = np.arange(split, y_past.size - horizon + 1, horizon)
             self._calibrate(y_past, cal, origins, horizon)
+            self.calibrated = origins.size > 0
 
     def _calibrate(self, y: np.ndarray, cal: Calendar, origins: np.ndarray, horizon: int) -> None:
         if not origins.size:
@@ -122,6 +128,8 @@ class SeriesModel:
         lo = np.maximum(raw[:, 0] - width, 0.0)
         hi = np.maximum(raw[:, 2] + width, lo)
         mid = np.clip(raw[:, 1], lo, hi)
+        if self.point_only and not self.calibrated:
+            lo = hi = np.full(horizon, np.nan)
         return np.column_stack([lo, mid, hi])
 
     def _fit_core(self, y_train: np.ndarray, cal: Calendar, horizon: int) -> None:
@@ -146,6 +154,8 @@ def _pairs(origins: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
 
 class NaiveModel(SeriesModel):
     """A naive forecast: one feature column of :mod:`optev.forecast.features` as the forecast."""
+
+    point_only = True
 
     def __init__(self, name: str, feature: str) -> None:
         super().__init__()

@@ -35,13 +35,15 @@ def backtest_png(result: Backtest, series: pd.Series, unit: str, model: str = "g
         shown = fc[pd.to_datetime(fc["time"]) > end - pd.Timedelta(days=DAYS_SHOWN)]
         truth = series[(series.index > end - pd.Timedelta(days=DAYS_SHOWN)) & (series.index <= end)]
         ax.plot(truth.index, truth.to_numpy(float), color="black", lw=1.0, label="observed")
-        scores = result.scores[result.scores["horizon"] == h].set_index("model")["pinball"]
-        naive = [m for m in NAIVE if m in scores.index]
-        if naive:
-            best = min(naive, key=lambda m: float(scores[m]))
+        table = result.scores[result.scores["horizon"] == h].set_index("model")
+        scores = table["pinball"]
+        naive = [m for m in NAIVE if m in table.index]
+        if naive:  # the lowest pinball loss; by MAE when no naive model has an interval yet
+            best = min(naive, key=lambda m: (not np.isfinite(scores[m]), float(scores[m]) if np.isfinite(scores[m])
+                                             else float(table.loc[m, "mae"])))
             b = shown[shown["model"] == best]
             ax.plot(pd.to_datetime(b["time"]), b["q50"], color="#ff7f0e", lw=1.0, ls="--",
-                    label=f"{best} (pinball {scores[best]:.3g})")
+                    label=f"{best} (pinball {scores[best]:.3g}, MAE {table.loc[best, 'mae']:.3g})")
         m = shown[shown["model"] == model]
         if len(m):
             t = pd.to_datetime(m["time"])
