@@ -93,6 +93,18 @@ def test_no_look_ahead_the_future_cannot_change_a_forecast() -> None:
     assert not np.allclose(a.forecasts.loc[~before, "q50"].to_numpy(), b.forecasts.loc[~before, "q50"].to_numpy())
 
 
+def test_the_learned_model_is_scale_free() -> None:
+    """The same site at ten times the load gets ten times the forecasts and interval: the learned
+    model works on the series over its recent level (a site whose use collapses is forecast from
+    its new level)."""
+    y = _weekly_series(8, seed=1)
+    kw = dict(horizons=("24h",), train_until=pd.Timestamp("2024-02-19"), models=("gbm",), refit_every="30D")
+    a, b = backtest(y, **kw), backtest(10.0 * y, **kw)  # type: ignore[arg-type]
+    cols = ["q05", "q50", "q95"]
+    np.testing.assert_allclose(b.forecasts[cols].to_numpy(), 10.0 * a.forecasts[cols].to_numpy(), rtol=1e-6,
+                               atol=1e-9)
+
+
 def test_features_cannot_read_at_or_after_the_origin() -> None:
     y = _weekly_series(3).to_numpy()
     cal = Calendar(_weekly_series(3).index, None)
@@ -189,3 +201,27 @@ def test_simulated_days_vary_and_follow_the_calendar() -> None:
     assert not np.allclose(days[1], days[2])  # two weekend days, two draws
     assert s.table["energy_kwh"].gt(0).all() and (s.table["departure"] >= s.table["arrival"]).all()
     assert s.country == "CN"
+
+
+def test_an_optev_instance_is_a_session_source() -> None:
+    """An optev instance's sessions: the grid energy from arrival to target SOC over the pair's
+    charging efficiency, the EV-charger pair's power limit, the Chinese calendar."""
+    from optev.data.battery import pair_limits
+    from optev.io import read
+    from optev.io.embedded import default_instance
+
+    path = default_instance()
+    s = read_sessions([path])
+    inst = read(str(path))
+    ses = inst.sessions
+    assert s.country == "CN" and len(s.table) == len(ses)
+    vt = inst.vehicle_types.set_index("vtype_id").reindex(
+        inst.evs.set_index("ev_id").loc[ses["ev_id"], "vtype_id"].to_numpy()).reset_index(drop=True)
+    ch = inst.station_power().set_index("station_id").reindex(ses["station_id"]).reset_index(drop=True)
+    lim = pair_limits(vt, ch)
+    want = (ses["soc_target"] - ses["soc_arrival"]).clip(lower=0).to_numpy() * vt["battery_kwh"].to_numpy() / lim.eff_ch
+    # the table is sorted by arrival: compare as multisets
+    np.testing.assert_allclose(np.sort(s.table["energy_kwh"].to_numpy()), np.sort(want))
+    np.testing.assert_allclose(np.sort(s.table["p_max_kw"].to_numpy()), np.sort(lim.p_ch_max_kw))
+    with pytest.raises(DataError, match="no origin"):  # one day: no week of history before any origin
+        backtest(aggregate_load(s), horizons=("24h",), models=("persistence",))

@@ -87,6 +87,27 @@ def _profile(y: np.ndarray, cal: Calendar, tau: np.ndarray) -> tuple[np.ndarray,
     return profile, lag_same
 
 
+LEVEL_DAYS = 7
+"""Days before the origin whose mean is the series' recent level (:func:`recent_level`)."""
+
+SCALED = ("lag_day", "lag_week", "lag_same_type", "profile", "last", "last_hour", "anomaly")
+"""Features in the series' unit (divided by the recent level where the learned model is scale-free)."""
+
+
+def recent_level(y_past: np.ndarray, origin: np.ndarray, per_day: int) -> np.ndarray:
+    """Mean of the observed bins in the :data:`LEVEL_DAYS` days before each origin (NaN ignored;
+    NaN when none is observed); reads ``y_past`` only before each origin."""
+    origin = np.asarray(origin, np.int64)
+    if origin.size and origin.max() > y_past.size:
+        raise IndexError("an origin lies past the observed series")
+    seen = np.isfinite(y_past)
+    total = np.r_[0.0, np.cumsum(np.where(seen, y_past, 0.0))]
+    count = np.r_[0, np.cumsum(seen)]
+    start = np.maximum(origin - LEVEL_DAYS * per_day, 0)
+    n = count[origin] - count[start]
+    return np.where(n > 0, (total[origin] - total[start]) / np.maximum(n, 1), np.nan)
+
+
 def spread(y_past: np.ndarray, cal: Calendar, tau: np.ndarray) -> np.ndarray:
     """Standard deviation of :math:`y_{\tau - kD}` over the last :data:`PROFILE_DAYS` days of
     ``tau``'s day type (NaN with fewer than two such days): the local scale of the conformal

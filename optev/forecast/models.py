@@ -19,7 +19,12 @@ Models (:data:`MODELS`; features in :mod:`optev.forecast.features`)
     ``gbm`` (the learned default)
         gradient-boosted trees (LightGBM) with the quantile (pinball) loss, one model per
         quantile, on every feature; trained on pairs (origin, target) of the training data,
-        :data:`LEADS_PER_TARGET` random leads per target bin (seeded).
+        :data:`LEADS_PER_TARGET` random leads per target bin (seeded). Scale-free: the target
+        and the features in the series' unit are divided by the series' recent level :math:`L_o`
+        (the mean of the week before the origin, at least :data:`SCALE_FLOOR` × the training
+        mean; :func:`~optev.forecast.features.recent_level`) and the forecasts multiplied back, so
+        that a site whose use collapses or grows (the COVID-19 months at the ACN garages) is
+        forecast from its new level at once rather than from the months before.
 
 Calibration (split conformal, Romano, Patterson and Candès, "Conformalized quantile
 regression", NeurIPS 2019, with a local scale)
@@ -48,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from optev.errors import DataError
-from optev.forecast.features import FEATURES, Calendar, pair_features, spread
+from optev.forecast.features import FEATURES, SCALED, Calendar, pair_features, recent_level, spread
 
 QUANTILES = (0.05, 0.5, 0.95)
 """Quantile levels of every forecast (a central 90 % interval and the median)."""
@@ -198,7 +203,9 @@ class GradientBoostedModel(SeriesModel):
         origin = tau - lead + 1
         keep = origin >= 1
         x = pair_features(y_train, cal, origin[keep], tau[keep])
-        target = y_train[tau[keep]]
+        level = self._level(y_train, cal, origin[keep])
+        x = self._scale_features(x, level)
+        target = y_train[tau[keep]] / level
         self._models = []
         for q in QUANTILES:
             data = lightgbm.Dataset(x, label=target, feature_name=list(FEATURES), free_raw_data=False)
@@ -206,10 +213,23 @@ class GradientBoostedModel(SeriesModel):
 
     def _raw(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray, horizon: int) -> np.ndarray:
         o, tau = _pairs(origins, horizon)
-        x = pair_features(y_past, cal, o, tau)
-        out = np.column_stack([np.asarray(m.predict(x), float) for m in self._models])
+        level = self._level(y_past, cal, o)
+        x = self._scale_features(pair_features(y_past, cal, o, tau), level)
+        out = np.column_stack([np.asarray(m.predict(x), float) for m in self._models]) * level[:, None]
         out.sort(axis=1)  # quantile boosters can cross
         return out.reshape(origins.size, horizon, 3)
+
+
+    def _level(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray) -> np.ndarray:
+        level = recent_level(y_past, origins, cal.per_day)
+        return np.maximum(np.where(np.isfinite(level), level, self._floor), self._floor)
+
+    @staticmethod
+    def _scale_features(x: np.ndarray, level: np.ndarray) -> np.ndarray:
+        cols = [FEATURES.index(f) for f in SCALED]
+        x = x.copy()
+        x[:, cols] /= level[:, None]
+        return x
 
 
 MODELS = ("persistence", "seasonal_naive", "seasonal_naive_day", "seasonal_profile", "gbm")
