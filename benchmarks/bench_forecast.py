@@ -7,6 +7,8 @@ Run from the repository root::
     python benchmarks/bench_forecast.py --smoke          # one month of Caltech, naive models only (seconds)
     python benchmarks/bench_forecast.py --out forecast.json
     python benchmarks/bench_forecast.py --only simulated  # a simulated Nanjing region over 12 weeks instead
+    python benchmarks/bench_forecast.py --only closed_loop  # the default day under each forecaster instead
+    python benchmarks/bench_forecast.py --only neural  # the optional tcn model beside gbm (needs PyTorch)
 
 What is measured (:func:`optev.forecast.backtest.backtest`, as ``optev forecast backtest`` runs it):
 the aggregate uncontrolled charging load of each site in 15-min bins (every session at 6.6 kW
@@ -21,10 +23,17 @@ over the best naive model (persistence, seasonal naive by week or by day type); 
 times on 2 cores. Goal (:data:`GOALS`): ≥ 10 % lower pinball loss than the best naive model
 day-ahead on each site, at 85–95 % coverage.
 
-Closed loop (``closed_loop``): the main job (``optev run``) on the embedded default instance for a
-day with each built-in forecaster of the controller (seasonal profile, persistence) and the
-arrival reserve at the mean or at the 90 % quantile of the arrival count: realised cost, peak
-import and unmet energy side by side with the uncontrolled day (the same in every run).
+Closed loop (``--only closed_loop``, its own results file): the main job (``optev run``) on the
+embedded default instance for a day with each forecaster of the controller (seasonal profile,
+persistence, and the learned one: the seasonal shape at the level the learned model forecasts
+from 56 simulated earlier days of the city, :mod:`optev.forecast.learned`) and the arrival
+reserve at the mean or at the 90 % quantile of the arrival count: realised cost, peak import and
+unmet energy side by side with the uncontrolled day (the same in every run).
+
+Neural model (``--only neural``, its own results file; needs the ``neural`` extra): the optional
+temporal convolutional network (``tcn``, :mod:`optev.forecast.neural`) beside the learned default
+and the naive models on both sites in the 2019 period, day-ahead, every learned model refitted
+every :data:`NEURAL_REFIT` (a network fit takes tens of seconds on 2 cores).
 
 Simulated city (``--only simulated``, its own results file): :data:`SIM_DAYS` days of
 :data:`SIM_EVS` EVs on V2Sim's Nanjing case, each day a new draw of the fleet's travel (weekday or
@@ -68,7 +77,11 @@ SIM_START = "2026-01-05"
 SIM_TRAIN_UNTIL = "2026-03-02"
 """The simulated city: case (under the shared data), fleet size, days from a Monday, first origin."""
 
-LOOP_CASES = (("seasonal", None), ("seasonal", 0.9), ("persistence", None), ("persistence", 0.9))
+NEURAL_REFIT = "28D"
+"""Refit interval of the learned models in the neural comparison."""
+
+LOOP_CASES = (("seasonal", None), ("seasonal", 0.9), ("persistence", None), ("persistence", 0.9),
+              ("learned", None), ("learned", 0.9))
 """Closed-loop runs: (forecaster, arrival quantile)."""
 
 
@@ -76,7 +89,8 @@ def _files(site: str, names: tuple[str, ...]) -> list[Path]:
     return [harness.SHARED / "acn" / "sessions" / f"{site}_{n}.csv.gz" for n in names]
 
 
-def _one(files: list[Path], train_until: str, horizons: tuple[str, ...], models: tuple[str, ...]) -> dict[str, Any]:
+def _one(files: list[Path], train_until: str, horizons: tuple[str, ...], models: tuple[str, ...],
+         refit_every: str = "7D") -> dict[str, Any]:
     from optev.forecast.backtest import backtest
     from optev.forecast.series import aggregate_load, read_sessions
 
@@ -84,8 +98,8 @@ def _one(files: list[Path], train_until: str, horizons: tuple[str, ...], models:
     series = aggregate_load(sessions)
     t0 = time.perf_counter()
     result = backtest(series, horizons=horizons, train_until=pd.Timestamp(train_until), models=models,
-                      country=sessions.country)
-    out: dict[str, Any] = {"sessions": int(len(sessions.table)), "train_until": train_until,
+                      country=sessions.country, refit_every=refit_every)
+    out: dict[str, Any] = {"sessions": int(len(sessions.table)), "train_until": train_until, "refit_every": refit_every,
                            "elapsed_s": time.perf_counter() - t0, "origins": result.origins,
                            "timings_s": result.timings, "scores": result.scores.to_dict(orient="records")}
     if "gbm" in models:
@@ -114,7 +128,7 @@ def _closed_loop(smoke: bool, log: bool) -> list[dict[str, Any]]:
 def _simulated(smoke: bool, log: bool) -> dict[str, Any]:
     """The simulated city's busiest region (module docstring)."""
     from optev.forecast.backtest import backtest
-    from optev.forecast.models import MODELS
+    from optev.forecast.catalog import MODELS
     from optev.forecast.series import aggregate_load, select_stations
     from optev.forecast.simulated import simulated_sessions
     from optev.hierarchy.regions import split_regions
@@ -151,8 +165,9 @@ def _simulated(smoke: bool, log: bool) -> dict[str, Any]:
 
 
 def run_benchmarks(smoke: bool = False, *, log: bool = True, only: str | None = None) -> dict[str, Any]:
-    """The benchmark (module docstring) as a JSON-ready dict; ``only="simulated"``: the simulated city."""
-    from optev.forecast.models import MODELS
+    """The benchmark (module docstring) as a JSON-ready dict; ``only="simulated"``: the simulated city,
+    ``only="closed_loop"``: the closed-loop runs."""
+    from optev.forecast.catalog import MODELS
 
     t_all = time.perf_counter()
     out: dict[str, Any] = {"status": "ok", "mode": "smoke" if smoke else "full", "machine": harness.machine_record(),
@@ -163,6 +178,14 @@ def run_benchmarks(smoke: bool = False, *, log: bool = True, only: str | None = 
             return run
         out["runs"][f"simulated_{run['region']}"] = run
         out["goals"] = _goals(out["runs"])
+        out["elapsed_s"] = time.perf_counter() - t_all
+        harness.close_machine_record(out["machine"])
+        return out
+    if only == "neural":
+        return _neural(out, smoke, log, t_all)
+    if only == "closed_loop":
+        out["closed_loop"] = _closed_loop(smoke, log)
+        out["goals"] = {}
         out["elapsed_s"] = time.perf_counter() - t_all
         harness.close_machine_record(out["machine"])
         return out
@@ -180,11 +203,43 @@ def run_benchmarks(smoke: bool = False, *, log: bool = True, only: str | None = 
                 if log:
                     print(f"  {site} {period} ...", file=sys.stderr, flush=True)
                 out["runs"][f"{site}_{period}"] = _one(files, str(spec["train_until"]), HORIZONS, MODELS)
-    out["closed_loop"] = _closed_loop(smoke, log)
     out["goals"] = _goals(out["runs"])
     out["elapsed_s"] = time.perf_counter() - t_all
     harness.close_machine_record(out["machine"])
     return out
+
+
+def _neural(out: dict[str, Any], smoke: bool, log: bool, t_all: float) -> dict[str, Any]:
+    """The tcn model beside gbm and the naive models (module docstring)."""
+    from optev.forecast.catalog import NAIVE
+    from optev.forecast.neural import torch_available
+
+    if not torch_available():
+        return {"status": "PyTorch not installed (pip install 'optev[neural]')"}
+    spec = PERIODS["2019_autumn"]
+    for site in ("caltech",) if smoke else SITES:
+        files = _files(site, spec["files"][:1] if smoke else spec["files"])
+        if not all(f.exists() for f in files):
+            return {"status": "data not found", "files": [str(f) for f in files]}
+        if log:
+            print(f"  {site} 2019_autumn: gbm and tcn ...", file=sys.stderr, flush=True)
+        until = "2019-08-20" if smoke else str(spec["train_until"])
+        out["runs"][f"{site}_2019_autumn"] = _one(files, until, ("24h",), (*NAIVE, "gbm", "tcn"), NEURAL_REFIT)
+        if not smoke:
+            out["runs"][f"{site}_2019_autumn"]["skill_tcn"] = _tcn_skill(out["runs"][f"{site}_2019_autumn"])
+    out["goals"] = {}
+    out["elapsed_s"] = time.perf_counter() - t_all
+    harness.close_machine_record(out["machine"])
+    return out
+
+
+def _tcn_skill(run: dict[str, Any]) -> float:
+    """The tcn model's skill over the best naive model in pinball loss, day-ahead."""
+    from optev.forecast.catalog import NAIVE
+
+    rows = {r["model"]: r["pinball"] for r in run["scores"] if r["horizon"] == "24h"}
+    best = min(rows[m] for m in NAIVE if m in rows and rows[m] == rows[m])
+    return float(1.0 - rows["tcn"] / best)
 
 
 def _goals(runs: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +280,10 @@ def markdown_tables(results: dict[str, Any]) -> str:
             lines.append("gbm skill over the best naive model in pinball loss: "
                          + ", ".join(f"{h} {100 * s:+.1f} %" for h, s in run["skill"].items())
                          + f"; gbm fit {t['fit_s']:.1f} s (all refits), predict {t['predict_s']:.1f} s (all origins)")
+        if "skill_tcn" in run:
+            t = run["timings_s"]["tcn"]
+            lines.append(f"tcn skill day-ahead {100 * run['skill_tcn']:+.1f} %; tcn fit {t['fit_s']:.1f} s (all refits, "
+                         f"every {run['refit_every']}), predict {t['predict_s']:.1f} s")
         lines.append("")
     loop = results.get("closed_loop") or []
     if loop:
@@ -249,8 +308,9 @@ def markdown_tables(results: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of this benchmark (after ``--smoke`` and ``--out``)."""
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument("--only", choices=("simulated",),
-                        help="the simulated Nanjing region instead of the ACN sites and the closed loop")
+    parser.add_argument("--only", choices=("simulated", "closed_loop", "neural"),
+                        help="the simulated Nanjing region, or the closed loop on the default day, instead of "
+                             "the ACN sites")
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -368,8 +368,11 @@ REGISTRY: tuple[Benchmark, ...] = (
            (_out("bench_services"),), "tests/test_benchmarks_services_smoke.py"),
     _bench("forecast", "rolling-origin backtest of the forecasters on ACN Caltech and JPL sessions: persistence, "
            "seasonal naive, seasonal profile and the learned quantile model, day-ahead and 1 h ahead; pinball, "
-           "coverage, fit and predict time; the same on a simulated Nanjing region (issue 13)",
-           (_out("bench_forecast"), _out("bench_forecast", "bench_forecast_simulated.json", options="--only simulated ")),
+           "coverage, fit and predict time; the same on a simulated Nanjing region; the optional neural model; the "
+           "closed loop under each forecaster (issue 13)",
+           (_out("bench_forecast"), _out("bench_forecast", "bench_forecast_simulated.json", options="--only simulated "),
+            _out("bench_forecast", "bench_forecast_loop.json", options="--only closed_loop "),
+            _out("bench_forecast", "bench_forecast_neural.json", options="--only neural ")),
            "tests/test_benchmarks_forecast_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""

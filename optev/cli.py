@@ -371,6 +371,8 @@ def _controller_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
     if args.forecaster:
         flags["forecaster"] = args.forecaster
+    if args.history:
+        flags["history"] = args.history
     if args.arrival_quantile is not None:
         flags["arrival_quantile"] = args.arrival_quantile
     return flags
@@ -464,10 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--service", metavar="FILE",
                      help="deliver a grid service: a service request file, or the name of a shipped example "
                           "(formulations/services: peak_regulation, valley_filling, demand_response, ...)")
-    run.add_argument("--forecaster", choices=BUILTIN_FORECASTERS,
+    run.add_argument("--forecaster", choices=(*BUILTIN_FORECASTERS, "learned"),
                      help="what the controller expects of the arrivals, prices and loads: seasonal (the default: "
-                          "the mean day of the history) or persistence (the same hours of the day before; on the "
-                          "first day only the EVs plugged in)")
+                          "the mean day of the history), persistence (the same hours of the day before; on the "
+                          "first day only the EVs plugged in) or learned (the seasonal shape at the level the "
+                          "learned model forecasts from --history, default 56 simulated earlier days)")
+    run.add_argument("--history", nargs="+", metavar="SESSIONS",
+                     help="the learned forecaster's history: the site's past sessions (ACN CSV or an optev "
+                          "sessions table), before the instance's first day")
     run.add_argument("--arrival-quantile", type=float, metavar="Q",
                      help="reserve power for the EVs arriving during each interval at this quantile of their "
                           "forecast count (e.g. 0.9; default: the mean)")

@@ -37,7 +37,8 @@ import pandas as pd
 
 from optev.errors import DataError
 from optev.forecast.backtest import Backtest, backtest
-from optev.forecast.models import MODELS, NAIVE
+from optev.forecast.catalog import KNOWN_MODELS, MODELS, NAIVE
+from optev.forecast.neural import torch_available
 from optev.forecast.series import (ACN_POWER_KW, TARGETS, read_sessions, region_station_ids, select_stations,
                                   target_series)
 from optev.io.outdir import claim_target, output_folder
@@ -62,7 +63,8 @@ def add_forecast_parser(sub: Any) -> None:
                     help="aggregate uncontrolled load (kW, default), arrivals per bin, or their energy need (kWh)")
     bt.add_argument("--stations", help="forecast these stations only (comma-separated ids)")
     bt.add_argument("--region", help="forecast this region only (an optev input's region id, one per radial feeder)")
-    bt.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
+    bt.add_argument("--models", help=f"comma-separated models of {','.join(KNOWN_MODELS)} (default: "
+                                     f"{','.join(MODELS)}; tcn needs the neural extra)")
     bt.add_argument("--power-kw", type=float, default=ACN_POWER_KW,
                     help=f"charging power of an ACN session, kW (default {ACN_POWER_KW})")
     bt.add_argument("--timezone", help="site time zone (default: each timestamp's own UTC offset)")
@@ -86,9 +88,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     inputs = {f"sessions {i}": p for i, p in enumerate(args.sessions)}
     out = claim_target(args.out, "results", inputs=inputs)
     models = _list(args.models, MODELS)
-    unknown = [m for m in models if m not in MODELS]
+    unknown = [m for m in models if m not in KNOWN_MODELS]
     if unknown:
-        raise DataError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+        raise DataError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(KNOWN_MODELS)}")
+    if "tcn" in models and not torch_available():
+        raise DataError('the tcn model needs PyTorch: pip install "optev[neural]" (or leave tcn out of --models)')
     try:
         step = pd.Timedelta(args.step)
         train_until = None if args.train_until is None else pd.Timestamp(args.train_until)

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import pytest
 
+from optev.forecast.neural import torch_available
 from paths import load_benchmark
 
 
@@ -42,3 +43,27 @@ def test_the_simulated_smoke_run_has_no_interval_before_it_can_calibrate_one(ben
         assert r["mae"] >= 0 and math.isnan(r["coverage_90"]) and math.isnan(r["pinball"])
     table = bench.markdown_tables(json.loads(json.dumps(res, default=float).replace("NaN", "null")))
     assert "| — | — | — |" in table
+
+
+def test_the_closed_loop_smoke_run_reports_plant_figures_per_forecaster(bench: ModuleType) -> None:
+    res = bench.run_benchmarks(smoke=True, log=False, only="closed_loop")
+    rows = res["closed_loop"]
+    assert [r["forecaster"] for r in rows] == ["seasonal", "seasonal"] and rows[1]["arrival_quantile"] == 0.9
+    for r in rows:
+        assert r["steps"] == 4 and r["cost"] > 0 and r["peak_import_kw"] > 0
+        assert r["baseline_cost"] == rows[0]["baseline_cost"]  # one uncontrolled day for every run
+    table = bench.markdown_tables(json.loads(json.dumps(res)))
+    assert "| uncontrolled | — |" in table and "| seasonal | 90 % quantile |" in table
+
+
+def test_the_neural_comparison_reports_the_network_or_why_not(bench: ModuleType) -> None:
+    if not torch_available():
+        assert bench.run_benchmarks(smoke=True, log=False, only="neural")["status"].startswith("PyTorch not installed")
+        return
+    res = bench.run_benchmarks(smoke=True, log=False, only="neural")
+    if res["status"] == "data not found":
+        pytest.skip("ACN sessions not available")
+    (run,) = res["runs"].values()
+    assert {r["model"] for r in run["scores"]} == {"persistence", "seasonal_naive", "seasonal_naive_day", "gbm", "tcn"}
+    assert run["refit_every"] == bench.NEURAL_REFIT and run["timings_s"]["tcn"]["fit_s"] > 0
+    assert "| tcn | 24h |" in bench.markdown_tables(res)

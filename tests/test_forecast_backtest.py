@@ -14,7 +14,7 @@ from optev.cli import main
 from optev.errors import DataError
 from optev.forecast.backtest import SCORE_COLUMNS, backtest, pinball
 from optev.forecast.features import Calendar, pair_features
-from optev.forecast.models import MODELS
+from optev.forecast.catalog import MODELS
 from optev.forecast.series import aggregate_load, arrival_series, read_sessions
 
 ACN = Path(__file__).resolve().parents[2] / "shared" / "acn" / "sessions"

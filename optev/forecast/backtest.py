@@ -36,7 +36,8 @@ import pandas as pd
 
 from optev.errors import DataError
 from optev.forecast.features import Calendar
-from optev.forecast.models import MODELS, NAIVE, QUANTILES, SeriesModel, make_model
+from optev.forecast.catalog import MODELS, NAIVE, make_model
+from optev.forecast.models import QUANTILES, SeriesModel
 
 SCORE_COLUMNS = ("model", "horizon", "mae", "rmse", "pinball", "coverage_90", "width_90")
 """Columns of ``scores.csv`` (the issue's interface)."""

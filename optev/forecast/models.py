@@ -6,7 +6,7 @@ Interface (:class:`SeriesModel`)
     ``horizon`` bins after the end of ``y_past``: an array (horizon, 3) of the quantiles
     :data:`QUANTILES` (5 %, median, 95 %). The median is the point forecast.
 
-Models (:data:`MODELS`; features in :mod:`optev.forecast.features`)
+Models (by name in :mod:`optev.forecast.catalog`; features in :mod:`optev.forecast.features`)
     ``persistence``
         the last observed value, held.
     ``seasonal_naive``
@@ -25,6 +25,9 @@ Models (:data:`MODELS`; features in :mod:`optev.forecast.features`)
         mean; :func:`~optev.forecast.features.recent_level`) and the forecasts multiplied back, so
         that a site whose use collapses or grows (the COVID-19 months at the ACN garages) is
         forecast from its new level at once rather than from the months before.
+    ``tcn`` (optional, PyTorch)
+        a small temporal convolutional network on the week before the origin, scale-free the
+        same way (:mod:`optev.forecast.neural`).
 
 Calibration (split conformal, Romano, Patterson and Candès, "Conformalized quantile
 regression", NeurIPS 2019, with a local scale)
@@ -152,7 +155,8 @@ def lead_buckets(cal: Calendar, horizon: int) -> np.ndarray:
     return np.searchsorted(ends, np.arange(1, horizon + 1), side="left").clip(0, len(LEAD_BUCKETS) - 1)
 
 
-def _pairs(origins: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def pairs(origins: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (origin, target) pair of ``origins`` and the ``horizon`` bins after each, flattened."""
     tau = (origins[:, None] + np.arange(horizon)[None, :]).ravel()
     return np.repeat(origins, horizon), tau
 
@@ -168,12 +172,49 @@ class NaiveModel(SeriesModel):
         self.column = FEATURES.index(feature)
 
     def _raw(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray, horizon: int) -> np.ndarray:
-        o, tau = _pairs(origins, horizon)
+        o, tau = pairs(origins, horizon)
         value = pair_features(y_past, cal, o, tau)[:, self.column].reshape(origins.size, horizon)
         return np.repeat(value[..., None], 3, axis=2)
 
 
-class GradientBoostedModel(SeriesModel):
+class ScaleFreeModel(SeriesModel):
+    r"""Base of the learned models: the target and the features in the series' unit over the recent
+    level :math:`L_o` of each origin (module docstring, ``gbm``), and the training pairs."""
+
+    seed = 0
+
+    def _level(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray) -> np.ndarray:
+        level = recent_level(y_past, origins, cal.per_day)
+        return np.maximum(np.where(np.isfinite(level), level, self._floor), self._floor)
+
+    @staticmethod
+    def _scale_features(x: np.ndarray, level: np.ndarray) -> np.ndarray:
+        cols = [FEATURES.index(f) for f in SCALED]
+        x = x.copy()
+        x[:, cols] /= level[:, None]
+        return x
+
+    def _training_pairs(self, y_train: np.ndarray, cal: Calendar, horizon: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs of the training data: origins, targets, scaled features, scaled targets and levels
+        (:data:`LEADS_PER_TARGET` seeded random leads per observed target bin after the first day)."""
+        d = cal.per_day
+        if np.isfinite(y_train).sum() < MIN_TRAIN_DAYS * d:
+            raise DataError(f"the learned model ({self.name}) needs at least {MIN_TRAIN_DAYS} observed days before "
+                            f"its {CALIBRATION_DAYS}-day calibration window: start the forecasts later "
+                            "(--train-until) or leave it out (--models persistence,seasonal_naive,...)")
+        rng = np.random.default_rng(self.seed)
+        tau = np.flatnonzero(np.isfinite(y_train))
+        tau = np.repeat(tau[tau >= d], LEADS_PER_TARGET)
+        origin = tau - rng.integers(1, horizon + 1, size=tau.size) + 1
+        keep = origin >= 1
+        origin, tau = origin[keep], tau[keep]
+        level = self._level(y_train, cal, origin)
+        x = self._scale_features(pair_features(y_train, cal, origin, tau), level)
+        return origin, tau, x, y_train[tau] / level, level
+
+
+class GradientBoostedModel(ScaleFreeModel):
     """LightGBM with the quantile loss, one booster per level of :data:`QUANTILES`."""
 
     name = "gbm"
@@ -190,62 +231,16 @@ class GradientBoostedModel(SeriesModel):
         self._models: list[Any] = []
 
     def _fit_core(self, y_train: np.ndarray, cal: Calendar, horizon: int) -> None:
-        d = cal.per_day
-        if np.isfinite(y_train).sum() < MIN_TRAIN_DAYS * d:
-            raise DataError(f"the learned model (gbm) needs at least {MIN_TRAIN_DAYS} observed days before its "
-                            f"{CALIBRATION_DAYS}-day calibration window: start the forecasts later (--train-until) "
-                            f"or leave it out (--models persistence,seasonal_naive,...)")
-        rng = np.random.default_rng(self.seed)
-        tau = np.flatnonzero(np.isfinite(y_train))
-        tau = tau[tau >= d]
-        tau = np.repeat(tau, LEADS_PER_TARGET)
-        lead = rng.integers(1, horizon + 1, size=tau.size)
-        origin = tau - lead + 1
-        keep = origin >= 1
-        x = pair_features(y_train, cal, origin[keep], tau[keep])
-        level = self._level(y_train, cal, origin[keep])
-        x = self._scale_features(x, level)
-        target = y_train[tau[keep]] / level
+        _, _, x, target, _ = self._training_pairs(y_train, cal, horizon)
         self._models = []
         for q in QUANTILES:
             data = lightgbm.Dataset(x, label=target, feature_name=list(FEATURES), free_raw_data=False)
             self._models.append(lightgbm.train({**self.params, "alpha": q}, data, num_boost_round=self.rounds))
 
     def _raw(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray, horizon: int) -> np.ndarray:
-        o, tau = _pairs(origins, horizon)
+        o, tau = pairs(origins, horizon)
         level = self._level(y_past, cal, o)
         x = self._scale_features(pair_features(y_past, cal, o, tau), level)
         out = np.column_stack([np.asarray(m.predict(x), float) for m in self._models]) * level[:, None]
         out.sort(axis=1)  # quantile boosters can cross
         return out.reshape(origins.size, horizon, 3)
-
-
-    def _level(self, y_past: np.ndarray, cal: Calendar, origins: np.ndarray) -> np.ndarray:
-        level = recent_level(y_past, origins, cal.per_day)
-        return np.maximum(np.where(np.isfinite(level), level, self._floor), self._floor)
-
-    @staticmethod
-    def _scale_features(x: np.ndarray, level: np.ndarray) -> np.ndarray:
-        cols = [FEATURES.index(f) for f in SCALED]
-        x = x.copy()
-        x[:, cols] /= level[:, None]
-        return x
-
-
-MODELS = ("persistence", "seasonal_naive", "seasonal_naive_day", "seasonal_profile", "gbm")
-"""Names of the built-in models (the learned default last)."""
-
-NAIVE = ("persistence", "seasonal_naive", "seasonal_naive_day")
-"""The naive baselines the learned model is judged against."""
-
-_NAIVE_FEATURE = {"persistence": "last", "seasonal_naive": "lag_week", "seasonal_naive_day": "lag_same_type",
-                  "seasonal_profile": "profile"}
-
-
-def make_model(name: str) -> SeriesModel:
-    """A new, unfitted model of :data:`MODELS` by name."""
-    if name in _NAIVE_FEATURE:
-        return NaiveModel(name, _NAIVE_FEATURE[name])
-    if name == "gbm":
-        return GradientBoostedModel()
-    raise DataError(f"unknown forecast model {name!r}; known: {', '.join(MODELS)}")

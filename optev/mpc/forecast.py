@@ -311,6 +311,10 @@ class SeasonalProfileForecaster:
         # the station's expected arrivals since midnight of day 0, at the end of the bin and at its start
         run = np.floor(t / DAY_S) * prof["day_total"].to_numpy(float)[row] + prof["cum_per_day"].to_numpy(float)[row]
         before = run - per_day
+        scale = self._bin_scale(instance, t, state)
+        if scale is not None:
+            per_day, before = _rescaled_counts(station, t, per_day, before, scale)
+            run = before + per_day
         phase = station_phase(station)
         n = np.maximum(np.floor(run + phase) - np.floor(before + phase), 0).astype(np.int64)
         rep = np.repeat(np.arange(t.size), n)
@@ -332,6 +336,32 @@ class SeasonalProfileForecaster:
         return SESSIONS.conform(pd.DataFrame({
             "session_id": ids, "ev_id": prof["ev_id"].to_numpy(object)[r], "station_id": station[rep],
             "arrival_s": arr, "departure_s": arr + dwell, "soc_arrival": soc_a, "soc_target": soc_t}))
+
+
+    def _bin_scale(self, instance: Instance, bin_start_s: np.ndarray, state: ControlState) -> np.ndarray | None:
+        """Factor on the profile's expected arrivals in each bin occurrence (bin start, s after
+        the instance start); None: the profile as it is. Hook for forecasters that move the
+        profile's level (:class:`optev.forecast.learned.LearnedForecaster`)."""
+        return None
+
+
+def _rescaled_counts(station: np.ndarray, t: np.ndarray, per_day: np.ndarray, before: np.ndarray,
+                     scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Expected arrivals per bin occurrence × ``scale``, and each station's running count at
+    the bin starts: the unscaled count up to its first bin in the window, then the scaled bins
+    accumulated in time order (so that with ``scale`` = 1 the arrivals are the profile's)."""
+    scaled = per_day * np.asarray(scale, float)
+    codes = pd.factorize(station)[0]
+    order = np.lexsort((t, codes))
+    s_codes, s_counts = codes[order], scaled[order]
+    first = np.r_[True, s_codes[1:] != s_codes[:-1]]
+    group = np.cumsum(first) - 1
+    start = np.flatnonzero(first)
+    done = np.cumsum(s_counts) - s_counts  # scaled arrivals of the earlier window bins (all stations)
+    s_before = before[order][start][group] + done - done[start][group]
+    out = np.empty_like(before)
+    out[order] = s_before
+    return scaled, out
 
 
 class PersistenceForecaster:

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from optev.forecast.backtest import Backtest
-from optev.forecast.models import NAIVE
+from optev.forecast.catalog import NAIVE
 
 DAYS_SHOWN = 7
 """Days of scored forecasts shown per horizon."""

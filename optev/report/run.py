@@ -45,6 +45,7 @@ from optev.blocks.window import check_in_data, window_times
 from optev.compose.formulation import Formulation, load_formulation
 from optev.data.instance import Instance
 from optev.errors import DataError
+from optev.forecast.learned import learned_forecaster
 from optev.io import read
 from optev.io.embedded import default_instance
 from optev.io.outdir import output_folder
@@ -120,8 +121,9 @@ def day_steps(step: str | pd.Timedelta) -> int:
 
 _SIMULATE_OPTIONS = frozenset(inspect.signature(simulate).parameters) - {"instance", "formulation", "start", "steps",
                                                                            "step", "horizon", "outages", "progress",
-                                                                           "wrap", "allow_large"}
-"""Further keyword options of :func:`run`, passed on to :func:`optev.mpc.simulate`."""
+                                                                           "wrap", "allow_large"} | {"history"}
+"""Further keyword options of :func:`run`, passed on to :func:`optev.mpc.simulate` (``history``: the
+learned forecaster's, see :func:`run`)."""
 
 
 @dataclass
@@ -341,6 +343,9 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     **options
         Passed on to :func:`optev.mpc.simulate`: ``forecaster``, ``edge``, ``regions``,
         ``ac_check``, ``plant_config``, ``router``, ``keep_decisions``, ``controller``.
+        ``forecaster="learned"``: :func:`optev.forecast.learned.learned_forecaster` of the
+        instance, from ``history`` (session files, :class:`~optev.forecast.series.Sessions` or
+        arrival counts; default: simulated earlier days of a trip-based instance).
 
     Returns
     -------
@@ -364,6 +369,7 @@ def run(instance: Instance | str | Path | None = None, formulation: Formulation 
     request = service if isinstance(service, ServiceRequest) or service is None else load_service(service)
     job = _read_job(instance, formulation, start=start, n_steps=n_steps, step_td=step_td, horizon=horizon,
                     outages=outages, regions=options.get("regions"), wrap=wrap, allow_large=allow_large)
+    options = _resolve_forecaster(job.inst, dict(options))
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
     grid = _check_grid(job, announce)
@@ -384,6 +390,16 @@ def _check_options(options: Mapping[str, Any]) -> None:
     if unknown:
         raise DataError(f"unknown run option(s) {', '.join(unknown)}; accepted: start, steps, step, horizon, "
                         f"outages, progress, wrap, allow_large, {', '.join(sorted(_SIMULATE_OPTIONS))}")
+
+
+def _resolve_forecaster(inst: Instance, options: dict[str, Any]) -> dict[str, Any]:
+    """``forecaster="learned"`` built for ``inst`` from ``history``; ``history`` refused otherwise."""
+    history = options.pop("history", None)
+    if isinstance(options.get("forecaster"), str) and options["forecaster"] == "learned":
+        options["forecaster"] = learned_forecaster(inst, history)
+    elif history is not None:
+        raise DataError("a history is for the learned forecaster only (forecaster='learned')")
+    return options
 
 
 @dataclass
