@@ -374,6 +374,9 @@ REGISTRY: tuple[Benchmark, ...] = (
             _out("bench_forecast", "bench_forecast_loop.json", options="--only closed_loop "),
             _out("bench_forecast", "bench_forecast_neural.json", options="--only neural ")),
            "tests/test_benchmarks_forecast_smoke.py"),
+    _bench("settle", "settling a month of the Nanjing fleet into the SQLite ledger: seconds per day and month, "
+           "ledger size, reconciliation per day (issue 14)", (_out("bench_settle"),),
+           "tests/test_benchmarks_settle_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""
 

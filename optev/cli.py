@@ -1,6 +1,6 @@
 """Command-line interface: ``optev pf``, ``optev info``, ``optev solve``, ``optev generate``,
 ``optev simulate``, ``optev run``, ``optev flex`` (:mod:`optev.cli_flex`), ``optev forecast backtest``
-(:mod:`optev.cli_forecast`); ``optev --version``.
+(:mod:`optev.cli_forecast`), ``optev settle`` (:mod:`optev.cli_settle`); ``optev --version``.
 
 User mistakes (missing file, bad format, unknown option, invalid data, an infeasible
 window) print one line on stderr and exit with code 2, never a traceback. Standard output
@@ -22,6 +22,7 @@ from optev.blocks.window import build_window
 from optev.clean_exit import run_cleanly
 from optev.cli_flex import add_flex_parser
 from optev.cli_forecast import add_forecast_parser
+from optev.cli_settle import add_ledger_parser, add_settle_parser
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver, checked_window
 from optev.data.stations import PRIVATE_KINDS
@@ -486,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     add_flex_parser(sub)
     add_forecast_parser(sub)
+    add_settle_parser(sub)
+    add_ledger_parser(sub)
     return parser
 
 

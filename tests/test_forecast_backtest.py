@@ -134,7 +134,7 @@ def test_calibrated_intervals_cover_90_percent_of_a_held_out_month() -> None:
     assert result.origins["24h"]["scored"] == 31
     for model in MODELS:
         assert 0.85 <= scores.loc[model, "coverage_90"] <= 0.95, (model, scores.loc[model].to_dict())
-    assert result.skill("24h") > 0.05, scores
+    assert result.skill("24h") >= 0.10, scores  # the goal
 
 
 @needs_acn

@@ -22,7 +22,7 @@ STEP_COLUMNS = ("time", "step", "status", "termination", "objective", "warm", "i
                 "stations_hold", "stations_fallback", "plant_clipped", "ignored_setpoints", "ev_kw", "ev_set_kw",
                 "ev_local_kw", "storage_kw", "der_kw", "import_kw", "loss_kw", "converged", "baseline_ev_kw",
                 "baseline_import_kw", "vm_min_pu", "vm_max_pu", "ac_violations", "loss_converged", "loss_error_pu",
-                "price_buy_per_kwh")
+                "price_buy_per_kwh", "price_sell_per_kwh")
 """Columns of ``MPCRun.tables["steps"]``: one row per applied step (times in the instance's
 time zone; powers kW, realised means over the step; durations s). ``ev_kw`` is the EVs' net
 realised power, ``ev_set_kw`` the sum of the setpoints (the plan), ``ev_local_kw`` the part

@@ -126,6 +126,7 @@ def _steps_frame(loop_rows: list[dict[str, Any]] | None, day: Any, times: pd.Dat
     df["vm_max_pu"] = -_row_min(-vm)
     df["ac_violations"] = per_step_counts(day.grid.violations, times)
     df["price_buy_per_kwh"] = actual.price_buy
+    df["price_sell_per_kwh"] = actual.price_sell
     return df
 
 

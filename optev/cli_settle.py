@@ -1,0 +1,139 @@
+"""``optev settle RUN_DIR --db PATH [--rules FILE] [--json]``: settle a run into the ledger (R6.5.2, R6.5.4);
+``optev ledger statement|invoices|close|reverse``: read and keep the ledger.
+
+Reads an ``optev run`` output folder, meters every session in whole Wh, prices it (the run's own
+prices, or the rules file's tariff), and books the postings into the ledger at ``--db`` (an SQLite
+file, created if absent, or an SQLAlchemy URL); prints what was added and the reconciliation of
+meter, ledger and run totals. Settling the same run again adds nothing (``postings_added: 0``).
+
+``optev ledger statement --db PATH --user u-… | --station ID [--month YYYY-MM]`` prints one party's
+lines only; ``invoices --month M --out DIR`` writes ``invoices.json`` and one printable HTML page per
+invoice (the folder appears complete or not at all); ``close --month M`` freezes a month (later
+postings dated in it are booked in the next open month); ``reverse --key K --reason R --day D``
+books a correction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optev.errors import DataError
+from optev.io.outdir import output_folder
+from optev.io.results import jsonable
+from optev.settle.ledger import Ledger
+from optev.settle.run import load_rules
+from optev.settle.settle import Settlement, settle_run
+from optev.settle.statements import invoice_html, invoices, operator_statement, user_statement
+
+
+def add_settle_parser(sub: Any) -> None:
+    """Register ``optev settle`` on the sub-command parsers of :mod:`optev.cli`."""
+    st = sub.add_parser("settle", help="settle an optev run folder into the energy and money ledger")
+    st.add_argument("run_dir", help="an optev run output folder")
+    st.add_argument("--db", required=True, help="ledger: an SQLite file (created if absent) or an SQLAlchemy URL")
+    st.add_argument("--rules", help="settlement rules (TOML: [tariff] preset, service_fee_per_kwh, [contract]); "
+                                    "default: the run's own prices, no service fee")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(func=_cmd_settle)
+
+
+def _cmd_settle(args: argparse.Namespace) -> int:
+    rules = load_rules(args.rules)
+    result = settle_run(args.run_dir, Ledger(args.db), rules)
+    if args.json:
+        print(json.dumps(jsonable(result.to_dict()), indent=1, sort_keys=True, allow_nan=False))
+    else:
+        print(report(result))
+    return 0
+
+
+def report(s: Settlement) -> str:
+    """The settlement in a few lines."""
+    rec = s.reconciliation
+    cur = s.currency or "currency"
+    lines = [f"run {s.run}: {s.postings_added} of {s.postings} postings added ({s.rule_version})",
+             f"energy {s.energy_wh / 1000:,.1f} kWh imported, {s.export_wh / 1000:,.1f} kWh exported; "
+             f"energy charges {s.amount_fen / 100:,.2f} {cur}, service fees {s.service_fen / 100:,.2f} {cur}",
+             f"reconciliation: meter {rec['meter_wh']:,} Wh, ledger {rec['ledger_wh']:,} Wh, run {rec['run_wh']:,} Wh "
+             f"(difference {rec['difference_wh']:+,} Wh); money difference "
+             + ("n/a" if rec["difference_fen"] is None else f"{rec['difference_fen']:+,} fen")]
+    lines += [f"  cause: {c}" for c in rec["causes"]]
+    return "\n".join(lines)
+
+
+def add_ledger_parser(sub: Any) -> None:
+    """Register ``optev ledger statement|invoices|close|reverse`` on the sub-command parsers."""
+    lg = sub.add_parser("ledger", help="the settlement ledger: statements, invoices, closing a month, reversals")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=type(lg))
+    stm = lsub.add_parser("statement", help="the lines of one user (pseudonym u-...) or one station's operator")
+    who = stm.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the user's pseudonymous id (u-...)")
+    who.add_argument("--station", help="a station id (its operator's statement)")
+    inv = lsub.add_parser("invoices", help="one invoice per account for a month: invoices.json and printable HTML")
+    inv.add_argument("--out", required=True, help="folder for the invoices; replaced only if optev wrote it")
+    inv.add_argument("--tax-rate", type=float, help="tax rate included in the totals (e.g. 0.13); default none")
+    inv.add_argument("--tax-id", help="the seller's tax id printed on every invoice")
+    close = lsub.add_parser("close", help="close a month: later postings dated in it go to the next open month")
+    rev = lsub.add_parser("reverse", help="book the reversal of one posting (a correction)")
+    rev.add_argument("--key", required=True, help="the posting's idempotency key")
+    rev.add_argument("--reason", required=True, help="why (kept in the reversal's memo)")
+    rev.add_argument("--day", required=True, help="day the reversal is booked, YYYY-MM-DD")
+    for p in (stm, inv, close, rev):
+        p.add_argument("--db", required=True, help="ledger: an SQLite file or an SQLAlchemy URL")
+    for p in (stm, inv, close):
+        p.add_argument("--month", required=p is not stm, help="YYYY-MM")
+    for p in (stm, inv, close, rev):
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+    lg.set_defaults(func=_cmd_ledger)
+
+
+def _existing_ledger(target: str) -> Ledger:
+    if "://" not in target and not Path(target).is_file():
+        raise DataError(f"{target}: no such ledger (optev settle creates one)")
+    return Ledger(target)
+
+
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    ledger = _existing_ledger(args.db)
+    out: dict[str, Any]
+    if args.ledger_command == "statement":
+        frame = (user_statement(ledger, args.user, args.month) if args.user
+                 else operator_statement(ledger, args.station, args.month))
+        out = {"party": args.user or args.station, "month": args.month, "lines": frame.to_dict(orient="records"),
+               "balance_fen": int(frame.loc[frame["unit"] == "fen", "amount"].sum()),
+               "energy_wh": int(frame.loc[frame["unit"] == "Wh", "amount"].sum())}
+        text = frame.to_string(index=False) if len(frame) else "no lines"
+        text += f"\nbalance {out['balance_fen'] / 100:,.2f}, energy {out['energy_wh'] / 1000:,.3f} kWh"
+    elif args.ledger_command == "invoices":
+        made = invoices(ledger, _month_arg(args.month), tax_rate=args.tax_rate, tax_id=args.tax_id)
+        with output_folder(args.out, "results") as tmp:
+            (tmp / "invoices.json").write_text(json.dumps(jsonable(made), indent=1, ensure_ascii=False), encoding="utf-8")
+            for inv in made:
+                (tmp / f"{inv['number']}.html").write_text(invoice_html(inv), encoding="utf-8")
+        out = {"invoices": len(made), "out": str(args.out)}
+        text = f"{len(made)} invoices for {args.month} in {args.out}"
+    elif args.ledger_command == "close":
+        done = ledger.close(_month_arg(args.month))
+        out = {"month": args.month, "closed": done}
+        text = f"{args.month} closed" if done else f"{args.month} was already closed"
+    else:
+        done = ledger.reverse(args.key, args.reason, args.day)
+        out = {"key": args.key, "reversed": done}
+        text = f"reversed {args.key}" if done else f"{args.key} was already reversed"
+    print(json.dumps(jsonable(out), indent=1, sort_keys=True, allow_nan=False, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _month_arg(month: str) -> str:
+    try:
+        pd.Timestamp(f"{month}-01")
+    except ValueError:
+        raise DataError(f"a month is YYYY-MM, got {month!r}") from None
+    if len(month) != 7:
+        raise DataError(f"a month is YYYY-MM, got {month!r}")
+    return month

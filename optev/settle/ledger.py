@@ -1,0 +1,389 @@
+r"""The ledger (R6.5.2, R6.5.4): double-entry postings of money (integer fen) and energy (integer Wh).
+
+Storage
+    SQLAlchemy Core on SQLite by default (a file the user names: ``Ledger("ledger.db")``; no server),
+    or any SQLAlchemy URL (``postgresql+psycopg://user@host/db`` for a deployment; the schema uses
+    only portable types). Tables: ``postings`` (one per business event, with a unique idempotency
+    ``key``, the settlement ``period`` — a day ``YYYY-MM-DD`` —, ``kind``, ``source``, ``run``,
+    ``event``, the ``rule_version`` used, ``memo``, and ``reverses`` for a correction), ``entries``
+    (``posting_id, account, unit, amount, purpose``) and ``months`` (closed months). Posting ids are
+    given by optev (the next after the largest, inside the writing transaction): two processes
+    settling into one ledger at the same moment make the second fail cleanly (a duplicate id rolls
+    its transaction back) rather than interleave; run it again. SQLite files use the WAL journal.
+
+Rules enforced on every posting
+    * *balanced*: the amounts of each unit sum to zero (debits = credits);
+    * *idempotent*: a posting whose key is already in the ledger is skipped, so re-running a
+      settlement or re-importing a run adds nothing;
+    * *append-only*: nothing is updated or deleted; a correction is a reversing posting
+      (:meth:`Ledger.reverse`: the same entries negated, key ``reverse:<key>``);
+    * *atomic*: :meth:`Ledger.post` writes a batch in one transaction — a crash or an error in
+      the middle leaves none of it;
+    * *closed months are frozen*: a posting dated in a closed month is booked in the first open
+      month after it, ``kind`` prefixed ``late-``, its original day in the memo.
+
+Sign convention: an account's balance is the sum of its entries; money paid by A to B is
+``(A, fen, −x), (B, fen, +x)``; energy delivered from the grid to a user is
+``(grid, Wh, −w), (user:…, Wh, +w)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from optev.errors import DataError
+
+UNITS = ("fen", "Wh")
+"""Units of ledger amounts: money in fen (0.01 CNY), energy in Wh."""
+
+SCHEMA_VERSION = "1"
+
+Entry = tuple[str, str, int, str]
+"""``(account, unit, amount, purpose)`` of a posting."""
+
+_META = sa.MetaData()
+POSTINGS = sa.Table(
+    "postings", _META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(400), nullable=False, unique=True),
+    sa.Column("period", sa.String(10), nullable=False, index=True),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("source", sa.String(400), nullable=False),
+    sa.Column("run", sa.String(80), nullable=False, index=True),
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("rule_version", sa.String(400), nullable=False),
+    sa.Column("memo", sa.Text, nullable=False),
+    sa.Column("reverses", sa.String(400), nullable=True),
+    sa.Column("created", sa.String(40), nullable=False))
+ENTRIES = sa.Table(
+    "entries", _META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("posting_id", sa.Integer, sa.ForeignKey("postings.id"), nullable=False, index=True),
+    sa.Column("account", sa.String(200), nullable=False, index=True),
+    sa.Column("unit", sa.String(8), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("purpose", sa.String(40), nullable=False))
+MONTHS = sa.Table(
+    "months", _META,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("closed_at", sa.String(40), nullable=False))
+META = sa.Table(
+    "meta", _META,
+    sa.Column("key", sa.String(60), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False))
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One business event: balanced entries ``(account, unit, amount, purpose)`` under an idempotency key
+    (``purpose``: what the line is for — ``energy``, ``service_fee``, ``v2g``, ``service``, ...)."""
+
+    key: str
+    period: str
+    """Settlement day, ``YYYY-MM-DD``."""
+    kind: str
+    entries: tuple[Entry, ...]
+    source: str = ""
+    run: str = ""
+    event: str = ""
+    rule_version: str = ""
+    memo: str = ""
+
+    def check(self) -> None:
+        """Raise :class:`DataError` unless the posting is well formed and balanced."""
+        if not self.key:
+            raise DataError("a posting needs an idempotency key")
+        try:
+            dt.date.fromisoformat(self.period)
+        except ValueError:
+            raise DataError(f"posting {self.key}: period {self.period!r} is not a day YYYY-MM-DD") from None
+        if not self.entries:
+            raise DataError(f"posting {self.key}: no entries")
+        totals: dict[str, int] = {}
+        for account, unit, amount, _ in self.entries:
+            if unit not in UNITS:
+                raise DataError(f"posting {self.key}: unknown unit {unit!r}; known: {', '.join(UNITS)}")
+            if not isinstance(amount, int) or isinstance(amount, bool):
+                raise DataError(f"posting {self.key}: amount {amount!r} of {account} is not an integer")
+            if not account:
+                raise DataError(f"posting {self.key}: an entry without account")
+            totals[unit] = totals.get(unit, 0) + amount
+        unbalanced = {u: t for u, t in totals.items() if t != 0}
+        if unbalanced:
+            raise DataError(f"posting {self.key} does not balance: " + ", ".join(f"{t:+d} {u}" for u, t in unbalanced.items()))
+
+
+def engine_for(target: str | Path) -> sa.Engine:
+    """An engine for a SQLAlchemy URL (``dialect://...``) or a SQLite file path."""
+    text = str(target)
+    if "://" in text:
+        return sa.create_engine(text)
+    path = Path(text)
+    if path.exists() and path.is_dir():
+        raise DataError(f"{path} is a folder, not a ledger file")
+    if path.exists() and path.stat().st_size and not _is_sqlite(path):
+        raise DataError(f"{path} exists and is not an SQLite database (optev will not overwrite it)")
+    engine = sa.create_engine(f"sqlite:///{path}")
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL journal (readers do not block the writer; a crash loses no committed transaction) and
+    foreign keys enforced."""
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
+
+
+@dataclass
+class Ledger:
+    """The ledger in a database (module docstring)."""
+
+    target: str | Path
+    engine: sa.Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = engine_for(self.target)
+        try:
+            _META.create_all(self.engine)
+            with self.engine.begin() as con:
+                found = con.execute(sa.select(META.c.value).where(META.c.key == "schema")).scalar()
+                if found is None:
+                    con.execute(META.insert().values(key="schema", value=SCHEMA_VERSION))
+                elif found != SCHEMA_VERSION:
+                    raise DataError(f"{self.target}: ledger schema {found}, this optev writes {SCHEMA_VERSION}")
+        except sa.exc.DatabaseError as exc:
+            raise DataError(f"{self.target}: cannot open the ledger ({exc.orig})") from None
+
+    def secret(self) -> bytes:
+        """The ledger's own pseudonymisation key (32 random bytes, made on first use, kept in ``meta``)."""
+        with self.engine.begin() as con:
+            found = con.execute(sa.select(META.c.value).where(META.c.key == "pseudonym_key")).scalar()
+            if found is None:
+                found = secrets.token_hex(32)
+                con.execute(META.insert().values(key="pseudonym_key", value=found))
+        return bytes.fromhex(found)
+
+    def closed_months(self) -> set[str]:
+        with self.engine.connect() as con:
+            return {r[0] for r in con.execute(sa.select(MONTHS.c.month))}
+
+    def close(self, month: str) -> bool:
+        """Close ``YYYY-MM`` (freeze it); False if it was already closed."""
+        _month(month)
+        with self.engine.begin() as con:
+            if con.execute(sa.select(MONTHS.c.month).where(MONTHS.c.month == month)).first():
+                return False
+            con.execute(MONTHS.insert().values(month=month, closed_at=_now()))
+        return True
+
+    def post(self, postings: Iterable[Posting]) -> int:
+        """Write the postings whose keys are new, all in one transaction; the number written."""
+        batch = list(postings)
+        for p in batch:
+            p.check()
+        heads = pd.DataFrame([{"key": p.key, "period": p.period, "kind": p.kind, "source": p.source, "run": p.run,
+                               "event": p.event, "rule_version": p.rule_version, "memo": p.memo} for p in batch],
+                             columns=list(POSTING_FIELDS))
+        lines = pd.DataFrame([(p.key, a, u, int(x), why) for p in batch for a, u, x, why in p.entries],
+                             columns=list(ENTRY_FIELDS))
+        return self.post_frames(heads, lines)
+
+    def post_frames(self, heads: pd.DataFrame, lines: pd.DataFrame) -> int:
+        """:meth:`post` for postings as tables (the bulk path): ``heads`` one row per posting with
+        :data:`POSTING_FIELDS`, ``lines`` one row per entry with :data:`ENTRY_FIELDS`. Checked as a
+        whole (every rule of the module docstring) before anything is written."""
+        heads, lines = _checked(heads, lines)
+        closed = self.closed_months()
+        if closed:
+            heads = _to_open_months(heads, closed)
+        with self.engine.begin() as con:
+            existing: set[str] = set()
+            for run in heads["run"].unique():
+                existing.update(r[0] for r in con.execute(sa.select(POSTINGS.c.key).where(POSTINGS.c.run == str(run))))
+            new = ~heads["key"].isin(existing)
+            if not new.any():
+                return 0
+            heads = heads.loc[new]
+            lines = lines.loc[lines["key"].isin(set(heads["key"]))]
+            created = _now()
+            first = int(con.execute(sa.select(sa.func.coalesce(sa.func.max(POSTINGS.c.id), 0))).scalar() or 0) + 1
+            ids = np.arange(first, first + len(heads), dtype=np.int64)
+            lines = lines.assign(key=ids[pd.Index(heads["key"]).get_indexer(lines["key"])])
+            _bulk_insert(con, POSTINGS, heads.assign(id=ids, created=created, reverses=None))
+            _bulk_insert(con, ENTRIES, lines.rename(columns={"key": "posting_id"}))
+            return int(new.sum())
+
+    def reverse(self, key: str, reason: str, period: str) -> bool:
+        """Book the reversal of posting ``key`` on day ``period`` (once); False if already reversed."""
+        with self.engine.connect() as con:
+            row = con.execute(sa.select(POSTINGS).where(POSTINGS.c.key == key)).first()
+            if row is None:
+                raise DataError(f"no posting with key {key!r} to reverse")
+            entries = con.execute(sa.select(ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount, ENTRIES.c.purpose)
+                                  .where(ENTRIES.c.posting_id == row.id)).all()
+        rev = Posting(key=f"reverse:{key}", period=period, kind=f"reversal-{row.kind}",
+                      entries=tuple((a, u, -int(x), why) for a, u, x, why in entries), source=row.source, run=row.run,
+                      event=row.event, rule_version=row.rule_version, memo=reason)
+        return self.post([rev]) == 1
+
+    def entries(self, *, run: str | None = None, account_prefix: str | None = None,
+                account: str | None = None) -> pd.DataFrame:
+        """Every entry with its posting's fields (``key, period, kind, run, event, rule_version, memo,
+        account, unit, amount, purpose``), optionally of one run, one account or the accounts
+        starting with a prefix."""
+        q = (sa.select(POSTINGS.c.key, POSTINGS.c.period, POSTINGS.c.kind, POSTINGS.c.run, POSTINGS.c.event,
+                       POSTINGS.c.rule_version, POSTINGS.c.memo, ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount,
+                       ENTRIES.c.purpose)
+             .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id))
+        if run is not None:
+            q = q.where(POSTINGS.c.run == run)
+        if account is not None:
+            q = q.where(ENTRIES.c.account == account)
+        if account_prefix is not None:
+            q = q.where(ENTRIES.c.account.startswith(account_prefix, autoescape=True))
+        with self.engine.connect() as con:
+            return pd.DataFrame(con.execute(q.order_by(ENTRIES.c.id)).all(),
+                                columns=["key", "period", "kind", "run", "event", "rule_version", "memo",
+                                         "account", "unit", "amount", "purpose"])
+
+    def received_by_day(self, run: str, account_prefix: str, unit: str) -> dict[str, int]:
+        """Per posting day, the sum of the positive entries in ``unit`` of accounts starting with
+        ``account_prefix`` in the postings of ``run`` (e.g. the energy its EVs received)."""
+        q = (sa.select(POSTINGS.c.period, sa.func.sum(ENTRIES.c.amount))
+             .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id)
+             .where(POSTINGS.c.run == run, ENTRIES.c.unit == unit, ENTRIES.c.amount > 0,
+                    ENTRIES.c.account.startswith(account_prefix, autoescape=True))
+             .group_by(POSTINGS.c.period))
+        with self.engine.connect() as con:
+            return {str(d): int(x) for d, x in con.execute(q)}
+
+    def balances(self, unit: str) -> dict[str, int]:
+        """Balance of every account in ``unit``."""
+        q = (sa.select(ENTRIES.c.account, sa.func.sum(ENTRIES.c.amount)).where(ENTRIES.c.unit == unit)
+             .group_by(ENTRIES.c.account))
+        with self.engine.connect() as con:
+            return {a: int(x) for a, x in con.execute(q)}
+
+    def rule_versions(self, run: str) -> set[str]:
+        """Rule versions of the postings of ``run`` not reversed."""
+        reversed_keys = sa.select(sa.func.substr(POSTINGS.c.key, 9)).where(POSTINGS.c.key.startswith("reverse:"))
+        q = (sa.select(POSTINGS.c.rule_version).where(POSTINGS.c.run == run)
+             .where(~POSTINGS.c.key.startswith("reverse:")).where(POSTINGS.c.key.not_in(reversed_keys)).distinct())
+        with self.engine.connect() as con:
+            return {r[0] for r in con.execute(q)}
+
+    def count(self) -> int:
+        """Number of postings."""
+        with self.engine.connect() as con:
+            return int(con.execute(sa.select(sa.func.count()).select_from(POSTINGS)).scalar() or 0)
+
+
+POSTING_FIELDS = ("key", "period", "kind", "source", "run", "event", "rule_version", "memo")
+"""Columns of the postings table given to :meth:`Ledger.post_frames`."""
+
+ENTRY_FIELDS = ("key", "account", "unit", "amount", "purpose")
+"""Columns of the entries table given to :meth:`Ledger.post_frames` (``key``: the posting's)."""
+
+
+def _checked(heads: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The postings and entries, or a :class:`DataError` naming the first posting that breaks a rule."""
+    missing = [c for c in POSTING_FIELDS if c not in heads] + [c for c in ENTRY_FIELDS if c not in lines]
+    if missing:
+        raise DataError(f"postings: missing field(s) {', '.join(missing)}")
+    heads = heads[list(POSTING_FIELDS)].astype(str).reset_index(drop=True)
+    lines = lines[list(ENTRY_FIELDS)].reset_index(drop=True)
+    if (heads["key"] == "").any():
+        raise DataError("a posting needs an idempotency key")
+    dup = heads["key"].duplicated()
+    if dup.any():
+        raise DataError(f"two postings in one batch share the key {heads['key'][dup].iloc[0]!r}")
+    days = pd.to_datetime(heads["period"], format="%Y-%m-%d", errors="coerce")
+    if days.isna().any():
+        i = int(np.flatnonzero(days.isna().to_numpy())[0])
+        raise DataError(f"posting {heads['key'][i]}: period {heads['period'][i]!r} is not a day YYYY-MM-DD")
+    if not pd.api.types.is_integer_dtype(lines["amount"]) and len(lines):
+        raise DataError("ledger amounts must be integers (fen, Wh)")
+    bad_unit = ~lines["unit"].isin(UNITS)
+    if bad_unit.any():
+        raise DataError(f"unknown unit {lines['unit'][bad_unit].iloc[0]!r}; known: {', '.join(UNITS)}")
+    orphan = ~lines["key"].isin(set(heads["key"]))
+    if orphan.any():
+        raise DataError(f"an entry of no posting in the batch: {lines['key'][orphan].iloc[0]!r}")
+    empty = ~heads["key"].isin(set(lines["key"]))
+    if empty.any():
+        raise DataError(f"posting {heads['key'][empty].iloc[0]}: no entries")
+    sums = lines.groupby(["key", "unit"], sort=False)["amount"].sum().reset_index()
+    off = sums[sums["amount"] != 0]
+    if len(off):
+        key = off["key"].iloc[0]
+        first = off[off["key"] == key]
+        detail = ", ".join(f"{int(t):+d} {u}" for u, t in zip(first["unit"], first["amount"]))
+        raise DataError(f"posting {key} does not balance: {detail}")
+    return heads, lines
+
+
+PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+"""Positional placeholder of each DB-API paramstyle :func:`_bulk_insert` writes for."""
+
+
+def _bulk_insert(con: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """Insert the rows of ``frame`` (its columns named as the table's) with the driver's
+    ``executemany`` and plain tuples: the fast path for hundreds of thousands of rows (SQLAlchemy's
+    per-row parameter processing costs more than the database's insert)."""
+    cols = [str(c) for c in frame.columns]
+    mark = PLACEHOLDERS.get(con.dialect.paramstyle)
+    if mark is None:  # a driver with named parameters only: SQLAlchemy's own executemany
+        con.execute(table.insert(), [dict(zip(cols, row)) for row in zip(*(frame[c].tolist() for c in cols))])
+        return
+    quote = con.dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
+           f"VALUES ({', '.join([mark] * len(cols))})")
+    con.exec_driver_sql(sql, list(zip(*(frame[c].tolist() for c in cols))))
+
+
+def _to_open_months(heads: pd.DataFrame, closed: set[str]) -> pd.DataFrame:
+    """Postings dated in a closed month moved to the first day of the first open month after it."""
+    month = heads["period"].str[:7]
+    late = month.isin(closed)
+    if not late.any():
+        return heads
+    heads = heads.copy()
+    for m in sorted(set(month[late])):
+        day = dt.date.fromisoformat(f"{m}-01")
+        while day.strftime("%Y-%m") in closed:
+            day = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        rows = late & (month == m)
+        heads.loc[rows, "memo"] = [f"late: for {p} (month {m} closed)" + (f"; {x}" if x else "")
+                                   for p, x in zip(heads.loc[rows, "period"], heads.loc[rows, "memo"])]
+        heads.loc[rows, "kind"] = "late-" + heads.loc[rows, "kind"]
+        heads.loc[rows, "period"] = day.isoformat()
+    return heads
+
+
+def _month(text: str) -> str:
+    try:
+        dt.date.fromisoformat(f"{text}-01")
+    except ValueError:
+        raise DataError(f"a month is YYYY-MM, got {text!r}") from None
+    return text
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
