@@ -1,5 +1,5 @@
 """``optev settle RUN_DIR --db PATH [--rules FILE] [--json]``: settle a run into the ledger (R6.5.2, R6.5.4);
-``optev ledger statement|invoices|close|reverse``: read and keep the ledger.
+``optev ledger statement|invoices|reconcile|close|reverse``: read and keep the ledger.
 
 Reads an ``optev run`` output folder, meters every session in whole Wh, prices it (the run's own
 prices, or the rules file's tariff), and books the postings into the ledger at ``--db`` (an SQLite
@@ -10,7 +10,8 @@ meter, ledger and run totals. Settling the same run again adds nothing (``postin
 lines only; ``invoices --month M --out DIR`` writes ``invoices.json`` and one printable HTML page per
 invoice (the folder appears complete or not at all); ``close --month M`` freezes a month (later
 postings dated in it are booked in the next open month); ``reverse --key K --reason R --day D``
-books a correction.
+books a correction; ``reconcile --month M`` lists every settled run's days with the meter, ledger
+and run totals, their differences and causes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from optev.errors import DataError
@@ -79,15 +81,16 @@ def add_ledger_parser(sub: Any) -> None:
     inv.add_argument("--tax-rate", type=float, help="tax rate included in the totals (e.g. 0.13); default none")
     inv.add_argument("--tax-id", help="the seller's tax id printed on every invoice")
     close = lsub.add_parser("close", help="close a month: later postings dated in it go to the next open month")
+    recon = lsub.add_parser("reconcile", help="a month's runs and days: meter, ledger and run totals, differences")
     rev = lsub.add_parser("reverse", help="book the reversal of one posting (a correction)")
     rev.add_argument("--key", required=True, help="the posting's idempotency key")
     rev.add_argument("--reason", required=True, help="why (kept in the reversal's memo)")
     rev.add_argument("--day", required=True, help="day the reversal is booked, YYYY-MM-DD")
-    for p in (stm, inv, close, rev):
+    for p in (stm, inv, close, rev, recon):
         p.add_argument("--db", required=True, help="ledger: an SQLite file or an SQLAlchemy URL")
-    for p in (stm, inv, close):
+    for p in (stm, inv, close, recon):
         p.add_argument("--month", required=p is not stm, help="YYYY-MM")
-    for p in (stm, inv, close, rev):
+    for p in (stm, inv, close, rev, recon):
         p.add_argument("--json", action="store_true", help="print one JSON object")
     lg.set_defaults(func=_cmd_ledger)
 
@@ -117,6 +120,13 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                 (tmp / f"{inv['number']}.html").write_text(invoice_html(inv), encoding="utf-8")
         out = {"invoices": len(made), "out": str(args.out)}
         text = f"{len(made)} invoices for {args.month} in {args.out}"
+    elif args.ledger_command == "reconcile":
+        frame = month_report(ledger.month_reconciliation(_month_arg(args.month)))
+        out = {"month": args.month, "days": frame.to_dict(orient="records"),
+               "difference_wh": int(frame["difference_wh"].sum()), "difference_fen": _sum_or_none(frame["difference_fen"])}
+        text = (frame.to_string(index=False) if len(frame) else "no settled runs in this month") + \
+            f"\ntotal difference {out['difference_wh']:+,} Wh, " + \
+            ("money n/a" if out["difference_fen"] is None else f"{out['difference_fen']:+,} fen")
     elif args.ledger_command == "close":
         done = ledger.close(_month_arg(args.month))
         out = {"month": args.month, "closed": done}
@@ -127,6 +137,39 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         text = f"reversed {args.key}" if done else f"{args.key} was already reversed"
     print(json.dumps(jsonable(out), indent=1, sort_keys=True, allow_nan=False, ensure_ascii=False) if args.json else text)
     return 0
+
+
+def month_report(frame: pd.DataFrame) -> pd.DataFrame:
+    """The month's rows with their differences and causes (ledger vs run energy and money)."""
+    out = frame.copy()
+    for col in ("meter_wh", "ledger_wh", "run_wh"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype("int64")
+    out["difference_wh"] = out["ledger_wh"] - out["run_wh"]
+    run_fen = pd.to_numeric(out["run_fen"], errors="coerce")
+    ledger_fen = pd.to_numeric(out["ledger_fen"], errors="coerce").fillna(0)
+    out["difference_fen"] = (ledger_fen - run_fen).astype("Int64")
+    meter, ledger = out["meter_wh"].to_numpy(np.int64), out["ledger_wh"].to_numpy(np.int64)
+    d_wh = out["difference_wh"].to_numpy(np.int64)
+    no_fen = out["difference_fen"].isna().to_numpy(bool)
+    d_fen = out["difference_fen"].fillna(0).to_numpy(np.int64)
+    causes = []
+    for i in range(len(out)):
+        why = []
+        if meter[i] != ledger[i]:
+            why.append("ledger ≠ meter: postings moved to another month (late) or reversed")
+        if d_wh[i]:
+            why.append("whole-Wh session registers (rounding)")
+        if no_fen[i]:
+            why.append("money priced by a tariff other than the run's")
+        elif d_fen[i]:
+            why.append("fen rounding of import and export batches, netting of V2G per step")
+        causes.append("; ".join(why))
+    out["causes"] = causes
+    return out
+
+
+def _sum_or_none(values: pd.Series) -> int | None:
+    return None if values.isna().any() else int(values.sum())
 
 
 def _month_arg(month: str) -> str:

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optev.cli import main
+from optev.errors import DataError
 from optev.settle.ledger import Ledger
 from optev.settle.run import load_rules
 from optev.settle.settle import pseudonym, settle_run
@@ -198,3 +199,37 @@ def test_random_runs_balance_conserve_and_survive_a_kill(tmp_path_factory: pytes
     a = killed.entries()[cols].sort_values(cols).reset_index(drop=True)
     b = clean.entries()[cols].sort_values(cols).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_overlapping_events_and_negative_energy_post_nothing(tmp_path: Path,
+                                                             month: tuple[Ledger, dict[str, str]]) -> None:
+    ledger, _ = month
+    count = ledger.count()
+    twice = _run(tmp_path / "twice", "2026-03-02", [19], [("e1", [3.0], [3.0])], [0.8], [0.5],
+                 {"id": "dr-1b", "product": "demand_response", "end": "2026-03-02T21:00:00+08:00",
+                  "rule": "zj_dr_energy", "pay": 40.0})
+    rules = load_rules(tmp_path / "rules.toml")  # the month fixture wrote it
+    with pytest.raises(DataError, match="overlaps event dr-1"):
+        settle_run(str(twice), ledger, rules)
+    assert ledger.count() == count
+    neg = _run(tmp_path / "neg", "2026-03-12", [9], [("e1", [3.0], [3.0])], [0.8], [0.5],
+               {"id": "dr-2", "product": "demand_response", "end": "2026-03-12T10:00:00+08:00",
+                "rule": "zj_dr_energy", "pay": 5.0})
+    rec = pd.read_csv(neg / "service_records.csv").assign(delivered_kwh=-3.0)
+    rec.to_csv(neg / "service_records.csv", index=False)
+    with pytest.raises(DataError, match=r"row 0.*delivered_kwh.*negative energy|negative energy"):
+        settle_run(str(neg), ledger, rules)
+    assert ledger.count() == count
+
+
+def test_month_reconciliation_lists_every_run_day(month: tuple[Ledger, dict[str, str]],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ledger, _ = month
+    assert main(["ledger", "reconcile", "--db", str(ledger.target), "--month", "2026-03", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    days = {d["day"]: d for d in out["days"]}
+    assert set(days) == {"2026-03-02", "2026-03-10"}
+    # 2 March: e1 imports 10 kWh (9.40 CNY at the run's prices), e2 exports 5 kWh (2.50 CNY)
+    assert days["2026-03-02"]["meter_wh"] == days["2026-03-02"]["ledger_wh"] == days["2026-03-02"]["run_wh"] == 10_000
+    assert days["2026-03-02"]["run_fen"] == 940 - 250 and days["2026-03-02"]["difference_fen"] == 0
+    assert out["difference_wh"] == 0 and out["difference_fen"] == 0

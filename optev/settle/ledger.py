@@ -75,6 +75,15 @@ MONTHS = sa.Table(
     "months", _META,
     sa.Column("month", sa.String(7), primary_key=True),
     sa.Column("closed_at", sa.String(40), nullable=False))
+RUN_DAYS = sa.Table(
+    "run_days", _META,
+    sa.Column("run", sa.String(80), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("source", sa.String(400), nullable=False),
+    sa.Column("meter_wh", sa.BigInteger, nullable=False),
+    sa.Column("run_wh", sa.BigInteger, nullable=False),
+    sa.Column("run_fen", sa.BigInteger, nullable=True))
+"""What each settled run said of each day (meter and run totals), for the monthly reconciliation."""
 META = sa.Table(
     "meta", _META,
     sa.Column("key", sa.String(60), primary_key=True),
@@ -262,6 +271,48 @@ class Ledger:
             return pd.DataFrame(con.execute(q.order_by(ENTRIES.c.id)).all(),
                                 columns=["key", "period", "kind", "run", "event", "rule_version", "memo",
                                          "account", "unit", "amount", "purpose"])
+
+    def record_run_days(self, rows: list[dict[str, Any]]) -> None:
+        """Keep the meter and run totals of a settled run's days (once per run and day)."""
+        if not rows:
+            return
+        with self.engine.begin() as con:
+            have = {(r, d) for r, d in con.execute(sa.select(RUN_DAYS.c.run, RUN_DAYS.c.day)
+                                                   .where(RUN_DAYS.c.run == rows[0]["run"]))}
+            new = [r for r in rows if (r["run"], r["day"]) not in have]
+            if new:
+                con.execute(RUN_DAYS.insert(), new)
+
+    def month_reconciliation(self, month: str) -> pd.DataFrame:
+        """Per run and day of ``month``: the meter and run totals kept at settlement beside the
+        ledger's energy to the EVs and money for energy now (``meter_wh, ledger_wh, run_wh,
+        run_fen, ledger_fen``)."""
+        _month(month)
+        with self.engine.connect() as con:
+            days = pd.DataFrame(con.execute(sa.select(RUN_DAYS).where(RUN_DAYS.c.day.startswith(month))).all(),
+                                columns=[c.name for c in RUN_DAYS.columns])
+            q = (sa.select(POSTINGS.c.run, POSTINGS.c.period, ENTRIES.c.unit, ENTRIES.c.purpose,
+                           sa.func.sum(ENTRIES.c.amount))
+                 .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id)
+                 .where(POSTINGS.c.period.startswith(month),
+                        sa.or_(sa.and_(ENTRIES.c.account.startswith("ev:"), ENTRIES.c.unit == "Wh",
+                                       ENTRIES.c.amount > 0),
+                               sa.and_(ENTRIES.c.account == "grid", ENTRIES.c.unit == "fen",
+                                       ENTRIES.c.purpose.in_(["energy_purchase", "v2g"]))))
+                 .group_by(POSTINGS.c.run, POSTINGS.c.period, ENTRIES.c.unit, ENTRIES.c.purpose))
+            sums = pd.DataFrame(con.execute(q).all(), columns=["run", "day", "unit", "purpose", "amount"])
+        wh = sums[sums["unit"] == "Wh"].groupby(["run", "day"])["amount"].sum().rename("ledger_wh")
+        fen = sums[sums["unit"] == "fen"].groupby(["run", "day"])["amount"].sum().rename("ledger_fen")
+        out = days.set_index(["run", "day"]).join(wh, how="outer").join(fen, how="outer").reset_index()
+        return out.sort_values(["day", "run"]).reset_index(drop=True)
+
+    def events(self, kind: str) -> list[tuple[str, str]]:
+        """``(run, event)`` of every posting of ``kind`` that is not a reversal's target."""
+        reversed_keys = sa.select(sa.func.substr(POSTINGS.c.key, 9)).where(POSTINGS.c.key.startswith("reverse:"))
+        q = (sa.select(POSTINGS.c.run, POSTINGS.c.event).where(POSTINGS.c.kind.in_([kind, f"late-{kind}"]))
+             .where(POSTINGS.c.key.not_in(reversed_keys)))
+        with self.engine.connect() as con:
+            return [(str(r), str(e)) for r, e in con.execute(q)]
 
     def received_by_day(self, run: str, account_prefix: str, unit: str) -> dict[str, int]:
         """Per posting day, the sum of the positive entries in ``unit`` of accounts starting with

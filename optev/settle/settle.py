@@ -224,6 +224,7 @@ def settle_tables(tables: RunTables, ledger: Ledger, rules: Rules | None = None)
     heads, entries = charging_frames(table, users, imp_fen, exp_fen, fee_fen, run_id, str(tables.folder.name),
                                      rules.version)
     services = service_postings(tables, users, rules.contract, rules.version)
+    check_overlaps(ledger, run_id, services)
     if services:
         heads = pd.concat([heads, pd.DataFrame([{f: getattr(p, f) for f in POSTING_FIELDS} for p in services])],
                           ignore_index=True)
@@ -237,6 +238,9 @@ def settle_tables(tables: RunTables, ledger: Ledger, rules: Rules | None = None)
                         services_fen=sum(int(e[2]) for p in services for e in p.entries if e[3] == "service" and e[2] > 0),
                         currency=str(tables.summary.get("currency") or ""), rule_version=rules.version)
     result.reconciliation = reconcile(tables, table, ledger, rules, amount)
+    ledger.record_run_days([{"run": run_id, "day": d["day"], "source": str(tables.folder.name),
+                             "meter_wh": d["meter_wh"], "run_wh": d["run_wh"], "run_fen": d.get("run_fen")}
+                            for d in result.reconciliation["days"]])
     return result
 
 
@@ -248,10 +252,12 @@ def reconcile(tables: RunTables, table: pd.DataFrame, ledger: Ledger, rules: Rul
     run_kwh = pd.Series(np.bincount(codes, weights=np.maximum(p, 0.0) * dt_h, minlength=len(names)), index=names)
     meter_wh = table.groupby("day")["import_wh"].sum().astype(np.int64)
     ledger_wh = pd.Series(ledger.received_by_day(tables.digest, "ev:", "Wh"), dtype=np.int64)
+    run_money = _run_money_by_day(tables, codes, names) if rules.tariff is None else None
     days = []
     for d in sorted(set(meter_wh.index) | set(run_kwh.index)):
         m, lw, rw = int(meter_wh.get(d, 0)), int(ledger_wh.get(d, 0)), int(round(1000 * float(run_kwh.get(d, 0.0))))
-        days.append({"day": d, "meter_wh": m, "ledger_wh": lw, "run_wh": rw, "difference_wh": lw - rw})
+        days.append({"day": d, "meter_wh": m, "ledger_wh": lw, "run_wh": rw, "difference_wh": lw - rw,
+                     "run_fen": None if run_money is None else int(round(100 * float(run_money.get(d, 0.0))))})
     meter_total = int(meter_wh.sum())
     ledger_total = int(ledger_wh.sum())
     summary_kwh = tables.summary.get("energy_delivered_kwh")
@@ -282,6 +288,19 @@ def reconcile(tables: RunTables, table: pd.DataFrame, ledger: Ledger, rules: Rul
             "summary_energy_delivered_wh": None if summary_kwh is None else int(round(1000 * float(summary_kwh))),
             "difference_wh": ledger_total - run_total, "ledger_fen": amount_fen, "run_fen": run_fen,
             "difference_fen": diff_fen, "days": days, "causes": causes}
+
+
+def _run_money_by_day(tables: RunTables, codes: np.ndarray, names: np.ndarray) -> pd.Series:
+    """The run's energy cost per day at its own prices (each EV's import at buy, export at sell), currency."""
+    steps = tables.steps.set_index("time")
+    times = pd.DatetimeIndex(tables.ev["time"])
+    buy = steps["price_buy_per_kwh"].reindex(times).to_numpy(float)
+    sell = (steps["price_sell_per_kwh"].reindex(times).to_numpy(float) if "price_sell_per_kwh" in steps
+            else np.zeros(len(times)))
+    p = tables.ev["p_kw"].to_numpy(float)
+    dt_h = tables.step.total_seconds() / 3600.0
+    money = dt_h * (np.nan_to_num(buy) * np.maximum(p, 0.0) - np.nan_to_num(sell) * np.maximum(-p, 0.0))
+    return pd.Series(np.bincount(codes, weights=money, minlength=len(names)), index=names)
 
 
 def _netting_fen(tables: RunTables) -> float:
@@ -325,7 +344,18 @@ def service_postings(tables: RunTables, users: dict[str, str], contract: Contrac
     if unknown:
         raise DataError(f"a service record for unknown participant(s) {', '.join(unknown[:3])}", table=str(path))
     event = events.iloc[0]
-    start, end = pd.Timestamp(event["start"]), pd.Timestamp(event["end"])
+    try:
+        start, end = pd.Timestamp(event["start"]), pd.Timestamp(event["end"])
+    except ValueError:
+        raise DataError("start or end is not a timestamp", table=str(path), row=0, column="start") from None
+    if not end > start:
+        raise DataError(f"the event ends ({end}) before it starts ({start})", table=str(path), row=0, column="end")
+    for col in ("delivered_kwh", "requested_kwh"):
+        if col in records:
+            v = pd.to_numeric(records[col], errors="coerce").to_numpy(float)
+            bad = np.flatnonzero(v < 0)
+            if bad.size:
+                raise DataError("negative energy", table=str(path), row=int(bad[0]), column=col)
     receipt = _fen_of(float(pay), "appendix_a.pay")
     contrib = _contributions(tables, start, end, str(event["product"]), users)
     parts = split_receipt(receipt, contrib, contract)
@@ -338,9 +368,33 @@ def service_postings(tables: RunTables, users: dict[str, str], contract: Contrac
         return []
     return [Posting(key=f"run:{tables.digest}:service:{event['service_id']}", period=start.strftime("%Y-%m-%d"),
                     kind="service", entries=tuple(entries), source=str(tables.folder.name),
-                    run=tables.digest, event=str(event["service_id"]), rule_version=rules_version,
+                    run=tables.digest, event=event_label(str(event["service_id"]), str(event["product"]), start, end),
+                    rule_version=rules_version,
                     memo=f"{event['product']} {start.isoformat()}–{end.isoformat()}: pay {pay:.2f} under "
                          f"{event.get('rule', '')} ({event.get('rule_version', '')})")]
+
+
+def event_label(service_id: str, product: str, start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """A service posting's ``event``: ``id|product|start|end`` (ISO), what overlap checks read."""
+    return f"{service_id}|{product}|{start.isoformat()}|{end.isoformat()}"
+
+
+def check_overlaps(ledger: Ledger, run: str, services: list[Posting]) -> None:
+    """Refuse a service event whose window overlaps a different event of the same product already
+    in the ledger (the same event recorded twice under another id, or two runs claiming one hour)."""
+    if not services:
+        return
+    booked = ledger.events("service")
+    for p in services:
+        sid, product, start, end = p.event.split("|")
+        for other in booked:
+            o_run, o_label = other
+            o_sid, o_product, o_start, o_end = o_label.split("|")
+            if o_run == run and o_sid == sid:
+                continue  # this very event, settled before
+            if o_product == product and pd.Timestamp(o_start) < pd.Timestamp(end) and pd.Timestamp(start) < pd.Timestamp(o_end):
+                raise DataError(f"service event {sid} ({product} {start}–{end}) overlaps event {o_sid} "
+                                f"({o_start}–{o_end}) already in the ledger; nothing was posted")
 
 
 def _all_stations(tables: RunTables) -> set[str]:
