@@ -143,7 +143,7 @@ def _network(n_features: int, channels: int) -> Any:
     """The encoder and head of the module docstring as a :class:`torch.nn.Module`."""
     nn = torch.nn
 
-    class CausalConv(nn.Module):
+    class CausalConv(torch.nn.Module):
         def __init__(self, c_in: int, c_out: int, dilation: int) -> None:
             super().__init__()
             self.pad = 2 * dilation
@@ -152,7 +152,7 @@ def _network(n_features: int, channels: int) -> Any:
         def forward(self, h: Any) -> Any:
             return torch.relu(self.conv(torch.nn.functional.pad(h, (self.pad, 0))))
 
-    class Net(nn.Module):
+    class Net(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             layers = [CausalConv(2 if i == 0 else channels, channels, d) for i, d in enumerate(DILATIONS)]
