@@ -60,7 +60,8 @@ def report(s: Settlement) -> str:
     cur = s.currency or "currency"
     lines = [f"run {s.run}: {s.postings_added} of {s.postings} postings added ({s.rule_version})",
              f"energy {s.energy_wh / 1000:,.1f} kWh imported, {s.export_wh / 1000:,.1f} kWh exported; "
-             f"energy charges {s.amount_fen / 100:,.2f} {cur}, service fees {s.service_fen / 100:,.2f} {cur}",
+             f"energy charges {s.amount_fen / 100:,.2f} {cur}, service fees {s.service_fen / 100:,.2f} {cur}, "
+             f"grid-service payments {s.services_fen / 100:,.2f} {cur}",
              f"reconciliation: meter {rec['meter_wh']:,} Wh, ledger {rec['ledger_wh']:,} Wh, run {rec['run_wh']:,} Wh "
              f"(difference {rec['difference_wh']:+,} Wh); money difference "
              + ("n/a" if rec["difference_fen"] is None else f"{rec['difference_fen']:+,} fen")]

@@ -102,16 +102,6 @@ class Readings:
     table: pd.DataFrame
     step: pd.Timedelta
 
-    @property
-    def import_wh(self) -> int:
-        """Fleet import total, Wh (Σ of the sessions' registers)."""
-        return int(self.table["import_wh"].sum())
-
-    @property
-    def export_wh(self) -> int:
-        """Fleet export total, Wh."""
-        return int(self.table["export_wh"].sum())
-
 
 def meter(ev: pd.DataFrame, step: pd.Timedelta) -> Readings:
     """Meter readings of a run's per-EV power table (``ev.csv``: ``ev_id, session_id, station_id,

@@ -87,16 +87,17 @@ class Settlement:
         return dict(self.__dict__)
 
 
-def _prices(tables: RunTables, rules: Rules, times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Import and export price (micro-yuan/kWh) of each reading under the run's prices."""
+def row_prices(tables: RunTables, times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The run's grid buy and sell price (currency/kWh) at each of ``times`` (steps of ``ev.csv``);
+    sell NaN where the run has no sell prices (a run of an older optev)."""
     steps = tables.steps.set_index("time")
-    buy = steps["price_buy_per_kwh"].reindex(pd.DatetimeIndex(times)).to_numpy(float)
+    buy = steps["price_buy_per_kwh"].reindex(times).to_numpy(float)
     if np.isnan(buy).any():
         raise DataError("ev.csv has a step that steps.csv does not price", table="ev.csv",
                         row=int(np.flatnonzero(np.isnan(buy))[0]), column="time")
-    sell = (steps["price_sell_per_kwh"].reindex(pd.DatetimeIndex(times)).to_numpy(float)
-            if "price_sell_per_kwh" in steps else np.full(buy.size, np.nan))
-    return np.round(buy * MICRO).astype(np.int64), np.round(np.nan_to_num(sell, nan=-1.0) * MICRO).astype(np.int64)
+    sell = (steps["price_sell_per_kwh"].reindex(times).to_numpy(float) if "price_sell_per_kwh" in steps
+            else np.full(buy.size, np.nan))
+    return buy, sell
 
 
 def lines(tables: RunTables, rules: Rules) -> pd.DataFrame:
@@ -107,7 +108,9 @@ def lines(tables: RunTables, rules: Rules) -> pd.DataFrame:
     local = pd.DatetimeIndex(r["time"])
     r["day_code"], days = local_days(local)
     if rules.tariff is None:
-        buy, sell = _prices(tables, rules, r["time"])
+        buy_cny, sell_cny = row_prices(tables, local)
+        buy = np.round(buy_cny * MICRO).astype(np.int64)
+        sell = np.round(np.nan_to_num(sell_cny, nan=-1.0) * MICRO).astype(np.int64)
         if ((sell < 0) & (r["export_wh"].to_numpy() > 0)).any():
             raise DataError("the run exported V2G energy but steps.csv has no price_sell_per_kwh (a run of an older "
                             "optev): settle it with a rules file that prices export")
@@ -292,14 +295,10 @@ def reconcile(tables: RunTables, table: pd.DataFrame, ledger: Ledger, rules: Rul
 
 def _run_money_by_day(tables: RunTables, codes: np.ndarray, names: np.ndarray) -> pd.Series:
     """The run's energy cost per day at its own prices (each EV's import at buy, export at sell), currency."""
-    steps = tables.steps.set_index("time")
-    times = pd.DatetimeIndex(tables.ev["time"])
-    buy = steps["price_buy_per_kwh"].reindex(times).to_numpy(float)
-    sell = (steps["price_sell_per_kwh"].reindex(times).to_numpy(float) if "price_sell_per_kwh" in steps
-            else np.zeros(len(times)))
+    buy, sell = row_prices(tables, pd.DatetimeIndex(tables.ev["time"]))
     p = tables.ev["p_kw"].to_numpy(float)
     dt_h = tables.step.total_seconds() / 3600.0
-    money = dt_h * (np.nan_to_num(buy) * np.maximum(p, 0.0) - np.nan_to_num(sell) * np.maximum(-p, 0.0))
+    money = dt_h * (buy * np.maximum(p, 0.0) - np.nan_to_num(sell) * np.maximum(-p, 0.0))
     return pd.Series(np.bincount(codes, weights=money, minlength=len(names)), index=names)
 
 
@@ -312,7 +311,8 @@ def _netting_fen(tables: RunTables) -> float:
     ev = tables.ev
     dt_h = tables.step.total_seconds() / 3600.0
     g = ev.assign(imp=ev["p_kw"].clip(lower=0.0), exp=(-ev["p_kw"]).clip(lower=0.0)).groupby("time")[["imp", "exp"]].sum()
-    spread = (steps["price_buy_per_kwh"] - steps["price_sell_per_kwh"]).reindex(g.index).fillna(0.0)
+    buy, sell = row_prices(tables, pd.DatetimeIndex(g.index))
+    spread = np.where(np.isnan(sell), 0.0, buy - sell)
     return -100.0 * dt_h * float((spread * np.minimum(g["imp"], g["exp"])).sum())
 
 
