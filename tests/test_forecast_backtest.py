@@ -16,6 +16,9 @@ from optev.forecast.backtest import SCORE_COLUMNS, backtest, pinball
 from optev.forecast.features import Calendar, pair_features
 from optev.forecast.catalog import MODELS
 from optev.forecast.series import aggregate_load, arrival_series, read_sessions
+from optev.forecast.simulated import simulated_sessions
+from optev.io import read
+from paths import V2SIM, need
 
 ACN = Path(__file__).resolve().parents[2] / "shared" / "acn" / "sessions"
 CALTECH_SUMMER = ACN / "caltech_2019-05-01_to_2019-08-31.csv.gz"
@@ -190,10 +193,7 @@ def test_a_station_target_keeps_the_covered_days(tmp_path: Path) -> None:
 
 def test_simulated_days_vary_and_follow_the_calendar() -> None:
     """Each simulated day is its own draw of the fleet's travel (weekday or weekend statistics)."""
-    from optev.forecast.simulated import simulated_sessions
-    from optev.io import read
-
-    case = read(str(Path(__file__).resolve().parents[2] / "shared" / "v2sim" / "ux_12nodes"))
+    case = read(str(need(V2SIM / "ux_12nodes")))  # skips where the shared data is not beside the clone
     s = simulated_sessions(case, 150, 3, start="2026-01-09", seed=3)  # Friday, Saturday, Sunday
     load = aggregate_load(s, "1h")
     assert len(load) == 72 and load.notna().all() and (load >= 0).all()
