@@ -1,10 +1,15 @@
-"""``optev settle RUN_DIR --db PATH [--rules FILE] [--json]``: settle a run into the ledger (R6.5.2, R6.5.4);
+"""``optev settle RUN_DIR --db PATH [--rules FILE] [--event ID] [--telemetry FILE] [--json]``: settle a run
+into the ledger (R6.5.2, R6.5.4);
 ``optev ledger statement|invoices|reconcile|close|reverse``: read and keep the ledger.
 
 Reads an ``optev run`` output folder, meters every session in whole Wh, prices it (the run's own
 prices, or the rules file's tariff), and books the postings into the ledger at ``--db`` (an SQLite
 file, created if absent, or an SQLAlchemy URL); prints what was added and the reconciliation of
 meter, ledger and run totals. Settling the same run again adds nothing (``postings_added: 0``).
+``--event ID`` settles one grid-service event's payment and split as soon as its record has
+closed (the posting the whole run's settlement makes; that settlement later skips it);
+``--telemetry FILE`` meters from 5-s charger samples instead of the run's per-step power
+(:mod:`optev.settle.telemetry`).
 
 ``optev ledger statement --db PATH --user u-… | --station ID [--month YYYY-MM]`` prints one party's
 lines only; ``invoices --month M --out DIR`` writes ``invoices.json`` and one printable HTML page per
@@ -28,8 +33,10 @@ from optev.errors import DataError
 from optev.io.outdir import output_folder
 from optev.io.results import jsonable
 from optev.settle.ledger import Ledger
-from optev.settle.run import load_rules
-from optev.settle.settle import Settlement, settle_run
+from optev.mobility.telemetry import TELEMETRY_PERIOD_S
+from optev.settle.run import load_rules, read_run
+from optev.settle.settle import Settlement, Telemetry, settle_event, settle_run
+from optev.settle.telemetry import read_telemetry
 from optev.settle.statements import invoice_html, invoices, operator_statement, user_statement
 
 
@@ -40,13 +47,31 @@ def add_settle_parser(sub: Any) -> None:
     st.add_argument("--db", required=True, help="ledger: an SQLite file (created if absent) or an SQLAlchemy URL")
     st.add_argument("--rules", help="settlement rules (TOML: [tariff] preset, service_fee_per_kwh, [contract]); "
                                     "default: the run's own prices, no service fee")
+    st.add_argument("--event", metavar="SERVICE_ID",
+                    help="settle only this grid-service event's payment and split (right after its record closes); "
+                         "settling the whole run later skips it")
+    st.add_argument("--telemetry", metavar="FILE",
+                    help="meter from these 5-s charger samples (Parquet or CSV, as optev simulate --telemetry writes) "
+                         "instead of the run's per-step power")
+    st.add_argument("--telemetry-origin", metavar="TIMESTAMP",
+                    help="what the telemetry's time_s counts from (ISO time with UTC offset; default: midnight of "
+                         "the run's first day, the instance start of optev simulate)")
+    st.add_argument("--telemetry-period", type=float, default=TELEMETRY_PERIOD_S, metavar="S",
+                    help=f"seconds each sample holds for (default {TELEMETRY_PERIOD_S:g})")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_cmd_settle)
 
 
 def _cmd_settle(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
-    result = settle_run(args.run_dir, Ledger(args.db), rules)
+    ledger = Ledger(args.db)
+    if args.event is not None:
+        if args.telemetry:
+            raise DataError("--event settles a service payment only: it reads no telemetry")
+        result = settle_event(args.run_dir, ledger, args.event, rules)
+    else:
+        telemetry = _telemetry(args) if args.telemetry else None
+        result = settle_run(args.run_dir, ledger, rules, telemetry)
     if args.json:
         print(json.dumps(jsonable(result.to_dict()), indent=1, sort_keys=True, allow_nan=False))
     else:
@@ -54,10 +79,30 @@ def _cmd_settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _telemetry(args: argparse.Namespace) -> Telemetry:
+    """The ``--telemetry`` samples, their ``time_s`` dated from ``--telemetry-origin`` (or midnight of
+    the run's first day)."""
+    if args.telemetry_origin is not None:
+        try:
+            origin = pd.Timestamp(args.telemetry_origin)
+        except ValueError:
+            raise DataError(f"--telemetry-origin: not a timestamp: {args.telemetry_origin!r}") from None
+        if origin.tz is None:
+            raise DataError("--telemetry-origin needs a UTC offset (e.g. 2026-03-02T00:00:00+08:00)")
+    else:
+        first = pd.DatetimeIndex(read_run(args.run_dir).steps["time"]).min()
+        origin = first.normalize()
+    return Telemetry(read_telemetry(args.telemetry, origin), period_s=args.telemetry_period)
+
+
 def report(s: Settlement) -> str:
     """The settlement in a few lines."""
     rec = s.reconciliation
     cur = s.currency or "currency"
+    if "receipt_fen" in rec:  # one service event (settle_event)
+        return (f"run {s.run}: {s.postings_added} of {s.postings} postings added ({s.rule_version})\n"
+                f"service event {rec['event'].split('|')[0]}: received {rec['receipt_fen'] / 100:,.2f} {cur}, "
+                f"shared out {rec['parts_fen'] / 100:,.2f} {cur} (difference {rec['difference_fen']:+,} fen)")
     lines = [f"run {s.run}: {s.postings_added} of {s.postings} postings added ({s.rule_version})",
              f"energy {s.energy_wh / 1000:,.1f} kWh imported, {s.export_wh / 1000:,.1f} kWh exported; "
              f"energy charges {s.amount_fen / 100:,.2f} {cur}, service fees {s.service_fen / 100:,.2f} {cur}, "

@@ -233,3 +233,30 @@ def test_month_reconciliation_lists_every_run_day(month: tuple[Ledger, dict[str,
     assert days["2026-03-02"]["meter_wh"] == days["2026-03-02"]["ledger_wh"] == days["2026-03-02"]["run_wh"] == 10_000
     assert days["2026-03-02"]["run_fen"] == 940 - 250 and days["2026-03-02"]["difference_fen"] == 0
     assert out["difference_wh"] == 0 and out["difference_fen"] == 0
+
+
+@pytest.mark.parametrize("scope", ["station", "group"])
+def test_a_penalty_is_passed_through_by_each_participants_shortfall(tmp_path: Path, scope: str) -> None:
+    # DR 18:00-20:00 asked for 14 kWh and paid a penalty of 50.00 CNY. e1 (baseline 9, 3 kW) charged 7, 3:
+    # it could give up 12 kWh, so its share of the request is 14 × 12/12 = 14 kWh, it moved 2 → short 12 kWh.
+    # e2 (baseline 0) could give up nothing: share 0, short 0. Penalty share 0.8: −4,000 fen passed to st1,
+    # operator 30 % = −1,200, users −2,800 all to e1; the aggregator keeps −1,000.
+    run = _run(tmp_path / "dr", "2026-03-02", [18, 19], [("e1", [7.0, 3.0], [9.0, 3.0]), ("e2", [-5.0, 0.0], [0.0, 0.0])],
+               [1.0, 0.8], [0.5, 0.5], {"id": "dr-p", "product": "demand_response",
+                                        "end": "2026-03-02T20:00:00+08:00", "rule": "zj_dr_energy", "pay": -50.0})
+    records = pd.read_csv(run / "service_records.csv")
+    if scope == "station":
+        records["requested_kwh"] = 14.0
+    else:  # the group record carries the request, the station record none
+        group = records.assign(participant_kind="stations", participant_id="st1", requested_kwh=14.0)
+        records = pd.concat([group, records.assign(requested_kwh=float("nan"))], ignore_index=True)
+    records.to_csv(run / "service_records.csv", index=False)
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(RULES + "penalty_share = 0.8\n")
+    ledger = Ledger(tmp_path / "l.db")
+    settle_run(str(run), ledger, load_rules(rules_file))
+    secret = ledger.secret()
+    fen = ledger.entries().query("purpose in ['service', 'service_split']").groupby("account")["amount"].sum()
+    assert fen[f"user:{pseudonym(secret, 'e1')}"] == -2_800 and fen["operator:st1"] == -1_200
+    assert f"user:{pseudonym(secret, 'e2')}" not in fen.index
+    assert fen["aggregator"] == -1_000 and fen["grid"] == 5_000

@@ -11,6 +11,18 @@ Storage
     settling into one ledger at the same moment make the second fail cleanly (a duplicate id rolls
     its transaction back) rather than interleave; run it again. SQLite files use the WAL journal.
 
+Users' sub-ledger (control accounts)
+    A city has a hundred thousand users: one entry per user, leg and posting would be six to
+    eight ledger rows for every charging session. As in bookkeeping practice, users' energy and
+    charging money are kept in a *subsidiary ledger*, ``user_lines`` — one row per user session
+    and posting with its import and export Wh and its energy, service-fee and V2G fen, the user
+    by number (``users``: pseudonym ↔ number) — and the posting carries one entry per leg on a *control account*
+    (:data:`CONTROL_ACCOUNTS`: ``subledger:ev`` in Wh, ``subledger:user`` in fen) that is the sum of
+    its lines, checked on every batch (:data:`LINE_LEGS` gives each column's account, unit, sign
+    and purpose). Every read (:meth:`Ledger.entries`, :meth:`Ledger.balances`) shows the lines as
+    the entries they stand for — ``ev:<user>`` and ``user:<user>`` — in place of the control
+    entries, so a posting balances in the expanded view exactly as on the control accounts.
+
 Rules enforced on every posting
     * *balanced*: the amounts of each unit sum to zero (debits = credits);
     * *idempotent*: a posting whose key is already in the ledger is skipped, so re-running a
@@ -30,6 +42,8 @@ Sign convention: an account's balance is the sum of its entries; money paid by A
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +58,8 @@ from optev.errors import DataError
 UNITS = ("fen", "Wh")
 """Units of ledger amounts: money in fen (0.01 CNY), energy in Wh."""
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: users' sub-ledger ``user_lines`` (schema 1 had one entry per user and leg)."""
 
 Entry = tuple[str, str, int, str]
 """``(account, unit, amount, purpose)`` of a posting."""
@@ -71,6 +86,25 @@ ENTRIES = sa.Table(
     sa.Column("unit", sa.String(8), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("purpose", sa.String(40), nullable=False))
+USERS = sa.Table(
+    "users", _META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("user", sa.String(80), nullable=False, unique=True))
+"""Pseudonymous user ids of the sub-ledger, numbered (an integer index keeps inserts fast)."""
+USER_LINES = sa.Table(
+    "user_lines", _META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # no foreign keys: both ids are given by optev in the writing transaction (SQLite's per-row
+    # checks would cost a third of a city day's insert)
+    sa.Column("posting_id", sa.Integer, nullable=False, index=True),
+    sa.Column("user_id", sa.Integer, nullable=False, index=True),
+    sa.Column("session", sa.String(200), nullable=False),
+    sa.Column("import_wh", sa.BigInteger, nullable=False),
+    sa.Column("export_wh", sa.BigInteger, nullable=False),
+    sa.Column("energy_fen", sa.BigInteger, nullable=False),
+    sa.Column("fee_fen", sa.BigInteger, nullable=False),
+    sa.Column("v2g_fen", sa.BigInteger, nullable=False))
+"""The users' sub-ledger (module docstring): one row per user session and posting."""
 MONTHS = sa.Table(
     "months", _META,
     sa.Column("month", sa.String(7), primary_key=True),
@@ -90,6 +124,22 @@ META = sa.Table(
     sa.Column("value", sa.Text, nullable=False))
 
 
+LINE_LEGS: tuple[tuple[str, str, str, int, str], ...] = (
+    ("import_wh", "ev", "Wh", 1, "import"),
+    ("export_wh", "ev", "Wh", -1, "export"),
+    ("energy_fen", "user", "fen", -1, "energy"),
+    ("fee_fen", "user", "fen", -1, "service_fee"),
+    ("v2g_fen", "user", "fen", 1, "v2g"))
+"""Each amount column of ``user_lines``: ``(column, account kind, unit, sign, purpose)`` — the line
+stands for the entry ``(<kind>:<user>, unit, sign × amount, purpose)``."""
+
+CONTROL_ACCOUNTS = {"ev": "subledger:ev", "user": "subledger:user"}
+"""The control account of each account kind of the sub-ledger."""
+
+LINE_FIELDS = ("key", "user", "session") + tuple(leg[0] for leg in LINE_LEGS)
+"""Columns of the sub-ledger lines given to :meth:`Ledger.post_frames` (``key``: the posting's)."""
+
+
 @dataclass(frozen=True)
 class Posting:
     """One business event: balanced entries ``(account, unit, amount, purpose)`` under an idempotency key
@@ -107,6 +157,11 @@ class Posting:
     memo: str = ""
 
 
+def pseudonym(secret: bytes, ev_id: str) -> str:
+    """The user's pseudonymous id: ``u-`` and 16 hex digits of HMAC-SHA256(secret, ev id)."""
+    return "u-" + hmac.new(secret, str(ev_id).encode(), hashlib.sha256).hexdigest()[:16]
+
+
 def engine_for(target: str | Path) -> sa.Engine:
     """An engine for a SQLAlchemy URL (``dialect://...``) or a SQLite file path."""
     text = str(target)
@@ -122,12 +177,18 @@ def engine_for(target: str | Path) -> sa.Engine:
     return engine
 
 
+SQLITE_CACHE_KIB = 262_144
+"""SQLite page cache per connection (256 MiB; the default 2 MiB makes the index inserts of a city's
+day of sub-ledger lines miss the cache and grow slower with every day in the file)."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL journal (readers do not block the writer; a crash loses no committed transaction) and
-    foreign keys enforced."""
+    """WAL journal (readers do not block the writer; a crash loses no committed transaction),
+    a page cache of :data:`SQLITE_CACHE_KIB` and foreign keys enforced."""
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -143,6 +204,8 @@ class Ledger:
 
     target: str | Path
     engine: sa.Engine = field(init=False)
+    _names: dict[str, str] = field(init=False, default_factory=dict, repr=False)
+    _user_numbers: dict[str, int] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.engine = engine_for(self.target)
@@ -165,6 +228,18 @@ class Ledger:
                 found = secrets.token_hex(32)
                 con.execute(META.insert().values(key="pseudonym_key", value=found))
         return bytes.fromhex(found)
+
+    def pseudonyms(self, ev_ids: Iterable[Any]) -> dict[str, str]:
+        """The pseudonym of each EV id (:func:`pseudonym` under the ledger's key), remembered by this
+        ``Ledger`` object (a city's hundred thousand keyed hashes each day cost half a second)."""
+        missing = [str(e) for e in ev_ids if str(e) not in self._names]
+        if missing:
+            base = hmac.new(self.secret(), digestmod=hashlib.sha256)
+            for e in missing:
+                h = base.copy()
+                h.update(e.encode())
+                self._names[e] = "u-" + h.hexdigest()[:16]
+        return {str(e): self._names[str(e)] for e in ev_ids}
 
     def closed_months(self) -> set[str]:
         with self.engine.connect() as con:
@@ -189,11 +264,13 @@ class Ledger:
                              columns=list(ENTRY_FIELDS))
         return self.post_frames(heads, lines)
 
-    def post_frames(self, heads: pd.DataFrame, lines: pd.DataFrame) -> int:
+    def post_frames(self, heads: pd.DataFrame, lines: pd.DataFrame, user_lines: pd.DataFrame | None = None) -> int:
         """:meth:`post` for postings as tables (the bulk path): ``heads`` one row per posting with
-        :data:`POSTING_FIELDS`, ``lines`` one row per entry with :data:`ENTRY_FIELDS`. Checked as a
-        whole (every rule of the module docstring) before anything is written."""
+        :data:`POSTING_FIELDS`, ``lines`` one row per entry with :data:`ENTRY_FIELDS`, ``user_lines``
+        the users' sub-ledger rows with :data:`LINE_FIELDS` (module docstring). Checked as a whole
+        (every rule of the module docstring) before anything is written."""
         heads, lines = _checked(heads, lines)
+        sub = _checked_lines(user_lines, heads, lines)
         closed = self.closed_months()
         if closed:
             heads = _to_open_months(heads, closed)
@@ -204,38 +281,58 @@ class Ledger:
             new = ~heads["key"].isin(existing)
             if not new.any():
                 return 0
-            heads = heads.loc[new]
-            lines = lines.loc[lines["key"].isin(set(heads["key"]))]
+            # rows go in in the order of their indexed keys: each index page is then touched once, which
+            # keeps a large ledger's inserts (and the checkpoints writing them out) from growing with it
+            heads = heads.loc[new].sort_values("key", kind="stable")
+            keep = set(heads["key"])
+            lines, sub = lines.loc[lines["key"].isin(keep)], sub.loc[sub["key"].isin(keep)]
             created = _now()
             first = int(con.execute(sa.select(sa.func.coalesce(sa.func.max(POSTINGS.c.id), 0))).scalar() or 0) + 1
             ids = np.arange(first, first + len(heads), dtype=np.int64)
-            lines = lines.assign(key=ids[pd.Index(heads["key"]).get_indexer(lines["key"])])
+            index = pd.Index(heads["key"])
             _bulk_insert(con, POSTINGS, heads.assign(id=ids, created=created, reverses=None))
-            _bulk_insert(con, ENTRIES, lines.rename(columns={"key": "posting_id"}))
+            by_account = np.argsort(lines["account"].to_numpy(str), kind="stable")
+            _bulk_insert(con, ENTRIES, lines.assign(key=ids[index.get_indexer(lines["key"])])
+                         .rename(columns={"key": "posting_id"}).iloc[by_account])
+            if len(sub):
+                user_ids = _user_ids(con, self._user_numbers, sub["user"])
+                by_user = np.argsort(user_ids, kind="stable")
+                _bulk_insert(con, USER_LINES, sub.assign(key=ids[index.get_indexer(sub["key"])], user=user_ids)
+                             .rename(columns={"key": "posting_id", "user": "user_id"}).iloc[by_user])
             return int(new.sum())
 
     def reverse(self, key: str, reason: str, period: str) -> bool:
-        """Book the reversal of posting ``key`` on day ``period`` (once); False if already reversed."""
+        """Book the reversal of posting ``key`` on day ``period`` (once): its entries and sub-ledger
+        lines negated; False if already reversed."""
         with self.engine.connect() as con:
             row = con.execute(sa.select(POSTINGS).where(POSTINGS.c.key == key)).first()
             if row is None:
                 raise DataError(f"no posting with key {key!r} to reverse")
             entries = con.execute(sa.select(ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount, ENTRIES.c.purpose)
-                                  .where(ENTRIES.c.posting_id == row.id)).all()
-        rev = Posting(key=f"reverse:{key}", period=period, kind=f"reversal-{row.kind}",
-                      entries=tuple((a, u, -int(x), why) for a, u, x, why in entries), source=row.source, run=row.run,
-                      event=row.event, rule_version=row.rule_version, memo=reason)
-        return self.post([rev]) == 1
+                                  .where(ENTRIES.c.posting_id == row.id).order_by(ENTRIES.c.id)).all()
+            sub = pd.DataFrame(con.execute(sa.select(USERS.c.user, *(USER_LINES.c[c] for c in LINE_FIELDS[2:]))
+                                           .join(USERS, USERS.c.id == USER_LINES.c.user_id)
+                                           .where(USER_LINES.c.posting_id == row.id)
+                                           .order_by(USER_LINES.c.id)).all(), columns=list(LINE_FIELDS[1:]))
+        rev_key = f"reverse:{key}"
+        heads = pd.DataFrame([{"key": rev_key, "period": period, "kind": f"reversal-{row.kind}", "source": row.source,
+                               "run": row.run, "event": row.event, "rule_version": row.rule_version, "memo": reason}])
+        lines = pd.DataFrame([(rev_key, a, u, -int(x), why) for a, u, x, why in entries], columns=list(ENTRY_FIELDS))
+        amounts = [leg[0] for leg in LINE_LEGS]
+        sub = sub.assign(key=rev_key, **{c: -sub[c].astype(np.int64) for c in amounts})[list(LINE_FIELDS)]
+        return self.post_frames(heads, lines, sub) == 1
 
     def entries(self, *, run: str | None = None, account_prefix: str | None = None,
                 account: str | None = None) -> pd.DataFrame:
         """Every entry with its posting's fields (``key, period, kind, run, event, rule_version, memo,
         account, unit, amount, purpose``), optionally of one run, one account or the accounts
-        starting with a prefix."""
-        q = (sa.select(POSTINGS.c.key, POSTINGS.c.period, POSTINGS.c.kind, POSTINGS.c.run, POSTINGS.c.event,
-                       POSTINGS.c.rule_version, POSTINGS.c.memo, ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount,
-                       ENTRIES.c.purpose)
-             .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id))
+        starting with a prefix; the sub-ledger's lines shown as the users' entries they stand for
+        (module docstring), in posting order."""
+        posting_cols = (POSTINGS.c.id, POSTINGS.c.key, POSTINGS.c.period, POSTINGS.c.kind, POSTINGS.c.run,
+                        POSTINGS.c.event, POSTINGS.c.rule_version, POSTINGS.c.memo)
+        q = (sa.select(*posting_cols, ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount, ENTRIES.c.purpose)
+             .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id)
+             .where(ENTRIES.c.account.not_in(list(CONTROL_ACCOUNTS.values()))))
         if run is not None:
             q = q.where(POSTINGS.c.run == run)
         if account is not None:
@@ -243,9 +340,41 @@ class Ledger:
         if account_prefix is not None:
             q = q.where(ENTRIES.c.account.startswith(account_prefix, autoescape=True))
         with self.engine.connect() as con:
-            return pd.DataFrame(con.execute(q.order_by(ENTRIES.c.id)).all(),
-                                columns=["key", "period", "kind", "run", "event", "rule_version", "memo",
-                                         "account", "unit", "amount", "purpose"])
+            real = pd.DataFrame(con.execute(q.order_by(ENTRIES.c.id)).all(), columns=list(_VIEW_COLUMNS))
+            sub = self._line_entries(con, run, account_prefix, account)
+        frame = pd.concat([real, sub], ignore_index=True) if len(sub) else real
+        frame = frame.sort_values("id", kind="stable") if len(sub) else frame
+        return frame.drop(columns="id").reset_index(drop=True)
+
+    def _line_entries(self, con: sa.Connection, run: str | None, account_prefix: str | None,
+                      account: str | None) -> pd.DataFrame:
+        """The sub-ledger lines that the filters select, as entries (``id``: the posting's)."""
+        user_filter = _user_filter(account_prefix, account)
+        if user_filter is False:
+            return pd.DataFrame(columns=list(_VIEW_COLUMNS))
+        q = (sa.select(POSTINGS.c.id, POSTINGS.c.key, POSTINGS.c.period, POSTINGS.c.kind, POSTINGS.c.run,
+                       POSTINGS.c.event, POSTINGS.c.rule_version, POSTINGS.c.memo, USERS.c.user,
+                       *(USER_LINES.c[leg[0]] for leg in LINE_LEGS))
+             .join(USER_LINES, USER_LINES.c.posting_id == POSTINGS.c.id)
+             .join(USERS, USERS.c.id == USER_LINES.c.user_id))
+        if run is not None:
+            q = q.where(POSTINGS.c.run == run)
+        if user_filter is not True:
+            q = q.where(user_filter)
+        rows = pd.DataFrame(con.execute(q.order_by(USER_LINES.c.id)).all(),
+                            columns=list(_VIEW_COLUMNS[:8]) + ["user"] + [leg[0] for leg in LINE_LEGS])
+        frames = []
+        for column, kind, unit, sign, purpose in LINE_LEGS:
+            part = rows[rows[column] != 0]
+            frames.append(part[list(_VIEW_COLUMNS[:8])].assign(
+                account=kind + ":" + part["user"].astype(str), unit=unit,
+                amount=sign * part[column].astype(np.int64), purpose=purpose))
+        out = pd.concat(frames, ignore_index=True)
+        if account is not None:
+            out = out[out["account"] == account]
+        if account_prefix is not None:
+            out = out[out["account"].str.startswith(account_prefix)]
+        return out.reset_index(drop=True)
 
     def record_run_days(self, rows: list[dict[str, Any]]) -> None:
         """Keep the meter and run totals of a settled run's days (once per run and day)."""
@@ -270,8 +399,9 @@ class Ledger:
                            sa.func.sum(ENTRIES.c.amount))
                  .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id)
                  .where(POSTINGS.c.period.startswith(month),
-                        sa.or_(sa.and_(ENTRIES.c.account.startswith("ev:"), ENTRIES.c.unit == "Wh",
-                                       ENTRIES.c.amount > 0),
+                        sa.or_(sa.and_(sa.or_(ENTRIES.c.account.startswith("ev:"),
+                                               ENTRIES.c.account == CONTROL_ACCOUNTS["ev"]),
+                                       ENTRIES.c.unit == "Wh", ENTRIES.c.amount > 0),
                                sa.and_(ENTRIES.c.account == "grid", ENTRIES.c.unit == "fen",
                                        ENTRIES.c.purpose.in_(["energy_purchase", "v2g"]))))
                  .group_by(POSTINGS.c.run, POSTINGS.c.period, ENTRIES.c.unit, ENTRIES.c.purpose))
@@ -291,21 +421,36 @@ class Ledger:
 
     def received_by_day(self, run: str, account_prefix: str, unit: str) -> dict[str, int]:
         """Per posting day, the sum of the positive entries in ``unit`` of accounts starting with
-        ``account_prefix`` in the postings of ``run`` (e.g. the energy its EVs received)."""
+        ``account_prefix`` in the postings of ``run`` (e.g. ``"ev:"``: the energy its EVs received;
+        the sub-ledger's lines counted through their control accounts, whose positive entries are
+        the sums of the lines' positive legs: a posting's lines all have one sign)."""
+        accounts = ENTRIES.c.account.startswith(account_prefix, autoescape=True)
+        controls = [c for kind, c in CONTROL_ACCOUNTS.items() if f"{kind}:".startswith(account_prefix)]
+        if any(account_prefix.startswith(f"{kind}:") and account_prefix != f"{kind}:" for kind in CONTROL_ACCOUNTS):
+            raise DataError(f"received_by_day: {account_prefix!r} selects some users only; use entries()")
         q = (sa.select(POSTINGS.c.period, sa.func.sum(ENTRIES.c.amount))
              .join(ENTRIES, ENTRIES.c.posting_id == POSTINGS.c.id)
              .where(POSTINGS.c.run == run, ENTRIES.c.unit == unit, ENTRIES.c.amount > 0,
-                    ENTRIES.c.account.startswith(account_prefix, autoescape=True))
+                    sa.or_(accounts, ENTRIES.c.account.in_(controls)))
              .group_by(POSTINGS.c.period))
         with self.engine.connect() as con:
             return {str(d): int(x) for d, x in con.execute(q)}
 
     def balances(self, unit: str) -> dict[str, int]:
-        """Balance of every account in ``unit``."""
+        """Balance of every account in ``unit`` (users' accounts from the sub-ledger, module docstring)."""
         q = (sa.select(ENTRIES.c.account, sa.func.sum(ENTRIES.c.amount)).where(ENTRIES.c.unit == unit)
-             .group_by(ENTRIES.c.account))
+             .where(ENTRIES.c.account.not_in(list(CONTROL_ACCOUNTS.values()))).group_by(ENTRIES.c.account))
+        legs = [leg for leg in LINE_LEGS if leg[2] == unit]
+        out: dict[str, int] = {}
         with self.engine.connect() as con:
-            return {a: int(x) for a, x in con.execute(q)}
+            out.update((a, int(x)) for a, x in con.execute(q))
+            for kind in sorted({leg[1] for leg in legs}):
+                total = sum(leg[3] * USER_LINES.c[leg[0]] for leg in legs if leg[1] == kind)
+                sums = con.execute(sa.select(USERS.c.user, sa.func.sum(total))
+                                   .join(USERS, USERS.c.id == USER_LINES.c.user_id).group_by(USERS.c.user))
+                for user, x in sums:
+                    out[f"{kind}:{user}"] = out.get(f"{kind}:{user}", 0) + int(x)
+        return out
 
     def rule_versions(self, run: str) -> set[str]:
         """Rule versions of the postings of ``run`` not reversed."""
@@ -326,6 +471,76 @@ POSTING_FIELDS = ("key", "period", "kind", "source", "run", "event", "rule_versi
 
 ENTRY_FIELDS = ("key", "account", "unit", "amount", "purpose")
 """Columns of the entries table given to :meth:`Ledger.post_frames` (``key``: the posting's)."""
+
+
+_VIEW_COLUMNS = ("id", "key", "period", "kind", "run", "event", "rule_version", "memo", "account", "unit", "amount",
+                 "purpose")
+
+
+def _user_filter(account_prefix: str | None, account: str | None) -> Any:
+    """The SQL condition on ``users.user`` for an account filter of :meth:`Ledger.entries`:
+    True (every line), False (none) or a condition."""
+    kinds = tuple(f"{kind}:" for kind in CONTROL_ACCOUNTS)
+    if account is not None:
+        kind = next((k for k in kinds if account.startswith(k)), None)
+        return False if kind is None else USERS.c.user == account[len(kind):]
+    if account_prefix is None or any(k.startswith(account_prefix) for k in kinds):
+        return True
+    kind = next((k for k in kinds if account_prefix.startswith(k)), None)
+    return False if kind is None else USERS.c.user.startswith(account_prefix[len(kind):], autoescape=True)
+
+
+def _user_ids(con: sa.Connection, known: dict[str, int], users: pd.Series) -> np.ndarray:
+    """The number of each user of ``users`` in the ``users`` table, numbering the new ones (inside
+    the writing transaction). ``known`` is the caller's copy of the table, refreshed when the
+    table has grown since (numbers are given in order and never change, so its count and
+    largest number tell)."""
+    count, top = con.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(USERS.c.id), 0))).one()
+    if count != len(known) or max(known.values(), default=0) != top:
+        known.clear()
+        known.update((str(u), int(i)) for i, u in con.execute(sa.select(USERS.c.id, USERS.c.user)))
+    names = pd.unique(users.astype(str).to_numpy(object))
+    new = [str(x) for x in names if x not in known]
+    if new:
+        numbered = pd.DataFrame({"id": np.arange(int(top) + 1, int(top) + 1 + len(new), dtype=np.int64), "user": new})
+        _bulk_insert(con, USERS, numbered)
+        known.update(zip(new, numbered["id"].tolist()))
+    return pd.Series(known).reindex(users.astype(str).to_numpy(object)).to_numpy(np.int64)
+
+
+def _checked_lines(user_lines: pd.DataFrame | None, heads: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """The sub-ledger lines of a batch, or a :class:`DataError`: integer amounts, a user id
+    without ``:``, a posting in the batch, and each posting's control entries equal to the sums of
+    its lines, leg by leg (module docstring)."""
+    if user_lines is None:
+        user_lines = pd.DataFrame({c: pd.Series(dtype=np.int64 if c.endswith(("_wh", "_fen")) else object)
+                                   for c in LINE_FIELDS})
+    missing = [c for c in LINE_FIELDS if c not in user_lines]
+    if missing:
+        raise DataError(f"user lines: missing field(s) {', '.join(missing)}")
+    sub = user_lines[list(LINE_FIELDS)].reset_index(drop=True)
+    amounts = [leg[0] for leg in LINE_LEGS]
+    if len(sub) and not all(pd.api.types.is_integer_dtype(sub[c]) for c in amounts):
+        raise DataError("a user line's amount is not an integer (whole Wh and fen)")
+    users = sub["user"].astype(str)
+    if len(sub) and ((users == "") | users.str.contains(":", regex=False)).any():
+        raise DataError("a user line needs a user id without ':'")
+    orphan = ~sub["key"].isin(set(heads["key"]))
+    if orphan.any():
+        raise DataError(f"a user line of no posting in the batch: {sub['key'][orphan].iloc[0]!r}")
+    summed = sub.groupby("key", sort=False)[amounts].sum()
+    want = pd.concat([pd.DataFrame({"key": summed.index, "account": CONTROL_ACCOUNTS[kind], "purpose": purpose,
+                                    "amount": sign * summed[column].to_numpy(np.int64)})
+                      for column, kind, _unit, sign, purpose in LINE_LEGS], ignore_index=True)
+    controls = lines[lines["account"].isin(list(CONTROL_ACCOUNTS.values()))]
+    have = controls.groupby(["key", "account", "purpose"], sort=False)["amount"].sum().rename("booked")
+    both = want.set_index(["key", "account", "purpose"]).join(have, how="outer").fillna(0)
+    off = both[both["amount"] != both["booked"]]
+    if len(off):
+        key, account, purpose = off.index[0]
+        raise DataError(f"posting {key}: control account {account} ({purpose}) holds {int(off['booked'].iloc[0]):+d} "
+                        f"but its user lines sum to {int(off['amount'].iloc[0]):+d}")
+    return sub
 
 
 def _checked(heads: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
