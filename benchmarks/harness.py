@@ -377,6 +377,10 @@ REGISTRY: tuple[Benchmark, ...] = (
     _bench("settle", "settling a month of the Nanjing fleet into the SQLite ledger: seconds per day and month, "
            "ledger size, reconciliation per day (issue 14)", (_out("bench_settle"),),
            "tests/test_benchmarks_settle_smoke.py"),
+    _bench("serve", "the dispatch service under load: optev serve on loopback driven for a simulated day (every "
+           "station's telemetry, then the step call), step latency, telemetry requests/s, errors and lost "
+           "telemetry; then malformed requests against every endpoint (issue 15)", (_out("bench_serve"),),
+           "tests/test_benchmarks_serve_smoke.py"),
 )
 """Every benchmark script of ``benchmarks/`` (``tests/test_benchmarks_registry.py`` checks both ways)."""
 

@@ -1,6 +1,7 @@
 """Command-line interface: ``optev pf``, ``optev info``, ``optev solve``, ``optev generate``,
 ``optev simulate``, ``optev run``, ``optev flex`` (:mod:`optev.cli_flex`), ``optev forecast backtest``
-(:mod:`optev.cli_forecast`), ``optev settle`` (:mod:`optev.cli_settle`); ``optev --version``.
+(:mod:`optev.cli_forecast`), ``optev settle`` (:mod:`optev.cli_settle`), ``optev audit verify``
+(:mod:`optev.cli_audit`), ``optev serve`` (:mod:`optev.cli_serve`); ``optev --version``.
 
 User mistakes (missing file, bad format, unknown option, invalid data, an infeasible
 window) print one line on stderr and exit with code 2, never a traceback. Standard output
@@ -20,8 +21,10 @@ from typing import Any, Sequence
 from optev import package_version
 from optev.blocks.window import build_window
 from optev.clean_exit import run_cleanly
+from optev.cli_audit import add_audit_parser
 from optev.cli_flex import add_flex_parser
 from optev.cli_forecast import add_forecast_parser
+from optev.cli_serve import add_serve_parser
 from optev.cli_settle import add_ledger_parser, add_settle_parser
 from optev.compose.formulation import load_formulation
 from optev.compose.solve import WindowSolver, checked_window
@@ -489,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_forecast_parser(sub)
     add_settle_parser(sub)
     add_ledger_parser(sub)
+    add_audit_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from optev.io.outdir import output_folder
 from optev.io.results import jsonable
 from optev.settle.ledger import Ledger
 from optev.mobility.telemetry import TELEMETRY_PERIOD_S
+from optev.privacy.pseudonym import KEY_ENV, load_keyring
 from optev.settle.run import load_rules, read_run
 from optev.settle.settle import Settlement, Telemetry, settle_event, settle_run
 from optev.settle.telemetry import read_telemetry
@@ -58,13 +60,17 @@ def add_settle_parser(sub: Any) -> None:
                          "the run's first day, the instance start of optev simulate)")
     st.add_argument("--telemetry-period", type=float, default=TELEMETRY_PERIOD_S, metavar="S",
                     help=f"seconds each sample holds for (default {TELEMETRY_PERIOD_S:g})")
+    st.add_argument("--pseudonym-keys", metavar="FILE",
+                    help="name users with these keys kept outside the ledger (optev.privacy key file; default: "
+                         f"${KEY_ENV} if set, else the ledger's own key)")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_cmd_settle)
 
 
 def _cmd_settle(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
-    ledger = Ledger(args.db)
+    keyring = load_keyring(args.pseudonym_keys) if args.pseudonym_keys or os.environ.get(KEY_ENV, "").strip() else None
+    ledger = Ledger(args.db, keyring=keyring)
     if args.event is not None:
         if args.telemetry:
             raise DataError("--event settles a service payment only: it reads no telemetry")
@@ -118,9 +124,11 @@ def add_ledger_parser(sub: Any) -> None:
     """Register ``optev ledger statement|invoices|close|reverse`` on the sub-command parsers."""
     lg = sub.add_parser("ledger", help="the settlement ledger: statements, invoices, closing a month, reversals")
     lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=type(lg))
-    stm = lsub.add_parser("statement", help="the lines of one user (pseudonym u-...) or one station's operator")
+    stm = lsub.add_parser("statement", help="the lines of one user (pseudonym u-... or ev-k1-...) or one station's "
+                                            "operator")
     who = stm.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="the user's pseudonymous id (u-...)")
+    who.add_argument("--user", help="the user's pseudonymous id (u-... under the ledger's key, ev-<version>-... under "
+                                    "the pseudonym keys)")
     who.add_argument("--station", help="a station id (its operator's statement)")
     inv = lsub.add_parser("invoices", help="one invoice per account for a month: invoices.json and printable HTML")
     inv.add_argument("--out", required=True, help="folder for the invoices; replaced only if optev wrote it")

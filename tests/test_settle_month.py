@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from optev.cli import main
 from optev.errors import DataError
-from optev.settle.ledger import Ledger
+from optev.settle.ledger import Ledger, pseudonym
 from optev.settle.run import load_rules
-from optev.settle.settle import pseudonym, settle_run
+from optev.settle.settle import settle_run
 from optev.settle.statements import invoices, user_statement
 
 TZ = "+08:00"

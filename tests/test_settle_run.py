@@ -14,7 +14,10 @@ import sqlalchemy.engine.base as base
 import optev
 from optev.cli import main
 from optev.errors import DataError
+from optev.privacy.pseudonym import Keyring
+from optev.server.hooks import KeyringPseudonyms
 from optev.settle.ledger import Ledger
+from optev.settle.statements import user_statement
 from optev.settle.run import Rules, load_rules, read_run
 from optev.settle.settle import settle_run
 from optev.settle.tariff import jiangsu_2025
@@ -154,3 +157,24 @@ def test_the_default_main_job_day_reconciles_to_a_tenth_of_a_kwh_and_a_fen(tmp_p
     assert abs(rec["summary_energy_delivered_wh"] - rec["run_wh"]) <= 1
     assert rec["difference_fen"] is not None and abs(rec["difference_fen"]) <= 1
     assert s.export_wh > 0  # the day has V2G discharge, priced at the sell price
+
+
+def test_users_named_by_the_keys_outside_the_ledger(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ring = Keyring.new("k1")
+    ledger = Ledger(tmp_path / "l.db", keyring=ring)
+    settle_run(str(run_dir), ledger)
+    ev = pd.read_csv(run_dir / "ev.csv")
+    ev_id = str(ev.loc[ev["p_kw"].idxmax(), "ev_id"])  # an EV that charged
+    name = KeyringPseudonyms(ring)(ev_id)  # how the dispatch service names this EV's user
+    assert name.startswith("ev-k1-") and not user_statement(ledger, name).empty
+    accounts = set(ledger.entries()["account"])
+    assert f"user:{name}" in accounts and not any(a.startswith("user:u-") for a in accounts)
+    assert ledger.secret() not in ring.key().secret  # the ledger's own key is not the one naming users
+    # the CLI takes the keys from the environment, as optev serve does
+    monkeypatch.setenv("OPTEV_PSEUDONYM_KEYS", "k7:" + "ab" * 32)
+    assert main(["settle", str(run_dir), "--db", str(tmp_path / "env.db"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["ledger", "statement", "--db", str(tmp_path / "env.db"), "--user",
+                 Keyring.from_compact("k7:" + "ab" * 32).pseudonym(ev_id, kind="ev"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lines"]

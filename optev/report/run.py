@@ -168,7 +168,6 @@ class RunResult:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every frame of the run (:data:`RUN_TABLES`), by name."""
         m = self.mpc
-        out: dict[str, pd.DataFrame] = {}
         frames = {**m.tables, "sessions": m.sessions, "baseline_sessions": m.baseline_sessions,
                   "violations": m.violations, **{f"baseline_{k}": v for k, v in m.baseline.items()}}
         if self.service is not None:

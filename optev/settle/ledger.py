@@ -54,6 +54,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from optev.errors import DataError
+from optev.io.database import engine_for
+from optev.privacy.pseudonym import Keyring
 
 UNITS = ("fen", "Wh")
 """Units of ledger amounts: money in fen (0.01 CNY), energy in Wh."""
@@ -162,53 +164,21 @@ def pseudonym(secret: bytes, ev_id: str) -> str:
     return "u-" + hmac.new(secret, str(ev_id).encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def engine_for(target: str | Path) -> sa.Engine:
-    """An engine for a SQLAlchemy URL (``dialect://...``) or a SQLite file path."""
-    text = str(target)
-    if "://" in text:
-        return sa.create_engine(text)
-    path = Path(text)
-    if path.exists() and path.is_dir():
-        raise DataError(f"{path} is a folder, not a ledger file")
-    if path.exists() and path.stat().st_size and not _is_sqlite(path):
-        raise DataError(f"{path} exists and is not an SQLite database (optev will not overwrite it)")
-    engine = sa.create_engine(f"sqlite:///{path}")
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-SQLITE_CACHE_KIB = 262_144
-"""SQLite page cache per connection (256 MiB; the default 2 MiB makes the index inserts of a city's
-day of sub-ledger lines miss the cache and grow slower with every day in the file)."""
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL journal (readers do not block the writer; a crash loses no committed transaction),
-    a page cache of :data:`SQLITE_CACHE_KIB` and foreign keys enforced."""
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def _is_sqlite(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(16) == b"SQLite format 3\x00"
-
-
 @dataclass
 class Ledger:
     """The ledger in a database (module docstring)."""
 
     target: str | Path
+    keyring: Keyring | None = None
+    """Pseudonymisation keys kept outside the ledger (:mod:`optev.privacy.pseudonym`, the dispatch
+    service's): users are then named ``ev-<version>-<hex>`` as the service names them; without
+    one, by the ledger's own key (``u-<hex>``, :meth:`secret`)."""
     engine: sa.Engine = field(init=False)
     _names: dict[str, str] = field(init=False, default_factory=dict, repr=False)
     _user_numbers: dict[str, int] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.engine = engine_for(self.target)
+        self.engine = engine_for(self.target, "ledger")
         try:
             _META.create_all(self.engine)
             with self.engine.begin() as con:
@@ -230,10 +200,14 @@ class Ledger:
         return bytes.fromhex(found)
 
     def pseudonyms(self, ev_ids: Iterable[Any]) -> dict[str, str]:
-        """The pseudonym of each EV id (:func:`pseudonym` under the ledger's key), remembered by this
-        ``Ledger`` object (a city's hundred thousand keyed hashes each day cost half a second)."""
+        """The pseudonym of each EV id — under :attr:`keyring`'s current key when there is one, else
+        :func:`pseudonym` under the ledger's own key —, remembered by this ``Ledger`` object (a city's
+        hundred thousand keyed hashes each day cost half a second)."""
+        ev_ids = list(ev_ids)
         missing = [str(e) for e in ev_ids if str(e) not in self._names]
-        if missing:
+        if missing and self.keyring is not None:
+            self._names.update(self.keyring.map(missing, kind="ev"))
+        elif missing:
             base = hmac.new(self.secret(), digestmod=hashlib.sha256)
             for e in missing:
                 h = base.copy()
@@ -323,11 +297,11 @@ class Ledger:
         return self.post_frames(heads, lines, sub) == 1
 
     def entries(self, *, run: str | None = None, account_prefix: str | None = None,
-                account: str | None = None) -> pd.DataFrame:
+                account: str | None = None, month: str | None = None) -> pd.DataFrame:
         """Every entry with its posting's fields (``key, period, kind, run, event, rule_version, memo,
         account, unit, amount, purpose``), optionally of one run, one account or the accounts
-        starting with a prefix; the sub-ledger's lines shown as the users' entries they stand for
-        (module docstring), in posting order."""
+        starting with a prefix, one month ``YYYY-MM``; the sub-ledger's lines shown as the users'
+        entries they stand for (module docstring), in posting order."""
         posting_cols = (POSTINGS.c.id, POSTINGS.c.key, POSTINGS.c.period, POSTINGS.c.kind, POSTINGS.c.run,
                         POSTINGS.c.event, POSTINGS.c.rule_version, POSTINGS.c.memo)
         q = (sa.select(*posting_cols, ENTRIES.c.account, ENTRIES.c.unit, ENTRIES.c.amount, ENTRIES.c.purpose)
@@ -335,19 +309,21 @@ class Ledger:
              .where(ENTRIES.c.account.not_in(list(CONTROL_ACCOUNTS.values()))))
         if run is not None:
             q = q.where(POSTINGS.c.run == run)
+        if month is not None:
+            q = q.where(POSTINGS.c.period.startswith(_month(month)))
         if account is not None:
             q = q.where(ENTRIES.c.account == account)
         if account_prefix is not None:
             q = q.where(ENTRIES.c.account.startswith(account_prefix, autoescape=True))
         with self.engine.connect() as con:
             real = pd.DataFrame(con.execute(q.order_by(ENTRIES.c.id)).all(), columns=list(_VIEW_COLUMNS))
-            sub = self._line_entries(con, run, account_prefix, account)
+            sub = self._line_entries(con, run, account_prefix, account, month)
         frame = pd.concat([real, sub], ignore_index=True) if len(sub) else real
         frame = frame.sort_values("id", kind="stable") if len(sub) else frame
         return frame.drop(columns="id").reset_index(drop=True)
 
     def _line_entries(self, con: sa.Connection, run: str | None, account_prefix: str | None,
-                      account: str | None) -> pd.DataFrame:
+                      account: str | None, month: str | None) -> pd.DataFrame:
         """The sub-ledger lines that the filters select, as entries (``id``: the posting's)."""
         user_filter = _user_filter(account_prefix, account)
         if user_filter is False:
@@ -359,6 +335,8 @@ class Ledger:
              .join(USERS, USERS.c.id == USER_LINES.c.user_id))
         if run is not None:
             q = q.where(POSTINGS.c.run == run)
+        if month is not None:
+            q = q.where(POSTINGS.c.period.startswith(month))
         if user_filter is not True:
             q = q.where(user_filter)
         rows = pd.DataFrame(con.execute(q.order_by(USER_LINES.c.id)).all(),
@@ -459,6 +437,12 @@ class Ledger:
              .where(~POSTINGS.c.key.startswith("reverse:")).where(POSTINGS.c.key.not_in(reversed_keys)).distinct())
         with self.engine.connect() as con:
             return {r[0] for r in con.execute(q)}
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows of each table of the ledger (postings, entries, users' sub-ledger lines, users)."""
+        with self.engine.connect() as con:
+            return {t.name: int(con.execute(sa.select(sa.func.count()).select_from(t)).scalar() or 0)
+                    for t in (POSTINGS, ENTRIES, USER_LINES, USERS)}
 
     def count(self) -> int:
         """Number of postings."""

@@ -31,7 +31,7 @@ import pandas as pd
 
 from optev.errors import DataError
 from optev.mobility.telemetry import TELEMETRY_PERIOD_S
-from optev.settle.ledger import CONTROL_ACCOUNTS, ENTRY_FIELDS, POSTING_FIELDS, Ledger, Posting, pseudonym
+from optev.settle.ledger import CONTROL_ACCOUNTS, ENTRY_FIELDS, POSTING_FIELDS, Ledger, Posting
 from optev.settle.meter import Readings, largest_remainder, meter
 from optev.settle.run import Rules, RunTables, read_run
 from optev.settle.split import Contract, split_receipt
@@ -279,7 +279,6 @@ def settle_tables(tables: RunTables, ledger: Ledger, rules: Rules | None = None,
     readings, samples = (None, 0) if telemetry is None else telemetry_readings(telemetry.samples, tables,
                                                                                   telemetry.period_s)
     table = lines(tables, rules, readings)
-    secret = ledger.secret()
     users = ledger.pseudonyms(table["ev_id"].unique())
     imp_fen = share_fen(table["import_exact"].to_numpy())
     exp_fen = share_fen(table["export_exact"].to_numpy())

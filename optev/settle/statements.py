@@ -24,22 +24,22 @@ import numpy as np
 import pandas as pd
 
 from optev.errors import DataError
+from optev.privacy.pseudonym import is_pseudonym
 from optev.settle.ledger import Ledger
 from optev.settle.meter import tenths_kwh
 
 
 def _month_entries(ledger: Ledger, accounts: list[str], month: str | None) -> pd.DataFrame:
-    frames = [ledger.entries(account=a) for a in accounts]
+    frames = [ledger.entries(account=a, month=month) for a in accounts]
     frame = pd.concat(frames, ignore_index=True) if frames else ledger.entries(account="")
-    if month is not None:
-        frame = frame[frame["period"].str.startswith(month)]
     return frame.sort_values(["period", "key", "account"], kind="stable").reset_index(drop=True)
 
 
 def user_statement(ledger: Ledger, user: str, month: str | None = None) -> pd.DataFrame:
-    """The lines of one pseudonymous user (``u-…``), optionally of one month ``YYYY-MM``."""
-    if not user.startswith("u-") or ":" in user:
-        raise DataError(f"a user id is the pseudonym u-… from the ledger, got {user!r}")
+    """The lines of one pseudonymous user (``u-…`` under the ledger's own key, or ``ev-k1-…`` under
+    the keyring's), optionally of one month ``YYYY-MM``."""
+    if not (user.startswith("u-") or is_pseudonym(user)) or ":" in user:
+        raise DataError(f"a user id is a pseudonym (u-… or ev-<key>-…) from the ledger, got {user!r}")
     cols = ["period", "kind", "event", "purpose", "account", "unit", "amount"]
     return _month_entries(ledger, [f"user:{user}", f"ev:{user}", f"coupon:{user}"], month)[cols]
 
@@ -60,8 +60,7 @@ def invoices(ledger: Ledger, month: str, *, tax_rate: float | None = None, tax_i
     """One invoice per account with money or energy in ``month`` (module docstring)."""
     if tax_rate is not None and not (np.isfinite(tax_rate) and 0.0 <= tax_rate < 1.0):
         raise DataError(f"tax_rate must be a share in [0, 1), got {tax_rate!r}")
-    frame = ledger.entries()
-    frame = frame[frame["period"].str.startswith(month)]
+    frame = ledger.entries(month=month)
     out = []
     for account, rows in frame.groupby("account", sort=True):
         lines = []
