@@ -14,7 +14,8 @@ standard error when it is ready::
 With ``--ocpp-port N`` (or ``ocpp_port`` in the config) it is also the OCPP CSMS for smart charging
 (:mod:`optev.server.ocpp_bridge`), on ``ocpp_host`` (default: ``--host``) in the same process and
 event loop; both sockets are bound before the line above, which then names the OCPP URL too
-(``... ; OCPP on ws://127.0.0.1:9000/<station id>``).
+(``... ; OCPP on ws://127.0.0.1:9000/<station id> (HTTP Basic, OCPP security profile 1)``; charge
+point passwords: ``[ocpp_passwords]``, :mod:`optev.server.ocpp_auth`).
 
 It serves until Ctrl-C (SIGINT) or SIGTERM: the calls in progress finish, the database and the
 audit log are closed, and the command ends like every optev command stopped by a signal
@@ -130,13 +131,19 @@ def _shown(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _ocpp_auth(config: ServeConfig) -> str:
+    if config.ocpp_auth_mode == "none":
+        return "no charge point authentication"
+    return f"HTTP Basic, OCPP security profile {2 if config.tls else 1}"
+
+
 def _serve(config: ServeConfig, sock: socket.socket, ocpp: socket.socket | None = None) -> int:
     app = create_app(config, ocpp_socket=ocpp)
     port = int(sock.getsockname()[1])
     scheme = "https" if config.tls else "http"
     dispatcher = app.state.dispatcher
     csms = "" if ocpp is None else (f"; OCPP on {'wss' if config.tls else 'ws'}://{_shown(config.ocpp_bind_host)}:"
-                                    f"{int(ocpp.getsockname()[1])}/<station id>")
+                                    f"{int(ocpp.getsockname()[1])}/<station id> ({_ocpp_auth(config)})")
     print(f"optev serve: listening on {scheme}://{_shown(config.host)}:{port} (instance "
           f"{dispatcher.instance.metadata.name}, formulation {dispatcher.controller.formulation.name}, step "
           f"{config.step}, horizon {config.horizon}; database {config.database}; audit log {config.audit_path}; "

@@ -103,9 +103,12 @@ class SimStation:
     task: Any = None
     seq: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] | None = None
+    """Extra headers of the websocket upgrade (``Authorization: Basic ...``)."""
 
     async def connect(self, url: str) -> None:
-        self.ws = await websockets.connect(url + self.station_id, subprotocols=[Subprotocol(f"ocpp{self.version}")])
+        self.ws = await websockets.connect(url + self.station_id, subprotocols=[Subprotocol(f"ocpp{self.version}")],
+                                           additional_headers=self.headers)
         self.cp = _client_class(self.version)(self.station_id, self.ws, response_timeout=10)
         self.cp.received, self.cp.answer, self.cp.delay_s = self.received, self.answer, self.delay_s
         self.task = asyncio.create_task(self.cp.start())

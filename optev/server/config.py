@@ -35,6 +35,9 @@ Every field is optional; relative paths are relative to the config file's folder
                                         # every control interval (besides POST /v1/tick)
     ocpp_default_soc_target = 1.0       # target SOC of sessions that report none (OCPP 1.6)
     # ocpp_max_periods = 24             # the stations' ChargingScheduleMaxPeriods (default: no cut)
+    ocpp_auth = "basic"                 # charge points log in with HTTP Basic (OCPP Security Profile 1, 2 with
+                                        # TLS; optev.server.ocpp_auth); default "basic" with [ocpp_passwords],
+                                        # else "none", which off loopback needs insecure_http = true
 
     [edge]                              # what a late or missing state is answered with (optev.mpc.edge)
     hold = "1h"
@@ -44,6 +47,10 @@ Every field is optional; relative paths are relative to the config file's folder
     [ocpp_ids]                          # enrolment: pseudonym of a charge point's identity (cs-…) or of an
                                         # idToken (ev-…) under pseudonym_keys → the instance's station or EV
     "cs-k1-0123456789abcdef" = "scs_N7"
+
+    [ocpp_passwords]                    # a charge point (its cs pseudonym, or the instance station id it is or is
+                                        # enrolled as) → the SHA-256 hex of its password, never the password
+    "cs-k1-0123456789abcdef" = { password_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8" }
 
     [[keys]]                            # as many as needed; also OPTEV_API_KEYS (optev.server.auth)
     key_sha256 = "9f86d0..."            # sha256 of the key (or key = "..." itself)
@@ -76,8 +83,9 @@ from optev.io.tomlfile import read_toml
 from optev.mpc.edge import FALLBACK_POLICIES, EdgePolicy
 from optev.mpc.forecast import BUILTIN_FORECASTERS
 from optev.options import control_step_option, duration_option
-from optev.privacy.pseudonym import parse_pseudonym
+from optev.privacy.pseudonym import is_pseudonym, parse_pseudonym
 from optev.server.auth import ENV_KEYS, KeySpec, key_spec, parse_env_keys
+from optev.server.ocpp_auth import AUTH_MODES
 
 __all__ = ["CLOCKS", "DEFAULT_DATABASE", "DEFAULT_FORMULATION", "DEFAULT_HORIZON", "OCPP_ID_KINDS", "ServeConfig",
            "load_config"]
@@ -103,10 +111,11 @@ _FIELDS = ("instance", "formulation", "step", "horizon", "forecaster", "database
            "clock", "clock_offset_s", "host", "port", "tls_certfile", "tls_keyfile", "insecure_http", "max_body_mb",
            "keep_alive_s", "service_records", "pseudonym_keys", "consent_db", "k_anonymity", "rate_limit",
            "require_nonce", "ocpp_port", "ocpp_host", "ocpp_autodispatch", "ocpp_default_soc_target",
-           "ocpp_max_periods", "ocpp_ids", "edge", "keys")
+           "ocpp_max_periods", "ocpp_auth", "ocpp_ids", "ocpp_passwords", "edge", "keys")
 _PATHS = ("instance", "database", "audit_log", "tls_certfile", "tls_keyfile", "service_records", "pseudonym_keys",
           "consent_db")
 _EDGE_FIELDS = ("hold", "fallback", "fallback_cap_kw")
+_SHA256_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,8 @@ class ServeConfig:
     ocpp_default_soc_target: float = 1.0
     ocpp_max_periods: int | None = None
     ocpp_ids: tuple[tuple[str, str], ...] = ()
+    ocpp_auth: str | None = None
+    ocpp_passwords: tuple[tuple[str, str], ...] = ()
     keys: tuple[KeySpec, ...] = field(default_factory=tuple)
     source: str = "defaults"
 
@@ -176,6 +187,11 @@ class ServeConfig:
     def ocpp(self) -> bool:
         """The OCPP CSMS is on (``ocpp_port`` given)."""
         return self.ocpp_port is not None
+
+    @property
+    def ocpp_auth_mode(self) -> str:
+        """``ocpp_auth``, by default ``basic`` with ``[ocpp_passwords]``, else ``none``."""
+        return self.ocpp_auth if self.ocpp_auth is not None else "basic" if self.ocpp_passwords else "none"
 
     @property
     def ocpp_bind_host(self) -> str:
@@ -243,11 +259,26 @@ class ServeConfig:
             raise OptionError(f"{where}: ocpp_max_periods must be a whole number of at least 1, got {periods!r}")
         for pseudonym, target in self.ocpp_ids:
             _ocpp_id(pseudonym, target, f"{where}: ocpp_ids")
+        self._checked_ocpp_auth()
         host = self.ocpp_bind_host
         if self.ocpp and not (self.tls or self.insecure_http or is_loopback(host)):
             raise OptionError(f"ocpp_host {host} is not a loopback address: configure tls_certfile and tls_keyfile "
                               "(wss://), or insecure_http = true behind a TLS-terminating proxy")
+        if self.ocpp and self.ocpp_auth_mode == "none" and not (self.insecure_http or is_loopback(host)):
+            raise OptionError(f"ocpp_host {host} is not a loopback address and ocpp_auth is \"none\": anyone could "
+                              "connect as any charge point; give [ocpp_passwords] (ocpp_auth = \"basic\"), or "
+                              "insecure_http = true")
         return self
+
+    def _checked_ocpp_auth(self) -> None:
+        where = self.source
+        if self.ocpp_auth is not None:
+            _choice(self.ocpp_auth, AUTH_MODES, f"{where}: ocpp_auth")
+        if self.ocpp_auth_mode == "basic" and not self.ocpp_passwords:
+            raise OptionError(f"{where}: ocpp_auth = \"basic\" needs [ocpp_passwords] (charge point → "
+                              "password_sha256)")
+        for name, digest in self.ocpp_passwords:
+            _ocpp_password(name, digest, f"{where}: ocpp_passwords")
 
 
 def is_loopback(host: str) -> bool:
@@ -292,6 +323,28 @@ def _ocpp_id(pseudonym: Any, target: Any, where: str) -> None:
         raise OptionError(f"{where}: {pseudonym}: must name an instance {OCPP_ID_KINDS[kind]} id, got {target!r}")
 
 
+def _ocpp_password(name: Any, digest: Any, where: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise OptionError(f"{where}: a charge point must be named by a cs pseudonym or a station id, got {name!r}")
+    if is_pseudonym(name) and parse_pseudonym(name)[0] != "cs":
+        raise OptionError(f"{where}: {name!r} is not a charge point pseudonym (cs-k1-<16 hex>)")
+    if not isinstance(digest, str) or len(digest) != 64 or not set(digest.lower()) <= _SHA256_HEX:
+        raise OptionError(f"{where}: {name}: password_sha256 must be 64 hex digits (the SHA-256 of the password)")
+
+
+def _ocpp_passwords(table: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, dict):
+        raise OptionError(f"{where}: ocpp_passwords must be a table ([ocpp_passwords]: charge point = "
+                          "{ password_sha256 = \"...\" })")
+    out = []
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) != {"password_sha256"}:
+            raise OptionError(f"{where}: ocpp_passwords: {name}: give {{ password_sha256 = \"<sha256 hex>\" }} "
+                              "only, never the password itself")
+        out.append((str(name), entry["password_sha256"]))
+    return tuple(out)
+
+
 def _ocpp_ids(table: Any, where: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(table, dict):
         raise OptionError(f"{where}: ocpp_ids must be a table ([ocpp_ids]: pseudonym = \"station or EV id\")")
@@ -332,9 +385,11 @@ def load_config(path: str | Path | None, **overrides: Any) -> ServeConfig:
     unknown = sorted(set(doc) - set(_FIELDS))
     if unknown:
         raise OptionError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})")
-    values: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("edge", "keys", "ocpp_ids")}
+    values: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("edge", "keys", "ocpp_ids", "ocpp_passwords")}
     if "ocpp_ids" in doc:
         values["ocpp_ids"] = _ocpp_ids(doc["ocpp_ids"], where)
+    if "ocpp_passwords" in doc:
+        values["ocpp_passwords"] = _ocpp_passwords(doc["ocpp_passwords"], where)
     if "edge" in doc:
         values.update(_edge_fields(doc["edge"], where))
     if "keys" in doc:
@@ -345,7 +400,7 @@ def load_config(path: str | Path | None, **overrides: Any) -> ServeConfig:
                 raise OptionError(f"{where}: {name} must be a path (a string)")
             values[name] = (file.parent / values[name]) if not Path(values[name]).is_absolute() else Path(values[name])
     for name in ("formulation", "step", "horizon", "forecaster", "max_state_age", "clock", "host", "edge_hold",
-                 "edge_fallback", "ocpp_host"):
+                 "edge_fallback", "ocpp_host", "ocpp_auth"):
         if name in values and not isinstance(values[name], str):
             raise OptionError(f"{where}: {name.replace('edge_', 'edge.')} must be a string, got {values[name]!r}")
     for name in ("insecure_http", "rate_limit", "require_nonce", "ocpp_autodispatch"):

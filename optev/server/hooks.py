@@ -27,7 +27,8 @@ The service calls a few small interfaces, bundled in :class:`Hooks` and passed t
     ``alarm(kind, detail)`` for each of :data:`ALARM_KINDS`; ``alarm.admit(principal)`` is asked
     before every authenticated call (False: 429) and ``alarm.telemetry(station, time_s, evs)``
     sees every station report. Default :class:`HubAlarms`: the detectors of
-    :mod:`optev.audit.alarms` (failed-authentication bursts per client address, unauthorised
+    :mod:`optev.audit.alarms` (failed-authentication bursts per client address and claimed
+    principal, unauthorised
     and malformed requests, per-principal rates, implausible telemetry) delivered by an
     :class:`~optev.audit.alarms.AlarmHub` into the ``alarms`` table of the service's database
     (``GET /v1/alarms``) and the ``optev.audit`` logger; every alarm is also written to the
@@ -99,7 +100,8 @@ V2G = "v2g"
 PURPOSES = (CONTROLLED_CHARGING, V2G)
 
 ALARM_KINDS = ("unauthenticated", "forbidden", "malformed", "edge_policy", "internal_error")
-"""What the service reports to the alarm hook: a call without a valid key (401), a call its role
+"""What the service reports to the alarm hook: a call without a valid key or a charge point without
+valid credentials (401; :mod:`optev.server.ocpp_bridge`), a call its role
 or subject does not allow (403), a body or parameter that failed validation (400, 413, 422, an
 unknown route), a late or missing state answered by the edge policy, an unexpected error (500).
 ``detail`` holds ``principal``, ``role``, ``key_id``, ``method``, ``path``, ``client``,
@@ -383,7 +385,7 @@ class HubAlarms:
     def __call__(self, kind: str, detail: Mapping[str, Any]) -> None:
         who = str(detail.get("principal") or f"ip:{detail.get('client')}")
         if kind == "unauthenticated":
-            self._emit(self.failed.failure(ip=detail.get("client")))
+            self._emit(self.failed.failure(principal=detail.get("principal"), ip=detail.get("client")))
         elif kind == "forbidden":
             self._emit(unauthorised(who, f"{detail.get('method')} {detail.get('path')}", role=detail.get("role")))
         elif kind == "malformed":

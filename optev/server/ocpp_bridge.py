@@ -7,6 +7,16 @@ connections closed, a running control cycle finished first). It serves ``ws://``
 ``ocpp_host`` (default: the HTTP ``host``), ``wss://`` with the service's certificate when TLS is
 configured; off loopback it needs TLS or ``insecure_http`` like the HTTP API.
 
+Charge point authentication
+---------------------------
+With ``[ocpp_passwords]`` (``ocpp_auth = "basic"``) a charge point must open its connection with
+HTTP Basic credentials: its identity and its password (OCPP Security Profile 1; 2 with TLS;
+:mod:`optev.server.ocpp_auth`). Missing or wrong credentials are answered HTTP 401 on the upgrade,
+before any OCPP message: the refusal is logged and written to the audit log under the charge
+point's optev id (instance station id or ``cs`` pseudonym, never the raw identity) and reported to
+the alarm hook as ``unauthenticated`` (``principal`` that id, ``client`` the address: bursts raise
+``auth_failure_burst``). Off loopback, ``ocpp_auth = "none"`` needs ``insecure_http = true``.
+
 Ids at the edge
 ---------------
 Charge points send three kinds of raw id. Each is replaced as the message arrives, before anything
@@ -71,6 +81,7 @@ from optev.privacy.pseudonym import Keyring, is_pseudonym, parse_pseudonym
 from optev.server.config import OCPP_ID_KINDS, ServeConfig
 from optev.server.dispatch import Dispatcher, InputError, Outcome
 from optev.server.hooks import Hooks
+from optev.server.ocpp_auth import ChargePointPasswords
 from optev.server.ocpp_csms import ACCEPTED, NOTHING, OcppCsms, StationDispatch, StationInfo
 from optev.server.profiles import capacities, iso_utc
 
@@ -130,14 +141,22 @@ class EdgeIds:
                                   f"keys ({', '.join(keyring.versions)})")
             self._enrolled[pseudonym] = target
 
+    @staticmethod
+    def _hashed(text: str) -> str:
+        """The text whose pseudonym names a raw id (``raw:`` before one that looks like a pseudonym)."""
+        return "raw:" + text if not text or is_pseudonym(text) else text
+
     def _map(self, raw_id: str, kind: str) -> str:
         text = _canonical(raw_id)
         if text in self._known[kind]:
             return text
-        if not text or is_pseudonym(text):
-            text = "raw:" + text
+        text = self._hashed(text)
         found = (self._enrolled.get(p) for p in self.keyring.pseudonyms(text, kind=kind).values())
         return next((t for t in found if t is not None), None) or self.keyring.pseudonym(text, kind=kind)
+
+    def station_pseudonyms(self, raw_id: str) -> tuple[str, ...]:
+        """A charge point identity's pseudonyms (kind ``cs``) under every key version kept."""
+        return tuple(self.keyring.pseudonyms(self._hashed(_canonical(raw_id)), kind=STATION_KIND).values())
 
     def station(self, raw_id: str) -> str:
         """A charge point's identity → optev's station id."""
@@ -209,6 +228,9 @@ class OcppBridge:
         inst = dispatcher.instance
         self.dispatcher, self.hooks, self.config = dispatcher, hooks, config
         self.ids = EdgeIds(keyring, dispatcher.station_ids, inst.evs["ev_id"].astype(str), config.ocpp_ids)
+        self.passwords = ChargePointPasswords(config.ocpp_passwords, keyring, frozenset(dispatcher.station_ids),
+                                              self.ids.station, self.ids.station_pseudonyms) \
+            if config.ocpp_auth_mode == "basic" else None
         self.capacity_kwh = capacities(inst)
         self._evs = frozenset(inst.evs["ev_id"].astype(str))
         self.origin: datetime = instance_origin(inst).to_pydatetime()
@@ -216,7 +238,8 @@ class OcppBridge:
         self.csms = OcppCsms(self.origin, host=config.ocpp_bind_host, port=config.ocpp_port or 0,
                              pseudonymise=self.ids.token, station_ids=self.ids.station,
                              session_ids=self.ids.session, clock=self.clock, max_periods=config.ocpp_max_periods,
-                             max_offline_s=hold_s if hold_s > 0 else None, ssl=_ssl_context(config), sock=sock)
+                             max_offline_s=hold_s if hold_s > 0 else None, ssl=_ssl_context(config), sock=sock,
+                             authenticate=self.authenticate if self.passwords is not None else None)
         self.interval_s = float(dispatcher.step_s)
         """Seconds between automatic ticks (``ocpp_autodispatch``; tests shorten it)."""
         self._lock = asyncio.Lock()  # one control cycle at a time (POST /v1/tick, the automatic ticks)
@@ -244,6 +267,24 @@ class OcppBridge:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.csms.stop()
+
+    # ------------------------------------------------------------------ authentication
+    async def authenticate(self, raw_id: str, authorization: str | None, client: str | None) -> bool:
+        """Whether a connecting charge point's credentials are right (module docstring); a
+        refusal is logged, audited and reported to the alarm hook under optev's id only."""
+        why = self.passwords.check(raw_id, authorization) if self.passwords is not None else None
+        if why is None:
+            return True
+        station = self.ids.station(raw_id)
+        LOG.warning("station %s: OCPP connection refused (401): %s", station, why)
+        await asyncio.to_thread(self._refused, station, why, client)
+        return False
+
+    def _refused(self, station: str, why: str, client: str | None) -> None:
+        self.hooks.alarm("unauthenticated", {"principal": station, "role": "station", "key_id": None,
+                                             "method": "GET", "path": f"ocpp:/{station}", "client": client,
+                                             "status": 401, "error": f"401 ocpp {why}"})
+        self.hooks.audit.record(station, "OCPP connect", f"station:{station}", "unauthenticated", None)
 
     # ------------------------------------------------------------------ views
     def stations(self) -> dict[str, Any]:

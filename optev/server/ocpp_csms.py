@@ -43,7 +43,7 @@ import json
 import logging
 import socket
 import ssl as ssl_lib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -59,6 +59,7 @@ from ocpp.v21 import ChargePoint as ChargePoint21
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -74,6 +75,9 @@ LOG = logging.getLogger("optev.server.ocpp")
 
 ACCEPTED, REJECTED, UNREACHABLE, NOTHING = "Accepted", "Rejected", "unreachable", "nothing_to_send"
 """Dispatch outcomes of a station."""
+
+AUTH_REALM = "optev OCPP"
+"""The realm of the HTTP Basic challenge (``WWW-Authenticate``) to a refused charge point."""
 
 
 def _utc_now() -> datetime:
@@ -353,6 +357,10 @@ class OcppCsms:
     sock : socket.socket, optional
         A socket already bound and listening (``host`` and ``port`` are then only for
         :attr:`url`; the port is the socket's).
+    authenticate : callable, optional
+        Awaited with a connecting station's raw id, its ``Authorization`` header (or None) and
+        its address before the upgrade; False answers HTTP 401 and the connection never reaches
+        the handlers (:mod:`optev.server.ocpp_auth`). Default: every station is let in.
     heartbeat_s : int
         Heartbeat interval given to booting stations, s.
     response_timeout_s : float
@@ -383,7 +391,8 @@ class OcppCsms:
                  on_telemetry: Callable[[Telemetry], None] | None = None, max_periods: int | None = None,
                  max_offline_s: int | None = None, station_ids: Callable[[str], str] | None = None,
                  session_ids: Callable[[str], str] | None = None, ssl: ssl_lib.SSLContext | None = None,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None,
+                 authenticate: Callable[[str, str | None, str | None], Awaitable[bool]] | None = None) -> None:
         if not response_timeout_s > 0:
             raise DataError(f"response_timeout_s must be positive, got {response_timeout_s}")
         self.origin = utc_instant(origin, "origin")
@@ -394,6 +403,7 @@ class OcppCsms:
         self.session_ids = session_ids
         self.ssl = ssl
         self._sock = sock
+        self.authenticate = authenticate
         self.heartbeat_s = int(heartbeat_s)
         self.response_timeout_s = float(response_timeout_s)
         self.clock: Callable[[], datetime] = clock or _utc_now
@@ -440,10 +450,20 @@ class OcppCsms:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not station_from_path(request.path):
+    async def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        raw_id = station_from_path(request.path)
+        if not raw_id:
             return connection.respond(HTTPStatus.NOT_FOUND, "connect to ws://host:port/<station id>\n")
-        return None
+        if self.authenticate is None:
+            return None
+        address = connection.remote_address
+        client = str(address[0]) if isinstance(address, tuple) and address else None
+        if await self.authenticate(raw_id, request.headers.get("Authorization"), client):
+            return None
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, "HTTP Basic credentials of this charge point "
+                                                               "required (OCPP Security Profile 1)\n")
+        response.headers["WWW-Authenticate"] = build_www_authenticate_basic(AUTH_REALM)
+        return response
 
     async def _serve(self, ws: ServerConnection) -> None:
         version = SUBPROTOCOLS.get(str(ws.subprotocol))
